@@ -1,0 +1,354 @@
+"""Clips as training data: an on-disk cache of what the model sees, the Dataset, the patient split.
+
+Decoding a DICOM cine and preprocessing it costs far more than a training step's data loading
+should, so the uint8 model frames (masked, cropped, resized, sampled) are cached as ``.npy``
+files keyed by the SHA-1 of the file's bytes plus the preprocessing settings: only the first
+epoch of the first run decodes DICOM. Normalisation happens on the fly.
+
+A clip that cannot be loaded raises an error naming the file; it is never replaced by a blank
+(zero) tensor, which would silently teach the model that black clips have some quality.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from echoquality_core.dicom import DicomReadError, read_clip
+from echoquality_core.preprocess import PreprocessParams, model_frames, normalize
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+_DEFAULT_PARAMS = PreprocessParams()
+_CHUNK = 1 << 20
+
+
+class ClipLoadError(RuntimeError):
+    """A clip could be read as DICOM but not turned into model frames (message names the file)."""
+
+
+def file_sha1(path: str | os.PathLike) -> str:
+    """SHA-1 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_model_frames(path: str | os.PathLike, params: PreprocessParams) -> np.ndarray:
+    """Decode a DICOM clip and return its uint8 (T,S,S,3) model frames.
+
+    Raises DicomReadError for unreadable files and ClipLoadError when preprocessing fails.
+    """
+    clip = read_clip(path)
+    frames = clip.frames
+    regions = clip.regions if params.mask == "region" else None
+    try:
+        return model_frames(frames, params, regions)
+    except (ValueError, TypeError) as exc:
+        raise ClipLoadError(f"{Path(path).name}: {exc}") from exc
+
+
+class ClipCache:
+    """On-disk cache of model frames: ``<cache_dir>/<sha1(file sha1 + params.key())>.npy``.
+
+    File hashes are remembered per path together with the file's mtime and size, so later
+    epochs neither decode nor re-hash a clip. ``hits``/``misses`` count lookups served from
+    the cache and clips decoded.
+    """
+
+    def __init__(
+        self, cache_dir: str | os.PathLike, params: PreprocessParams = _DEFAULT_PARAMS
+    ):
+        self.cache_dir = Path(cache_dir)
+        self.params = params
+        self.hits = 0
+        self.misses = 0
+        self._hashes: dict[str, tuple[int, int, str]] = {}
+
+    def file_hash(self, path: str | os.PathLike) -> str:
+        """SHA-1 of the file, recomputed only when its mtime or size changed."""
+        key = os.fspath(path)
+        st = os.stat(key)
+        known = self._hashes.get(key)
+        if known is not None and known[:2] == (st.st_mtime_ns, st.st_size):
+            return known[2]
+        sha = file_sha1(key)
+        self._hashes[key] = (st.st_mtime_ns, st.st_size, sha)
+        return sha
+
+    def entry(self, path: str | os.PathLike) -> Path:
+        """Where the cached frames of this clip (with these settings) live."""
+        name = hashlib.sha1(f"{self.file_hash(path)}|{self.params.key()}".encode()).hexdigest()
+        return self.cache_dir / f"{name}.npy"
+
+    def get(self, path: str | os.PathLike) -> np.ndarray:
+        """uint8 (T,S,S,3) model frames of a clip, decoding and caching it on a miss."""
+        try:
+            entry = self.entry(path)
+        except OSError as exc:
+            raise DicomReadError(Path(path), f"cannot read file ({exc.strerror or exc})") from exc
+        if entry.is_file():
+            try:
+                frames = np.load(entry, allow_pickle=False)
+                self.hits += 1
+                return frames
+            except (OSError, ValueError) as exc:  # truncated or foreign file: rebuild it
+                log.warning("cache entry %s unreadable (%s); decoding again", entry.name, exc)
+        frames = load_model_frames(path, self.params)
+        self.misses += 1
+        self._write(entry, frames)
+        return frames
+
+    def _write(self, entry: Path, frames: np.ndarray) -> None:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-", suffix=".npy")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, frames, allow_pickle=False)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, entry)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class EchoDataset(Dataset):
+    """Labelled clips as (video float32 (3,T,S,S), label float32 scalar[, path str]).
+
+    ``transform`` is applied to the normalised video tensor (e.g. EchoVideoAugmentation).
+    With ``cache_dir`` the model frames are cached on disk (see ClipCache); without it every
+    access decodes the DICOM.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        labels: Sequence[float],
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        *,
+        params: PreprocessParams = _DEFAULT_PARAMS,
+        cache_dir: str | os.PathLike | None = None,
+        return_path: bool = False,
+    ):
+        if len(paths) != len(labels):
+            raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+        self.paths = [os.fspath(p) for p in paths]
+        self.labels = [float(v) for v in labels]
+        self.transform = transform
+        self.params = params
+        self.return_path = return_path
+        self.cache = ClipCache(cache_dir, params) if cache_dir is not None else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def frames(self, index: int) -> np.ndarray:
+        """uint8 (T,S,S,3) model frames of one clip (from the cache when there is one)."""
+        path = self.paths[index]
+        if self.cache is not None:
+            return self.cache.get(path)
+        return load_model_frames(path, self.params)
+
+    def __getitem__(self, index: int):
+        video = torch.from_numpy(normalize(self.frames(index)))
+        if self.transform is not None:
+            video = self.transform(video)
+        label = torch.tensor(self.labels[index], dtype=torch.float32)
+        if self.return_path:
+            return video, label, self.paths[index]
+        return video, label
+
+
+class SyntheticLowQuality(Dataset):
+    """Degraded copies of chosen clips of a dataset, labelled 0 ("poor").
+
+    ``degrade`` takes and returns a (3,T,S,S) tensor (e.g. create_synthetic_low_quality).
+    Items have the same form as the base dataset's; paths get a ``#synthetic`` suffix.
+    """
+
+    def __init__(
+        self,
+        base: EchoDataset,
+        indices: Sequence[int],
+        degrade: Callable[[torch.Tensor], torch.Tensor],
+    ):
+        self.base = base
+        self.indices = list(indices)
+        self.degrade = degrade
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        item = self.base[self.indices[index]]
+        video = self.degrade(item[0])
+        label = torch.tensor(0.0, dtype=torch.float32)
+        if len(item) == 3:
+            return video, label, f"{item[2]}#synthetic"
+        return video, label
+
+
+def prepare_clips(
+    paths: Sequence[str | os.PathLike],
+    params: PreprocessParams,
+    cache_dir: str | os.PathLike,
+    progress: Callable[[int, int, str], None] | None = None,
+    *,
+    cache: ClipCache | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """Decode and cache every clip up front.
+
+    Returns (paths that loaded, [(path, reason) for clips that did not]); the failures are
+    meant to be reported and left out of the run. ``progress(done, total, path)`` is called
+    after each clip; ``should_stop()`` returning True ends the loop early (the clips not
+    reached are in neither list).
+    """
+    cache = cache or ClipCache(cache_dir, params)
+    ok: list[str] = []
+    failures: list[tuple[str, str]] = []
+    total = len(paths)
+    for done, path in enumerate(paths, start=1):
+        if should_stop is not None and should_stop():
+            break
+        path = os.fspath(path)
+        try:
+            cache.get(path)
+            ok.append(path)
+        except (DicomReadError, ClipLoadError) as exc:
+            failures.append((path, str(exc)))
+        except Exception as exc:  # a decoder bug must not abort the whole preparation
+            log.exception("unexpected error preparing %s", Path(path).name)
+            failures.append((path, f"{Path(path).name}: {type(exc).__name__}: {exc}"))
+        if progress is not None:
+            progress(done, total, path)
+    return ok, failures
+
+
+def _group_key(record: dict) -> str:
+    return str(record.get("patient_key") or record.get("study_key") or f"path:{record['path']}")
+
+
+def split_by_patient(
+    records: Sequence[dict],
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 42,
+) -> dict[str, list[int]]:
+    """Split clips into train/val/test so that no patient is in two splits.
+
+    ``records``: dicts with ``path``, ``label`` and (optional) ``patient_key``/``study_key``;
+    clips are grouped by patient key, else study key, else each clip is its own group. Groups
+    are assigned greedily (largest first, ties in seeded random order) to the split whose
+    per-class quota (label >= 0.5 is "good") they fill best, so the classes are spread in
+    proportion. Then, where the groups allow it, every split with a non-zero fraction gets at
+    least one group and val/test get both classes. Returns {"train", "val", "test"} -> record
+    indices, sorted.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
+        raise ValueError(f"fractions must be three non-negative numbers, got {fractions!r}")
+    frac = np.asarray(fractions, dtype=float) / float(sum(fractions))
+
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, rec in enumerate(records):
+        groups[_group_key(rec)].append(i)
+    keys = sorted(groups)
+    rng = np.random.default_rng(seed)
+    keys = [keys[i] for i in rng.permutation(len(keys))]
+    keys.sort(key=lambda k: -len(groups[k]))  # stable: random order among equal sizes
+
+    def counts(idx: list[int]) -> np.ndarray:
+        pos = sum(1 for i in idx if float(records[i]["label"]) >= 0.5)
+        return np.array([len(idx) - pos, pos], dtype=float)
+
+    group_counts = {k: counts(groups[k]) for k in keys}
+    target = frac[:, None] * sum(group_counts.values(), np.zeros(2))[None, :]
+    current = np.zeros((3, 2))
+    assigned: dict[str, int] = {}
+    for k in keys:
+        g = group_counts[k]
+        room = target - current
+        fill = np.minimum(np.clip(room, 0, None), g[None, :]).sum(axis=1)
+        total_room = (target.sum(axis=1) - current.sum(axis=1)) / np.maximum(
+            target.sum(axis=1), 1e-9
+        )
+        total_room[frac == 0] = -np.inf
+        s = int(np.lexsort((-np.arange(3), total_room, fill))[-1])  # best fill, then room
+        assigned[k] = s
+        current[s] += g
+
+    _rebalance(assigned, group_counts, frac)
+    split: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for k, s in assigned.items():
+        split[SPLITS[s]].extend(groups[k])
+    return {name: sorted(idx) for name, idx in split.items()}
+
+
+def _rebalance(assigned: dict[str, int], group_counts: dict[str, np.ndarray], frac) -> None:
+    """Move single groups so that non-zero-fraction splits are non-empty and val/test hold both
+    classes, taking from the split with the most groups without emptying a class there."""
+
+    def members(s: int) -> list[str]:
+        return [k for k, v in assigned.items() if v == s]
+
+    def has_class(s: int, c: int) -> bool:
+        return any(group_counts[k][c] > 0 for k in members(s))
+
+    def donate(to: int, wanted: Callable[[str], bool], keep_classes: bool = True) -> bool:
+        donors = sorted(range(3), key=lambda s: -len(members(s)))
+        for d in donors:
+            if d == to or len(members(d)) < 2:
+                continue
+            candidates = sorted(
+                (k for k in members(d) if wanted(k)), key=lambda k: group_counts[k].sum()
+            )
+            for k in candidates:
+                lost = [c for c in (0, 1) if group_counts[k][c] > 0]
+                assigned[k] = to
+                if not keep_classes or all(has_class(d, c) for c in lost):
+                    return True
+                assigned[k] = d
+        return False
+
+    for s in (1, 2, 0):
+        if frac[s] > 0 and not members(s):
+            donate(s, lambda k: True) or donate(s, lambda k: True, keep_classes=False)
+    for s in (1, 2):
+        if frac[s] == 0:
+            continue
+        for c in (0, 1):
+            if not has_class(s, c):
+                donate(s, lambda k, c=c: group_counts[k][c] > 0)
+
+
+def save_split(split: dict[str, list[int]], records: Sequence[dict], path: str | os.PathLike) -> Path:
+    """Write the split as CSV (video_path, split, label), atomically; no patient keys."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["video_path", "split", "label"])
+            for name in SPLITS:
+                for i in split.get(name, []):
+                    writer.writerow([records[i]["path"], name, f"{float(records[i]['label']):g}"])
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,76 @@
+"""Events a training run reports: the GUI turns them into Qt signals, the CLI into a progress bar.
+
+Plain frozen dataclasses, no torch, no Qt, so any consumer can import them cheaply.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Work before training proper, e.g. stage="prepare" while clips are decoded and cached."""
+
+    stage: str
+    done: int
+    total: int
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class BatchEnd:
+    """One optimiser step done (epoch is 1-based, step is 1-based within the epoch)."""
+
+    epoch: int
+    step: int
+    n_steps: int
+    loss: float
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """One epoch done: losses, validation metrics, current learning rate, whether it is the best."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    metrics: dict = field(default_factory=dict)
+    lr: float = 0.0
+    seconds: float = 0.0
+    best: bool = False
+    epochs_without_improvement: int = 0
+
+
+@dataclass(frozen=True)
+class TrainError:
+    """Something went wrong. kind: "nan_loss", "out_of_memory", "data" or "error".
+
+    ``fatal`` False means a warning (e.g. unreadable clips were left out) and training goes on;
+    a fatal error ends the run (its TrainEnd follows, with ``error`` set).
+    """
+
+    kind: str
+    message: str
+    fatal: bool = True
+
+
+@dataclass(frozen=True)
+class TrainEnd:
+    """The run is over (always the last event): where the best model is, its test metrics, the
+    MLflow run id; ``error`` is the fatal TrainError that ended it, if any."""
+
+    best_checkpoint: Path | None
+    test_metrics: dict
+    run_id: str | None
+    stopped: bool = False
+    cancelled: bool = False
+    split_sizes: dict = field(default_factory=dict)
+    threshold: float = 0.5
+    best_epoch: int | None = None
+    run_dir: Path | None = None
+    error: TrainError | None = None
+
+
+TrainEvent = Progress | BatchEnd | EpochEnd | TrainError | TrainEnd

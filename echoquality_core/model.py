@@ -1,0 +1,322 @@
+"""The video quality model: R(2+1)D-18 with one output logit (EchoPrime's ``video_quality_model.pt``).
+
+Weights are only ever read with ``torch.load(weights_only=True)``: a weights file is data, and a
+file that would need Python code executed to load it is refused with a :class:`WeightsError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pickle
+import re
+import tempfile
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models.video import r2plus1d_18
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "echoquality-v1"
+BLOCKS = ("fc", "layer4", "layer3", "layer2", "layer1", "stem")  # trainable blocks, last first
+RANDOM_INIT_WARNING = (
+    "No weights given: the model starts from random initialisation; "
+    "scores will be poor until it is trained"
+)
+_STATE_KEYS = ("model_state_dict", "state_dict")
+_SHOWN = 5  # how many offending keys an error message lists
+
+
+class WeightsError(ValueError):
+    """A file that is not usable weights for this model; ``str(e) == f"{path.name}: {reason}"``."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path.name}: {reason}")
+
+
+def build_model(
+    weights: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """R(2+1)D-18 with ``fc = Linear(512, 1)``, loaded from ``weights`` (a path) if given.
+
+    Without weights the model is randomly initialised and a UserWarning (also logged) says so.
+    """
+    model = r2plus1d_18(weights=None)
+    model.fc = nn.Linear(512, 1)
+    if weights is None:
+        warnings.warn(RANDOM_INIT_WARNING, UserWarning, stacklevel=2)
+        log.warning(RANDOM_INIT_WARNING)
+    else:
+        load_weights(model, weights)
+    return model.to(resolve_device(device))
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
+    """Load weights into ``model`` in place and return the file's extra info ({} if none).
+
+    Accepted: a plain state dict (EchoPrime's ``video_quality_model.pt``), the same with a
+    DataParallel ``module.`` prefix, a checkpoint dict holding ``model_state_dict`` or
+    ``state_dict``, and our own ``echoquality-v1`` checkpoints (whose ``threshold``,
+    ``preprocess``, ``config``... come back in the returned dict).
+    Raises :class:`WeightsError` for anything else, saying what is wrong.
+    """
+    path = Path(path)
+    data = _read_torch_file(path)
+    state, info = _split_checkpoint(path, data)
+    target = _unwrap(model)
+    _check_state_matches(path, state, target.state_dict())
+    target.load_state_dict(state, strict=False)  # only num_batches_tracked counters may be absent
+    return info
+
+
+def _read_torch_file(path: Path) -> Any:
+    if not path.exists():
+        raise WeightsError(path, f"file not found ({path})")
+    if not path.is_file():
+        raise WeightsError(path, f"not a file ({path})")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" not in text:
+            raise WeightsError(path, f"not a PyTorch weights file ({exc})") from exc
+        found = re.search(r"GLOBAL (\S+)", text)
+        what = f" (it refers to the Python object {found.group(1)})" if found else ""
+        raise WeightsError(
+            path,
+            "this file contains pickled Python objects, not just weights"
+            f"{what}; loading it would mean running code from the file, which we refuse to do. "
+            "Re-save only the model's state dict (torch.save(model.state_dict(), path)).",
+        ) from exc
+    except (OSError, EOFError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        detail = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+        raise WeightsError(path, f"not a PyTorch weights file or unreadable ({detail})") from exc
+
+
+def _split_checkpoint(path: Path, data: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict without 'module.' prefixes, extra info) from whatever torch.load returned."""
+    if not isinstance(data, Mapping):
+        raise WeightsError(path, f"expected a dict of weights, found a {type(data).__name__}")
+    info: dict[str, Any] = {}
+    state = data
+    for key in _STATE_KEYS:
+        if isinstance(data.get(key), Mapping):
+            state = data[key]
+            info = {k: v for k, v in data.items() if k not in _STATE_KEYS}
+            break
+    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise WeightsError(
+            path,
+            "no model state dict found: expected parameter tensors (or a 'model_state_dict' "
+            f"entry), but {_few(not_tensors)} are not tensors",
+        )
+    state = {str(k).removeprefix("module."): v for k, v in state.items()}
+    return state, info
+
+
+def _check_state_matches(
+    path: Path, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
+) -> None:
+    unexpected = [k for k in state if k not in expected]
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    shapes = [
+        f"{k} expected {tuple(expected[k].shape)} got {tuple(v.shape)}"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    problems = []
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {_few(unexpected)}")
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_few(missing)}")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es): {_few(shapes)}")
+    if problems:
+        raise WeightsError(
+            path,
+            "not weights for this model (R(2+1)D-18 with fc = Linear(512, 1)): "
+            + "; ".join(problems),
+        )
+
+
+def _few(items: list[str]) -> str:
+    shown = ", ".join(items[:_SHOWN])
+    return shown + (f", ... ({len(items) - _SHOWN} more)" if len(items) > _SHOWN else "")
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DataParallel / DistributedDataParallel wrapper."""
+    return model.module if isinstance(getattr(model, "module", None), nn.Module) else model
+
+
+def freeze_model_except_final_layers(model: nn.Module, num_layers_to_train: int = 2) -> list[str]:
+    """Train only the last ``num_layers_to_train`` blocks; return their names, last first.
+
+    Blocks are counted from the end over ``fc, layer4, layer3, layer2, layer1, stem``:
+    1 trains fc only, 2 fc + layer4, ..., 6 everything; 0 freezes the whole model (for
+    progressive schedules that then call :func:`unfreeze`).
+
+    Difference from the original training script: it counted ``avgpool`` as a block although
+    it has no parameters, so its "2" trained only ``fc``. Here every counted block has weights,
+    so "2" really trains two blocks (fc and layer4); the old "2" is our 1.
+    """
+    n = num_layers_to_train
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or n != int(n) \
+            or not 0 <= n <= len(BLOCKS):
+        raise ValueError(
+            f"num_layers_to_train must be 0..{len(BLOCKS)} (blocks counted from the end: "
+            f"{', '.join(BLOCKS)}), got {num_layers_to_train!r}"
+        )
+    for param in model.parameters():
+        param.requires_grad = False
+    names = list(BLOCKS[: int(n)])
+    unfreeze(model, names)
+    return names
+
+
+def unfreeze(model: nn.Module, names: Iterable[str]) -> None:
+    """Make the named blocks (any of ``fc, layer4, layer3, layer2, layer1, stem``) trainable."""
+    target = _unwrap(model)
+    for name in names:
+        if name not in BLOCKS:
+            raise ValueError(f"unknown block {name!r}; choose from {', '.join(BLOCKS)}")
+        for param in getattr(target, name).parameters():
+            param.requires_grad = True
+
+
+def parse_unfreeze_schedule(spec: str) -> dict[int, list[str]]:
+    """``"fc@0,layer4@3,layer3@6"`` -> ``{0: ['fc'], 3: ['layer4'], 6: ['layer3']}``.
+
+    Each item is ``block@epoch`` (epochs 0-based): the block becomes trainable at the start of
+    that epoch. An empty spec means no schedule.
+    """
+    schedule: dict[int, list[str]] = {}
+    seen: set[str] = set()
+    for item in (part.strip() for part in spec.split(",")) if spec.strip() else ():
+        block, at, epoch_text = item.partition("@")
+        block, epoch_text = block.strip(), epoch_text.strip()
+        example = "expected block@epoch, e.g. 'fc@0,layer4@3,layer3@6'"
+        if not at or not block or not epoch_text:
+            raise ValueError(f"unfreeze schedule item {item!r}: {example}")
+        if block not in BLOCKS:
+            raise ValueError(
+                f"unfreeze schedule item {item!r}: unknown block {block!r}; "
+                f"choose from {', '.join(BLOCKS)}"
+            )
+        if not epoch_text.isdigit():
+            raise ValueError(
+                f"unfreeze schedule item {item!r}: epoch must be a whole number >= 0, "
+                f"got {epoch_text!r}"
+            )
+        if block in seen:
+            raise ValueError(f"unfreeze schedule names {block!r} more than once")
+        seen.add(block)
+        schedule.setdefault(int(epoch_text), []).append(block)
+    return dict(sorted(schedule.items()))
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, **info: Any) -> Path:
+    """Write ``{'format': 'echoquality-v1', 'model_state_dict', 'threshold', 'preprocess', **info}``.
+
+    Atomic (temporary file in the same folder, then ``os.replace``); the state dict has no
+    ``module.`` prefix and every value is a tensor or plain Python data (paths become strings,
+    dataclasses dicts), so :func:`load_weights` reads it with ``weights_only=True``.
+    """
+    path = Path(path)
+    info.setdefault("threshold", 0.5)
+    info.setdefault("preprocess", None)
+    extra = {key: _plain(value, key) for key, value in info.items()}
+    state = {
+        k.removeprefix("module."): v.detach().cpu().clone() for k, v in model.state_dict().items()
+    }
+    checkpoint = {"format": CHECKPOINT_FORMAT, "model_state_dict": state, **extra}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(checkpoint, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _plain(value: Any, key: str) -> Any:
+    """``value`` as data that ``torch.load(weights_only=True)`` accepts."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, os.PathLike):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value), key)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, key) for v in value]
+    raise TypeError(
+        f"checkpoint info {key!r}: a {type(value).__name__} cannot be stored as plain data"
+    )
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> cuda if available else cpu; ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``.
+
+    Asking for a device this machine does not have raises ValueError saying so.
+    """
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device.strip() if isinstance(device, str) else device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r} requested but CUDA is not available on this machine "
+                "(no NVIDIA GPU, or torch was installed without CUDA); use 'cpu' or 'auto'"
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {device!r} requested but only {count} CUDA device(s) exist")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} requested but Apple MPS is not available")
+    return dev
+
+
+def model_summary(model: nn.Module) -> dict[str, Any]:
+    """Parameter counts and which blocks train: {'n_params', 'n_trainable', 'trainable_blocks'}."""
+    target = _unwrap(model)
+    params = list(target.parameters())
+    trainable = [
+        name for name in BLOCKS
+        if hasattr(target, name)
+        and any(p.requires_grad for p in getattr(target, name).parameters())
+    ]
+    return {
+        "n_params": sum(p.numel() for p in params),
+        "n_trainable": sum(p.numel() for p in params if p.requires_grad),
+        "trainable_blocks": trainable,
+    }

@@ -1,0 +1,172 @@
+"""An open labelling project without any GUI: the dataset folder, its clips (headers only),
+the labels CSV and an undo/redo history of label changes.
+
+Every label change is written to the CSV at once. Before writing, a CSV changed on disk by
+another program is read back in first (its rows win for clips we did not touch), so nothing
+written elsewhere is silently overwritten.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from echoquality_core.dicom import DicomReadError, find_clips, read_clip
+from echoquality_core.labels import Label, LabelStore
+
+UNREADABLE = "unreadable"  # issue tag for a clip that cannot be decoded
+
+
+@dataclass
+class ClipInfo:
+    """One clip of the project as the clip list shows it (header fields only, no PHI)."""
+
+    path: Path
+    rel: str
+    n_frames: int | None = None
+    height: int | None = None
+    width: int | None = None
+    fps: float | None = None
+    fps_source: str | None = None
+    error: str | None = None  # why the clip cannot be read, if it cannot
+
+    @property
+    def scanned(self) -> bool:
+        """True once the header was read (or failed to read)."""
+        return self.n_frames is not None or self.error is not None
+
+
+def read_header(path: str | os.PathLike, rel: str) -> ClipInfo:
+    """ClipInfo from a clip's DICOM header; a read failure is recorded in ``error``."""
+    path = Path(path)
+    try:
+        clip = read_clip(path)
+    except DicomReadError as exc:
+        return ClipInfo(path, rel, error=exc.reason)
+    except (OSError, ValueError) as exc:
+        return ClipInfo(path, rel, error=f"{type(exc).__name__}: {exc}")
+    return ClipInfo(path, rel, n_frames=clip.n_frames, height=clip.height, width=clip.width,
+                    fps=float(clip.fps), fps_source=clip.fps_source)
+
+
+@dataclass(frozen=True)
+class LabelChange:
+    """One undoable label change: the clip's label before and after (None = unlabelled)."""
+
+    rel: str
+    before: Label | None
+    after: Label | None
+
+
+@dataclass
+class Project:
+    """A dataset folder plus its labels CSV (default ``<root>/labels.csv``, created if absent)."""
+
+    root: Path
+    csv_path: Path | None = None
+    clips: list[ClipInfo] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).resolve()
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"not a folder: {self.root}")
+        self.csv_path = Path(self.csv_path or self.root / "labels.csv").resolve()
+        self.store = LabelStore(self.csv_path, root=self.root)
+        if not self.csv_path.exists():
+            self.store.save()
+        self._undo: list[LabelChange] = []
+        self._redo: list[LabelChange] = []
+        self._rows: dict[str, int] = {}
+
+    # --- clips -----------------------------------------------------------------------------
+    def find_paths(self) -> list[Path]:
+        """All DICOM files under the root, by content (can take a while on big folders)."""
+        return find_clips(self.root)
+
+    def set_paths(self, paths: Iterable[os.PathLike]) -> None:
+        """Replace the clip list with ``paths`` (headers not read yet)."""
+        self.clips = [ClipInfo(Path(p), self.store.relative(p)) for p in paths]
+        self._rows = {info.rel: i for i, info in enumerate(self.clips)}
+
+    def scan(self) -> None:
+        """Find the clips and read every header (blocking; the GUI does this in a thread)."""
+        self.set_paths(self.find_paths())
+        for i, info in enumerate(self.clips):
+            self.clips[i] = read_header(info.path, info.rel)
+
+    def row(self, rel: str) -> int | None:
+        """Index of clip ``rel`` in ``clips``."""
+        return self._rows.get(rel)
+
+    # --- labels ----------------------------------------------------------------------------
+    def label(self, rel: str) -> Label | None:
+        return self.store.get(rel)
+
+    def counts(self) -> tuple[int, int]:
+        """(labelled clips, clips) among the clips found in the folder."""
+        return sum(self.store.get(c.rel) is not None for c in self.clips), len(self.clips)
+
+    def next_unlabelled(self, after: str | None = None) -> str | None:
+        """The first unlabelled clip after ``after`` in list order, wrapping round; None if all
+        are labelled."""
+        n = len(self.clips)
+        start = self._rows.get(after, -1) + 1 if after is not None else 0
+        for k in range(n):
+            info = self.clips[(start + k) % n]
+            if info.rel != after and self.store.get(info.rel) is None:
+                return info.rel
+        return None
+
+    def reload_if_changed(self) -> bool:
+        """Read the CSV again if another program changed it; True if it did."""
+        if not self.store.changed_on_disk():
+            return False
+        self.store.load()
+        return True
+
+    def set_label(self, rel: str, score: float, *, rater: str | None = None,
+                  issues: Iterable[str] = (), notes: str | None = None) -> LabelChange:
+        """Write one label to the CSV now and record it for undo."""
+        self.reload_if_changed()
+        before = self.store.get(rel)
+        self.store.set(rel, float(score), rater=rater, issues=tuple(issues),
+                       notes=notes or None)
+        change = LabelChange(rel, before, self.store.get(rel))
+        self._undo.append(change)
+        self._redo.clear()
+        return change
+
+    def _apply(self, rel: str, label: Label | None) -> None:
+        self.reload_if_changed()
+        if label is None:
+            self.store.remove(rel)
+        else:
+            self.store.set(rel, label.quality_score, rater=label.rater, issues=label.issues,
+                           notes=label.notes, labeled_at=label.labeled_at)
+
+    def undo(self) -> LabelChange | None:
+        """Put back the label before the last change (on disk too); None if nothing to undo."""
+        if not self._undo:
+            return None
+        change = self._undo.pop()
+        self._apply(change.rel, change.before)
+        self._redo.append(change)
+        return change
+
+    def redo(self) -> LabelChange | None:
+        """Re-apply the last undone change (on disk too); None if nothing to redo."""
+        if not self._redo:
+            return None
+        change = self._redo.pop()
+        self._apply(change.rel, change.after)
+        self._undo.append(change)
+        return change
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)

@@ -1,0 +1,294 @@
+"""The clip list: a table of the project's clips (header fields, label, model score) with
+sorting, filters, a "37 / 120 labelled" counter and the header-scan progress."""
+from __future__ import annotations
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+    Signal,
+)
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from echoquality_core.project import ClipInfo
+from echoquality_gui.session import Session
+
+COLUMNS = ("File", "Frames", "FPS", "Label", "Issues", "Rater", "Model")
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+FILTERS = {
+    "All clips": "all",
+    "Unlabelled": "unlabelled",
+    "Labelled": "labelled",
+    "Good": "good",
+    "Poor": "poor",
+    "Disagree with model": "disagree",
+    "Unreadable": "unreadable",
+}
+_ERROR_BRUSH = QBrush(QColor("#ff8a80"))
+_GOOD_BRUSH = QBrush(QColor("#7bd88f"))
+_POOR_BRUSH = QBrush(QColor("#ffb74d"))
+
+
+def label_text(score: float) -> str:
+    """'good' / 'poor' for binary scores, the number otherwise."""
+    return {1.0: "good", 0.0: "poor"}.get(float(score), f"{score:.2f}")
+
+
+class ClipTableModel(QAbstractTableModel):
+    """One row per clip of the session's project, in the project's order."""
+
+    def __init__(self, session: Session, parent=None):
+        super().__init__(parent)
+        self.session = session
+        session.clips_reset.connect(self._reset)
+        session.project_opened.connect(self._reset)
+        session.scores_changed.connect(self._reset)
+        session.clips_updated.connect(self._rows_changed)
+        session.label_changed.connect(self._label_changed)
+
+    def _clips(self) -> list[ClipInfo]:
+        return self.session.project.clips if self.session.project else []
+
+    def _reset(self, *_args) -> None:
+        self.beginResetModel()
+        self.endResetModel()
+
+    def _rows_changed(self, rows: list[int]) -> None:
+        if rows:
+            self.dataChanged.emit(self.index(min(rows), 0),
+                                  self.index(max(rows), len(COLUMNS) - 1))
+
+    def _label_changed(self, rel: str) -> None:
+        row = self.session.project.row(rel) if self.session.project else None
+        if row is not None:
+            self._rows_changed([row])
+
+    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: B008 (Qt's signature)
+        return 0 if parent.isValid() else len(self._clips())
+
+    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    def clip(self, row: int) -> ClipInfo:
+        return self._clips()[row]
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        info = self._clips()[index.row()]
+        col = COLUMNS[index.column()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._display(info, col)
+        if role == SORT_ROLE:
+            return self._sort_key(info, col)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"{info.rel}\n{info.error}" if info.error else info.rel
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if info.error:
+                return _ERROR_BRUSH
+            label = self.session.label(info.rel)
+            if col == "Label" and label is not None:
+                return _GOOD_BRUSH if label.quality_score >= 0.5 else _POOR_BRUSH
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in ("Frames", "FPS", "Model"):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def _display(self, info: ClipInfo, col: str) -> str:
+        label = self.session.label(info.rel)
+        if col == "File":
+            return info.rel
+        if col == "Frames":
+            return "unreadable" if info.error else ("…" if info.n_frames is None
+                                                    else str(info.n_frames))
+        if col == "FPS":
+            return "" if info.fps is None else f"{info.fps:.1f}"
+        if col == "Label":
+            return "" if label is None else label_text(label.quality_score)
+        if col == "Issues":
+            return "" if label is None else ", ".join(label.issues)
+        if col == "Rater":
+            return "" if label is None or not label.rater else label.rater
+        score = self.session.scores.get(info.rel)
+        return "" if score is None else f"{score:.2f}"
+
+    def _sort_key(self, info: ClipInfo, col: str):
+        label = self.session.label(info.rel)
+        if col == "Frames":
+            return -1 if info.n_frames is None else info.n_frames
+        if col == "FPS":
+            return -1.0 if info.fps is None else info.fps
+        if col == "Label":
+            return -1.0 if label is None else label.quality_score
+        if col == "Model":
+            return self.session.scores.get(info.rel, -1.0)
+        return self._display(info, col).lower()
+
+
+class ClipFilterProxy(QSortFilterProxyModel):
+    """Sorts by each column's natural order and keeps the rows of one filter + a name search."""
+
+    def __init__(self, session: Session, parent=None):
+        super().__init__(parent)
+        self.session = session
+        self.mode = "all"
+        self.text = ""
+        self.setSortRole(SORT_ROLE)
+        self.setDynamicSortFilter(True)
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in FILTERS.values():
+            raise ValueError(f"unknown clip filter {mode!r}; known: {sorted(FILTERS.values())}")
+        self.mode = mode
+        self.invalidateRowsFilter()
+
+    def set_text(self, text: str) -> None:
+        self.text = text.strip().lower()
+        self.invalidateRowsFilter()
+
+    def filterAcceptsRow(self, row: int, parent) -> bool:
+        info = self.sourceModel().clip(row)
+        if self.text and self.text not in info.rel.lower():
+            return False
+        label = self.session.label(info.rel)
+        return {
+            "all": True,
+            "unlabelled": label is None,
+            "labelled": label is not None,
+            "good": label is not None and label.quality_score >= 0.5,
+            "poor": label is not None and label.quality_score < 0.5,
+            "disagree": self.session.disagrees(info.rel),
+            "unreadable": info.error is not None,
+        }[self.mode]
+
+
+class ClipListPanel(QWidget):
+    """Filter bar, counter, scan progress and the clip table; emits ``open_requested(rel)``
+    on double-click or Enter."""
+
+    open_requested = Signal(str)
+
+    def __init__(self, session: Session, parent=None):
+        super().__init__(parent)
+        self.session = session
+        self.model = ClipTableModel(session, self)
+        self.proxy = ClipFilterProxy(session, self)
+        self.proxy.setSourceModel(self.model)
+
+        self.filter_box = QComboBox()
+        self.filter_box.addItems(list(FILTERS))
+        self.filter_box.currentTextChanged.connect(lambda t: self.proxy.set_mode(FILTERS[t]))
+        self.search = QLineEdit(placeholderText="Find file…", clearButtonEnabled=True)
+        self.search.textChanged.connect(self.proxy.set_text)
+        self.counter = QLabel("No project open")
+        self.counter.setObjectName("counter")
+        self.progress = QProgressBar(textVisible=True, visible=False)
+        self.cancel_button = QPushButton("Cancel", visible=False)
+        self.cancel_button.clicked.connect(session.cancel_scan)
+
+        self.view = QTableView()
+        self.view.setModel(self.proxy)
+        self.view.setSortingEnabled(True)
+        self.view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.view.verticalHeader().hide()
+        self.view.verticalHeader().setDefaultSectionSize(22)
+        self.view.setWordWrap(False)
+        self.view.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        header = self.view.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for col in range(1, len(COLUMNS)):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        self.view.activated.connect(self._activated)
+
+        top = QHBoxLayout()
+        top.addWidget(self.filter_box)
+        top.addWidget(self.search, 1)
+        scan = QHBoxLayout()
+        scan.addWidget(self.progress, 1)
+        scan.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(top)
+        layout.addWidget(self.counter)
+        layout.addLayout(scan)
+        layout.addWidget(self.view, 1)
+
+        session.scan_progress.connect(self._scan_progress)
+        session.scan_finished.connect(self._scan_finished)
+        for signal in (session.clips_reset, session.clips_updated, session.label_changed,
+                       session.project_opened):
+            signal.connect(self._update_counter)
+        session.current_changed.connect(self._select_current)
+
+    def _activated(self, index) -> None:
+        self.open_requested.emit(self.model.clip(self.proxy.mapToSource(index).row()).rel)
+
+    def _scan_progress(self, done: int, total: int) -> None:
+        if done < 0:
+            self.progress.hide()
+            return
+        self.progress.setVisible(done < total)
+        self.cancel_button.setVisible(done < total)
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+        self.progress.setFormat(f"Reading headers %v / {total}")
+
+    def _scan_finished(self) -> None:
+        self.progress.hide()
+        self.cancel_button.hide()
+
+    def _update_counter(self, *_args) -> None:
+        project = self.session.project
+        if project is None:
+            return
+        labelled, total = project.counts()
+        self.counter.setText(f"{labelled} / {total} labelled")
+
+    def _select_current(self, info: ClipInfo | None) -> None:
+        row = self.session.project.row(info.rel) if info and self.session.project else None
+        if row is None:
+            self.view.clearSelection()
+            return
+        index = self.proxy.mapFromSource(self.model.index(row, 0))
+        if index.isValid():
+            self.view.setCurrentIndex(index)
+            self.view.scrollTo(index)
+
+    def visible_rels(self) -> list[str]:
+        """Clip rel paths in the table's current (sorted, filtered) order."""
+        return [self.model.clip(self.proxy.mapToSource(self.proxy.index(r, 0)).row()).rel
+                for r in range(self.proxy.rowCount())]
+
+    def neighbour(self, step: int) -> str | None:
+        """The clip ``step`` rows from the current one in the table's order (for Up/Down and
+        for prefetching the next clip)."""
+        rels = self.visible_rels()
+        if not rels:
+            return None
+        current = self.session.current.rel if self.session.current else None
+        if current not in rels:
+            return rels[0] if step > 0 else rels[-1]
+        i = rels.index(current) + step
+        return rels[i] if 0 <= i < len(rels) else None
+

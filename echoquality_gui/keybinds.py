@@ -1,0 +1,91 @@
+"""Every keyboard shortcut of the app, as data: one registry drives the key handling, the
+button captions and the cheat-sheet dialog (napari-deeplabcut's pattern).
+
+Keys are Qt key-sequence strings ("Space", "Ctrl+Z", "1"). G is kept free for the GradCAM
+overlay of the Review tab.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keybind:
+    """One shortcut: ``action`` is the id the window connects a handler to."""
+
+    key: str
+    action: str
+    help: str
+    group: str
+    scale: str | None = None  # "binary" / "five_point": only active with that label scale
+
+
+# Issue tags on letter keys (tag -> key). "unreadable" marks a clip that cannot be decoded.
+ISSUE_KEYS: dict[str, str] = {
+    "off_axis": "O",
+    "foreshortened": "S",
+    "poor_gain": "I",
+    "dropout": "D",
+    "partial_view": "P",
+    "unreadable": "U",
+}
+
+# Five-point scale: key -> score.
+FIVE_POINT: dict[str, float] = {"1": 0.0, "2": 0.25, "3": 0.5, "4": 0.75, "5": 1.0}
+
+KEYBINDS: tuple[Keybind, ...] = (
+    Keybind("1", "label_good", "Label good (score 1) and go to the next unlabelled clip",
+            "Label", "binary"),
+    Keybind("0", "label_poor", "Label poor (score 0) and go to the next unlabelled clip",
+            "Label", "binary"),
+    *(
+        Keybind(key, f"label_{key}", f"Label {score:g} on the five-point scale", "Label",
+                "five_point")
+        for key, score in FIVE_POINT.items()
+    ),
+    *(
+        Keybind(key, f"issue_{tag}", f"Toggle issue tag '{tag.replace('_', ' ')}'", "Label")
+        for tag, key in ISSUE_KEYS.items()
+    ),
+    Keybind("Ctrl+Return", "save_label", "Save the label with the current tags, stay on this clip",
+            "Label"),
+    Keybind("N", "next_unlabelled", "Go to the next unlabelled clip", "Label"),
+    Keybind("Ctrl+Z", "undo", "Undo the last label change (written to the CSV)", "Label"),
+    Keybind("Ctrl+Shift+Z", "redo", "Redo the label change (written to the CSV)", "Label"),
+    Keybind("Space", "play_pause", "Play / pause", "Player"),
+    Keybind("Left", "step_back", "Previous frame", "Player"),
+    Keybind("Right", "step_forward", "Next frame", "Player"),
+    Keybind("Home", "first_frame", "First frame", "Player"),
+    Keybind("End", "last_frame", "Last frame", "Player"),
+    Keybind("[", "slower", "Slower playback", "Player"),
+    Keybind("]", "faster", "Faster playback", "Player"),
+    Keybind("L", "toggle_loop", "Loop on / off", "Player"),
+    Keybind("R", "reset_levels", "Reset brightness / contrast", "Player"),
+    Keybind("M", "toggle_model_input", "Show the model input (masked, cropped 112x112) beside "
+            "the clip", "Player"),
+    Keybind("Down", "next_clip", "Next clip in the list", "Clips"),
+    Keybind("Up", "previous_clip", "Previous clip in the list", "Clips"),
+    Keybind("Ctrl+O", "open_folder", "Open a dataset folder", "File"),
+    Keybind("?", "show_keys", "This list of shortcuts", "Help"),
+)
+
+
+def keybind(action: str) -> Keybind:
+    """The registry entry for ``action`` (KeyError names the unknown action)."""
+    for bind in KEYBINDS:
+        if bind.action == action:
+            return bind
+    raise KeyError(f"no keybind for action {action!r}")
+
+
+def issue_key(tag: str) -> str | None:
+    """The key that toggles ``tag``, or None for a tag without a key."""
+    return ISSUE_KEYS.get(tag)
+
+
+def groups() -> dict[str, list[Keybind]]:
+    """Keybinds by group, in registry order (for the cheat-sheet)."""
+    out: dict[str, list[Keybind]] = {}
+    for bind in KEYBINDS:
+        out.setdefault(bind.group, []).append(bind)
+    return out

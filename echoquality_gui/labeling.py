@@ -1,0 +1,207 @@
+"""The label panel: score buttons, issue-tag toggles and notes for the current clip. Labels are
+written to the CSV at once (through the session); captions show the keys from the registry."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QGridLayout,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from echoquality_core.labels import Label
+from echoquality_core.project import UNREADABLE, ClipInfo
+from echoquality_gui import settings
+from echoquality_gui.clip_list import label_text
+from echoquality_gui.keybinds import FIVE_POINT, ISSUE_KEYS, keybind
+from echoquality_gui.resources import icon
+from echoquality_gui.session import Session
+
+
+def ask_rater(parent: QWidget | None) -> str:
+    """The rater's name: stored in the settings, asked once."""
+    name = settings.rater()
+    while not name:
+        name, ok = QInputDialog.getText(
+            parent, "Rater", "Your name or initials (saved with every label you give):")
+        if not ok:
+            return ""
+        name = name.strip()
+    settings.set_rater(name)
+    return name
+
+
+class LabelPanel(QWidget):
+    """Score the current clip (binary good/poor or five-point), tag issues, add notes."""
+
+    def __init__(self, session: Session, parent=None):
+        super().__init__(parent)
+        self.session = session
+        self._score_buttons: dict[float, QPushButton] = {}
+        self._score_group = QButtonGroup(self)
+        self._score_group.setExclusive(True)
+
+        self.current = QLabel("No clip")
+        self.current.setObjectName("currentLabel")
+        self.current.setWordWrap(True)
+        self.scores_box = QGridLayout()
+        self.tag_buttons: dict[str, QPushButton] = {}
+        tags = QGridLayout()
+        for i, (tag, key) in enumerate(ISSUE_KEYS.items()):
+            button = QPushButton(f"{tag.replace('_', ' ')}  [{key}]", checkable=True)
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            button.clicked.connect(lambda _=False, t=tag: self._tags_edited(t))
+            self.tag_buttons[tag] = button
+            tags.addWidget(button, i // 2, i % 2)
+        self.notes = QLineEdit(placeholderText="Notes (Enter keeps them)")
+        self.notes.editingFinished.connect(self._notes_edited)
+        self.notes.returnPressed.connect(self.notes.clearFocus)  # hand the keys back
+        self.auto_advance = QCheckBox("Go to the next unlabelled clip after labelling",
+                                      checked=True)
+        self.auto_advance.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.auto_advance.toggled.connect(lambda on: setattr(session, "auto_advance", on))
+        save = QPushButton(f"Save, stay here  [{keybind('save_label').key}]")
+        save.clicked.connect(self.save)
+        nxt = QPushButton(f"Next unlabelled  [{keybind('next_unlabelled').key}]")
+        nxt.clicked.connect(session.next_unlabelled)
+        for button in (save, nxt):
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        actions = QHBoxLayout()
+        actions.addWidget(save)
+        actions.addWidget(nxt)
+        self.hint = QLabel("")
+        self.hint.setWordWrap(True)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 4, 6, 4)
+        layout.addWidget(self.current)
+        layout.addWidget(self._title("Quality"))
+        layout.addLayout(self.scores_box)
+        layout.addWidget(self._title("Issues"))
+        layout.addLayout(tags)
+        layout.addWidget(self._title("Notes"))
+        layout.addWidget(self.notes)
+        layout.addLayout(actions)
+        layout.addWidget(self.auto_advance)
+        layout.addWidget(self.hint)
+        layout.addStretch(1)
+
+        session.scale_changed.connect(self._build_scores)
+        session.current_changed.connect(self._show_clip)
+        session.label_changed.connect(self._label_changed)
+        self._build_scores(session.scale)
+        self._show_clip(None)
+
+    @staticmethod
+    def _title(text: str) -> QLabel:
+        label = QLabel(text)
+        label.setObjectName("sectionTitle")
+        return label
+
+    def _build_scores(self, scale: str) -> None:
+        for button in self._score_buttons.values():
+            self._score_group.removeButton(button)
+            button.deleteLater()
+        self._score_buttons.clear()
+        if scale == "five_point":
+            items = [(score, f"{key}", None, key) for key, score in FIVE_POINT.items()]
+        else:
+            items = [(1.0, "Good", "good", "1"), (0.0, "Poor", "poor", "0")]
+        for col, (score, text, name, key) in enumerate(items):
+            button = QPushButton(f"{text}  [{key}]", checkable=True)
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            button.setMinimumHeight(34)
+            if name:
+                button.setIcon(icon(name))
+                button.setObjectName(f"{name}Button")
+            button.setToolTip(f"Score {score:g}")
+            button.clicked.connect(lambda _=False, s=score: self.give_score(s))
+            self._score_group.addButton(button)
+            self._score_buttons[score] = button
+            self.scores_box.addWidget(button, 0, col)
+        self._show_clip(self.session.current)
+
+    # --- what the keys and buttons do ------------------------------------------------------
+    def issues(self) -> tuple[str, ...]:
+        return tuple(t for t, b in self.tag_buttons.items() if b.isChecked())
+
+    def give_score(self, score: float, *, advance: bool | None = None) -> bool:
+        """Label the current clip with ``score`` and the checked tags (written now)."""
+        if self.session.current is None or not ask_rater(self):
+            return False
+        return self.session.label_current(score, self.issues(), self.notes.text().strip(),
+                                          advance=advance)
+
+    def save(self) -> bool:
+        """Write the chosen score, tags and notes; stay on this clip."""
+        button = self._score_group.checkedButton()
+        if button is None:
+            self.session.message.emit("Choose a score first (the keys are on the buttons)")
+            return False
+        score = next(s for s, b in self._score_buttons.items() if b is button)
+        return self.give_score(score, advance=False)
+
+    def toggle_issue(self, tag: str) -> None:
+        self.tag_buttons[tag].toggle()
+        self._tags_edited(tag)
+
+    def _tags_edited(self, _tag: str) -> None:
+        self._rewrite_if_labelled()
+
+    def _notes_edited(self) -> None:
+        label = self._label()
+        if label is not None and (label.notes or "") != self.notes.text().strip():
+            self._rewrite_if_labelled()
+
+    def _rewrite_if_labelled(self) -> None:
+        """A labelled clip's tags/notes are saved as they change; an unlabelled clip's wait
+        for its score."""
+        label = self._label()
+        if label is not None:
+            self.give_score(label.quality_score, advance=False)
+
+    # --- showing the current clip's label --------------------------------------------------
+    def _label(self) -> Label | None:
+        current = self.session.current
+        return self.session.label(current.rel) if current else None
+
+    def _label_changed(self, rel: str) -> None:
+        if self.session.current is not None and self.session.current.rel == rel:
+            self._show_clip(self.session.current)
+
+    def _show_clip(self, info: ClipInfo | None) -> None:
+        label = self._label() if info else None
+        self._score_group.setExclusive(False)
+        for score, button in self._score_buttons.items():
+            button.setChecked(label is not None and label.quality_score == score)
+            button.setEnabled(info is not None)
+        self._score_group.setExclusive(True)
+        issues = set(label.issues) if label else set()
+        if info is not None and info.error and label is None:
+            issues.add(UNREADABLE)
+        for tag, button in self.tag_buttons.items():
+            button.setChecked(tag in issues)
+            button.setEnabled(info is not None)
+        self.notes.setText(label.notes or "" if label else "")
+        if info is None:
+            self.current.setText("No clip")
+        elif label is None:
+            self.current.setText("Unlabelled")
+        else:
+            who = f" · {label.rater}" if label.rater else ""
+            when = f" · {label.labeled_at[11:19]}" if label.labeled_at else ""
+            self.current.setText(f"{label_text(label.quality_score)}{who}{when}")
+        self.hint.setText(f"Cannot be read: {info.error}" if info and info.error else "")
+
+    def mark_unreadable(self, reason: str) -> None:
+        """The player could not decode the clip: show why and pre-select the 'unreadable' tag."""
+        if self._label() is None:
+            self.tag_buttons[UNREADABLE].setChecked(True)
+        self.hint.setText(f"Cannot be shown: {reason}")

@@ -1,0 +1,260 @@
+"""The main window: clip list | cine player | label panel in a "Label" tab, menus, and the
+shortcuts of the keybind registry. Later tabs (Train, Review) plug in with ``add_tab``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QSplitter,
+    QTabWidget,
+    QWidget,
+)
+
+from echoquality_core.project import ClipInfo
+from echoquality_gui import settings
+from echoquality_gui.clip_list import ClipListPanel
+from echoquality_gui.keybinds import FIVE_POINT, ISSUE_KEYS, KEYBINDS
+from echoquality_gui.keys_dialog import KeysDialog
+from echoquality_gui.labeling import LabelPanel, ask_rater
+from echoquality_gui.player import CinePlayer
+from echoquality_gui.resources import icon
+from echoquality_gui.session import Session
+
+LABEL_GROUPS = ("Label", "Player", "Clips")  # keybind groups that act on the Label tab
+
+
+class MainWindow(QMainWindow):
+    """EchoQuality Studio's window; ``session`` holds the open project."""
+
+    def __init__(self, session: Session | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.session = session or Session(self)
+        self.setWindowTitle("EchoQuality Studio")
+        self.setWindowIcon(icon("app"))
+        self.clip_list = ClipListPanel(self.session)
+        self.player = CinePlayer(parent=self)
+        self.label_panel = LabelPanel(self.session)
+        self.label_page = QSplitter(Qt.Orientation.Horizontal)
+        for widget in (self.clip_list, self.player, self.label_panel):
+            self.label_page.addWidget(widget)
+        self.label_page.setStretchFactor(0, 0)
+        self.label_page.setStretchFactor(1, 1)
+        self.label_page.setStretchFactor(2, 0)
+        self.label_page.setSizes([360, 760, 260])
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.label_page, "Label")
+        self.tabs.currentChanged.connect(self._tab_changed)
+        self.setCentralWidget(self.tabs)
+        self.saved_label = QLabel("")
+        self.statusBar().addPermanentWidget(self.saved_label)
+        self._keys_dialog: KeysDialog | None = None
+        self.actions: dict[str, QAction] = {}
+        self._make_actions()
+        self._make_menus()
+        self._connect()
+        self.resize(1360, 760)
+
+    # --- seams for later tabs --------------------------------------------------------------
+    def add_tab(self, widget: QWidget, title: str) -> int:
+        """Add a tab (e.g. "Train", "Review"); the Label tab's shortcuts pause while it shows."""
+        return self.tabs.addTab(widget, title)
+
+    def action(self, name: str) -> QAction:
+        """The QAction of a keybind-registry action (e.g. "label_good")."""
+        return self.actions[name]
+
+    # --- actions and menus -----------------------------------------------------------------
+    def _handlers(self) -> dict:
+        p, lp, s = self.player, self.label_panel, self.session
+        handlers = {
+            "label_good": lambda: lp.give_score(1.0),
+            "label_poor": lambda: lp.give_score(0.0),
+            "save_label": lp.save,
+            "next_unlabelled": s.next_unlabelled,
+            "undo": s.undo,
+            "redo": s.redo,
+            "play_pause": p.toggle_play,
+            "step_back": lambda: p.step(-1),
+            "step_forward": lambda: p.step(1),
+            "first_frame": p.first,
+            "last_frame": p.last,
+            "slower": lambda: p.change_speed(-1),
+            "faster": lambda: p.change_speed(1),
+            "toggle_loop": lambda: p.set_loop(not p.loop),
+            "reset_levels": p.reset_levels,
+            "toggle_model_input": lambda: p.set_model_input(not p.show_model_input),
+            "next_clip": lambda: self._open_neighbour(1),
+            "previous_clip": lambda: self._open_neighbour(-1),
+            "open_folder": self.choose_folder,
+            "show_keys": self.show_keys,
+        }
+        for key, score in FIVE_POINT.items():
+            handlers[f"label_{key}"] = lambda s_=score: lp.give_score(s_)
+        for tag in ISSUE_KEYS:
+            handlers[f"issue_{tag}"] = lambda t=tag: lp.toggle_issue(t)
+        return handlers
+
+    def _make_actions(self) -> None:
+        handlers = self._handlers()
+        for bind in KEYBINDS:
+            action = QAction(bind.help, self)
+            action.setShortcut(QKeySequence(bind.key))
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            action.triggered.connect(lambda _=False, h=handlers[bind.action]: h())
+            self.addAction(action)
+            self.actions[bind.action] = action
+        self.actions["undo"].setEnabled(False)
+        self.actions["redo"].setEnabled(False)
+        self._scale_changed(self.session.scale)
+
+    def _make_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        file_menu.addAction(self._rename(self.actions["open_folder"], "Open folder…"))
+        file_menu.addAction("Open labels CSV…", self.choose_csv)
+        self.recent_menu = file_menu.addMenu("Recent projects")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        file_menu.addSeparator()
+        file_menu.addAction("Quit", QKeySequence.StandardKey.Quit, self.close)
+
+        edit = bar.addMenu("&Edit")
+        edit.addAction(self._rename(self.actions["undo"], "Undo label change"))
+        edit.addAction(self._rename(self.actions["redo"], "Redo label change"))
+        edit.addSeparator()
+        edit.addAction("Rater name…", self.change_rater)
+
+        label = bar.addMenu("&Label")
+        self.five_point_action = label.addAction("Five-point scale (1–5)")
+        self.five_point_action.setCheckable(True)
+        self.five_point_action.toggled.connect(
+            lambda on: self.session.set_scale("five_point" if on else "binary"))
+        label.addAction(self._rename(self.actions["next_unlabelled"], "Next unlabelled clip"))
+
+        view = bar.addMenu("&View")
+        for name, text in (("toggle_model_input", "Model input"), ("reset_levels",
+                           "Reset brightness/contrast"), ("toggle_loop", "Loop")):
+            view.addAction(self._rename(self.actions[name], text))
+        bar.addMenu("&Help").addAction(self._rename(self.actions["show_keys"],
+                                                    "Keyboard shortcuts"))
+
+    @staticmethod
+    def _rename(action: QAction, text: str) -> QAction:
+        action.setText(text)
+        return action
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for root in settings.recent_projects():
+            self.recent_menu.addAction(root, lambda r=root: self.open_project(r))
+        self.recent_menu.setEnabled(True)
+
+    # --- wiring ----------------------------------------------------------------------------
+    def _connect(self) -> None:
+        s = self.session
+        s.project_opened.connect(
+            lambda p: self.setWindowTitle(f"EchoQuality Studio — {p.root.name}"))
+        s.current_changed.connect(self._show_clip)
+        s.saved.connect(lambda stamp: self.saved_label.setText(f"saved {stamp}"))
+        s.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        s.undo_state_changed.connect(self._undo_state)
+        s.scale_changed.connect(self._scale_changed)
+        s.scan_finished.connect(self._scan_finished)
+        self.clip_list.open_requested.connect(s.open_clip)
+        self.player.clip_failed.connect(lambda _path, reason:
+                                        self.label_panel.mark_unreadable(reason))
+
+    def _show_clip(self, info: ClipInfo | None) -> None:
+        self.player.open_clip(info.path if info else None)
+        project = self.session.project
+        if info is None or project is None:
+            return
+        nxt = project.next_unlabelled(info.rel) if self.session.auto_advance else None
+        nxt = nxt or self.clip_list.neighbour(1)
+        row = project.row(nxt) if nxt else None
+        self.player.prefetch(project.clips[row].path if row is not None else None)
+
+    def _open_neighbour(self, step: int) -> None:
+        rel = self.clip_list.neighbour(step)
+        if rel is not None:
+            self.session.open_clip(rel)
+
+    def _undo_state(self, can_undo: bool, can_redo: bool) -> None:
+        self.actions["undo"].setEnabled(can_undo and self.tabs.currentIndex() == 0)
+        self.actions["redo"].setEnabled(can_redo and self.tabs.currentIndex() == 0)
+
+    def _scale_changed(self, scale: str) -> None:
+        on_label_tab = not hasattr(self, "tabs") or self.tabs.currentIndex() == 0
+        for bind in KEYBINDS:
+            if bind.scale is not None:
+                self.actions[bind.action].setEnabled(on_label_tab and bind.scale == scale)
+        if hasattr(self, "five_point_action"):
+            self.five_point_action.blockSignals(True)
+            self.five_point_action.setChecked(scale == "five_point")
+            self.five_point_action.blockSignals(False)
+
+    def _tab_changed(self, index: int) -> None:
+        for bind in KEYBINDS:
+            if bind.group in LABEL_GROUPS and bind.scale is None:
+                self.actions[bind.action].setEnabled(index == 0)
+        self._scale_changed(self.session.scale)
+        project = self.session.project
+        self._undo_state(bool(project and project.can_undo), bool(project and project.can_redo))
+        if index != 0:
+            self.player.pause()
+
+    def _scan_finished(self) -> None:
+        project = self.session.project
+        if (self.session.current is None and project is not None and project.clips
+                and not self.session.next_unlabelled()):
+            self.session.open_clip(project.clips[0].rel)
+
+    # --- dialogs ---------------------------------------------------------------------------
+    def open_project(self, root: str | Path, csv_path: str | Path | None = None) -> bool:
+        """Open a dataset folder (and its labels CSV); errors are shown, not raised."""
+        try:
+            self.session.open_project(root, csv_path)
+        except (OSError, ValueError) as exc:
+            QMessageBox.warning(self, "Cannot open project", str(exc))
+            return False
+        return True
+
+    def choose_folder(self) -> None:
+        root = QFileDialog.getExistingDirectory(self, "Open a folder of DICOM clips")
+        if root:
+            self.open_project(root)
+
+    def choose_csv(self) -> None:
+        project = self.session.project
+        if project is None:
+            QMessageBox.information(self, "Labels CSV", "Open a dataset folder first.")
+            return
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Open or create a labels CSV", str(project.csv_path), "CSV files (*.csv)",
+            options=QFileDialog.Option.DontConfirmOverwrite)
+        if path:
+            self.open_project(project.root, path)
+
+    def change_rater(self) -> None:
+        settings.set_rater("")
+        ask_rater(self)
+
+    def show_keys(self) -> KeysDialog:
+        """Show the keyboard cheat-sheet (built from the keybind registry)."""
+        if self._keys_dialog is None:
+            self._keys_dialog = KeysDialog(self)
+        self._keys_dialog.show()
+        self._keys_dialog.raise_()
+        return self._keys_dialog
+
+    def closeEvent(self, event) -> None:
+        self.session.close()
+        self.player.shutdown()
+        super().closeEvent(event)
+

@@ -1,0 +1,23 @@
+"""The app's stylesheet and hand-drawn SVG icons."""
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from PySide6.QtGui import QIcon
+
+HERE = Path(__file__).parent
+
+
+@cache
+def icon(name: str) -> QIcon:
+    """The icon ``resources/icons/<name>.svg`` (FileNotFoundError names a missing one)."""
+    path = HERE / "icons" / f"{name}.svg"
+    if not path.is_file():
+        raise FileNotFoundError(f"no icon {name!r} at {path}")
+    return QIcon(str(path))
+
+
+def stylesheet() -> str:
+    """The dark theme (style.qss)."""
+    return (HERE / "style.qss").read_text(encoding="utf-8")

@@ -1,0 +1,244 @@
+"""The open project's state as Qt signals. Widgets subscribe to it and call its methods; the
+plain logic (scan, labels, undo) lives in ``echoquality_core.project``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QThread, Signal
+
+from echoquality_core.labels import Label
+from echoquality_core.project import ClipInfo, LabelChange, Project, read_header
+from echoquality_gui import settings
+
+SCALES = ("binary", "five_point")
+
+
+class ScanWorker(QThread):
+    """Finds the clips under a folder and reads their headers, reporting progress; cancellable."""
+
+    found = Signal(list)  # list[Path]
+    headers = Signal(list)  # list[(row, ClipInfo)]
+    progress = Signal(int, int)
+
+    BATCH_SECONDS = 0.1
+
+    def __init__(self, project: Project, parent: QObject | None = None):
+        super().__init__(parent)
+        self._project = project
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    def run(self) -> None:
+        paths = self._project.find_paths()
+        self.found.emit(paths)
+        batch: list[tuple[int, ClipInfo]] = []
+        last = time.perf_counter()
+        relative = self._project.store.relative
+        for row, path in enumerate(paths):
+            if self._cancelled:
+                break
+            batch.append((row, read_header(path, relative(path))))
+            if time.perf_counter() - last > self.BATCH_SECONDS:
+                self.headers.emit(batch)
+                self.progress.emit(row + 1, len(paths))
+                batch, last = [], time.perf_counter()
+        if batch:
+            self.headers.emit(batch)
+        self.progress.emit(len(paths) if not self._cancelled else -1, len(paths))
+
+
+class Session(QObject):
+    """State of the open project: clips, labels, current clip, model scores, undo/redo."""
+
+    project_opened = Signal(object)  # Project
+    clips_reset = Signal()  # the clip list was replaced
+    clips_updated = Signal(list)  # rows whose header arrived
+    scan_progress = Signal(int, int)  # done, total (done == -1: cancelled)
+    scan_finished = Signal()
+    current_changed = Signal(object)  # ClipInfo | None
+    label_changed = Signal(str)  # rel path of the clip whose label changed
+    undo_state_changed = Signal(bool, bool)  # can undo, can redo
+    saved = Signal(str)  # "HH:MM:SS"
+    message = Signal(str)  # status-bar text
+    scale_changed = Signal(str)
+    model_changed = Signal(object)  # model path | None (Train / Review tabs)
+    scores_changed = Signal()  # model scores per clip replaced
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.project: Project | None = None
+        self.current: ClipInfo | None = None
+        self.scores: dict[str, float] = {}
+        self.threshold = 0.5
+        self.model_path: Path | None = None
+        self.scale = "binary"
+        self.auto_advance = True
+        self._scan: ScanWorker | None = None
+
+    # --- project ---------------------------------------------------------------------------
+    def open_project(self, root: str | Path, csv_path: str | Path | None = None) -> Project:
+        """Open a dataset folder and its labels CSV, then scan the clips in the background."""
+        self.cancel_scan()
+        project = Project(Path(root), Path(csv_path) if csv_path else None)
+        self.project, self.current, self.scores = project, None, {}
+        stored = settings.project_value(project.root, "scale")
+        self.scale = stored if stored in SCALES else (
+            "five_point" if project.store.is_continuous() else "binary")
+        settings.add_recent_project(project.root)
+        self.project_opened.emit(project)
+        self.scale_changed.emit(self.scale)
+        self.current_changed.emit(None)
+        self._emit_undo_state()
+        self._start_scan(project)
+        return project
+
+    def _start_scan(self, project: Project) -> None:
+        worker = ScanWorker(project, self)
+        worker.found.connect(self._on_found)
+        worker.headers.connect(self._on_headers)
+        worker.progress.connect(self.scan_progress)
+        worker.finished.connect(self._on_scan_done)
+        self._scan = worker
+        worker.start()
+
+    def _on_found(self, paths: list[Path]) -> None:
+        if self._scan is None or self.sender() is not self._scan:
+            return
+        self.project.set_paths(paths)
+        self.clips_reset.emit()
+        self.message.emit(f"Found {len(paths)} clips in {self.project.root.name}")
+
+    def _on_headers(self, batch: list[tuple[int, ClipInfo]]) -> None:
+        if self._scan is None or self.sender() is not self._scan:
+            return
+        for row, info in batch:
+            self.project.clips[row] = info
+        self.clips_updated.emit([row for row, _ in batch])
+
+    def _on_scan_done(self) -> None:
+        if self.sender() is self._scan:
+            self._scan.deleteLater()
+            self._scan = None
+            self.scan_finished.emit()
+
+    @property
+    def scanning(self) -> bool:
+        return self._scan is not None
+
+    def cancel_scan(self) -> None:
+        """Stop reading headers (clips already read stay in the list)."""
+        if self._scan is not None:
+            scan, self._scan = self._scan, None
+            scan.cancel()
+            scan.wait()
+            scan.deleteLater()
+            self.scan_finished.emit()
+
+    def set_scale(self, scale: str) -> None:
+        """"binary" (1 good / 0 poor) or "five_point" (1-5 -> 0, 0.25, ..., 1); per project."""
+        if scale not in SCALES:
+            raise ValueError(f"label scale must be one of {SCALES}, got {scale!r}")
+        self.scale = scale
+        if self.project is not None:
+            settings.set_project_value(self.project.root, "scale", scale)
+        self.scale_changed.emit(scale)
+
+    # --- navigation ------------------------------------------------------------------------
+    def open_clip(self, rel: str | None) -> None:
+        """Make clip ``rel`` (relative path) the current one."""
+        info = None
+        if rel is not None and self.project is not None:
+            row = self.project.row(rel)
+            info = self.project.clips[row] if row is not None else None
+        self.current = info
+        self.current_changed.emit(info)
+
+    def next_unlabelled(self) -> bool:
+        """Open the next unlabelled clip; False (with a message) when all are labelled."""
+        if self.project is None:
+            return False
+        rel = self.project.next_unlabelled(self.current.rel if self.current else None)
+        if rel is None:
+            self.message.emit(f"All {len(self.project.clips)} clips are labelled")
+            return False
+        self.open_clip(rel)
+        return True
+
+    # --- labels ----------------------------------------------------------------------------
+    def label(self, rel: str) -> Label | None:
+        return self.project.label(rel) if self.project else None
+
+    def label_current(self, score: float, issues=(), notes: str | None = None, *,
+                      advance: bool | None = None) -> bool:
+        """Write the current clip's label to the CSV now; then open the next unlabelled clip
+        if ``advance`` (default: the auto-advance setting). False if nothing was written."""
+        if self.project is None or self.current is None:
+            return False
+        rel = self.current.rel
+        change = self._write(lambda: self.project.set_label(
+            rel, score, rater=settings.rater() or None, issues=issues, notes=notes))
+        if change is None:
+            return False
+        if self.auto_advance if advance is None else advance:
+            self.next_unlabelled()
+        return True
+
+    def undo(self) -> LabelChange | None:
+        """Undo the last label change (written to the CSV)."""
+        return self._write(self.project.undo, "Undid") if self.project else None
+
+    def redo(self) -> LabelChange | None:
+        return self._write(self.project.redo, "Redid") if self.project else None
+
+    def _write(self, action, verb: str | None = None) -> LabelChange | None:
+        project = self.project
+        try:
+            reloaded = project.reload_if_changed()
+            change = action()
+        except (OSError, ValueError) as exc:
+            self.message.emit(f"Label NOT saved: {exc}")
+            return None
+        if reloaded:
+            self.message.emit("The labels CSV was changed by another program: reloaded and merged")
+            self.clips_reset.emit()
+        if change is None:
+            return None
+        stamp = time.strftime("%H:%M:%S")
+        self.saved.emit(stamp)
+        if verb:
+            self.message.emit(f"{verb} label change of {change.rel}")
+            self.open_clip(change.rel)
+        self.label_changed.emit(change.rel)
+        self._emit_undo_state()
+        return change
+
+    def _emit_undo_state(self) -> None:
+        p = self.project
+        self.undo_state_changed.emit(bool(p and p.can_undo), bool(p and p.can_redo))
+
+    # --- model (Train / Review tabs) -------------------------------------------------------
+    def set_model(self, path: str | Path | None) -> None:
+        self.model_path = Path(path) if path else None
+        self.model_changed.emit(self.model_path)
+
+    def set_scores(self, scores: dict[str, float], threshold: float | None = None) -> None:
+        """Model scores by clip rel path (shown in the list; 'disagreements' filter)."""
+        self.scores = dict(scores)
+        if threshold is not None:
+            self.threshold = float(threshold)
+        self.scores_changed.emit()
+
+    def disagrees(self, rel: str) -> bool:
+        """True if the clip is labelled and the model's call (score >= threshold) differs."""
+        label, score = self.label(rel), self.scores.get(rel)
+        if label is None or score is None:
+            return False
+        return (score >= self.threshold) != (label.quality_score >= 0.5)
+
+    def close(self) -> None:
+        """Stop background work (call before the window goes away)."""
+        self.cancel_scan()

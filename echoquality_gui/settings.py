@@ -1,0 +1,56 @@
+"""The app's persistent settings (QSettings, organisation "EchoQuality", application "Studio").
+
+Always an INI file, so tests can point ``QSettings.setPath(IniFormat, UserScope, tmp)`` at a
+temporary folder and leave the user's settings alone.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from PySide6.QtCore import QSettings
+
+ORGANISATION = "EchoQuality"
+APPLICATION = "Studio"
+MAX_RECENT = 8
+
+
+def app_settings() -> QSettings:
+    """The settings store (user scope, INI format)."""
+    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, ORGANISATION,
+                     APPLICATION)
+
+
+def rater() -> str:
+    """The stored rater name ('' if not asked yet)."""
+    return str(app_settings().value("rater", "") or "")
+
+
+def set_rater(name: str) -> None:
+    app_settings().setValue("rater", name.strip())
+
+
+def recent_projects() -> list[str]:
+    """Recently opened dataset folders, newest first, existing ones only."""
+    value = app_settings().value("recent_projects", []) or []
+    if isinstance(value, str):
+        value = [value]
+    return [p for p in value if Path(p).is_dir()]
+
+
+def add_recent_project(root: Path) -> None:
+    items = [str(root)] + [p for p in recent_projects() if p != str(root)]
+    app_settings().setValue("recent_projects", items[:MAX_RECENT])
+
+
+def _project_key(root: Path) -> str:
+    return "projects/" + hashlib.sha1(str(root).encode()).hexdigest()[:12]
+
+
+def project_value(root: Path, name: str, default: object = None) -> object:
+    """A per-project setting (e.g. the label scale)."""
+    return app_settings().value(f"{_project_key(root)}/{name}", default)
+
+
+def set_project_value(root: Path, name: str, value: object) -> None:
+    app_settings().setValue(f"{_project_key(root)}/{name}", value)

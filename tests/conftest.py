@@ -1,0 +1,86 @@
+"""Shared fixtures. Qt runs offscreen (no display needed); GUI tests get their own settings
+file so they never touch the user's QSettings."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+RATER = "Test Rater"
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory) -> Path:
+    """A small demo project written once per test session (10 clips, 24 frames, 120x160):
+    treat it as read-only; copy it (``project_copy``) to change labels."""
+    from echoquality_core.demo import write_demo_project
+
+    root = tmp_path_factory.mktemp("demo_project")
+    write_demo_project(root, n_clips=10, n_frames=24, height=120, width=160)
+    return root
+
+
+@pytest.fixture
+def project_copy(demo_project, tmp_path) -> Path:
+    """A private copy of the demo project."""
+    return Path(shutil.copytree(demo_project, tmp_path / "project"))
+
+
+@pytest.fixture
+def isolated_settings(tmp_path):
+    """QSettings in a temporary INI file, with the rater name already set (no dialog)."""
+    from PySide6.QtCore import QSettings
+
+    from echoquality_gui import settings
+
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope,
+                      str(tmp_path / "settings"))
+    settings.set_rater(RATER)
+    yield settings
+    settings.app_settings().clear()
+
+
+@pytest.fixture
+def studio_window(qtbot, qapp, isolated_settings):
+    """The main window (dark theme applied), shown, closed and deleted after the test."""
+    from echoquality_gui.app import configure_application
+    from echoquality_gui.main_window import MainWindow
+
+    configure_application(qapp)
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.resize(1366, 768)
+    window.show()
+    qtbot.waitExposed(window)
+    return window
+
+
+@pytest.fixture
+def open_project(qtbot, studio_window):
+    """Open a project in ``studio_window`` and wait for the header scan and the first clip."""
+
+    def open_(root, csv_path=None):
+        with qtbot.waitSignal(studio_window.session.scan_finished, timeout=20000):
+            assert studio_window.open_project(root, csv_path)
+        qtbot.waitUntil(lambda: studio_window.session.current is not None, timeout=5000)
+        return studio_window.session.project
+
+    return open_
+
+
+@pytest.fixture
+def screenshot():
+    """Save a PNG of a widget into tests/artifacts/ (git-ignored) for a human to look at."""
+
+    def save(widget, name: str) -> Path:
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / name
+        assert widget.grab().save(str(path)), f"could not save {path}"
+        return path
+
+    return save

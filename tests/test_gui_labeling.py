@@ -1,0 +1,145 @@
+"""Labelling with the keyboard writes the CSV at once; undo/redo, N, Ctrl+Enter, five-point
+scale, a CSV edited by another program, and the cheat-sheet."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+
+from echoquality_core.labels import LabelStore
+from echoquality_gui.keybinds import KEYBINDS
+
+RATER = "Test Rater"  # set by the isolated_settings fixture
+
+
+def on_disk(project) -> dict:
+    """The labels as a fresh reader of the CSV sees them: rel -> Label."""
+    store = LabelStore(project.csv_path, root=project.root)
+    return {rel: store.get(rel) for rel in store.paths()}
+
+
+def press(qtbot, window, key, modifier=Qt.KeyboardModifier.NoModifier) -> None:
+    qtbot.keyClick(window, key, modifier)
+
+
+def test_three_keypresses_label_three_clips_on_disk(studio_window, open_project, project_copy,
+                                                     qtbot):
+    project = open_project(project_copy)
+    before = on_disk(project)
+    session = studio_window.session
+    rels = []
+    for key in ("1", "0", "1"):
+        rels.append(session.current.rel)
+        assert session.label(session.current.rel) is None  # auto-advance lands on unlabelled
+        press(qtbot, studio_window, key)
+    after = on_disk(project)
+
+    assert set(after) == set(before) | set(rels)
+    assert [after[r].quality_score for r in rels] == [1.0, 0.0, 1.0]
+    assert all(after[r].rater == RATER and after[r].labeled_at for r in rels)
+    assert all(after[r] == before[r] for r in before)  # nobody else's row changed
+    assert studio_window.saved_label.text().startswith("saved ")
+    assert studio_window.clip_list.counter.text() == f"{len(after)} / {len(project.clips)} labelled"
+
+
+def test_undo_and_redo_rewrite_the_csv(studio_window, open_project, project_copy, qtbot):
+    project = open_project(project_copy)
+    session = studio_window.session
+    first = session.current.rel
+    press(qtbot, studio_window, "0")
+    assert on_disk(project)[first].quality_score == 0.0
+    press(qtbot, studio_window, "1")  # next clip: good
+    second = [r for r in on_disk(project) if r != first and on_disk(project)[r].rater == RATER]
+
+    press(qtbot, studio_window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert second[0] not in on_disk(project)  # back to unlabelled, on disk
+    assert session.current.rel == second[0]  # undo shows the clip it changed
+    press(qtbot, studio_window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert first not in on_disk(project)
+
+    redo = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    press(qtbot, studio_window, Qt.Key.Key_Z, redo)
+    assert on_disk(project)[first].quality_score == 0.0
+    press(qtbot, studio_window, Qt.Key.Key_Z, redo)
+    assert on_disk(project)[second[0]].quality_score == 1.0
+    assert not studio_window.action("redo").isEnabled()
+
+
+def test_relabelling_then_undo_restores_previous_value(studio_window, open_project,
+                                                       project_copy, qtbot):
+    project = open_project(project_copy)
+    session = studio_window.session
+    labelled = next(c.rel for c in project.clips if session.label(c.rel) is not None)
+    old = on_disk(project)[labelled]
+    session.open_clip(labelled)
+    new_score = "0" if old.quality_score >= 0.5 else "1"
+    press(qtbot, studio_window, new_score)
+    assert on_disk(project)[labelled].quality_score == float(new_score)
+    press(qtbot, studio_window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert on_disk(project)[labelled] == old
+
+
+def test_issue_tags_notes_and_ctrl_enter_stay_on_the_clip(studio_window, open_project,
+                                                         project_copy, qtbot):
+    project = open_project(project_copy)
+    session = studio_window.session
+    rel = session.current.rel
+    press(qtbot, studio_window, "O")  # off_axis
+    press(qtbot, studio_window, "S")  # foreshortened
+    studio_window.label_panel.notes.setText("apex cut")
+    studio_window.label_panel._score_buttons[0.0].setChecked(True)
+    press(qtbot, studio_window, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    assert session.current.rel == rel
+    label = on_disk(project)[rel]
+    assert label.quality_score == 0.0
+    assert set(label.issues) == {"off_axis", "foreshortened"}
+    assert label.notes == "apex cut"
+
+    press(qtbot, studio_window, "S")  # a labelled clip's tag change is saved at once
+    assert set(on_disk(project)[rel].issues) == {"off_axis"}
+
+
+def test_n_opens_the_next_unlabelled_clip(studio_window, open_project, project_copy, qtbot):
+    project = open_project(project_copy)
+    session = studio_window.session
+    start = session.current.rel
+    press(qtbot, studio_window, "N")
+    assert session.current.rel == project.next_unlabelled(start)
+    assert session.label(session.current.rel) is None
+
+
+def test_five_point_scale_maps_keys_to_quarter_steps(studio_window, open_project, project_copy,
+                                                     qtbot):
+    project = open_project(project_copy)
+    session = studio_window.session
+    session.set_scale("five_point")
+    rel = session.current.rel
+    press(qtbot, studio_window, "4")
+    assert on_disk(project)[rel].quality_score == 0.75
+    rel = session.current.rel
+    press(qtbot, studio_window, "0")  # the binary key does nothing on this scale
+    assert rel not in on_disk(project)
+
+
+def test_csv_changed_by_another_program_is_merged_not_overwritten(
+        studio_window, open_project, project_copy, qtbot):
+    project = open_project(project_copy)
+    session = studio_window.session
+    other = [c.rel for c in project.clips if session.label(c.rel) is None][-1]
+    elsewhere = LabelStore(project.csv_path, root=project.root)
+    elsewhere.set(other, 0.0, rater="someone else")
+    mine = session.current.rel
+    assert mine != other
+
+    press(qtbot, studio_window, "1")
+    labels = on_disk(project)
+    assert labels[other].rater == "someone else"
+    assert labels[mine].quality_score == 1.0
+    assert "another program" in studio_window.statusBar().currentMessage()
+
+
+def test_question_mark_shows_every_shortcut(studio_window, qtbot):
+    press(qtbot, studio_window, "?")
+    dialog = studio_window._keys_dialog
+    assert dialog is not None and dialog.isVisible()
+    text = dialog.text.text()
+    assert all(bind.help.split(" (")[0].replace("'", "&#x27;") in text for bind in KEYBINDS)
+    assert "G" not in {bind.key for bind in KEYBINDS}  # reserved for the GradCAM overlay

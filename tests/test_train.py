@@ -1,0 +1,217 @@
+"""Training runs end to end on tiny real demo projects: model saved, MLflow run, stop/cancel,
+NaN loss, unreadable clips, and (slow) that the model really learns good vs poor clips."""
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from echoquality_core.demo import write_demo_project
+from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError
+from echoquality_core.labels import LabelStore
+from echoquality_core.tracking import default_tracking_uri
+from echoquality_core.train import TrainConfig, Trainer, train_epoch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A 16-clip demo project (8 frames, 96x128); its clip cache is shared by the tests."""
+    root = tmp_path_factory.mktemp("demo")
+    return write_demo_project(root, n_clips=16, n_frames=8, height=96, width=128, seed=1)
+
+
+def _config(csv_path: Path, tmp_path: Path, **overrides) -> TrainConfig:
+    settings = {
+        "annotations_csv": str(csv_path), "videos_dir": None,
+        "save_dir": str(tmp_path / "models"), "tracking_uri": default_tracking_uri(tmp_path),
+        "n_frames": 4, "stride": 1, "batch_size": 2, "epochs": 2, "learning_rate": 1e-3,
+        "device": "cpu", "log_mlflow_model": False,
+    }
+    return TrainConfig(**(settings | overrides))
+
+
+def _collect(config: TrainConfig, react=None) -> tuple[TrainEnd, list]:
+    events: list = []
+    trainer = Trainer(config)
+
+    def callback(event):
+        events.append(event)
+        if react is not None:
+            react(trainer, event)
+
+    trainer.callback = callback
+    end = trainer.run()
+    assert events[-1] is end
+    return end, events
+
+
+def test_run_saves_best_model_logs_finished_mlflow_run_and_loss_decreases(project, tmp_path):
+    config = _config(project, tmp_path, epochs=3, log_mlflow_model=True)
+    end, events = _collect(config)
+    assert end.error is None, end.error
+    assert end.best_checkpoint is not None and end.best_checkpoint.is_file()
+    assert end.best_checkpoint.parent.parent == tmp_path / "models"
+    epochs = [e for e in events if isinstance(e, EpochEnd)]
+    assert [e.epoch for e in epochs] == [1, 2, 3]
+    assert epochs[-1].train_loss < epochs[0].train_loss
+    assert any(isinstance(e, Progress) and e.done == e.total for e in events)
+    n_steps = {e.n_steps for e in events if isinstance(e, BatchEnd)}
+    assert n_steps == {-(-end.split_sizes["train"] // 2)}
+    assert sum(end.split_sizes.values()) == len(LabelStore(project).paths())
+
+    checkpoint = torch.load(end.best_checkpoint, map_location="cpu", weights_only=True)
+    assert checkpoint["threshold"] == pytest.approx(end.threshold)
+    assert checkpoint["preprocess"]["n_frames"] == 4
+    assert 0 <= end.threshold <= 1 and end.best_epoch in (1, 2, 3)
+
+    client = MlflowClient(config.tracking_uri)
+    run = client.get_run(end.run_id)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(end.run_id, "train_loss")] == [1, 2, 3]
+    assert "test_roc_auc" in run.data.metrics or "test_accuracy" in run.data.metrics
+    assert run.data.params["batch_size"] == "2"
+    assert run.data.params["annotations_csv"] == project.name  # no local folder names
+    assert len(run.data.tags["labels_sha256"]) == 64
+    artifacts = {a.path for a in client.list_artifacts(end.run_id)}
+    assert {"split.csv", "checkpoints", "summary.json"} <= artifacts
+    assert end.run_dir.joinpath("split.csv").is_file()
+    logged_models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert any(m.source_run_id == end.run_id for m in logged_models)
+
+
+def test_stop_mid_epoch_keeps_best_model_and_finishes_run(project, tmp_path):
+    stop_seen = []
+
+    def react(trainer, event):
+        if isinstance(event, BatchEnd) and event.epoch == 2 and event.step == 1:
+            trainer.stop()
+            stop_seen.append(event.epoch)
+
+    end, events = _collect(_config(project, tmp_path, epochs=5), react)
+    assert stop_seen and end.stopped and not end.cancelled and end.error is None
+    batches_epoch2 = [e for e in events if isinstance(e, BatchEnd) and e.epoch == 2]
+    assert len(batches_epoch2) == 1  # stopped right after the current batch
+    assert end.best_epoch == 1 and end.best_checkpoint.is_file()
+    run = MlflowClient(default_tracking_uri(tmp_path)).get_run(end.run_id)
+    assert run.info.status == "FINISHED"
+    assert any(k.startswith("test_") for k in run.data.metrics)
+
+
+def test_cancel_kills_mlflow_run_and_deletes_checkpoints(project, tmp_path):
+    config = _config(project, tmp_path, epochs=4)
+    trainer = Trainer(config)
+    events = []
+    for event in trainer.events():
+        events.append(event)
+        if isinstance(event, BatchEnd) and event.epoch == 2 and event.step == 1:
+            assert (trainer.run_dir / "best.pt").is_file()
+            trainer.cancel()
+    end = events[-1]
+    assert isinstance(end, TrainEnd) and end.cancelled and end.best_checkpoint is None
+    assert [e.epoch for e in events if isinstance(e, EpochEnd)] == [1]
+    assert len([e for e in events if isinstance(e, BatchEnd) and e.epoch == 2]) == 1
+    assert not trainer.run_dir.exists()
+    run = MlflowClient(config.tracking_uri).get_run(end.run_id)
+    assert run.info.status == "KILLED"
+
+
+def test_nan_loss_reports_error_and_fails_run_without_crashing(project, tmp_path):
+    config = _config(project, tmp_path, learning_rate=1e30, epochs=3)
+    end, events = _collect(config)
+    errors = [e for e in events if isinstance(e, TrainError)]
+    assert [e.kind for e in errors] == ["nan_loss"]
+    assert "lower learning rate" in errors[0].message and "epoch" in errors[0].message
+    assert end.error is errors[0] and end.test_metrics == {}
+    assert MlflowClient(config.tracking_uri).get_run(end.run_id).info.status == "FAILED"
+
+
+def test_unreadable_clip_is_reported_and_left_out(project, tmp_path):
+    root = tmp_path / "proj"
+    shutil.copytree(project.parent, root, ignore=shutil.ignore_patterns(".echoquality", "mlruns*"))
+    csv_path = root / project.name
+    first = LabelStore(csv_path).paths()[0]
+    broken = root / "broken.dcm"
+    broken.write_bytes((root / first).read_bytes()[:3000])
+    store = LabelStore(csv_path)
+    store.set("broken.dcm", 1.0)
+    store.set("missing.dcm", 0.0)
+
+    end, events = _collect(_config(csv_path, tmp_path, epochs=1, use_mlflow=False))
+    warnings = [e for e in events if isinstance(e, TrainError)]
+    assert len(warnings) == 1 and not warnings[0].fatal and warnings[0].kind == "data"
+    assert "broken.dcm" in warnings[0].message and "missing.dcm" in warnings[0].message
+    assert end.error is None and end.run_id is None
+    split_rows = list(csv.DictReader((end.run_dir / "split.csv").open()))
+    assert {r["video_path"] for r in split_rows} == set(LabelStore(csv_path).paths()) - {
+        "broken.dcm", "missing.dcm"}
+
+
+def test_too_few_usable_clips_fails_clearly(tmp_path):
+    csv_path = write_demo_project(tmp_path / "p", n_clips=3, n_frames=4, height=64, width=80,
+                                  unlabelled=0.0)
+    end, _ = _collect(_config(csv_path, tmp_path))
+    assert end.error is not None and end.error.kind == "data" and end.error.fatal
+    assert "at least 4" in end.error.message
+    assert end.best_checkpoint is None
+
+
+def test_train_epoch_as_in_the_guide_returns_mean_loss(project, tmp_path):
+    from torch.utils.data import DataLoader
+
+    from echoquality_core.data import EchoDataset
+    from echoquality_core.model import build_model, freeze_model_except_final_layers
+    from echoquality_core.preprocess import PreprocessParams
+
+    store = LabelStore(project)
+    paths = [store.resolve(p) for p in store.paths()[:4]]
+    labels = [store.get(p).quality_score for p in store.paths()[:4]]
+    ds = EchoDataset(paths, labels, params=PreprocessParams(n_frames=4, stride=1),
+                     return_path=True)
+    with pytest.warns(UserWarning):
+        model = build_model(None)
+    freeze_model_except_final_layers(model, 1)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    before = model.fc.weight.detach().clone()
+    loss = train_epoch(model, DataLoader(ds, batch_size=2), torch.nn.BCEWithLogitsLoss(),
+                       optimizer, "cpu")
+    assert loss > 0 and not torch.equal(before, model.fc.weight)
+
+
+def test_config_from_toml_resolves_paths_next_to_the_file(tmp_path):
+    (tmp_path / "cfg").mkdir()
+    toml = tmp_path / "cfg" / "train.toml"
+    toml.write_text('[train]\nannotations_csv = "labels.csv"\nepochs = 3\nloss = "focal"\n'
+                    'split = [0.6, 0.2, 0.2]\n')
+    config = TrainConfig.from_toml(toml, batch_size=4)
+    assert Path(config.annotations_csv) == (tmp_path / "cfg" / "labels.csv").resolve()
+    assert (config.epochs, config.loss, config.batch_size) == (3, "focal", 4)
+    assert config.split == (0.6, 0.2, 0.2) and config.to_dict()["split"] == [0.6, 0.2, 0.2]
+    toml.write_text("epochz = 3\n")
+    with pytest.raises(ValueError, match="epochz"):
+        TrainConfig.from_toml(toml)
+    with pytest.raises(ValueError, match="loss"):
+        TrainConfig(loss="hinge")
+
+
+@pytest.mark.slow
+def test_fine_tuned_model_separates_good_from_poor_clips_on_held_out_patients(tmp_path):
+    csv_path = write_demo_project(tmp_path / "p", n_clips=48, n_frames=8, height=96, width=128,
+                                  seed=3, unlabelled=0.0)
+    config = _config(csv_path, tmp_path, epochs=6, batch_size=4, learning_rate=1e-3,
+                     num_unfrozen_layers=2, split=(0.6, 0.2, 0.2), scheduler="none")
+    end, _ = _collect(config)
+    assert end.error is None, end.error
+    assert end.split_sizes["test"] >= 6
+    assert end.test_metrics["roc_auc"] >= 0.9, end.test_metrics
