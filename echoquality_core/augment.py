@@ -51,7 +51,8 @@ class EchoVideoAugmentation:
 
     Returns a tensor of the same shape and dtype; ``transform_prob=0`` returns the input.
     ``generator`` (a ``torch.Generator`` or an int seed) makes it reproducible; without it the
-    global torch RNG is used, which DataLoader seeds differently in each worker.
+    global torch RNG is used, which DataLoader seeds differently in each worker (a fixed
+    generator is copied into every worker, so workers would repeat each other's draws).
     """
 
     def __init__(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 import os
 import pickle
 import re
@@ -173,7 +174,7 @@ def freeze_model_except_final_layers(model: nn.Module, num_layers_to_train: int 
     so "2" really trains two blocks (fc and layer4); the old "2" is our 1.
     """
     n = num_layers_to_train
-    if isinstance(n, bool) or not isinstance(n, (int, float)) or n != int(n) \
+    if isinstance(n, bool) or not isinstance(n, numbers.Real) or n != int(n) \
             or not 0 <= n <= len(BLOCKS):
         raise ValueError(
             f"num_layers_to_train must be 0..{len(BLOCKS)} (blocks counted from the end: "

@@ -189,7 +189,7 @@ class LabelPanel(QWidget):
         for tag, button in self.tag_buttons.items():
             button.setChecked(tag in issues)
             button.setEnabled(info is not None)
-        self.notes.setText(label.notes or "" if label else "")
+        self.notes.setText((label.notes or "") if label else "")
         if info is None:
             self.current.setText("No clip")
         elif label is None:

@@ -152,7 +152,7 @@ class MainWindow(QMainWindow):
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
         for root in settings.recent_projects():
-            self.recent_menu.addAction(root, lambda r=root: self.open_project(r))
+            self.recent_menu.addAction(root, lambda _=False, r=root: self.open_project(r))
         self.recent_menu.setEnabled(True)
 
     # --- wiring ----------------------------------------------------------------------------

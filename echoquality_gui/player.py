@@ -242,7 +242,9 @@ class CinePlayer(QWidget):
 
     # --- frames ----------------------------------------------------------------------------
     def _on_frame(self, path: Path, index: int, frame: np.ndarray) -> None:
-        if path == self.path and index == self.index:
+        # while playing, a frame that arrives late is still shown (decoding slower than the
+        # frame rate skips frames instead of freezing the picture)
+        if path == self.path and (index == self.index or self.playing):
             self._display(index, frame)
 
     def _display(self, index: int, frame: np.ndarray) -> None:

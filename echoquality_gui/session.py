@@ -18,14 +18,19 @@ SCALES = ("binary", "five_point")
 class ScanWorker(QThread):
     """Finds the clips under a folder and reads their headers, reporting progress; cancellable."""
 
-    found = Signal(list)  # list[Path]
-    headers = Signal(list)  # list[(row, ClipInfo)]
-    progress = Signal(int, int)
+    found = Signal(int, list)  # scan id, list[Path]
+    headers = Signal(int, list)  # scan id, list[(row, ClipInfo)]
+    progress = Signal(int, int, int)  # scan id, done, total (done == -1: cancelled)
+    done = Signal(int)  # scan id
+
+    _ids = 0
 
     BATCH_SECONDS = 0.1
 
     def __init__(self, project: Project, parent: QObject | None = None):
         super().__init__(parent)
+        ScanWorker._ids += 1
+        self.id = ScanWorker._ids
         self._project = project
         self._cancelled = False
 
@@ -34,7 +39,7 @@ class ScanWorker(QThread):
 
     def run(self) -> None:
         paths = self._project.find_paths()
-        self.found.emit(paths)
+        self.found.emit(self.id, paths)
         batch: list[tuple[int, ClipInfo]] = []
         last = time.perf_counter()
         relative = self._project.store.relative
@@ -43,12 +48,13 @@ class ScanWorker(QThread):
                 break
             batch.append((row, read_header(path, relative(path))))
             if time.perf_counter() - last > self.BATCH_SECONDS:
-                self.headers.emit(batch)
-                self.progress.emit(row + 1, len(paths))
+                self.headers.emit(self.id, batch)
+                self.progress.emit(self.id, row + 1, len(paths))
                 batch, last = [], time.perf_counter()
         if batch:
-            self.headers.emit(batch)
-        self.progress.emit(len(paths) if not self._cancelled else -1, len(paths))
+            self.headers.emit(self.id, batch)
+        self.progress.emit(self.id, -1 if self._cancelled else len(paths), len(paths))
+        self.done.emit(self.id)
 
 
 class Session(QObject):
@@ -100,29 +106,38 @@ class Session(QObject):
         worker = ScanWorker(project, self)
         worker.found.connect(self._on_found)
         worker.headers.connect(self._on_headers)
-        worker.progress.connect(self.scan_progress)
-        worker.finished.connect(self._on_scan_done)
+        worker.progress.connect(self._on_progress)
+        worker.done.connect(self._on_scan_done)
         self._scan = worker
         worker.start()
 
-    def _on_found(self, paths: list[Path]) -> None:
-        if self._scan is None or self.sender() is not self._scan:
+    def _is_current_scan(self, scan_id: int) -> bool:
+        """Signals of a cancelled or replaced scan may still be queued: ignore them."""
+        return self._scan is not None and self._scan.id == scan_id
+
+    def _on_found(self, scan_id: int, paths: list[Path]) -> None:
+        if not self._is_current_scan(scan_id):
             return
         self.project.set_paths(paths)
         self.clips_reset.emit()
         self.message.emit(f"Found {len(paths)} clips in {self.project.root.name}")
 
-    def _on_headers(self, batch: list[tuple[int, ClipInfo]]) -> None:
-        if self._scan is None or self.sender() is not self._scan:
+    def _on_headers(self, scan_id: int, batch: list[tuple[int, ClipInfo]]) -> None:
+        if not self._is_current_scan(scan_id):
             return
         for row, info in batch:
             self.project.clips[row] = info
         self.clips_updated.emit([row for row, _ in batch])
 
-    def _on_scan_done(self) -> None:
-        if self.sender() is self._scan:
-            self._scan.deleteLater()
-            self._scan = None
+    def _on_progress(self, scan_id: int, done: int, total: int) -> None:
+        if self._is_current_scan(scan_id):
+            self.scan_progress.emit(done, total)
+
+    def _on_scan_done(self, scan_id: int) -> None:
+        if self._is_current_scan(scan_id):
+            scan, self._scan = self._scan, None
+            scan.wait()
+            scan.deleteLater()
             self.scan_finished.emit()
 
     @property

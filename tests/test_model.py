@@ -65,9 +65,11 @@ class _WritesMarker:
 
 
 def test_build_model_without_weights_warns_and_logs(caplog):
-    with caplog.at_level(logging.WARNING, logger="echoquality_core.model"):
-        with pytest.warns(UserWarning, match="random initialisation"):
-            model = build_model(None)
+    with (
+        caplog.at_level(logging.WARNING, logger="echoquality_core.model"),
+        pytest.warns(UserWarning, match="random initialisation"),
+    ):
+        model = build_model(None)
     assert "scores will be poor until it is trained" in caplog.text
     assert isinstance(model.fc, nn.Linear) and tuple(model.fc.weight.shape) == (1, 512)
     assert _logits(model).shape == (1, 1)
