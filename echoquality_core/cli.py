@@ -160,6 +160,265 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0 if end.error is None and not end.cancelled else 1
 
 
+def _fail(command: str, error: BaseException | str) -> int:
+    """Print one clear line for a user error and return exit code 2."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    print(f"echoquality {command}: error: {text}", file=sys.stderr)
+    return 2
+
+
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "score",
+        help="score clips with a quality model and write a CSV (resumable)",
+        description="Score DICOM clips (folders are searched recursively; a CSV with a "
+        "video_path column works too). Clips already in --out are skipped. The threshold "
+        "defaults to the checkpoint's, else 0.3 (the original inference script's).",
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                   help="folders, DICOM files or CSVs with a video_path column")
+    p.add_argument("--model", type=Path, required=True,
+                   help="weights, checkpoint (best.pt) or TorchScript export (file or folder)")
+    p.add_argument("--out", type=Path, required=True, help="scores CSV to write or resume")
+    p.add_argument("--threshold", type=float, help="pass if score >= threshold")
+    p.add_argument("--gradcam", type=Path, metavar="DIR",
+                   help="write GradCAM strips of the clips that fail into DIR")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2, help="clip loading processes (default 2)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--cache", type=Path, metavar="DIR", help="cache of preprocessed clips")
+    p.set_defaults(run=_run_score)
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from echoquality_core.scoring import score_clips
+
+    bar = tqdm(total=0, desc="Scoring", unit="clip", disable=None)
+
+    def progress(done: int, total: int, name: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        result = score_clips(
+            args.paths, args.model, out_csv=args.out, threshold=args.threshold,
+            device=args.device, batch_size=args.batch_size, num_workers=args.workers,
+            cache_dir=args.cache, gradcam_dir=args.gradcam, progress=progress,
+        )
+    except (OSError, ValueError) as exc:
+        return _fail("score", exc)
+    finally:
+        bar.close()
+    info = result.attrs
+    print(f"Scored {info['scored']} clip(s): {info['passed']} pass, "
+          f"{info['scored'] - info['passed']} below the threshold {info['threshold']:.2f}"
+          + (f"; {info['failed']} unreadable (see the error column)." if info["failed"] else "."))
+    if info["skipped"]:
+        print(f"Skipped {info['skipped']} clip(s) already in {args.out.name}.")
+    print(f"Scores: {args.out.resolve()}")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="metrics and plots of a model on labelled clips",
+        description="Score the labelled clips of a CSV and report accuracy, precision, recall, "
+        "F1, ROC/PR AUC, Brier score and the confusion matrix; plots go to --out.",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", dest="run_id", metavar="RUN_ID",
+                        help="MLflow run whose best checkpoint to use")
+    source.add_argument("--model", type=Path, help="weights, checkpoint or TorchScript export")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite next to the CSV)")
+    p.add_argument("--csv", type=Path, required=True, help="labels CSV (video_path, quality_score)")
+    p.add_argument("--videos", type=Path, help="folder the CSV's paths are relative to "
+                   "(default: the CSV's folder)")
+    p.add_argument("--out", type=Path, default=Path("evaluation"),
+                   help="folder for plots, metrics.json and predictions.csv (default evaluation)")
+    p.add_argument("--threshold", type=float, help="default: the checkpoint's, else 0.3")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache", type=Path, metavar="DIR", help="cache of preprocessed clips")
+    p.set_defaults(run=_run_evaluate)
+
+
+_METRIC_ROWS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "brier", "threshold")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    import json
+    import math
+    import tempfile
+
+    from echoquality_core.labels import LabelError
+
+    if not args.csv.is_file():
+        return _fail("evaluate", f"labels CSV not found: {args.csv}")
+    with tempfile.TemporaryDirectory(prefix="echoquality-eval-") as tmp:
+        try:
+            model = args.model if args.model else _run_checkpoint(args, Path(tmp))
+            metrics, table = _evaluate_labels(args, model)
+        except (OSError, ValueError, LabelError) as exc:
+            return _fail("evaluate", exc)
+    from echoquality_core.evaluate import save_evaluation_plots
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    plots = save_evaluation_plots(metrics, args.out)
+    table.to_csv(args.out / "predictions.csv", index=False)
+    summary = {k: None if isinstance(v, float) and math.isnan(v) else v  # NaN is not JSON
+               for k, v in metrics.items() if k != "records"}
+    (args.out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+    failed = int((table["error"] != "").sum())
+    print(f"Evaluated {metrics['n']} labelled clip(s)"
+          + (f" ({failed} unreadable, left out: see predictions.csv)" if failed else ""))
+    for key in _METRIC_ROWS:
+        print(f"  {key:<10} {metrics[key]:.3f}")
+    print(f"  {'n':<10} {metrics['n']}")
+    (tn, fp), (fn, tp) = metrics["confusion_matrix"]
+    print("Confusion matrix (rows: label, columns: predicted)")
+    print(f"  {'':<6}{'poor':>8}{'good':>8}")
+    print(f"  {'poor':<6}{tn:>8}{fp:>8}")
+    print(f"  {'good':<6}{fn:>8}{tp:>8}")
+    print(f"Plots, metrics.json and predictions.csv in {args.out.resolve()}")
+    print("  " + ", ".join(p.name for p in plots))
+    return 0
+
+
+def _run_checkpoint(args: argparse.Namespace, folder: Path) -> Path:
+    """Download the best checkpoint of MLflow run ``args.run_id`` (checkpoints/best.pt)."""
+    import os
+
+    from echoquality_core.tracking import default_tracking_uri, quiet_mlflow
+
+    quiet_mlflow()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = args.tracking_uri or default_tracking_uri(args.csv.resolve().parent)
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=args.run_id, artifact_path="checkpoints/best.pt", dst_path=str(folder),
+            tracking_uri=uri,
+        )
+    except (MlflowException, OSError) as exc:
+        raise ValueError(f"no best checkpoint for MLflow run {args.run_id!r} in {uri} "
+                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                         ) from exc
+    return Path(local)
+
+
+def _evaluate_labels(args: argparse.Namespace, model: Path):
+    """(metrics with records, predictions table) of ``model`` on the labelled clips."""
+    from echoquality_core.evaluate import metrics_from_scores
+    from echoquality_core.labels import LabelStore
+    from echoquality_core.scoring import ClipInput, score_clips
+
+    store = LabelStore(args.csv, root=args.videos)
+    names = store.paths()
+    if not names:
+        raise ValueError(f"{args.csv.name}: no labelled clips")
+    labels = {name: float(store.get(name).quality_score) for name in names}
+    clips = [ClipInput(store.resolve(name), name) for name in names]
+    table = score_clips(clips, model, threshold=args.threshold, device=args.device,
+                        batch_size=args.batch_size, num_workers=args.workers,
+                        cache_dir=args.cache)
+    table.insert(1, "label", [labels[name] for name in table["video_path"]])
+    ok = table[table["error"] == ""]
+    if ok.empty:
+        raise ValueError(f"none of the {len(table)} labelled clips could be read; first error: "
+                         f"{table['error'].iloc[0]}")
+    threshold = table.attrs["threshold"]
+    metrics = metrics_from_scores(ok["label"].to_numpy(), ok["score"].to_numpy(), threshold)
+    metrics["records"] = [
+        {"path": p, "label": float(y), "score": float(s), "predicted": int(s >= threshold)}
+        for p, y, s in zip(ok["video_path"], ok["label"], ok["score"], strict=True)
+    ]
+    return metrics, table
+
+
+def _add_gradcam(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("gradcam", help="GradCAM heat-map strip of one clip")
+    p.add_argument("clip", type=Path, help="DICOM clip")
+    p.add_argument("--model", type=Path, required=True, help="weights or checkpoint")
+    p.add_argument("--out", type=Path, required=True, help="PNG to write")
+    p.add_argument("--layer", default="layer4", help="layer to explain (default layer4)")
+    p.add_argument("--explain", choices=("good", "poor"), default="good",
+                   help="show what raised (good) or lowered (poor) the score")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=_run_gradcam)
+
+
+def _run_gradcam(args: argparse.Namespace) -> int:
+    import torch
+
+    from echoquality_core.dicom import DicomReadError, read_clip
+    from echoquality_core.gradcam import visualize_gradcam
+    from echoquality_core.model import WeightsError, resolve_device
+    from echoquality_core.preprocess import preprocess_clip
+    from echoquality_core.scoring import (
+        assessment,
+        load_scoring_model,
+        params_from_info,
+        score_arrays,
+    )
+
+    try:
+        if not args.clip.is_file():
+            raise FileNotFoundError(f"clip not found: {args.clip}")
+        net, info = load_scoring_model(args.model)
+        if isinstance(net, torch.jit.ScriptModule):
+            raise WeightsError(args.model, "GradCAM needs the model's checkpoint, not a "
+                               "TorchScript export (it has no layers to look into)")
+        params = params_from_info(info)
+        clip = read_clip(args.clip)
+        regions = clip.regions if params.mask == "region" else None
+        video = torch.from_numpy(preprocess_clip(clip.frames, params, regions))
+        device = resolve_device(args.device)
+        score = float(score_arrays(net, video[None], device)[0])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        visualize_gradcam(net, video, args.layer, args.out, explain=args.explain)
+    except (OSError, ValueError, DicomReadError) as exc:
+        return _fail("gradcam", exc)
+    print(f"{args.clip.name}: score {score:.3f} ({assessment(score)})")
+    print(f"GradCAM ({args.layer}, explains '{args.explain}'): {args.out.resolve()}")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a model as TorchScript (and ONNX if possible)")
+    p.add_argument("--model", type=Path, required=True, help="weights or checkpoint")
+    p.add_argument("--out", type=Path, required=True, help="folder to write the export into")
+    p.add_argument("--frames", type=int, default=16, help="frames of the example clip (16)")
+    p.add_argument("--format", action="append", choices=("torchscript", "onnx"),
+                   help="repeat for several; default both")
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from echoquality_core.export import FORMATS, INFO_FILE, export_model
+
+    try:
+        info = export_model(args.model, args.out, example_frames=args.frames,
+                            formats=tuple(args.format or FORMATS))
+    except (OSError, ValueError) as exc:
+        return _fail("export", exc)
+    for fmt, name in info["files"].items():
+        print(f"{fmt}: {(args.out / name).resolve()}")
+    for fmt, reason in info["skipped"].items():
+        print(f"{fmt} skipped: {reason}")
+    if "max_score_difference" in info:
+        print("TorchScript export checked: largest score difference from the original "
+              f"{info['max_score_difference']:.2g}")
+    print(f"Model info: {(args.out / INFO_FILE).resolve()} (threshold {info['threshold']:.3f})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -167,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_train, _add_gui):
+    for add in (_add_demo, _add_train, _add_evaluate, _add_score, _add_gradcam, _add_export,
+                _add_gui):
         add(sub)
     return parser
 

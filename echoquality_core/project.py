@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from echoquality_core.dicom import DicomReadError, find_clips, read_clip
-from echoquality_core.labels import Label, LabelStore
+from echoquality_core.labels import Label, LabelConflictError, LabelStore
 
 UNREADABLE = "unreadable"  # issue tag for a clip that cannot be decoded
 
@@ -119,11 +119,20 @@ class Project:
         return None
 
     def reload_if_changed(self) -> bool:
-        """Read the CSV again if another program changed it; True if it did."""
+        """Read the CSV again if another program changed it (keeping any change of ours not
+        yet saved); True if it did."""
         if not self.store.changed_on_disk():
             return False
-        self.store.load()
+        self.store.merge_from_disk()
         return True
+
+    def _save(self) -> None:
+        """Save; if another program wrote the CSV meanwhile, merge theirs first."""
+        try:
+            self.store.save()
+        except LabelConflictError:
+            self.store.merge_from_disk()
+            self.store.save()
 
     def set_label(self, rel: str, score: float, *, rater: str | None = None,
                   issues: Iterable[str] = (), notes: str | None = None) -> LabelChange:
@@ -131,7 +140,8 @@ class Project:
         self.reload_if_changed()
         before = self.store.get(rel)
         self.store.set(rel, float(score), rater=rater, issues=tuple(issues),
-                       notes=notes or None)
+                       notes=notes or None, save=False)
+        self._save()
         change = LabelChange(rel, before, self.store.get(rel))
         self._undo.append(change)
         self._redo.clear()
@@ -140,10 +150,11 @@ class Project:
     def _apply(self, rel: str, label: Label | None) -> None:
         self.reload_if_changed()
         if label is None:
-            self.store.remove(rel)
+            self.store.remove(rel, save=False)
         else:
             self.store.set(rel, label.quality_score, rater=label.rater, issues=label.issues,
-                           notes=label.notes, labeled_at=label.labeled_at)
+                           notes=label.notes, labeled_at=label.labeled_at, save=False)
+        self._save()
 
     def undo(self) -> LabelChange | None:
         """Put back the label before the last change (on disk too); None if nothing to undo."""

@@ -489,6 +489,7 @@ class Trainer:
 def _loggable_config(config: TrainConfig) -> dict[str, Any]:
     """Settings for MLflow params: paths reduced to file/folder names (no local paths)."""
     out = config.to_dict()
+    out.pop("tracking_uri")
     for name in _PATH_FIELDS:
         if out.get(name):
             out[name] = Path(out[name]).name
@@ -728,10 +729,10 @@ class _RunState:
             self.scheduler.step()
 
     def _val_metrics(self, val: dict) -> dict[str, float]:
-        from echoquality_core.evaluate import evaluate_scores
+        from echoquality_core.evaluate import metrics_from_scores
 
         return {
-            k: v for k, v in evaluate_scores(val["labels"], val["scores"], self.threshold).items()
+            k: v for k, v in metrics_from_scores(val["labels"], val["scores"], self.threshold).items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)
         }
 

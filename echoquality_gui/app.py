@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from pathlib import Path
 
 import pyqtgraph as pg
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from echoquality_gui import settings
@@ -23,11 +26,28 @@ def configure_application(app: QApplication) -> None:
     pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
 
+def _screenshot_when_ready(window: MainWindow, path: Path, timeout: float = 15.0) -> None:
+    """Save the window as a PNG once a clip's first frame is on screen, then quit."""
+    deadline = time.monotonic() + timeout
+    timer = QTimer(window)
+
+    def check() -> None:
+        if window.player.frames_shown > 0 or time.monotonic() > deadline:
+            timer.stop()
+            window.grab().save(str(path))
+            QApplication.quit()
+
+    timer.timeout.connect(check)
+    timer.start(100)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Open the app (optionally on a dataset folder) and run until the window closes."""
     parser = argparse.ArgumentParser(prog="echoquality-gui", description=__doc__)
     parser.add_argument("project", nargs="?", help="dataset folder to open")
     parser.add_argument("--labels", help="labels CSV (default <project>/labels.csv)")
+    parser.add_argument("--screenshot", type=Path, metavar="PNG",
+                        help="save the window as a PNG once the first clip shows, then quit")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -36,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.project:
         window.open_project(args.project, args.labels)
     window.show()
+    if args.screenshot:
+        _screenshot_when_ready(window, args.screenshot)
     try:
         code = app.exec()
     finally:

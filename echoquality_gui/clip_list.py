@@ -28,6 +28,7 @@ from echoquality_core.project import ClipInfo
 from echoquality_gui.session import Session
 
 COLUMNS = ("File", "Frames", "FPS", "Label", "Issues", "Rater", "Model")
+WIDTHS = {"Frames": 58, "FPS": 44, "Label": 52, "Issues": 80, "Rater": 60, "Model": 54}
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 FILTERS = {
     "All clips": "all",
@@ -117,7 +118,7 @@ class ClipTableModel(QAbstractTableModel):
         if col == "File":
             return info.rel
         if col == "Frames":
-            return "unreadable" if info.error else ("…" if info.n_frames is None
+            return "error" if info.error else ("…" if info.n_frames is None
                                                     else str(info.n_frames))
         if col == "FPS":
             return "" if info.fps is None else f"{info.fps:.1f}"
@@ -157,12 +158,19 @@ class ClipFilterProxy(QSortFilterProxyModel):
     def set_mode(self, mode: str) -> None:
         if mode not in FILTERS.values():
             raise ValueError(f"unknown clip filter {mode!r}; known: {sorted(FILTERS.values())}")
-        self.mode = mode
-        self.invalidateRowsFilter()
+        self._refilter("mode", mode)
 
     def set_text(self, text: str) -> None:
-        self.text = text.strip().lower()
-        self.invalidateRowsFilter()
+        self._refilter("text", text.strip().lower())
+
+    def _refilter(self, name: str, value: str) -> None:
+        if hasattr(self, "beginFilterChange"):  # Qt >= 6.10 (invalidateRowsFilter deprecated)
+            self.beginFilterChange()
+            setattr(self, name, value)
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            setattr(self, name, value)
+            self.invalidateRowsFilter()
 
     def filterAcceptsRow(self, row: int, parent) -> bool:
         info = self.sourceModel().clip(row)
@@ -214,11 +222,13 @@ class ClipListPanel(QWidget):
         self.view.verticalHeader().hide()
         self.view.verticalHeader().setDefaultSectionSize(22)
         self.view.setWordWrap(False)
-        self.view.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.view.setTextElideMode(Qt.TextElideMode.ElideLeft)  # keep the file name
         header = self.view.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for col in range(1, len(COLUMNS)):
-            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        header.setMinimumSectionSize(36)
+        for col, name in enumerate(COLUMNS[1:], start=1):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
+            header.resizeSection(col, WIDTHS[name])
         self.view.activated.connect(self._activated)
 
         top = QHBoxLayout()
@@ -240,6 +250,12 @@ class ClipListPanel(QWidget):
                        session.project_opened):
             signal.connect(self._update_counter)
         session.current_changed.connect(self._select_current)
+        session.scores_changed.connect(self._show_model_column)
+        self._show_model_column()
+
+    def _show_model_column(self) -> None:
+        """The Model column appears once a model has scored clips."""
+        self.view.setColumnHidden(COLUMNS.index("Model"), not self.session.scores)
 
     def _activated(self, index) -> None:
         self.open_requested.emit(self.model.clip(self.proxy.mapToSource(index).row()).rel)

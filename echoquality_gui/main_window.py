@@ -46,7 +46,7 @@ class MainWindow(QMainWindow):
         self.label_page.setStretchFactor(0, 0)
         self.label_page.setStretchFactor(1, 1)
         self.label_page.setStretchFactor(2, 0)
-        self.label_page.setSizes([360, 760, 260])
+        self.label_page.setSizes([450, 660, 256])
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.label_page, "Label")

@@ -34,7 +34,7 @@ Overlay = Callable[[int], "np.ndarray | None"] | np.ndarray
 def _image_view() -> tuple[pg.GraphicsView, pg.ViewBox, pg.ImageItem]:
     view = pg.GraphicsView()
     view.setBackground("#000000")
-    box = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False)
+    box = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
     image = pg.ImageItem(axisOrder="row-major")
     box.addItem(image)
     view.setCentralItem(box)
@@ -74,6 +74,7 @@ class CinePlayer(QWidget):
         self._t0 = 0.0
         self._start_index = 0
         self._opened_at = 0.0
+        self._rate_updated = 0.0
         self.first_frame_seconds: float | None = None  # open_clip -> first frame on screen
 
         self._timer = QTimer(self)
@@ -224,7 +225,7 @@ class CinePlayer(QWidget):
         self._update_rate_label()
         if first:
             self.stack.setCurrentIndex(1)
-            self.view_box.setRange(xRange=(0, clip.width), yRange=(0, clip.height), padding=0)
+            self.view_box.enableAutoRange()  # fit the new clip (zoom/pan turn this off)
 
     def _on_failed(self, path: Path, reason: str) -> None:
         if path != self.path:
@@ -333,7 +334,7 @@ class CinePlayer(QWidget):
             target %= self.n_frames
         if target != self.index:
             self._go(target)
-        if int(elapsed * 4) != int((elapsed - TICK_MS / 1000) * 4):
+        if time.perf_counter() - self._rate_updated > 0.25:
             self._update_rate_label()
 
     @property
@@ -345,6 +346,7 @@ class CinePlayer(QWidget):
         return (len(self._shown_at) - 1) / span if span > 0 else 0.0
 
     def _update_rate_label(self) -> None:
+        self._rate_updated = time.perf_counter()
         if not self.n_frames:
             return
         text = f"{self.fps:.1f} fps ({self.fps_source})"
@@ -408,8 +410,7 @@ class CinePlayer(QWidget):
         if path != self.path:
             return
         self._model = frames
-        size = frames.shape[1]
-        self.model_box.setRange(xRange=(0, size), yRange=(0, size), padding=0)
+        self.model_box.enableAutoRange()
         if self.index < len(frames):
             self.model_image.setImage(frames[self.index], autoLevels=False, levels=self._levels)
 

@@ -16,12 +16,12 @@ RATER = "Test Rater"
 
 @pytest.fixture(scope="session")
 def demo_project(tmp_path_factory) -> Path:
-    """A small demo project written once per test session (10 clips, 24 frames, 120x160):
+    """A small demo project written once per test session (10 clips, 24 frames, 120x160, 6 unlabelled):
     treat it as read-only; copy it (``project_copy``) to change labels."""
     from echoquality_core.demo import write_demo_project
 
     root = tmp_path_factory.mktemp("demo_project")
-    write_demo_project(root, n_clips=10, n_frames=24, height=120, width=160)
+    write_demo_project(root, n_clips=10, n_frames=24, height=120, width=160, unlabelled=0.6)
     return root
 
 

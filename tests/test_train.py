@@ -16,6 +16,8 @@ from echoquality_core.labels import LabelStore
 from echoquality_core.tracking import default_tracking_uri
 from echoquality_core.train import TrainConfig, Trainer, train_epoch
 
+pytestmark = pytest.mark.filterwarnings("ignore:No weights given:UserWarning")
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -121,7 +123,8 @@ def test_cancel_kills_mlflow_run_and_deletes_checkpoints(project, tmp_path):
     end = events[-1]
     assert isinstance(end, TrainEnd) and end.cancelled and end.best_checkpoint is None
     assert [e.epoch for e in events if isinstance(e, EpochEnd)] == [1]
-    assert len([e for e in events if isinstance(e, BatchEnd) and e.epoch == 2]) == 1
+    # events() runs the trainer in a thread, so it may be one batch ahead of this loop
+    assert len([e for e in events if isinstance(e, BatchEnd) and e.epoch == 2]) <= 2
     assert not trainer.run_dir.exists()
     run = MlflowClient(config.tracking_uri).get_run(end.run_id)
     assert run.info.status == "KILLED"
@@ -205,12 +208,29 @@ def test_config_from_toml_resolves_paths_next_to_the_file(tmp_path):
         TrainConfig(loss="hinge")
 
 
+def test_cli_train_reports_model_and_mlflow_run(project, tmp_path, capsys):
+    from echoquality_core.cli import main
+
+    uri = default_tracking_uri(tmp_path)
+    code = main(["train", "--csv", str(project), "--save-dir", str(tmp_path / "models"),
+                 "--epochs", "1", "--batch-size", "4", "--frames", "4", "--stride", "1",
+                 "--device", "cpu", "--tracking-uri", uri, "--experiment", "cli"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"Best model (epoch 1): {tmp_path / 'models'}" in out
+    assert "mlflow ui --backend-store-uri" in out and uri in out
+    runs = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("cli").experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"]
+
+
 @pytest.mark.slow
 def test_fine_tuned_model_separates_good_from_poor_clips_on_held_out_patients(tmp_path):
     csv_path = write_demo_project(tmp_path / "p", n_clips=48, n_frames=8, height=96, width=128,
                                   seed=3, unlabelled=0.0)
-    config = _config(csv_path, tmp_path, epochs=6, batch_size=4, learning_rate=1e-3,
-                     num_unfrozen_layers=2, split=(0.6, 0.2, 0.2), scheduler="none")
+    config = _config(csv_path, tmp_path, epochs=10, batch_size=4, learning_rate=3e-3,
+                     num_unfrozen_layers=2, split=(0.6, 0.2, 0.2), scheduler="none",
+                     use_mlflow=False)
     end, _ = _collect(config)
     assert end.error is None, end.error
     assert end.split_sizes["test"] >= 6

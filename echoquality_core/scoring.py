@@ -1,0 +1,478 @@
+"""Score many clips with a quality model and write one CSV row per clip.
+
+The output CSV has the columns ``video_path,score,pass,assessment,frames,fps,error``:
+``score`` is sigmoid(logit) in 0..1 (1 = good quality), ``pass`` is ``score >= threshold``,
+``assessment`` the EchoQuality README's score band (:data:`SCORE_BANDS`). A clip that cannot be
+read or preprocessed gets a row with its ``error`` and an empty score instead of stopping the run.
+
+The run is resumable: clips already in an existing output CSV (matched by ``video_path``) are
+skipped, and each batch's rows are appended with a single write followed by fsync, so a crash
+loses at most the batch being scored. A torn last line (power loss, full disk) is cut off the
+next time the file is opened for scoring. Nothing from DICOM headers except the frame count
+and frame rate reaches the output.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+import math
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from echoquality_core.preprocess import PreprocessParams, model_frames, normalize
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("video_path", "score", "pass", "assessment", "frames", "fps", "error")
+
+#: (lowest score of the band, assessment), best band first: the EchoQuality README's bands.
+SCORE_BANDS = (
+    (0.8, "Excellent quality"),
+    (0.6, "Good quality"),
+    (0.4, "Acceptable quality"),
+    (0.2, "Poor quality"),
+    (0.0, "Very poor quality"),
+)
+
+#: Decision threshold when neither the caller nor the checkpoint gives one: the value the
+#: original EchoQuality inference script used to call a clip "pass".
+DEFAULT_THRESHOLD = 0.3
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+def assessment(score: float) -> str:
+    """The guide's words for a score in 0..1: "Excellent quality" (>= 0.8) ... "Very poor
+    quality" (< 0.2); a band includes its lower bound."""
+    score = float(score)
+    if not 0.0 <= score <= 1.0:
+        raise ValueError(f"a quality score lies in 0..1, got {score!r}")
+    return next(text for lower, text in SCORE_BANDS if score >= lower)
+
+
+# --- which clips -------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ClipInput:
+    """One clip to score: where it is and how the output names it."""
+
+    path: Path
+    name: str
+
+
+def collect_clips(
+    inputs: str | os.PathLike | ClipInput | Sequence[str | os.PathLike | ClipInput],
+) -> list[ClipInput]:
+    """The clips named by folders (searched recursively by content), files, CSV files with a
+    ``video_path`` column (relative paths are taken from the CSV's folder) or ClipInputs.
+
+    Output names are relative to the folder when exactly one folder is given, otherwise the
+    paths as given (as written in the CSV for CSV input). Duplicates are dropped.
+    """
+    from echoquality_core.dicom import find_clips
+
+    if isinstance(inputs, (str, os.PathLike, ClipInput)):
+        inputs = [inputs]
+    inputs = [p if isinstance(p, ClipInput) else Path(p) for p in inputs]
+    if not inputs:
+        raise ValueError("nothing to score: give at least one folder, DICOM file or CSV")
+    for p in inputs:
+        if isinstance(p, Path) and not p.exists():
+            raise FileNotFoundError(f"not found: {p}")
+    one_folder = len(inputs) == 1 and isinstance(inputs[0], Path) and inputs[0].is_dir()
+    clips: list[ClipInput] = []
+    for p in inputs:
+        if isinstance(p, ClipInput):
+            clips.append(p)
+        elif p.is_dir():
+            found = find_clips(p)
+            if not found and one_folder:
+                raise ValueError(f"no DICOM clips found under {p}")
+            clips += [
+                ClipInput(f, f.relative_to(p).as_posix() if one_folder else str(f)) for f in found
+            ]
+        elif p.suffix.lower() == ".csv":
+            clips += _clips_from_csv(p)
+        else:
+            clips.append(ClipInput(p, str(p)))
+    seen: set[str] = set()
+    unique = []
+    for clip in clips:
+        if clip.name not in seen:
+            seen.add(clip.name)
+            unique.append(clip)
+    return unique
+
+
+def _clips_from_csv(csv_path: Path) -> list[ClipInput]:
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{csv_path.name}: not a readable CSV ({exc})") from exc
+    if "video_path" not in table.columns:
+        raise ValueError(
+            f"{csv_path.name}: no 'video_path' column (columns: {', '.join(table.columns)})"
+        )
+    clips = []
+    for name in table["video_path"]:
+        name = name.strip()
+        if name:
+            path = Path(name)
+            clips.append(ClipInput(path if path.is_absolute() else csv_path.parent / path, name))
+    return clips
+
+
+# --- which model -------------------------------------------------------------------------------
+
+def load_scoring_model(model: str | os.PathLike | nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode on the CPU, its info) from a module, a weights file or checkpoint
+    (see model.load_weights), or a TorchScript export (a ``.ts.pt`` file or its folder)."""
+    if isinstance(model, nn.Module):
+        return model, {}
+    from echoquality_core.export import is_torchscript, load_exported
+    from echoquality_core.model import build_model, load_weights
+
+    path = Path(model)
+    if path.is_dir() or is_torchscript(path):
+        return load_exported(path)
+    net = build_model(path)  # validates and loads; raises WeightsError for a bad file
+    info = load_weights(net, path)  # again, for the checkpoint's threshold and preprocessing
+    return net.eval(), info
+
+
+def params_from_info(info: Mapping[str, Any]) -> PreprocessParams:
+    """The checkpoint's preprocessing settings, or EchoPrime's defaults when it has none."""
+    saved = info.get("preprocess")
+    if not isinstance(saved, Mapping):
+        return PreprocessParams()
+    known = {f.name for f in dataclasses.fields(PreprocessParams)}
+    return PreprocessParams(**{k: v for k, v in saved.items() if k in known})
+
+
+def threshold_from_info(info: Mapping[str, Any], threshold: float | None = None) -> float:
+    """``threshold`` if given, else the checkpoint's, else :data:`DEFAULT_THRESHOLD` (0.3)."""
+    value = threshold if threshold is not None else info.get("threshold", DEFAULT_THRESHOLD)
+    value = float(DEFAULT_THRESHOLD if value is None else value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"threshold must lie in 0..1, got {value:g}")
+    return value
+
+
+# --- data --------------------------------------------------------------------------------------
+
+class ScoringSet(Dataset):
+    """Clips as model input; an unreadable clip gives its error message instead of raising.
+
+    Item: {"index", "video" (float32 tensor (3,T,S,S) or None), "frames", "fps", "error"}.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        params: PreprocessParams,
+        cache_dir: str | os.PathLike | None = None,
+    ):
+        from echoquality_core.data import ClipCache
+
+        self.paths = [Path(p) for p in paths]
+        self.params = params
+        self.cache = ClipCache(cache_dir, params) if cache_dir is not None else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from echoquality_core.data import ClipLoadError
+        from echoquality_core.dicom import DicomReadError, read_clip
+
+        path = self.paths[index]
+        item: dict[str, Any] = {"index": index, "video": None, "frames": None, "fps": None,
+                                "error": None}
+        try:
+            clip = read_clip(path)
+            item["frames"], item["fps"] = int(clip.n_frames), float(clip.fps)
+            if self.cache is not None:
+                frames = self.cache.get(path)
+            else:
+                regions = clip.regions if self.params.mask == "region" else None
+                frames = model_frames(clip.frames, self.params, regions)
+            item["video"] = torch.from_numpy(normalize(frames))
+        except (DicomReadError, ClipLoadError, OSError, ValueError) as exc:
+            item["error"] = _error_text(path, exc)
+        except Exception as exc:  # a decoder bug must not stop the whole run either
+            log.exception("unexpected error reading %s", path.name)
+            item["error"] = _error_text(path, exc)
+        return item
+
+
+def _error_text(path: Path, exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if not text.startswith(f"{path.name}:"):
+        text = f"{path.name}: {text}"
+    return " ".join(text.split())  # one line in the CSV
+
+
+def collate_scoring(items: list[dict[str, Any]]) -> tuple[list[dict], torch.Tensor | None, list]:
+    """(readable items, their videos stacked (N,3,T,S,S) or None, unreadable items)."""
+    ok = [it for it in items if it["error"] is None]
+    failed = [it for it in items if it["error"] is not None]
+    videos = torch.stack([it["video"] for it in ok]) if ok else None
+    return ok, videos, failed
+
+
+# --- the output file ---------------------------------------------------------------------------
+
+class ScoresFile:
+    """The scores CSV opened for appending: header written atomically, rows appended per batch
+    with one write + fsync, a torn last line cut off on open."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.done: set[str] = set()
+        if self.path.exists() and self.path.stat().st_size > 0:
+            self._repair()
+            self.done = set(read_scores(self.path)["video_path"])
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._write_header()
+
+    def _write_header(self) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                   suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+                fh.write(",".join(COLUMNS) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _repair(self) -> None:
+        with open(self.path, "rb") as fh:
+            data = fh.read()
+        header = data.split(b"\n", 1)[0].decode("utf-8", "replace").strip().lstrip("\ufeff")
+        if [c.strip() for c in header.split(",")] != list(COLUMNS):
+            raise ValueError(
+                f"{self.path.name}: exists but is not a scores CSV (expected the columns "
+                f"{','.join(COLUMNS)}); choose another output file"
+            )
+        if not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            log.warning("%s: cutting off an incomplete last line left by an interrupted run",
+                        self.path.name)
+            with open(self.path, "r+b") as fh:
+                fh.truncate(keep)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Append rows in one write; on failure the file is cut back to where it was."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        for row in rows:
+            writer.writerow([_cell(row.get(c)) for c in COLUMNS])
+        data = buffer.getvalue().encode("utf-8")
+        if not data:
+            return
+        with open(self.path, "ab") as fh:
+            start = fh.tell()
+            try:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            except BaseException:
+                fh.truncate(start)
+                raise
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def read_scores(path: str | os.PathLike) -> pd.DataFrame:
+    """A scores CSV as a typed DataFrame (score/fps float, pass boolean, frames Int64)."""
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return _typed(table)
+
+
+def _typed(table: pd.DataFrame) -> pd.DataFrame:
+    table = table.reindex(columns=list(COLUMNS))
+    out = pd.DataFrame({
+        "video_path": table["video_path"].fillna("").astype(str),
+        "score": pd.to_numeric(table["score"].replace("", None), errors="coerce").astype(float),
+        "pass": table["pass"].map({"True": True, "False": False}).astype("boolean"),
+        "assessment": table["assessment"].fillna("").astype(str),
+        "frames": pd.to_numeric(table["frames"].replace("", None), errors="coerce")
+        .astype("Int64"),
+        "fps": pd.to_numeric(table["fps"].replace("", None), errors="coerce").astype(float),
+        "error": table["error"].fillna("").astype(str),
+    })
+    return out
+
+
+# --- scoring -----------------------------------------------------------------------------------
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def gradcam_file_name(name: str) -> str:
+    """PNG file name for a clip's GradCAM strip, from its output name (folders joined by '__')."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace("\\", "/").replace("/", "__"))
+    return (stem.strip("._") or "clip") + ".png"
+
+
+def score_clips(
+    paths: str | os.PathLike | ClipInput | Sequence[str | os.PathLike | ClipInput],
+    model: str | os.PathLike | nn.Module,
+    *,
+    out_csv: str | os.PathLike | None = None,
+    threshold: float | None = None,
+    device: str | torch.device = "auto",
+    batch_size: int = 8,
+    num_workers: int = 0,
+    params: PreprocessParams | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    gradcam_dir: str | os.PathLike | None = None,
+    progress: ProgressFn | None = None,
+) -> pd.DataFrame:
+    """Score clips and return one row per clip (columns :data:`COLUMNS`).
+
+    ``paths``: folders, DICOM files, CSVs with a ``video_path`` column and/or ClipInputs (see
+    :func:`collect_clips`). ``model``: a weights file / checkpoint, a TorchScript export, or a
+    module. ``threshold``: default the checkpoint's saved threshold, else 0.3 (the original
+    inference script's). ``params``: default the checkpoint's preprocessing, else EchoPrime's.
+    With ``out_csv`` rows are appended after every batch and clips already in the file are
+    skipped; the result then holds every row of the file. ``gradcam_dir`` gets a GradCAM strip
+    (explaining "poor") for each clip that fails the threshold. ``progress(done, total, name)``
+    is called per clip. ``result.attrs`` holds the threshold and the counts of this call:
+    scored, passed, failed (unreadable), skipped (already in ``out_csv``).
+    """
+    from echoquality_core.model import resolve_device
+
+    if batch_size < 1 or num_workers < 0:
+        raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, "
+                         f"{num_workers}")
+    clips = collect_clips(paths)
+    net, info = load_scoring_model(model)
+    if gradcam_dir is not None and isinstance(net, torch.jit.ScriptModule):
+        raise ValueError("GradCAM needs the model's checkpoint, not a TorchScript export")
+    threshold = threshold_from_info(info, threshold)
+    params = params or params_from_info(info)
+    dev = resolve_device(device)
+
+    out = ScoresFile(out_csv) if out_csv is not None else None
+    todo = [c for c in clips if out is None or c.name not in out.done]
+    skipped = len(clips) - len(todo)
+    if skipped:
+        log.info("skipping %d clip(s) already in %s", skipped, out.path.name)
+    rows: list[dict[str, Any]] = []
+    counts = {"scored": 0, "passed": 0, "failed": 0}
+
+    def rows_done(new: list[dict[str, Any]]) -> None:
+        if out is not None:
+            out.append(new)
+        for row in new:
+            rows.append(row)
+            if progress is not None:
+                progress(len(rows), len(todo), row["video_path"])
+
+    if todo:
+        loader = DataLoader(
+            ScoringSet([c.path for c in todo], params, cache_dir), batch_size=batch_size,
+            shuffle=False, num_workers=num_workers, collate_fn=collate_scoring,
+            pin_memory=dev.type == "cuda",
+        )
+        was_training = net.training
+        net.to(dev).eval()
+        try:
+            for ok, videos, failed in loader:
+                scores = _forward(net, videos, dev) if videos is not None else []
+                by_index = {it["index"]: _row(todo[it["index"]].name, it, None, threshold)
+                            for it in failed}
+                for it, score in zip(ok, scores):
+                    by_index[it["index"]] = _row(todo[it["index"]].name, it, score, threshold)
+                    if gradcam_dir is not None and score < threshold:
+                        _save_gradcam(net, it["video"], gradcam_dir, todo[it["index"]].name)
+                counts["scored"] += len(ok)
+                counts["passed"] += sum(score >= threshold for score in scores)
+                counts["failed"] += len(failed)
+                rows_done([by_index[i] for i in sorted(by_index)])
+        finally:
+            net.train(was_training)
+
+    result = read_scores(out.path) if out is not None else _typed(
+        pd.DataFrame([{k: _cell(r[k]) for k in COLUMNS} for r in rows], columns=list(COLUMNS))
+    )
+    result.attrs.update(threshold=threshold, skipped=skipped, **counts)
+    return result
+
+
+def _forward(net: nn.Module, videos: torch.Tensor, dev: torch.device) -> list[float]:
+    with torch.inference_mode(), _autocast(dev):
+        logits = net(videos.to(dev, non_blocking=True)).reshape(-1)
+    if logits.numel() != len(videos):
+        raise ValueError(f"model gave {logits.numel()} outputs for {len(videos)} clips; "
+                         "expected one logit per clip")
+    return torch.sigmoid(logits.float()).cpu().tolist()
+
+
+def _row(name: str, item: Mapping[str, Any], score: float | None, threshold: float) -> dict:
+    return {
+        "video_path": name,
+        "score": score,
+        "pass": None if score is None else bool(score >= threshold),
+        "assessment": "" if score is None else assessment(score),
+        "frames": item["frames"],
+        "fps": None if item["fps"] is None else round(float(item["fps"]), 3),
+        "error": item["error"] or "",
+    }
+
+
+def _save_gradcam(net: nn.Module, video: torch.Tensor, out_dir: str | os.PathLike,
+                  name: str) -> None:
+    from echoquality_core.gradcam import visualize_gradcam
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # e.g. autocast notes on CPU
+        visualize_gradcam(net, video, "layer4", out_dir / gradcam_file_name(name), explain="poor")
+
+
+def score_arrays(net: nn.Module, videos: np.ndarray | torch.Tensor,
+                 device: str | torch.device = "cpu") -> np.ndarray:
+    """Scores (N,) for a batch of model-input clips (N,3,T,S,S): sigmoid of the logits."""
+    from echoquality_core.model import resolve_device
+
+    dev = resolve_device(device)
+    videos = torch.as_tensor(videos, dtype=torch.float32)
+    was_training = net.training
+    net.to(dev).eval()
+    try:
+        return np.asarray(_forward(net, videos, dev), dtype=np.float32)
+    finally:
+        net.train(was_training)
