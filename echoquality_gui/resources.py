@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from functools import cache
+from importlib.resources import files
 from pathlib import Path
 
 from PySide6.QtGui import QIcon
 
-HERE = Path(__file__).parent
+HERE = Path(str(files("echoquality_resources")))
 
 
 @cache
