@@ -84,3 +84,22 @@ def screenshot():
         return path
 
     return save
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A real, tiny training run, done once per test session: a 16-clip demo project (8 frames,
+    96x128), 2 epochs of 4-frame clips on the CPU, tracked in the project's MLflow store.
+    Returns ``(project_root, TrainEnd)``; treat both as read-only (copy to change labels)."""
+    from echoquality_core.demo import write_demo_project
+    from echoquality_core.train import TrainConfig, Trainer
+
+    root = tmp_path_factory.mktemp("trained_project")
+    csv_path = write_demo_project(root, n_clips=16, n_frames=8, height=96, width=128, seed=3,
+                                  unlabelled=0.1)
+    config = TrainConfig(annotations_csv=str(csv_path), videos_dir=None, n_frames=4, stride=1,
+                         batch_size=2, epochs=2, learning_rate=1e-3, device="cpu",
+                         log_mlflow_model=False)
+    end = Trainer(config).run()
+    assert end.error is None and end.best_checkpoint is not None, end
+    return root, end
