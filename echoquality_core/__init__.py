@@ -40,7 +40,7 @@ _EXPORTS = {
     "score_clips": "scoring",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 (names are the keys above)
 
 
 def __getattr__(name: str) -> Any:

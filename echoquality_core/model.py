@@ -100,7 +100,7 @@ def _read_torch_file(path: Path) -> Any:
             f"{what}; loading it would mean running code from the file, which we refuse to do. "
             "Re-save only the model's state dict (torch.save(model.state_dict(), path)).",
         ) from exc
-    except (OSError, EOFError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+    except (OSError, EOFError, RuntimeError, KeyError, IndexError, ValueError, TypeError) as exc:
         detail = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
         raise WeightsError(path, f"not a PyTorch weights file or unreadable ({detail})") from exc
 

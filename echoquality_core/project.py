@@ -8,7 +8,7 @@ written elsewhere is silently overwritten.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +99,11 @@ class Project:
         """Index of clip ``rel`` in ``clips``."""
         return self._rows.get(rel)
 
+    @property
+    def cache_dir(self) -> Path:
+        """Where preprocessed clips are cached (the trainer's default for this folder)."""
+        return self.root / ".echoquality" / "cache"
+
     # --- labels ----------------------------------------------------------------------------
     def label(self, rel: str) -> Label | None:
         return self.store.get(rel)
@@ -117,6 +122,24 @@ class Project:
             if info.rel != after and self.store.get(info.rel) is None:
                 return info.rel
         return None
+
+    def most_uncertain(self, scores: Mapping[str, float], threshold: float,
+                       after: str | None = None) -> str | None:
+        """The unlabelled clip whose model score is closest to ``threshold`` (the one the model
+        is least sure about), leaving out ``after`` (the clip on screen); ties go to the first
+        in list order after ``after``. None if no unlabelled clip has a score."""
+        n = len(self.clips)
+        start = self._rows.get(after, -1) + 1 if after is not None else 0
+        best: tuple[float, int, str] | None = None
+        for k in range(n):
+            rel = self.clips[(start + k) % n].rel
+            score = scores.get(rel)
+            if rel == after or score is None or self.store.get(rel) is not None:
+                continue
+            candidate = (abs(float(score) - threshold), k, rel)
+            if best is None or candidate < best:
+                best = candidate
+        return best[2] if best else None
 
     def reload_if_changed(self) -> bool:
         """Read the CSV again if another program changed it (keeping any change of ours not

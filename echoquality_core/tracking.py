@@ -11,12 +11,15 @@ import hashlib
 import logging
 import math
 import os
+import socket
 import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -172,9 +175,21 @@ def _iso(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
 
 
+def _sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for other stores)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri[len("sqlite:///"):])
+
+
 def list_runs(tracking_uri: str, experiment: str = "echoquality") -> list[dict[str, Any]]:
     """Runs of an experiment, newest first: run_id, run_name, status, start_time/end_time (ISO
-    UTC), metrics (latest values), params. Empty if the experiment does not exist yet."""
+    UTC), metrics (latest values), params, tags (without MLflow's own ``mlflow.*``) and
+    artifact_uri. Empty if the experiment, or the SQLite store file, does not exist yet (the
+    file is not created)."""
+    db = _sqlite_file(tracking_uri)
+    if db is not None and not db.is_file():
+        return []
     quiet_mlflow()
     from mlflow import MlflowClient
 
@@ -192,17 +207,74 @@ def list_runs(tracking_uri: str, experiment: str = "echoquality") -> list[dict[s
             "end_time": _iso(r.info.end_time),
             "metrics": dict(r.data.metrics),
             "params": dict(r.data.params),
+            "tags": {k: v for k, v in r.data.tags.items() if not k.startswith("mlflow.")},
             "artifact_uri": r.info.artifact_uri,
         }
         for r in runs
     ]
 
 
-def mlflow_ui_command(tracking_uri: str, port: int = 5000) -> list[str]:
-    """argv that starts the MLflow web UI on this store (open http://127.0.0.1:<port>)."""
+def local_artifact_dir(run: Mapping[str, Any]) -> Path | None:
+    """The folder of a run's artifacts when they are stored on this computer (``file:`` URI)."""
+    uri = run.get("artifact_uri") or ""
+    if uri.startswith("file:"):
+        return Path(url2pathname(urlparse(uri).path))
+    if uri and "://" not in uri:
+        return Path(uri)
+    return None
+
+
+def run_folder(run: Mapping[str, Any], project_dir: str | os.PathLike) -> Path | None:
+    """Where a run's files are on disk: its training folder (``<project>/<save_dir>/<run_dir
+    tag>``, with best.pt, summary.json, plots) if it still exists, else its local artifact
+    folder; None when neither exists (e.g. a cancelled run)."""
+    name = (run.get("tags") or {}).get("run_dir")
+    save_dir = (run.get("params") or {}).get("save_dir") or "trained_models"
+    if name:
+        folder = Path(project_dir) / save_dir / name
+        if folder.is_dir():
+            return folder.resolve()
+    artifacts = local_artifact_dir(run)
+    return artifacts if artifacts is not None and artifacts.is_dir() else None
+
+
+def run_checkpoint(run: Mapping[str, Any], project_dir: str | os.PathLike) -> Path | None:
+    """The run's best model file (``best*.pt``; ``best.pt`` first) in its training folder or
+    its artifacts' ``checkpoints/``; None when the run kept no model (cancelled, failed early,
+    or deleted)."""
+    folders = []
+    folder = run_folder(run, project_dir)
+    if folder is not None:
+        folders += [folder, folder / "checkpoints"]
+    artifacts = local_artifact_dir(run)
+    if artifacts is not None:
+        folders.append(artifacts / "checkpoints")
+    for candidate in folders:
+        files = sorted(candidate.glob("best*.pt"), key=lambda p: (p.name != "best.pt", p.name))
+        if files:
+            return files[0]
+    return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now (asked from the operating system)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+# Environment for the MLflow UI process: no background job runner (not needed to browse runs;
+# it slows start-up and shutdown), no telemetry.
+MLFLOW_UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def mlflow_ui_command(tracking_uri: str, port: int = 5000, workers: int = 1) -> list[str]:
+    """argv that starts the MLflow web UI on this store (open http://127.0.0.1:<port>); run it
+    with ``MLFLOW_UI_ENV`` added to the environment. One worker process is plenty for one user."""
     return [
         sys.executable, "-m", "mlflow", "ui",
         "--backend-store-uri", tracking_uri,
         "--host", "127.0.0.1",
         "--port", str(int(port)),
+        "--workers", str(int(workers)),
     ]

@@ -1,5 +1,5 @@
 """The clip list: a table of the project's clips (header fields, label, model score) with
-sorting, filters, a "37 / 120 labelled" counter and the header-scan progress."""
+sorting, filters, a "37 / 120 labelled" counter, and the header-scan and scoring progress."""
 from __future__ import annotations
 
 from PySide6.QtCore import (
@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from echoquality_core.project import ClipInfo
+from echoquality_core.scoring import assessment
 from echoquality_gui.session import Session
 
 COLUMNS = ("File", "Frames", "FPS", "Label", "Issues", "Rater", "Model")
@@ -102,6 +103,8 @@ class ClipTableModel(QAbstractTableModel):
         if role == SORT_ROLE:
             return self._sort_key(info, col)
         if role == Qt.ItemDataRole.ToolTipRole:
+            if col == "Model" and info.rel in self.session.scores:
+                return self._score_tip(self.session.scores[info.rel])
             return f"{info.rel}\n{info.error}" if info.error else info.rel
         if role == Qt.ItemDataRole.ForegroundRole:
             if info.error:
@@ -130,6 +133,12 @@ class ClipTableModel(QAbstractTableModel):
             return "" if label is None or not label.rater else label.rater
         score = self.session.scores.get(info.rel)
         return "" if score is None else f"{score:.2f}"
+
+    def _score_tip(self, score: float) -> str:
+        threshold = self.session.threshold
+        verdict = "good" if score >= threshold else "poor"
+        return (f"Model score {score:.3f}: {assessment(score)}; {verdict} at threshold "
+                f"{threshold:.2f}")
 
     def _sort_key(self, info: ClipInfo, col: str):
         label = self.session.label(info.rel)
@@ -211,6 +220,10 @@ class ClipListPanel(QWidget):
         self.progress = QProgressBar(textVisible=True, visible=False)
         self.cancel_button = QPushButton("Cancel", visible=False)
         self.cancel_button.clicked.connect(session.cancel_scan)
+        self.scoring_bar = QProgressBar(textVisible=True, visible=False)
+        self.scoring_cancel = QPushButton("Cancel", visible=False)
+        self.scoring_cancel.setToolTip("Stop scoring the clips with the model")
+        self.scoring_cancel.clicked.connect(session.cancel_scoring)
 
         self.view = QTableView()
         self.view.setModel(self.proxy)
@@ -237,11 +250,15 @@ class ClipListPanel(QWidget):
         scan = QHBoxLayout()
         scan.addWidget(self.progress, 1)
         scan.addWidget(self.cancel_button)
+        scoring = QHBoxLayout()
+        scoring.addWidget(self.scoring_bar, 1)
+        scoring.addWidget(self.scoring_cancel)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(top)
         layout.addWidget(self.counter)
         layout.addLayout(scan)
+        layout.addLayout(scoring)
         layout.addWidget(self.view, 1)
 
         session.scan_progress.connect(self._scan_progress)
@@ -250,12 +267,30 @@ class ClipListPanel(QWidget):
                        session.project_opened):
             signal.connect(self._update_counter)
         session.current_changed.connect(self._select_current)
-        session.scores_changed.connect(self._show_model_column)
+        session.scoring_progress.connect(self._scoring_progress)
+        session.scoring_finished.connect(self._scoring_finished)
+        for signal in (session.scores_changed, session.score_visibility_changed,
+                       session.project_opened):
+            signal.connect(self._show_model_column)
         self._show_model_column()
 
-    def _show_model_column(self) -> None:
-        """The Model column appears once a model has scored clips."""
-        self.view.setColumnHidden(COLUMNS.index("Model"), not self.session.scores)
+    def _show_model_column(self, *_args) -> None:
+        """The Model column appears once a model has scored clips (unless scores are hidden)."""
+        self.view.setColumnHidden(COLUMNS.index("Model"),
+                                  not (self.session.scores and self.session.show_scores))
+
+    def _scoring_progress(self, done: int, total: int) -> None:
+        self.scoring_bar.show()
+        self.scoring_cancel.show()
+        self.scoring_bar.setRange(0, total)  # 0..0: busy while the model loads
+        self.scoring_bar.setValue(done)
+        name = self.session.model_path.name if self.session.model_path else "model"
+        self.scoring_bar.setFormat(f"Scoring with {name} %v / {total}" if total
+                                   else f"Scoring with {name}…")
+
+    def _scoring_finished(self) -> None:
+        self.scoring_bar.hide()
+        self.scoring_cancel.hide()
 
     def _activated(self, index) -> None:
         self.open_requested.emit(self.model.clip(self.proxy.mapToSource(index).row()).rel)

@@ -1,8 +1,8 @@
 """Every keyboard shortcut of the app, as data: one registry drives the key handling, the
 button captions and the cheat-sheet dialog (napari-deeplabcut's pattern).
 
-Keys are Qt key-sequence strings ("Space", "Ctrl+Z", "1"). G is kept free for the GradCAM
-overlay of the Review tab.
+Keys are Qt key-sequence strings ("Space", "Ctrl+Z", "1"). Group "Review" acts on the Review
+tab only.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ ISSUE_KEYS: dict[str, str] = {
     "poor_gain": "I",
     "dropout": "D",
     "partial_view": "P",
-    "unreadable": "U",
+    "unreadable": "X",
 }
 
 # Five-point scale: key -> score.
@@ -50,6 +50,8 @@ KEYBINDS: tuple[Keybind, ...] = (
     Keybind("Ctrl+Return", "save_label", "Save the label with the current tags, stay on this clip",
             "Label"),
     Keybind("N", "next_unlabelled", "Go to the next unlabelled clip", "Label"),
+    Keybind("U", "next_uncertain", "Go to the unlabelled clip the model is least sure about "
+            "(score closest to the threshold)", "Label"),
     Keybind("Ctrl+Z", "undo", "Undo the last label change (written to the CSV)", "Label"),
     Keybind("Ctrl+Shift+Z", "redo", "Redo the label change (written to the CSV)", "Label"),
     Keybind("Space", "play_pause", "Play / pause", "Player"),
@@ -65,6 +67,10 @@ KEYBINDS: tuple[Keybind, ...] = (
             "the clip", "Player"),
     Keybind("Down", "next_clip", "Next clip in the list", "Clips"),
     Keybind("Up", "previous_clip", "Previous clip in the list", "Clips"),
+    Keybind("G", "toggle_gradcam", "Show / hide the GradCAM heat map (the label keys relabel "
+            "the clip on this tab)", "Review"),
+    Keybind("C", "confirm_label", "Confirm the label: the model is wrong, mark the clip "
+            "reviewed", "Review"),
     Keybind("Ctrl+O", "open_folder", "Open a dataset folder", "File"),
     Keybind("?", "show_keys", "This list of shortcuts", "Help"),
 )

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 
 from echoquality_core.labels import Label
 from echoquality_core.project import UNREADABLE, ClipInfo
+from echoquality_core.scoring import assessment
 from echoquality_gui import settings
 from echoquality_gui.clip_list import label_text
 from echoquality_gui.keybinds import FIVE_POINT, ISSUE_KEYS, keybind
@@ -51,6 +52,9 @@ class LabelPanel(QWidget):
         self.current = QLabel("No clip")
         self.current.setObjectName("currentLabel")
         self.current.setWordWrap(True)
+        self.model_score = QLabel("")
+        self.model_score.setObjectName("modelScore")
+        self.model_score.setWordWrap(True)
         self.scores_box = QGridLayout()
         self.tag_buttons: dict[str, QPushButton] = {}
         tags = QGridLayout()
@@ -71,7 +75,11 @@ class LabelPanel(QWidget):
         save.clicked.connect(self.save)
         nxt = QPushButton(f"Next unlabelled  [{keybind('next_unlabelled').key}]")
         nxt.clicked.connect(session.next_unlabelled)
-        for button in (save, nxt):
+        self.uncertain_button = QPushButton(
+            f"Next most uncertain (model)  [{keybind('next_uncertain').key}]")
+        self.uncertain_button.setToolTip(keybind("next_uncertain").help)
+        self.uncertain_button.clicked.connect(session.next_most_uncertain)
+        for button in (save, nxt, self.uncertain_button):
             button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         actions = QHBoxLayout()
         actions.addWidget(save)
@@ -82,6 +90,7 @@ class LabelPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 4, 6, 4)
         layout.addWidget(self.current)
+        layout.addWidget(self.model_score)
         layout.addWidget(self._title("Quality"))
         layout.addLayout(self.scores_box)
         layout.addWidget(self._title("Issues"))
@@ -89,6 +98,7 @@ class LabelPanel(QWidget):
         layout.addWidget(self._title("Notes"))
         layout.addWidget(self.notes)
         layout.addLayout(actions)
+        layout.addWidget(self.uncertain_button)
         layout.addWidget(self.auto_advance)
         layout.addWidget(self.hint)
         layout.addStretch(1)
@@ -96,6 +106,8 @@ class LabelPanel(QWidget):
         session.scale_changed.connect(self._build_scores)
         session.current_changed.connect(self._show_clip)
         session.label_changed.connect(self._label_changed)
+        for signal in (session.scores_changed, session.score_visibility_changed):
+            signal.connect(self._show_model_score)
         self._build_scores(session.scale)
         self._show_clip(None)
 
@@ -130,7 +142,11 @@ class LabelPanel(QWidget):
 
     # --- what the keys and buttons do ------------------------------------------------------
     def issues(self) -> tuple[str, ...]:
-        return tuple(t for t, b in self.tag_buttons.items() if b.isChecked())
+        """The checked tags, plus the current label's tags that have no button (e.g.
+        "reviewed", or a tag another tool wrote): those are kept, never dropped."""
+        label = self._label()
+        kept = tuple(t for t in (label.issues if label else ()) if t not in self.tag_buttons)
+        return tuple(t for t, b in self.tag_buttons.items() if b.isChecked()) + kept
 
     def give_score(self, score: float, *, advance: bool | None = None) -> bool:
         """Label the current clip with ``score`` and the checked tags (written now)."""
@@ -199,6 +215,19 @@ class LabelPanel(QWidget):
             when = f" · {label.labeled_at[11:19]}" if label.labeled_at else ""
             self.current.setText(f"{label_text(label.quality_score)}{who}{when}")
         self.hint.setText(f"Cannot be read: {info.error}" if info and info.error else "")
+        self._show_model_score()
+
+    def _show_model_score(self, *_args) -> None:
+        """The model's score of the current clip, unless hidden (to label without bias)."""
+        current, session = self.session.current, self.session
+        score = session.scores.get(current.rel) if current else None
+        self.uncertain_button.setEnabled(bool(session.scores))
+        self.model_score.setVisible(score is not None and session.show_scores)
+        if score is not None:
+            verdict = "good" if score >= session.threshold else "poor"
+            self.model_score.setText(
+                f"Model: {score:.2f} · {assessment(score)} · {verdict} at threshold "
+                f"{session.threshold:.2f}")
 
     def mark_unreadable(self, reason: str) -> None:
         """The player could not decode the clip: show why and pre-select the 'unreadable' tag."""

@@ -24,7 +24,11 @@ from echoquality_gui.keys_dialog import KeysDialog
 from echoquality_gui.labeling import LabelPanel, ask_rater
 from echoquality_gui.player import CinePlayer
 from echoquality_gui.resources import icon
+from echoquality_gui.review import ReviewTab
+from echoquality_gui.runs import RunsPanel
+from echoquality_gui.scoring_panel import ScoreFolderDialog, choose_model
 from echoquality_gui.session import Session
+from echoquality_gui.training import TrainPanel
 
 LABEL_GROUPS = ("Label", "Player", "Clips")  # keybind groups that act on the Label tab
 
@@ -55,10 +59,18 @@ class MainWindow(QMainWindow):
         self.saved_label = QLabel("")
         self.statusBar().addPermanentWidget(self.saved_label)
         self._keys_dialog: KeysDialog | None = None
+        self._score_dialog: ScoreFolderDialog | None = None
         self.actions: dict[str, QAction] = {}
         self._make_actions()
         self._make_menus()
         self._connect()
+        self.train_panel = TrainPanel(self.session)
+        self.add_tab(self.train_panel, "Train")
+        self.review = ReviewTab(self.session)
+        self.add_tab(self.review, "Review")
+        self.runs_panel = RunsPanel(self.session)
+        self.add_tab(self.runs_panel, "Runs")
+        self._tab_changed(self.tabs.currentIndex())
         self.resize(1360, 760)
 
     # --- seams for later tabs --------------------------------------------------------------
@@ -74,10 +86,13 @@ class MainWindow(QMainWindow):
     def _handlers(self) -> dict:
         p, lp, s = self.player, self.label_panel, self.session
         handlers = {
-            "label_good": lambda: lp.give_score(1.0),
-            "label_poor": lambda: lp.give_score(0.0),
+            "label_good": lambda: self._give_score(1.0),
+            "label_poor": lambda: self._give_score(0.0),
+            "toggle_gradcam": lambda: self.review.toggle_overlay(),
+            "confirm_label": lambda: self.review.confirm(),
             "save_label": lp.save,
             "next_unlabelled": s.next_unlabelled,
+            "next_uncertain": s.next_most_uncertain,
             "undo": s.undo,
             "redo": s.redo,
             "play_pause": p.toggle_play,
@@ -96,7 +111,7 @@ class MainWindow(QMainWindow):
             "show_keys": self.show_keys,
         }
         for key, score in FIVE_POINT.items():
-            handlers[f"label_{key}"] = lambda s_=score: lp.give_score(s_)
+            handlers[f"label_{key}"] = lambda s_=score: self._give_score(s_)
         for tag in ISSUE_KEYS:
             handlers[f"issue_{tag}"] = lambda t=tag: lp.toggle_issue(t)
         return handlers
@@ -119,6 +134,9 @@ class MainWindow(QMainWindow):
         file_menu = bar.addMenu("&File")
         file_menu.addAction(self._rename(self.actions["open_folder"], "Open folder…"))
         file_menu.addAction("Open labels CSV…", self.choose_csv)
+        file_menu.addSeparator()
+        file_menu.addAction("Load model…", lambda: choose_model(self, self.session))
+        file_menu.addAction("Score a folder…", self.score_folder)
         self.recent_menu = file_menu.addMenu("Recent projects")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         file_menu.addSeparator()
@@ -136,11 +154,17 @@ class MainWindow(QMainWindow):
         self.five_point_action.toggled.connect(
             lambda on: self.session.set_scale("five_point" if on else "binary"))
         label.addAction(self._rename(self.actions["next_unlabelled"], "Next unlabelled clip"))
+        label.addAction(self._rename(self.actions["next_uncertain"],
+                                     "Next most uncertain clip (model)"))
 
         view = bar.addMenu("&View")
         for name, text in (("toggle_model_input", "Model input"), ("reset_levels",
                            "Reset brightness/contrast"), ("toggle_loop", "Loop")):
             view.addAction(self._rename(self.actions[name], text))
+        self.show_score_action = view.addAction("Show model score while labelling")
+        self.show_score_action.setCheckable(True)
+        self.show_score_action.setChecked(self.session.show_scores)
+        self.show_score_action.toggled.connect(self.session.set_show_scores)
         bar.addMenu("&Help").addAction(self._rename(self.actions["show_keys"],
                                                     "Keyboard shortcuts"))
 
@@ -185,12 +209,23 @@ class MainWindow(QMainWindow):
         if rel is not None:
             self.session.open_clip(rel)
 
+    def _labels_active(self) -> bool:
+        """The label keys (and undo) work on the Label tab and, relabelling, on Review."""
+        return self.tabs.currentIndex() == 0 or self.tabs.currentWidget() is getattr(
+            self, "review", None)
+
+    def _give_score(self, score: float) -> None:
+        if self.tabs.currentWidget() is getattr(self, "review", None):
+            self.review.relabel(score)
+        else:
+            self.label_panel.give_score(score)
+
     def _undo_state(self, can_undo: bool, can_redo: bool) -> None:
-        self.actions["undo"].setEnabled(can_undo and self.tabs.currentIndex() == 0)
-        self.actions["redo"].setEnabled(can_redo and self.tabs.currentIndex() == 0)
+        self.actions["undo"].setEnabled(can_undo and self._labels_active())
+        self.actions["redo"].setEnabled(can_redo and self._labels_active())
 
     def _scale_changed(self, scale: str) -> None:
-        on_label_tab = not hasattr(self, "tabs") or self.tabs.currentIndex() == 0
+        on_label_tab = not hasattr(self, "tabs") or self._labels_active()
         for bind in KEYBINDS:
             if bind.scale is not None:
                 self.actions[bind.action].setEnabled(on_label_tab and bind.scale == scale)
@@ -203,6 +238,9 @@ class MainWindow(QMainWindow):
         for bind in KEYBINDS:
             if bind.group in LABEL_GROUPS and bind.scale is None:
                 self.actions[bind.action].setEnabled(index == 0)
+            elif bind.group == "Review":
+                self.actions[bind.action].setEnabled(
+                    self.tabs.widget(index) is getattr(self, "review", None))
         self._scale_changed(self.session.scale)
         project = self.session.project
         self._undo_state(bool(project and project.can_undo), bool(project and project.can_redo))
@@ -241,6 +279,15 @@ class MainWindow(QMainWindow):
         if path:
             self.open_project(project.root, path)
 
+    def score_folder(self) -> ScoreFolderDialog:
+        """Show the "Score a folder" dialog (default: the open project, the current model)."""
+        if self._score_dialog is None:
+            self._score_dialog = ScoreFolderDialog(self.session, self)
+        self._score_dialog.reset_fields()
+        self._score_dialog.show()
+        self._score_dialog.raise_()
+        return self._score_dialog
+
     def change_rater(self) -> None:
         settings.set_rater("")
         ask_rater(self)
@@ -254,6 +301,9 @@ class MainWindow(QMainWindow):
         return self._keys_dialog
 
     def closeEvent(self, event) -> None:
+        self.train_panel.shutdown()  # a running training stops, keeping its best model
+        self.review.shutdown()
+        self.runs_panel.shutdown()  # stops the MLflow UI server
         self.session.close()
         self.player.shutdown()
         super().closeEvent(event)

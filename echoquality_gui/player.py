@@ -1,11 +1,12 @@
 """The cine player: plays a clip at its DICOM frame rate (frame index from elapsed wall-clock
 time x fps x speed, skipping frames rather than slowing down, as OHIF/Weasis do), with zoom/pan,
-brightness/contrast, a heat-map overlay (``set_overlay``) and the model's-eye view beside it."""
+brightness/contrast, a heat-map overlay (``set_overlay``, with its own show/opacity controls), a
+per-frame importance curve under the scrub bar (``set_importance``) and the model's-eye view."""
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,20 +15,24 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QSlider,
     QStackedWidget,
+    QStyle,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from echoquality_gui.frame_loader import FrameLoader
+from echoquality_gui.keybinds import issue_key
 from echoquality_gui.resources import icon
 
 SPEEDS = (0.25, 0.5, 1.0, 1.5, 2.0, 4.0)
 TICK_MS = 5
+OVERLAY_OPACITY = 0.45
 Overlay = Callable[[int], "np.ndarray | None"] | np.ndarray
 
 
@@ -71,6 +76,7 @@ class CinePlayer(QWidget):
         self._shown_at: deque[float] = deque()
         self._model: np.ndarray | None = None
         self._overlay: Overlay | None = None
+        self.overlay_on = True
         self._t0 = 0.0
         self._start_index = 0
         self._opened_at = 0.0
@@ -89,7 +95,7 @@ class CinePlayer(QWidget):
         self.overlay_item = pg.ImageItem(axisOrder="row-major")
         self.overlay_item.setLookupTable(pg.colormap.get("inferno").getLookupTable(0, 1, 256))
         self.overlay_item.setZValue(10)
-        self.overlay_item.setOpacity(0.45)
+        self.overlay_item.setOpacity(OVERLAY_OPACITY)
         self.view_box.addItem(self.overlay_item)
         self.model_view, self.model_box, self.model_image = _image_view()
         self.model_view.setVisible(False)
@@ -137,13 +143,13 @@ class CinePlayer(QWidget):
         self.loop_box = QCheckBox("Loop", checked=True)
         self.loop_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.loop_box.toggled.connect(self.set_loop)
-        controls = QHBoxLayout()
-        for button in buttons:
-            controls.addWidget(button)
-        controls.addWidget(self.slider, 1)
-        controls.addWidget(self.position)
-        controls.addWidget(self.speed_box)
-        controls.addWidget(self.loop_box)
+        controls = QGridLayout()
+        controls.setVerticalSpacing(0)
+        for col, widget in enumerate([*buttons, self.slider, self.position, self.speed_box,
+                                      self.loop_box]):
+            controls.addWidget(widget, 0, col)
+        controls.setColumnStretch(len(buttons), 1)
+        controls.addWidget(self._importance_plot(), 1, len(buttons))
 
         self.brightness = self._level_slider(-100, 100, "Brightness")
         self.contrast = self._level_slider(-100, 100, "Contrast")
@@ -164,6 +170,54 @@ class CinePlayer(QWidget):
         layout.addWidget(self.stack, 1)
         layout.addLayout(controls)
         layout.addLayout(levels)
+        layout.addWidget(self._overlay_controls())
+
+    def _importance_plot(self) -> pg.PlotWidget:
+        """A strip under the scrub bar, x aligned with it (frame index), with a frame marker."""
+        plot = pg.PlotWidget(enableMenu=False)
+        plot.setBackground(None)
+        plot.setFixedHeight(38)
+        plot.hideAxis("left")
+        plot.hideAxis("bottom")
+        plot.setMouseEnabled(False, False)
+        plot.hideButtons()
+        plot.getPlotItem().setContentsMargins(0, 0, 0, 0)
+        plot.getPlotItem().layout.setContentsMargins(0, 0, 0, 0)
+        inset = self.style().pixelMetric(QStyle.PixelMetric.PM_SliderLength) // 2
+        plot.setContentsMargins(inset, 2, inset, 2)
+        plot.setToolTip("How much each frame the model saw mattered to its score "
+                        "(mean GradCAM activation)")
+        self.importance_curve = plot.plot(pen=pg.mkPen("#ffb74d", width=2), symbol="o",
+                                          symbolSize=5, symbolBrush="#ffb74d", symbolPen=None)
+        self.importance_marker = pg.InfiniteLine(angle=90, pen=pg.mkPen("#4fc3f7", width=1))
+        plot.addItem(self.importance_marker)
+        plot.setVisible(False)
+        self.importance_plot = plot
+        return plot
+
+    def _overlay_controls(self) -> QWidget:
+        """Show/hide and opacity of the heat map; visible while an overlay is set."""
+        self.overlay_box = QCheckBox("Heat map (G)", checked=True)
+        self.overlay_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.overlay_box.toggled.connect(self.set_overlay_visible)
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=100,
+                                      value=round(OVERLAY_OPACITY * 100))
+        self.opacity_slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.opacity_slider.setToolTip("Heat-map opacity")
+        self.opacity_slider.valueChanged.connect(
+            lambda v: self.overlay_item.setOpacity(v / 100.0))
+        self.overlay_caption = QLabel("")
+        self.overlay_caption.setObjectName("clipInfo")
+        row_widget = QWidget()
+        row = QHBoxLayout(row_widget)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.overlay_box)
+        row.addWidget(QLabel("Opacity"))
+        row.addWidget(self.opacity_slider, 1)
+        row.addWidget(self.overlay_caption, 3)
+        row_widget.setVisible(False)
+        self.overlay_row = row_widget
+        return row_widget
 
     def _tool(self, name: str, tip: str, slot) -> QToolButton:
         button = QToolButton()
@@ -195,6 +249,7 @@ class CinePlayer(QWidget):
         self.first_frame_seconds = None
         self._opened_at = time.perf_counter()
         self.model_image.clear()
+        self.importance_marker.setValue(0)
         self._refresh_overlay()
         if self.path is None:
             self._show_message("No clip selected")
@@ -221,6 +276,8 @@ class CinePlayer(QWidget):
         self.slider.blockSignals(True)
         self.slider.setRange(0, max(self.n_frames - 1, 0))
         self.slider.blockSignals(False)
+        self.importance_plot.setXRange(0, max(self.n_frames - 1, 1), padding=0)
+        self.position.setText(f"{self.index + 1} / {self.n_frames}")
         self.info.setText(f"{path.name} · {clip.n_frames} frames · {clip.width}×{clip.height}")
         self._update_rate_label()
         if first:
@@ -232,7 +289,8 @@ class CinePlayer(QWidget):
             return
         self.pause()
         self._show_message(f"Cannot show {path.name}\n\n{reason}\n\n"
-                           "You can still label it (e.g. tag it 'unreadable', key U).")
+                           "You can still label it (e.g. tag it 'unreadable', key "
+                           f"{issue_key('unreadable')}).")
         self.clip_failed.emit(path, reason)
 
     def _show_message(self, text: str) -> None:
@@ -277,6 +335,7 @@ class CinePlayer(QWidget):
         self.slider.blockSignals(True)
         self.slider.setValue(index)
         self.slider.blockSignals(False)
+        self.importance_marker.setValue(index)
         self.position.setText(f"{index + 1} / {self.n_frames}")
         frame = self.loader.cache.get(self.path, index)
         if frame is not None:
@@ -414,15 +473,45 @@ class CinePlayer(QWidget):
         if self.index < len(frames):
             self.model_image.setImage(frames[self.index], autoLevels=False, levels=self._levels)
 
-    def set_overlay(self, source: Overlay | None, opacity: float = 0.45) -> None:
+    def set_overlay(self, source: Overlay | None, opacity: float | None = None,
+                    caption: str = "") -> None:
         """Heat map over the clip (e.g. GradCAM): an array (T,H,W) or (H,W) in 0..1, or a
-        callable frame_index -> (H,W) array or None. None removes it."""
+        callable frame_index -> (H,W) array or None. None removes it. ``opacity`` (0..1) sets
+        the opacity slider; ``caption`` says what the map shows."""
         self._overlay = source
-        self.overlay_item.setOpacity(float(opacity))
+        if opacity is not None:
+            self.opacity_slider.setValue(round(float(opacity) * 100))
+        self.overlay_caption.setText(caption)
+        self.overlay_row.setVisible(source is not None)
         self._refresh_overlay()
 
+    def set_overlay_visible(self, on: bool) -> None:
+        """Show or hide the heat map (it stays set)."""
+        self.overlay_on = bool(on)
+        if self.overlay_box.isChecked() != self.overlay_on:
+            self.overlay_box.setChecked(self.overlay_on)
+        self.overlay_item.setVisible(self.overlay_on)
+        self._refresh_overlay()
+
+    def toggle_overlay(self) -> None:
+        self.set_overlay_visible(not self.overlay_on)
+
+    def set_importance(self, frames: Sequence[int] | None, values: Sequence[float] = ()) -> None:
+        """Curve under the scrub bar: ``values`` at clip frame indices ``frames`` (e.g. the
+        frames the model saw and their GradCAM importance); None hides it."""
+        if frames is None or len(frames) == 0:
+            self.importance_curve.setData([], [])
+            self.importance_plot.setVisible(False)
+            return
+        values = np.asarray(values, dtype=np.float64)
+        self.importance_curve.setData(np.asarray(frames, dtype=np.float64), values)
+        self.importance_plot.setXRange(0, max(self.n_frames - 1, int(max(frames)), 1), padding=0)
+        top = float(values.max()) if values.size else 1.0
+        self.importance_plot.setYRange(0.0, top if top > 0 else 1.0, padding=0.1)
+        self.importance_plot.setVisible(True)
+
     def _refresh_overlay(self) -> None:
-        source = self._overlay
+        source = self._overlay if self.overlay_on else None
         if callable(source):
             heat = source(self.index)
         elif source is not None:

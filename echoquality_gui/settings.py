@@ -54,3 +54,13 @@ def project_value(root: Path, name: str, default: object = None) -> object:
 
 def set_project_value(root: Path, name: str, value: object) -> None:
     app_settings().setValue(f"{_project_key(root)}/{name}", value)
+
+
+def show_model_score() -> bool:
+    """Whether the model's score is shown while labelling (default yes; hide it to avoid bias)."""
+    value = app_settings().value("show_model_score", True)
+    return value not in (False, "false", "0", 0)
+
+
+def set_show_model_score(on: bool) -> None:
+    app_settings().setValue("show_model_score", bool(on))

@@ -73,6 +73,7 @@ def test_speed_scales_how_far_playback_gets(qtbot, player, clip_25fps):
 
 def test_step_seek_first_last_and_loop(qtbot, player, clip_25fps):
     open_fully_decoded(qtbot, player, clip_25fps)
+    assert player.position.text() == "1 / 50"
     player.step(1)
     assert player.index == 1 and player.slider.value() == 1
     player.step(-2)  # loop on: wraps to the last frame

@@ -11,8 +11,12 @@ from echoquality_core.tracking import (
     default_tracking_uri,
     file_sha256,
     flatten,
+    free_port,
     list_runs,
+    local_artifact_dir,
     mlflow_ui_command,
+    run_checkpoint,
+    run_folder,
     start_run,
 )
 
@@ -108,3 +112,49 @@ def test_mlflow_ui_command_is_runnable(tmp_path):
     )
     assert help_run.returncode == 0
     assert "--backend-store-uri" in help_run.stdout
+
+
+def test_list_runs_does_not_create_a_store(tmp_path):
+    assert list_runs(default_tracking_uri(tmp_path)) == []
+    assert not (tmp_path / "mlruns.db").exists()
+
+
+def test_run_files_of_a_real_training_run(trained_run):
+    root, end = trained_run
+    run = next(r for r in list_runs(default_tracking_uri(root)) if r["run_id"] == end.run_id)
+    assert run["tags"]["run_dir"] == end.run_dir.name
+    assert not any(key.startswith("mlflow.") for key in run["tags"])
+    assert run_folder(run, root) == end.run_dir
+    assert run_checkpoint(run, root) == end.best_checkpoint
+    # training folder gone: the logged copy in the run's artifacts is found instead
+    moved = {**run, "tags": {**run["tags"], "run_dir": "deleted-run"}}
+    artifacts = local_artifact_dir(run)
+    assert run_folder(moved, root) == artifacts
+    assert run_checkpoint(moved, root) == artifacts / "checkpoints" / "best.pt"
+    assert file_sha256(run_checkpoint(moved, root)) == file_sha256(end.best_checkpoint)
+
+
+def test_run_without_files_has_no_checkpoint(tmp_path):
+    uri = default_tracking_uri(tmp_path)
+    with start_run({"save_dir": "trained_models"}, tracking_uri=uri, experiment="t",
+                   artifact_location=(tmp_path / "art").as_uri(),
+                   tags={"run_dir": "cancelled-run"}) as run:
+        run.status = "KILLED"
+    (listed,) = list_runs(uri, "t")
+    assert listed["status"] == "KILLED"
+    assert run_checkpoint(listed, tmp_path) is None
+    assert run_folder(listed, tmp_path) is None
+
+
+def test_free_port_can_be_bound():
+    import socket
+
+    port = free_port()
+    assert 0 < port < 65536
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+
+
+def test_mlflow_ui_command_uses_one_worker(tmp_path):
+    argv = mlflow_ui_command(default_tracking_uri(tmp_path), port=5123)
+    assert argv[argv.index("--workers") + 1] == "1"

@@ -1,0 +1,137 @@
+"""The Train tab while a real CPU training runs, offscreen: time from the "Train" click to the
+first plotted point, the largest UI stall (gap between 10 ms timer ticks on the UI thread) and
+the frame rate the cine player achieves playing a 480x640 30 fps clip meanwhile.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/bench_gui_train.py [--epochs 2]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np
+from PySide6.QtCore import QElapsedTimer, QEventLoop, QSettings, Qt, QTimer
+from PySide6.QtWidgets import QApplication
+
+from echoquality_core.demo import synthetic_clip, write_demo_project, write_dicom_clip
+
+
+def spin(app: QApplication, until, timeout: float = 900.0) -> None:
+    """Run the event loop until ``until()`` is true."""
+    end = time.perf_counter() + timeout
+    while not until():
+        if time.perf_counter() > end:
+            raise TimeoutError("benchmark step timed out")
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 5)
+        time.sleep(0.001)
+
+
+class Gaps:
+    """Gaps between the ticks of a 10 ms timer on the UI thread."""
+
+    def __init__(self) -> None:
+        self.gaps: list[int] = []
+        self._clock = QElapsedTimer()
+        self._timer = QTimer()
+        self._timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self._timer.setInterval(10)
+        self._timer.timeout.connect(lambda: self.gaps.append(self._clock.restart()))
+
+    def start(self) -> None:
+        self.gaps.clear()
+        self._clock.start()
+        self._timer.start()
+
+    def stop(self) -> str:
+        self._timer.stop()
+        g = np.array(self.gaps or [0])
+        return (f"largest {g.max()} ms, 99th percentile {np.percentile(g, 99):.0f} ms, "
+                f"median {np.median(g):.0f} ms, {int((g > 100).sum())} gaps > 100 ms")
+
+
+def played_fps(app: QApplication, player, seconds: float | None, until=None) -> float:
+    """Frames the player put on screen per second while playing (for ``seconds`` or until)."""
+    shown, start = player.frames_shown, time.perf_counter()
+    player.play()
+    if seconds is not None:
+        spin(app, lambda: time.perf_counter() - start > seconds)
+    else:
+        spin(app, until)
+    fps = (player.frames_shown - shown) / (time.perf_counter() - start)
+    player.pause()
+    return fps
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--clips", type=int, default=12)
+    args = parser.parse_args()
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    from echoquality_gui.app import configure_application
+    from echoquality_gui.main_window import MainWindow
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope,
+                          str(tmp / "settings"))
+        configure_application(app)
+        root = tmp / "project"
+        write_demo_project(root, n_clips=args.clips, n_frames=8, height=96, width=128, seed=3,
+                           unlabelled=0.1)
+        cine = write_dicom_clip(tmp / "cine.dcm", synthetic_clip(
+            np.random.default_rng(1), "good", n_frames=60, height=480, width=640), fps=30.0)
+        window = MainWindow()
+        window.resize(1366, 768)
+        window.show()
+        try:
+            window.open_project(root)
+            spin(app, lambda: not window.session.scanning)
+            panel, player = window.train_panel, window.player
+            spin(app, lambda: "finding" not in panel.form.device.text(), timeout=120)
+            player.open_clip(cine)
+            spin(app, lambda: player.first_frame_seconds is not None)
+            played_fps(app, player, 3.0)  # decode and cache the clip once
+            gaps = Gaps()
+            gaps.start()
+            idle_fps = played_fps(app, player, 3.0)
+            print(f"idle: cine {idle_fps:.1f} frames/s shown (clip 30 fps); UI timer "
+                  f"{gaps.stop()}")
+
+            form = panel.form
+            form.epochs.setValue(args.epochs)
+            form.batch_size.setValue(2)
+            form.n_frames.setValue(4)
+            panel.extra = {"stride": 1, "device": "cpu", "log_mlflow_model": False}
+            gaps.start()
+            clicked = time.perf_counter()
+            panel.train_button.click()  # the Label tab stays in front; training runs behind it
+            first_point: list[float] = []
+            panel.worker.batch_end.connect(
+                lambda _e: first_point or first_point.append(time.perf_counter() - clicked))
+            fps = played_fps(app, player, None, until=lambda: not panel.running)
+            took = time.perf_counter() - clicked
+            stalls = gaps.stop()
+            end = panel.last_end
+            print(f"training ({form.device.text()}, {args.clips} clips, {args.epochs} epochs, "
+                  f"batch 2, 4 frames): {took:.1f} s, outcome: {panel.stage.text()}")
+            print(f"  Train click -> first plotted point: {first_point[0]:.1f} s")
+            print(f"  while training: cine {fps:.1f} frames/s shown; UI timer {stalls}")
+            if end is None or end.error is not None:
+                print(f"  training did not finish cleanly: {end}")
+                return 1
+        finally:
+            window.close()
+            window.deleteLater()
+            app.processEvents()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

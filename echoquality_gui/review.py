@@ -1,0 +1,620 @@
+"""The Review tab: how good is the current model, and which clips does it get wrong?
+
+Metrics, ROC curve and a clickable confusion matrix come from the training run's test split
+(``test_predictions.csv`` of ``session.run_dir``) or, for a model loaded from a file, from the
+model's scores on the labelled clips. The disagreements are listed most confident mistake first;
+the selected clip plays with its GradCAM heat map following playback. The label keys relabel
+it (through the session: written at once, undoable) and "Confirm label" marks a disagreement as
+reviewed with the issue tag ``reviewed`` in the labels CSV.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from echoquality_core.evaluate import metrics_from_scores
+from echoquality_core.gradcam import clip_frame_map, frame_importance, model_frame_index
+from echoquality_core.labels import Label, LabelError
+from echoquality_core.preprocess import sample_indices
+from echoquality_gui.clip_list import label_text
+from echoquality_gui.gradcam_worker import GradcamResult, GradcamWorker
+from echoquality_gui.keybinds import FIVE_POINT, keybind
+from echoquality_gui.labeling import ask_rater
+from echoquality_gui.player import CinePlayer
+from echoquality_gui.session import Session
+
+REVIEWED = "reviewed"  # issue tag: a person looked at the model's disagreement and decided
+KINDS = {"tn": "true negative", "fp": "false positive", "fn": "false negative",
+         "tp": "true positive"}
+CELLS = {(0, 0): "tn", (0, 1): "fp", (1, 0): "fn", (1, 1): "tp"}  # (labelled good, called good)
+METRICS = (("accuracy", "Accuracy"), ("precision", "Precision"), ("recall", "Recall"),
+           ("f1", "F1"), ("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"),
+           ("brier", "Brier"), ("threshold", "Threshold"), ("n", "Clips"))
+
+
+# --- what is reviewed (plain Python) -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReviewClip:
+    """One clip with its label (0..1, good >= 0.5) and the model's score."""
+
+    rel: str
+    label: float
+    score: float
+    threshold: float
+    reviewed: bool = False
+
+    @property
+    def labelled_good(self) -> bool:
+        return self.label >= 0.5
+
+    @property
+    def called_good(self) -> bool:
+        return self.score >= self.threshold
+
+    @property
+    def wrong(self) -> bool:
+        return self.labelled_good != self.called_good
+
+    @property
+    def kind(self) -> str:
+        """"tp", "tn", "fp" (labelled poor, called good) or "fn" (labelled good, called poor)."""
+        return ("f" if self.wrong else "t") + ("p" if self.called_good else "n")
+
+    @property
+    def margin(self) -> float:
+        """How far the score is from the threshold: how sure the model was of its call."""
+        return abs(self.score - self.threshold)
+
+
+@dataclass
+class ReviewSet:
+    """The clips under review, their metrics and what they come from."""
+
+    source: str
+    threshold: float
+    clips: list[ReviewClip]
+    metrics: dict
+
+    def cell(self, kind: str) -> list[ReviewClip]:
+        """Clips of one confusion-matrix cell, the model's most confident call first."""
+        return sorted((c for c in self.clips if c.kind == kind), key=lambda c: (-c.margin, c.rel))
+
+    def mistakes(self) -> list[ReviewClip]:
+        """False positives and negatives, the most confident mistake (score furthest from the
+        threshold on the wrong side) first."""
+        return sorted((c for c in self.clips if c.wrong), key=lambda c: (-c.margin, c.rel))
+
+    def roc(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(false positive rate, true positive rate) of the ROC curve; None with one class."""
+        from sklearn.metrics import roc_curve
+
+        y = [int(c.labelled_good) for c in self.clips]
+        if not 0 < sum(y) < len(y):
+            return None
+        fpr, tpr, _ = roc_curve(y, [c.score for c in self.clips])
+        return fpr, tpr
+
+
+def read_run_predictions(run_dir: Path) -> tuple[dict[str, tuple[float, float]], float | None]:
+    """({video_path: (label, score)} of the run's test split, the run's threshold or None)."""
+    predictions: dict[str, tuple[float, float]] = {}
+    with open(run_dir / "test_predictions.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                label, score = float(row["label"]), float(row["score"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if math.isfinite(label) and math.isfinite(score):
+                predictions[row["video_path"]] = (label, score)
+    threshold = None
+    try:
+        threshold = float(json.loads((run_dir / "summary.json").read_text())["threshold"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return predictions, threshold
+
+
+def build_review(scored: Mapping[str, tuple[float, float]], threshold: float, source: str,
+                 labels: Mapping[str, Label | None]) -> ReviewSet:
+    """ReviewSet of clips ``{rel: (label, score)}``; the CSV's label (``labels``), when there is
+    one, replaces the given label, and its ``reviewed`` tag marks the clip as reviewed."""
+    clips = []
+    for rel, (label, score) in scored.items():
+        now = labels.get(rel)
+        clips.append(ReviewClip(rel, now.quality_score if now else label, score, threshold,
+                                bool(now and REVIEWED in now.issues)))
+    metrics = metrics_from_scores([c.label for c in clips], [c.score for c in clips], threshold)
+    return ReviewSet(source, threshold, clips, metrics)
+
+
+def collect_review(session: Session) -> ReviewSet | None:
+    """What the Review tab shows for the session's model: the run's test split when the model
+    came from a training run, else the model's scores on the labelled clips."""
+    project, run_dir = session.project, session.run_dir
+    if project is None or session.model_path is None:
+        return None
+
+    def rel(path: str) -> str | None:
+        try:
+            return project.store.relative(path)
+        except LabelError:
+            return None
+
+    if run_dir is not None and (Path(run_dir) / "test_predictions.csv").is_file():
+        recorded, threshold = read_run_predictions(Path(run_dir))
+        scored = {r: v for p, v in recorded.items() if (r := rel(p)) is not None}
+        threshold = session.threshold if threshold is None else threshold
+        source = (f"Run {Path(run_dir).name} · test split, {len(scored)} clips it never trained "
+                  "on (scores from the run, labels as in the CSV now)")
+    else:
+        scored = {r: (project.label(r).quality_score, s) for r, s in session.scores.items()
+                  if project.label(r) is not None}
+        threshold = session.threshold
+        source = (f"Model {session.model_path.name} · its scores on the {len(scored)} labelled "
+                  "clips (no training run: these may include clips it was trained on)")
+    labels = {r: project.label(r) for r in scored}
+    return build_review(scored, threshold, source, labels)
+
+
+class ClipHeatMap:
+    """The player's overlay: frame index -> GradCAM map placed on that clip frame (crop and
+    scale undone, nearest sampled frame in time), computed once per model frame."""
+
+    def __init__(self, result: GradcamResult):
+        self.result = result
+        self._maps: dict[int | None, np.ndarray] = {}
+
+    def __call__(self, index: int) -> np.ndarray | None:
+        r = self.result
+        if not 0 <= index < r.n_frames:
+            return None
+        j = model_frame_index(index, r.n_frames, r.params)
+        if j not in self._maps:
+            self._maps[j] = clip_frame_map(r.maps, index, r.shape_hw, r.n_frames, r.params)
+        return self._maps[j]
+
+    def importance(self) -> tuple[np.ndarray, np.ndarray]:
+        """(clip frame indices the model saw, their importance)."""
+        r = self.result
+        frames = sample_indices(r.n_frames, r.params.n_frames, r.params.stride)
+        seen = frames >= 0
+        return frames[seen], frame_importance(r.maps)[seen]
+
+
+# --- the tab -----------------------------------------------------------------------------------
+
+_WRONG_BRUSH = QBrush(QColor("#4a2622"))
+_RIGHT_BRUSH = QBrush(QColor("#1f3d2b"))
+_DONE_BRUSH = QBrush(QColor("#7f8a9c"))
+
+
+def _fmt(value) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "–" if value is None or not math.isfinite(float(value)) else f"{float(value):.3f}"
+
+
+def _title(text: str) -> QLabel:
+    label = QLabel(text)
+    label.setObjectName("sectionTitle")
+    return label
+
+
+class ReviewTab(QWidget):
+    """Metrics, ROC, confusion matrix and the model's mistakes, each playable with GradCAM."""
+
+    def __init__(self, session: Session, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.session = session
+        self.review_set: ReviewSet | None = None
+        self.rel: str | None = None  # the clip in the player
+        self.heat_map: ClipHeatMap | None = None
+        self._cell: str | None = None  # confusion cell listed; None: the mistakes
+        self._request = 0
+        self._score_buttons: list[QPushButton] = []
+        self.worker = GradcamWorker(self)
+        self.worker.ready.connect(self._on_gradcam)
+        self.worker.failed.connect(self._on_gradcam_failed)
+        self.worker.start()
+        self._build()
+        for signal in (session.model_changed, session.label_changed, session.scores_changed,
+                       session.project_opened):
+            signal.connect(lambda *_: self.refresh())
+        session.scale_changed.connect(self._build_score_buttons)
+        self._build_score_buttons(session.scale)
+        self.refresh()
+
+    # --- layout ----------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.source = QLabel("")
+        self.source.setWordWrap(True)
+        self.source.setObjectName("clipInfo")
+        metrics = QGridLayout()
+        metrics.setHorizontalSpacing(10)
+        metrics.setVerticalSpacing(2)
+        self.metric_labels: dict[str, QLabel] = {}
+        for i, (key, name) in enumerate(METRICS):
+            value = QLabel("–")
+            value.setObjectName("counter")
+            value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            metrics.addWidget(QLabel(name), i // 3, 2 * (i % 3))
+            metrics.addWidget(value, i // 3, 2 * (i % 3) + 1)
+            self.metric_labels[key] = value
+
+        self.roc_plot = pg.PlotWidget(enableMenu=False)
+        self.roc_plot.setBackground("#15181e")
+        self.roc_plot.setMouseEnabled(False, False)
+        self.roc_plot.hideButtons()
+        self.roc_plot.setLabel("bottom", "False positive rate")
+        self.roc_plot.setLabel("left", "True positive rate")
+        self.roc_plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0.03)
+        self.roc_plot.plot([0, 1], [0, 1], pen=pg.mkPen("#4d5566", style=Qt.PenStyle.DashLine))
+        self.roc_curve = self.roc_plot.plot(pen=pg.mkPen("#4fc3f7", width=2))
+        self.roc_point = self.roc_plot.plot(pen=None, symbol="o", symbolSize=8,
+                                            symbolBrush="#ffb74d", symbolPen=None)
+        self.roc_plot.setMinimumWidth(190)
+        self.roc_plot.setToolTip("ROC curve; the dot is the model at its threshold")
+
+        self.confusion = QTableWidget(2, 2)
+        self.confusion.setHorizontalHeaderLabels(["Called\npoor", "Called\ngood"])
+        self.confusion.setVerticalHeaderLabels(["Labelled\npoor", "Labelled\ngood"])
+        self.confusion.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.confusion.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.confusion.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.confusion.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.confusion.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.confusion.verticalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.confusion.setToolTip("Click a cell to list its clips")
+        self.confusion.cellClicked.connect(lambda row, col: self.show_cell(CELLS[(row, col)]))
+        self.confusion.setMinimumWidth(220)
+        charts_box = QWidget()
+        charts_box.setFixedHeight(185)
+        charts = QHBoxLayout(charts_box)
+        charts.setContentsMargins(0, 4, 0, 4)
+        charts.addWidget(self.roc_plot, 1)
+        charts.addWidget(self.confusion, 1)
+
+        self.list_title = _title("Disagreements")
+        self.hide_reviewed = QCheckBox("Hide reviewed")
+        self.hide_reviewed.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.hide_reviewed.toggled.connect(lambda _: self._fill_table())
+        self.mistakes_button = QPushButton("Show disagreements")
+        self.mistakes_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.mistakes_button.clicked.connect(lambda: self.show_cell(None))
+        list_bar = QHBoxLayout()
+        list_bar.addWidget(self.list_title, 1)
+        list_bar.addWidget(self.hide_reviewed)
+        list_bar.addWidget(self.mistakes_button)
+        self.table = QTableWidget(0, 6)
+        self.table.setHorizontalHeaderLabels(["Clip", "Label", "Score", "Model", "Margin",
+                                              "Done"])
+        self.table.horizontalHeaderItem(4).setToolTip("Score minus the threshold")
+        self.table.horizontalHeaderItem(5).setToolTip("Reviewed (relabelled or confirmed)")
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setAlternatingRowColors(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(24)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.itemSelectionChanged.connect(self._selection_changed)
+
+        left = QWidget()
+        column = QVBoxLayout(left)
+        column.setContentsMargins(6, 4, 6, 4)
+        column.addWidget(_title("Model quality"))
+        column.addWidget(self.source)
+        column.addLayout(metrics)
+        column.addWidget(charts_box)
+        column.addLayout(list_bar)
+        column.addWidget(self.table, 1)
+
+        self.clip_title = QLabel("Select a clip to see where the model looked")
+        self.clip_title.setObjectName("currentLabel")
+        self.clip_title.setWordWrap(True)
+        self.player = CinePlayer(parent=self)
+        self.scores_row = QHBoxLayout()
+        self.confirm_button = QPushButton(f"Confirm label  [{keybind('confirm_label').key}]")
+        self.confirm_button.setToolTip("The label is right and the model is wrong: mark the "
+                                       "clip as reviewed (tag 'reviewed' in the labels CSV)")
+        self.confirm_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.confirm_button.clicked.connect(self.confirm)
+        actions = QHBoxLayout()
+        actions.addWidget(QLabel("Relabel"))
+        actions.addLayout(self.scores_row)
+        actions.addStretch(1)
+        actions.addWidget(self.confirm_button)
+        self.status = QLabel("")
+        self.status.setObjectName("clipInfo")
+        self.status.setWordWrap(True)
+        right = QWidget()
+        side = QVBoxLayout(right)
+        side.setContentsMargins(6, 4, 6, 4)
+        side.addWidget(self.clip_title)
+        side.addWidget(self.player, 1)
+        side.addLayout(actions)
+        side.addWidget(self.status)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(left)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(0, 0)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([500, 860])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(splitter)
+
+    def _build_score_buttons(self, scale: str) -> None:
+        for button in self._score_buttons:
+            button.deleteLater()
+        self._score_buttons = []
+        if scale == "five_point":
+            items = [(score, key, None) for key, score in FIVE_POINT.items()]
+        else:
+            items = [(1.0, f"Good  [{keybind('label_good').key}]", "goodButton"),
+                     (0.0, f"Poor  [{keybind('label_poor').key}]", "poorButton")]
+        for score, text, name in items:
+            button = QPushButton(text)
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            if name:
+                button.setObjectName(name)
+            button.setToolTip(f"Relabel the clip: score {score:g} (written now; Ctrl+Z undoes)")
+            button.clicked.connect(lambda _=False, s=score: self.relabel(s))
+            self.scores_row.addWidget(button)
+            self._score_buttons.append(button)
+
+    # --- what is shown ---------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Recompute from the session's model, run and labels (after any of them changed)."""
+        self.review_set = collect_review(self.session)
+        rs = self.review_set
+        if rs is None:
+            self.source.setText("No model yet: train one (Train tab) or load one to review "
+                                "its mistakes." if self.session.project else
+                                "Open a project and load or train a model.")
+        else:
+            self.source.setText(rs.source)
+        metrics = rs.metrics if rs else {}
+        for key, label in self.metric_labels.items():
+            label.setText(_fmt(metrics.get(key)))
+        self._fill_confusion()
+        self._draw_roc()
+        self._fill_table()
+        if rs is None and self.rel is not None:
+            self.show_clip(None)
+        elif self.rel is not None:
+            self._show_title()
+
+    def _fill_confusion(self) -> None:
+        rs = self.review_set
+        for (row, col), kind in CELLS.items():
+            count = len(rs.cell(kind)) if rs else 0
+            item = QTableWidgetItem(f"{count}\n{'disagree' if kind in ('fp', 'fn') else 'agree'}")
+            item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+            font = item.font()
+            font.setBold(True)
+            item.setFont(font)
+            item.setBackground(_WRONG_BRUSH if kind in ("fp", "fn") else _RIGHT_BRUSH)
+            item.setToolTip(f"{count} {KINDS[kind]}s: click to list them")
+            self.confusion.setItem(row, col, item)
+
+    def _draw_roc(self) -> None:
+        rs = self.review_set
+        roc = rs.roc() if rs else None
+        if roc is None:
+            self.roc_curve.setData([], [])
+            self.roc_point.setData([], [])
+            self.roc_plot.setTitle("ROC: needs good and poor clips" if rs else "ROC", size="9pt")
+            return
+        self.roc_curve.setData(*roc)
+        (tn, fp), (fn, tp) = rs.metrics["confusion_matrix"]
+        self.roc_point.setData([fp / max(tn + fp, 1)], [tp / max(tp + fn, 1)])
+        self.roc_plot.setTitle(f"ROC (AUC {_fmt(rs.metrics['roc_auc'])})", size="9pt")
+
+    def listed(self) -> list[ReviewClip]:
+        """The clips the table lists now (a confusion cell, or the disagreements)."""
+        rs = self.review_set
+        if rs is None:
+            return []
+        clips = rs.mistakes() if self._cell is None else rs.cell(self._cell)
+        if self.hide_reviewed.isChecked():
+            clips = [c for c in clips if not c.reviewed]
+        return clips
+
+    def show_cell(self, kind: str | None) -> None:
+        """List the clips of confusion cell ``kind`` ("tn", "fp", "fn", "tp"); None lists the
+        disagreements."""
+        self._cell = kind
+        self._fill_table()
+
+    def _fill_table(self) -> None:
+        clips = self.listed()
+        if self._cell is None:
+            left = sum(not c.reviewed for c in clips)
+            self.list_title.setText(f"Disagreements · {left} to review · most confident first")
+        else:
+            self.list_title.setText(f"{KINDS[self._cell].capitalize()}s · {len(clips)}")
+        self.mistakes_button.setVisible(self._cell is not None)
+        self.table.blockSignals(True)
+        self.table.setRowCount(len(clips))
+        selected = None
+        for row, clip in enumerate(clips):
+            cells = [Path(clip.rel).name, label_text(clip.label), f"{clip.score:.3f}",
+                     "good" if clip.called_good else "poor",
+                     f"{clip.score - clip.threshold:+.3f}", "✓" if clip.reviewed else ""]
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setData(Qt.ItemDataRole.UserRole, clip.rel)
+                if col == 0:
+                    item.setToolTip(clip.rel)
+                if clip.reviewed:
+                    item.setForeground(_DONE_BRUSH)
+                self.table.setItem(row, col, item)
+            if clip.rel == self.rel:
+                selected = row
+        self.table.clearSelection()
+        if selected is not None:
+            self.table.selectRow(selected)
+        self.table.blockSignals(False)
+
+    def _selection_changed(self) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if rows:
+            rel = self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)
+            if rel != self.rel:
+                self.show_clip(rel)
+
+    def select(self, rel: str) -> bool:
+        """Select clip ``rel`` in the table (playing it); False if it is not listed."""
+        for row in range(self.table.rowCount()):
+            if self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) == rel:
+                self.table.selectRow(row)
+                return True
+        return False
+
+    def _clip(self, rel: str | None) -> ReviewClip | None:
+        rs = self.review_set
+        return next((c for c in rs.clips if c.rel == rel), None) if rs and rel else None
+
+    def show_clip(self, rel: str | None) -> None:
+        """Play clip ``rel`` and compute its GradCAM maps in the background."""
+        self.rel, self.heat_map = rel, None
+        self.player.set_overlay(None)
+        self.player.set_importance(None)
+        clip = self._clip(rel)
+        if rel is None or clip is None or self.session.project is None:
+            self.rel = None
+            self.worker.cancel()
+            self.player.open_clip(None)
+            self.clip_title.setText("Select a clip to see where the model looked")
+            self.status.setText("")
+            return
+        path = self.session.project.store.resolve(rel)
+        self.player.open_clip(path)
+        self._show_title()
+        explain = "good" if clip.called_good else "poor"
+        self._request = self.worker.request(self.session.model_path, path, explain)
+        self.status.setText(f"Computing GradCAM (what made the model call it {explain})…")
+
+    def _show_title(self) -> None:
+        clip = self._clip(self.rel)
+        if clip is None:
+            return
+        done = " · reviewed ✓" if clip.reviewed else ""
+        self.clip_title.setText(
+            f"{Path(clip.rel).name} · labelled {label_text(clip.label)} · model {clip.score:.3f}"
+            f" ({'good' if clip.called_good else 'poor'}) · {KINDS[clip.kind]}{done}")
+
+    def _on_gradcam(self, request: int, result: GradcamResult) -> None:
+        if request != self._request or self.rel is None:
+            return
+        self.heat_map = ClipHeatMap(result)
+        caption = (f"GradCAM: what made the model call it {result.explain} "
+                   f"(score {result.score:.3f})")
+        self.player.set_overlay(self.heat_map, caption=caption)
+        self.player.set_importance(*self.heat_map.importance())
+        self.status.setText("Heat map: bright = where the model looked for its call; the curve "
+                            "under the scrub bar = how much each frame mattered.")
+
+    def _on_gradcam_failed(self, request: int, reason: str) -> None:
+        if request == self._request:
+            self.status.setText(reason)
+
+    def toggle_overlay(self) -> None:
+        """Show or hide the GradCAM heat map (key G)."""
+        self.player.toggle_overlay()
+
+    # --- relabel and confirm ---------------------------------------------------------------
+    def _next_after(self, rel: str) -> str | None:
+        """The next clip to review after ``rel`` in the list (not yet reviewed)."""
+        rels = [c.rel for c in self.listed()]
+        start = rels.index(rel) + 1 if rel in rels else 0
+        for clip in self.listed()[start:] + self.listed()[:start]:
+            if clip.rel != rel and not clip.reviewed:
+                return clip.rel
+        return None
+
+    def _write(self, score: float | None) -> bool:
+        """Write the shown clip's label (``score`` None: keep it) tagged reviewed."""
+        s, rel = self.session, self.rel
+        if rel is None or s.project is None:
+            s.message.emit("Select a clip in the Review tab first")
+            return False
+        if s.project.row(rel) is None:
+            s.message.emit(f"{rel} is not a clip of the open project")
+            return False
+        label = s.label(rel)
+        if score is None and label is None:
+            s.message.emit(f"{rel} is not labelled: give it a label instead")
+            return False
+        if not ask_rater(self):
+            return False
+        nxt = self._next_after(rel)
+        if s.current is None or s.current.rel != rel:
+            s.open_clip(rel)
+        issues = tuple(label.issues) if label else ()
+        written = s.label_current(label.quality_score if score is None else score,
+                                  issues + (() if REVIEWED in issues else (REVIEWED,)),
+                                  label.notes if label else None, advance=False)
+        if written and nxt is not None:
+            self.select(nxt)
+        return written
+
+    def relabel(self, score: float) -> bool:
+        """Give the shown clip a new label (same keys as labelling), marked reviewed; then go
+        to the next clip to review."""
+        return self._write(float(score))
+
+    def confirm(self) -> bool:
+        """The label stands (the model is wrong): mark the clip reviewed; next clip."""
+        clip = self._clip(self.rel)
+        if clip is not None and clip.reviewed:
+            self.session.message.emit(f"{Path(clip.rel).name} is already confirmed")
+            return False
+        return self._write(None)
+
+    # --- life cycle ------------------------------------------------------------------------
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self.rel is None and self.table.rowCount():
+            self.table.selectRow(0)
+
+    def hideEvent(self, event) -> None:
+        self.player.pause()
+        super().hideEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop the GradCAM thread and the player (before the widget is destroyed)."""
+        self.worker.stop()
+        self.player.shutdown()
+
+    def closeEvent(self, event) -> None:
+        self.shutdown()
+        super().closeEvent(event)
