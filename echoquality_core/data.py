@@ -14,7 +14,6 @@ import csv
 import hashlib
 import logging
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from echoquality_core.atomic import atomic_write
 from echoquality_core.dicom import DicomReadError, read_clip
 from echoquality_core.preprocess import PreprocessParams, model_frames, normalize
 
@@ -113,16 +113,8 @@ class ClipCache:
 
     def _write(self, entry: Path, frames: np.ndarray) -> None:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, frames, allow_pickle=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, entry)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(entry) as fh:
+            np.save(fh, frames, allow_pickle=False)
 
 
 class EchoDataset(Dataset):
@@ -337,18 +329,10 @@ def save_split(split: dict[str, list[int]], records: Sequence[dict], path: str |
     """Write the split as CSV (video_path, split, label), atomically; no patient keys."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["video_path", "split", "label"])
-            for name in SPLITS:
-                for i in split.get(name, []):
-                    writer.writerow([records[i]["path"], name, f"{float(records[i]['label']):g}"])
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["video_path", "split", "label"])
+        for name in SPLITS:
+            for i in split.get(name, []):
+                writer.writerow([records[i]["path"], name, f"{float(records[i]['label']):g}"])
     return path

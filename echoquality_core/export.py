@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from echoquality_core.atomic import atomic_write
 from echoquality_core.preprocess import MEAN, STD
 
 log = logging.getLogger(__name__)
@@ -164,16 +165,8 @@ def _jit_load(path: Path) -> torch.jit.ScriptModule:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh:
+        fh.write(data)
 
 
 def load_exported(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:

@@ -12,7 +12,6 @@ import numbers
 import os
 import pickle
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -22,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 from torchvision.models.video import r2plus1d_18
+
+from echoquality_core.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -244,16 +245,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, **info: Any) -> P
     }
     checkpoint = {"format": CHECKPOINT_FORMAT, "model_state_dict": state, **extra}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(checkpoint, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh:
+        torch.save(checkpoint, fh)
     return path
 
 

@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from echoquality_core.atomic import atomic_write
 from echoquality_core.preprocess import PreprocessParams, model_frames, normalize
 
 log = logging.getLogger(__name__)
@@ -250,17 +250,8 @@ class ScoresFile:
             self._write_header()
 
     def _write_header(self) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
-                                   suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-                fh.write(",".join(COLUMNS) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(self.path, "w", newline="", encoding="utf-8") as fh:
+            fh.write(",".join(COLUMNS) + "\n")
 
     def _repair(self) -> None:
         with open(self.path, "rb") as fh:

@@ -84,7 +84,7 @@ class MainWindow(QMainWindow):
 
     # --- actions and menus -----------------------------------------------------------------
     def _handlers(self) -> dict:
-        p, lp, s = self.player, self.label_panel, self.session
+        lp, s = self.label_panel, self.session
         handlers = {
             "label_good": lambda: self._give_score(1.0),
             "label_poor": lambda: self._give_score(0.0),
@@ -95,16 +95,17 @@ class MainWindow(QMainWindow):
             "next_uncertain": s.next_most_uncertain,
             "undo": s.undo,
             "redo": s.redo,
-            "play_pause": p.toggle_play,
-            "step_back": lambda: p.step(-1),
-            "step_forward": lambda: p.step(1),
-            "first_frame": p.first,
-            "last_frame": p.last,
-            "slower": lambda: p.change_speed(-1),
-            "faster": lambda: p.change_speed(1),
-            "toggle_loop": lambda: p.set_loop(not p.loop),
-            "reset_levels": p.reset_levels,
-            "toggle_model_input": lambda: p.set_model_input(not p.show_model_input),
+            "play_pause": lambda: self._active_player().toggle_play(),
+            "step_back": lambda: self._active_player().step(-1),
+            "step_forward": lambda: self._active_player().step(1),
+            "first_frame": lambda: self._active_player().first(),
+            "last_frame": lambda: self._active_player().last(),
+            "slower": lambda: self._active_player().change_speed(-1),
+            "faster": lambda: self._active_player().change_speed(1),
+            "toggle_loop": lambda: self._active_player().set_loop(not self._active_player().loop),
+            "reset_levels": lambda: self._active_player().reset_levels(),
+            "toggle_model_input": lambda: self._active_player().set_model_input(
+                not self._active_player().show_model_input),
             "next_clip": lambda: self._open_neighbour(1),
             "previous_clip": lambda: self._open_neighbour(-1),
             "open_folder": self.choose_folder,
@@ -211,11 +212,17 @@ class MainWindow(QMainWindow):
 
     def _labels_active(self) -> bool:
         """The label keys (and undo) work on the Label tab and, relabelling, on Review."""
-        return self.tabs.currentIndex() == 0 or self.tabs.currentWidget() is getattr(
-            self, "review", None)
+        return self.tabs.currentIndex() == 0 or self._on_review_tab()
+
+    def _on_review_tab(self) -> bool:
+        return self.tabs.currentWidget() is getattr(self, "review", None)
+
+    def _active_player(self) -> CinePlayer:
+        """The player the player keys act on: the Review tab's while it shows."""
+        return self.review.player if self._on_review_tab() else self.player
 
     def _give_score(self, score: float) -> None:
-        if self.tabs.currentWidget() is getattr(self, "review", None):
+        if self._on_review_tab():
             self.review.relabel(score)
         else:
             self.label_panel.give_score(score)
@@ -236,7 +243,9 @@ class MainWindow(QMainWindow):
 
     def _tab_changed(self, index: int) -> None:
         for bind in KEYBINDS:
-            if bind.group in LABEL_GROUPS and bind.scale is None:
+            if bind.group == "Player":
+                self.actions[bind.action].setEnabled(index == 0 or self._on_review_tab())
+            elif bind.group in LABEL_GROUPS and bind.scale is None:
                 self.actions[bind.action].setEnabled(index == 0)
             elif bind.group == "Review":
                 self.actions[bind.action].setEnabled(

@@ -183,4 +183,4 @@ def test_corrupt_clip_is_reported_and_left_out_never_zero_filled(clips, tmp_path
     ds = EchoDataset([corrupt], [1], params=PARAMS, cache_dir=tmp_path / "cache")
     with pytest.raises(DicomReadError, match="broken.dcm"):
         ds[0]
-    assert not list((tmp_path / "cache").glob(".tmp-*"))
+    assert not list((tmp_path / "cache").rglob("*.tmp"))

@@ -174,6 +174,12 @@ def test_relabel_undo_and_confirm_are_written_to_the_csv(qtbot, studio_window, r
     review.hide_reviewed.setChecked(True)
     assert clip.rel not in {c.rel for c in review.listed()}
 
+    # the player keys act on the Review tab's player while it shows
+    qtbot.waitUntil(lambda: review.player.n_frames > 1, timeout=TIMEOUT)
+    review.player.first()
+    qtbot.keyClick(studio_window, Qt.Key.Key_Right)
+    assert review.player.index == 1 and studio_window.player.index == 0
+
 
 def test_a_model_without_its_run_is_reviewed_on_its_scores_of_the_labelled_clips(
         qtbot, studio_window, open_project, review_copy):
