@@ -6,12 +6,16 @@ thread they are queued there.
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
 from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError
+
+SWITCH_INTERVAL = 0.001  # seconds; while training, the UI thread gets the GIL this often
 
 
 def describe_device(device: str = "auto") -> str:
@@ -25,7 +29,12 @@ def describe_device(device: str = "auto") -> str:
         return f"GPU: {torch.cuda.get_device_name(dev)}"
     if dev.type == "mps":
         return "GPU: Apple (MPS)"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    return f"CPU, {cpu_threads()} of {os.cpu_count() or 1} cores"
+
+
+def cpu_threads() -> int:
+    """Threads a CPU training gets: all cores but one, which stays free for the window."""
+    return max(1, (os.cpu_count() or 1) - 1)
 
 
 class DeviceProbe(QThread):
@@ -97,4 +106,13 @@ class TrainWorker(QThread):
             self.trainer = trainer
             if self._request is not None:
                 getattr(trainer, self._request)()
-        trainer.run()
+        import torch
+
+        threads, interval = torch.get_num_threads(), sys.getswitchinterval()
+        torch.set_num_threads(cpu_threads())
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        try:
+            trainer.run()
+        finally:
+            torch.set_num_threads(threads)
+            sys.setswitchinterval(interval)

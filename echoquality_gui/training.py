@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -279,7 +280,9 @@ class TrainForm(QWidget):
             lambda text: self.weights_warning.setVisible(not text.strip()))
         self.device = QLabel("finding…")
         self.device.setObjectName("trainDevice")
-        self.device.setToolTip("Where training runs; a GPU is many times faster than the CPU.")
+        self.device.setWordWrap(True)
+        self.device.setToolTip("Where training runs; a GPU is many times faster than the CPU. "
+                               "On the CPU one core is left free so the app stays responsive.")
 
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
@@ -516,7 +519,7 @@ class TrainPanel(QWidget):
         self._set_running(True)
         self._set_stage("Starting (loading the training code)…", busy=True)
         self._log(f"Training on the labels in {Path(config['annotations_csv']).name}: "
-                  f"{self._epochs} epochs, batch size {config.get('batch_size')}, "
+                  f"{self._epochs} epoch{'s' * (self._epochs != 1)}, batch size {config.get('batch_size')}, "
                   f"learning rate {config.get('learning_rate'):g}.")
         if not config.get("model_weights"):
             self._log(self.form.weights_warning.text(), _COLOURS["warn"])
@@ -615,15 +618,14 @@ class TrainPanel(QWidget):
         self.last_end = end
         self._set_running(False)
         self._set_stage(self._outcome(end), 1.0)
-        self.summary.setPlainText(self._summary(end))
+        self.summary.setPlainText(self._summary(end).replace(f"{self._project_root}{os.sep}", ""))
         if (not self._closing and end.error is None and end.best_checkpoint is not None
                 and self.session.project is not None
                 and self.session.project.root == self._project_root):
             self._awaiting_scores = True
             self.session.set_model(end.best_checkpoint, run_dir=end.run_dir,
                                    threshold=end.threshold)
-            self.summary.appendPlainText("\nThis is now the project's model; scoring all "
-                                         "clips…")
+            self._add_summary("\nThis is now the project's model; scoring all clips…")
         self.ended.emit(end)
 
     @staticmethod
@@ -648,8 +650,13 @@ class TrainPanel(QWidget):
     def _scores_arrived(self) -> None:
         if self._awaiting_scores and self.session.scores:
             self._awaiting_scores = False
-            self.summary.appendPlainText(f"Scored {len(self.session.scores)} clips: see the "
-                                         "Model column of the clip list.")
+            self._add_summary(f"Scored {len(self.session.scores)} clips: see the Model column "
+                              "of the clip list.")
+
+    def _add_summary(self, text: str) -> None:
+        """Add a line to the summary, keeping its top (the outcome) in view."""
+        self.summary.appendPlainText(text)
+        self.summary.verticalScrollBar().setValue(0)
 
     def _log(self, text: str, colour: str | None = None) -> None:
         body = html.escape(text).replace("\n", "<br>")
