@@ -44,6 +44,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
 from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError
+from echoquality_core.interrupt import Interrupted, interruptible
 from echoquality_core.preprocess import PreprocessParams
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,8 @@ def _run_epoch(
     """One pass over ``loader`` with gradient accumulation and optional autocast.
 
     Returns (mean loss per clip, batches done). Raises FloatingPointError on a non-finite loss
-    (its args: step number). ``should_stop`` is checked after every batch.
+    (its args: step number). ``should_stop`` is checked after every batch and inside the model
+    at every block; a batch interrupted that way is abandoned (no optimiser step).
     """
     model.train()
     n_steps = len(loader)
@@ -179,14 +181,18 @@ def _run_epoch(
     for step, batch in enumerate(loader, start=1):
         t0 = time.perf_counter()
         videos, labels = batch[0].to(device), batch[1].to(device).float()
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(videos).reshape(-1)
-        loss = criterion(logits.float(), labels.reshape(-1))
-        if not torch.isfinite(loss):
-            optimizer.zero_grad(set_to_none=True)
-            raise FloatingPointError(step)
-        scaled = loss / accum_steps
-        (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        try:
+            with interruptible(model, should_stop):
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = model(videos).reshape(-1)
+                loss = criterion(logits.float(), labels.reshape(-1))
+                if not torch.isfinite(loss):
+                    optimizer.zero_grad(set_to_none=True)
+                    raise FloatingPointError(step)
+                scaled = loss / accum_steps
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        except Interrupted:
+            break
         if step % accum_steps == 0 or step == n_steps:
             if scaler is not None:
                 scaler.step(optimizer)
@@ -225,7 +231,11 @@ def _predict(model, loader, criterion, device, should_cancel=None) -> dict[str, 
     total, labels, scores, paths = 0.0, [], [], []
     for batch in loader:
         videos, y = batch[0].to(device), batch[1].to(device).float().reshape(-1)
-        logits = model(videos).reshape(-1).float()
+        try:
+            with interruptible(model, should_cancel):
+                logits = model(videos).reshape(-1).float()
+        except Interrupted:
+            break
         total += float(criterion(logits, y)) * len(y)
         labels += y.cpu().tolist()
         scores += torch.sigmoid(logits).cpu().tolist()
@@ -771,8 +781,15 @@ class _RunState:
         if self.test_loader is not None:
             from echoquality_core.evaluate import evaluate_model, save_evaluation_plots
 
-            metrics = evaluate_model(self.model, self.test_loader, self.device,
-                                     threshold=self.threshold)
+            n_test = self.data.sizes.get("test", 0)
+            t._emit(Progress("test", 0, n_test, f"testing the best model on {n_test} clips"))
+
+            try:
+                with interruptible(self.model, t._cancel.is_set):
+                    metrics = evaluate_model(self.model, self.test_loader, self.device,
+                                             threshold=self.threshold)
+            except Interrupted:
+                raise _Cancelled from None
             if t._cancel.is_set():
                 raise _Cancelled
             plots = list(save_evaluation_plots(metrics, t.run_dir / "plots") or [])

@@ -564,7 +564,9 @@ class TrainPanel(QWidget):
                 self.progress.setValue(int(1000 * min(max(fraction, 0.0), 1.0)))
 
     def _on_progress(self, event: Progress) -> None:
-        if event.total and event.done >= event.total:
+        if event.stage == "test":
+            self._set_stage(f"Testing the best model on {event.total} test clips…", busy=True)
+        elif event.total and event.done >= event.total:
             self._set_stage("Building the model and opening the MLflow run…", busy=True)
         else:
             self._set_stage(f"Preparing clips {event.done}/{event.total}",

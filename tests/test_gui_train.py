@@ -47,6 +47,8 @@ class Watch:
         worker = panel.worker
         worker.batch_end.connect(lambda e: self.batches.append((time.perf_counter(), e)))
         worker.epoch_end.connect(self.epochs.append)
+        self.testing_at: float | None = None  # when the best model's test began
+        worker.progress.connect(self._progress)
         self.max_gap_ms = 0
         self.long_gaps: list[tuple[float, int]] = []  # (seconds into the run, gap ms)
         self._started = time.perf_counter()
@@ -57,6 +59,10 @@ class Watch:
         self._timer.setInterval(10)
         self._timer.timeout.connect(self._tick)
         self._timer.start()
+
+    def _progress(self, event) -> None:
+        if event.stage == "test" and self.testing_at is None:
+            self.testing_at = time.perf_counter()
 
     def _tick(self) -> None:
         gap = self._clock.restart()
@@ -70,11 +76,8 @@ class Watch:
     def in_epoch(self, epoch: int) -> bool:
         return any(e.epoch == epoch for _, e in self.batches)
 
-    def halt_latency(self, clicked: float) -> tuple[float, float]:
-        """(seconds from the click to the end of the last batch, that batch's own seconds)."""
-        after = [(t, e) for t, e in self.batches if t >= clicked]
-        assert len(after) <= 1, "more than the batch in flight ran after the click"
-        return (after[0][0] - clicked, after[0][1].seconds) if after else (0.0, 0.0)
+    def batches_after(self, clicked: float) -> int:
+        return sum(t >= clicked for t, _ in self.batches)
 
 
 def start(qtbot, window, epochs: int, **extra):
@@ -87,12 +90,12 @@ def start(qtbot, window, epochs: int, **extra):
     return panel, Watch(panel)
 
 
-def assert_prompt(what: str, latency: float, batch_seconds: float) -> None:
-    """Halted within 2 s, or at the end of the batch in flight (its length is the core's
-    granularity; it only exceeds 2 s on a loaded CPU)."""
-    print(f"{what}: halted {latency:.2f} s after the click (batch in flight took "
-          f"{batch_seconds:.2f} s)")
-    assert latency <= HALT_SECONDS or latency <= batch_seconds + 0.5
+def assert_prompt(what: str, latency: float, watch: Watch, clicked: float) -> None:
+    """Training halted within 2 s of the click: the core checks Stop/Cancel at every block of
+    the network, so the batch in flight is abandoned rather than finished."""
+    print(f"{what}: training halted {latency:.2f} s after the click")
+    assert latency <= HALT_SECONDS
+    assert watch.batches_after(clicked) <= 1  # at most the batch that was about to end
 
 
 def test_form_defaults_are_the_core_defaults(studio_window, open_project, project_copy):
@@ -177,9 +180,11 @@ def test_stop_in_epoch_two_keeps_epoch_one_model(studio_window, open_project, qt
     assert "Stopping" in panel.stage.text()
     with qtbot.waitSignal(panel.ended, timeout=RUN_TIMEOUT_MS) as ended:
         pass
+    ended_at = time.perf_counter()
     watch.stop()
     end = ended.args[0]
-    assert_prompt("Stop", *watch.halt_latency(clicked))
+    # halted = testing of the kept model began (or, with no test split, the run ended)
+    assert_prompt("Stop", (watch.testing_at or ended_at) - clicked, watch, clicked)
     print(f"Stop: run ended (best model tested, logged) {time.perf_counter() - clicked:.1f} s "
           f"after the click; largest UI stall {watch.max_gap_ms} ms {watch.long_gaps}")
     assert end.stopped and end.error is None and end.best_epoch == 1
@@ -204,10 +209,7 @@ def test_cancel_in_epoch_two_discards_everything(studio_window, open_project, qt
     ended_after = time.perf_counter() - clicked
     watch.stop()
     end = ended.args[0]
-    latency, batch_seconds = watch.halt_latency(clicked)
-    assert_prompt("Cancel", latency, batch_seconds)
-    print(f"Cancel: run ended {ended_after:.2f} s after the click")
-    assert ended_after <= max(HALT_SECONDS, batch_seconds + 1.0)
+    assert_prompt("Cancel (run ended, files deleted)", ended_after, watch, clicked)
     assert end.cancelled and end.best_checkpoint is None
     assert not kept[0].exists() and not list((project.root / "trained_models").rglob("*.pt"))
     assert [r["status"] for r in list_runs(default_tracking_uri(project.root))] == ["KILLED"]
