@@ -72,6 +72,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", choices=("bce", "focal"))
     p.add_argument("--class-weighting", action="store_true", default=None)
     p.add_argument("--scheduler", choices=("plateau", "cosine_restarts", "none"))
+    p.add_argument("--cosine-t0", dest="cosine_t0", type=int,
+                   help="cosine_restarts: epochs until the first restart (default 5)")
+    p.add_argument("--cosine-t-mult", dest="cosine_t_mult", type=int,
+                   help="cosine_restarts: growth of the restart period (default 2)")
     p.add_argument("--accum", type=int, dest="grad_accum_steps", help="gradient accumulation steps")
     p.add_argument("--no-amp", action="store_false", dest="amp", default=None)
     p.add_argument("--patience", type=int, dest="early_stopping_patience",
@@ -92,7 +96,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 _TRAIN_OPTIONS = (
     "epochs", "batch_size", "learning_rate", "weight_decay", "num_unfrozen_layers",
-    "unfreeze_schedule", "loss", "class_weighting", "scheduler", "grad_accum_steps", "amp",
+    "unfreeze_schedule", "loss", "class_weighting", "scheduler", "cosine_t0", "cosine_t_mult",
+    "grad_accum_steps", "amp",
     "early_stopping_patience", "augment", "synthetic_pairs", "n_frames", "stride", "mask",
     "device", "seed", "num_workers", "tracking_uri", "experiment", "use_mlflow",
 )
@@ -111,15 +116,21 @@ def _run_train(args: argparse.Namespace) -> int:
     paths = {"annotations_csv": args.csv, "videos_dir": args.videos,
              "model_weights": args.weights, "save_dir": args.save_dir}
     options |= {k: str(v.resolve()) for k, v in paths.items() if v is not None}
-    if args.config:
-        config = TrainConfig.from_toml(args.config, **options)
-    else:
-        config = TrainConfig(**options)
+    try:
+        config = (TrainConfig.from_toml(args.config, **options) if args.config
+                  else TrainConfig(**options))
+    except (OSError, ValueError, TypeError) as exc:  # missing/bad TOML, invalid settings
+        return _fail("train", exc)
 
     bar: list = [None]
 
     def show(event) -> None:
-        if isinstance(event, Progress):
+        if isinstance(event, Progress) and event.stage == "test":
+            if bar[0] is not None:
+                bar[0].close()
+                bar[0] = None
+            print(f"Testing the best model on {event.total} clips", file=sys.stderr)
+        elif isinstance(event, Progress):
             if bar[0] is None:
                 bar[0] = tqdm(total=event.total, desc="Preparing clips", unit="clip")
             bar[0].n = event.done
@@ -406,7 +417,7 @@ def _run_export(args: argparse.Namespace) -> int:
     try:
         info = export_model(args.model, args.out, example_frames=args.frames,
                             formats=tuple(args.format or FORMATS))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError, RuntimeError) as exc:
         return _fail("export", exc)
     for fmt, name in info["files"].items():
         print(f"{fmt}: {(args.out / name).resolve()}")

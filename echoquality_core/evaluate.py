@@ -14,6 +14,7 @@ import math
 import numbers
 import os
 import re
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,7 @@ def _predict(
     device = torch.device(device)
     was_training = model.training
     records: list[dict[str, Any]] = []
+    model.to(device)
     model.eval()
     try:
         with torch.inference_mode():
@@ -224,7 +226,8 @@ def log_evaluation_to_mlflow(
     metrics: Mapping[str, Any], prefix: str = "test_", plots_dir: str | os.PathLike | None = None
 ) -> dict[str, float]:
     """Log the numeric metrics (confusion-matrix cells as tn/fp/fn/tp; NaN skipped) and the
-    PNGs in ``plots_dir`` (under artifact folder "plots") into the active MLflow run.
+    plots (under artifact folder "plots") into the active MLflow run: the PNGs in
+    ``plots_dir``, or, without one, plots drawn now from the metrics' per-clip records.
 
     Raises RuntimeError when no run is active. Returns the metrics as logged.
     """
@@ -251,6 +254,10 @@ def log_evaluation_to_mlflow(
             raise FileNotFoundError(f"plots folder not found: {plots_dir}")
         for png in sorted(plots_dir.glob("*.png")):
             mlflow.log_artifact(str(png), artifact_path="plots")
+    elif metrics.get("records") and "confusion_matrix" in metrics:
+        with tempfile.TemporaryDirectory() as tmp:
+            for png in save_evaluation_plots(metrics, tmp):
+                mlflow.log_artifact(str(png), artifact_path="plots")
     return logged
 
 

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
+from echoquality_core.atomic import atomic_write
 from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError
 from echoquality_core.interrupt import Interrupted, interruptible
 from echoquality_core.preprocess import PreprocessParams
@@ -53,6 +54,7 @@ LOSSES = ("bce", "focal")
 SCHEDULERS = ("plateau", "cosine_restarts", "none")
 _PATH_FIELDS = ("annotations_csv", "videos_dir", "model_weights", "save_dir", "cache_dir")
 MIN_CLIPS = 4
+STATE_DICT_FILE = "best_state_dict.pt"  # the best model as a plain state dict, like EchoPrime's
 
 
 @dataclass
@@ -82,6 +84,8 @@ class TrainConfig:
     focal_gamma: float = 2.0
     class_weighting: bool = False  # weight the good class by n_poor / n_good
     scheduler: str = "plateau"  # "plateau" | "cosine_restarts" | "none"
+    cosine_t0: int = 5  # cosine_restarts: epochs until the first restart
+    cosine_t_mult: int = 2  # cosine_restarts: each restart period is this many times longer
     grad_accum_steps: int = 1
     amp: bool = True  # mixed precision, CUDA only
     unfreeze_schedule: str = ""  # e.g. "fc@0,layer4@3,layer3@6"; overrides num_unfrozen_layers
@@ -104,7 +108,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.split = tuple(float(f) for f in self.split)  # TOML gives a list
         problems = []
-        for name in ("batch_size", "epochs", "grad_accum_steps", "n_frames", "stride"):
+        for name in ("batch_size", "epochs", "grad_accum_steps", "n_frames", "stride",
+                     "cosine_t0", "cosine_t_mult"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be at least 1")
         if self.learning_rate <= 0:
@@ -115,6 +120,15 @@ class TrainConfig:
             problems.append(f"scheduler must be one of {SCHEDULERS}")
         if len(self.split) != 3 or min(self.split) < 0 or self.split[0] <= 0 or self.split[1] <= 0:
             problems.append("split must be three fractions (train, val, test) with train, val > 0")
+        if self.unfreeze_schedule:
+            from echoquality_core.model import parse_unfreeze_schedule
+
+            try:
+                if 0 not in parse_unfreeze_schedule(self.unfreeze_schedule):
+                    problems.append("unfreeze_schedule must make a block trainable at epoch 0 "
+                                    "(e.g. 'fc@0,layer4@3'); otherwise nothing can learn")
+            except ValueError as exc:
+                problems.append(str(exc))
         if problems:
             raise ValueError("Invalid training settings: " + "; ".join(problems))
 
@@ -276,6 +290,10 @@ class _Cancelled(Exception):
     """The user cancelled while data was being prepared or the model evaluated."""
 
 
+class _StoppedEarly(Exception):
+    """The user stopped before the first epoch ended: there is no model to keep."""
+
+
 @dataclass
 class _Data:
     records: list[dict]
@@ -381,6 +399,8 @@ class Trainer:
             end = self._fail(exc.error)
         except _Cancelled:
             end = TrainEnd(None, {}, None, cancelled=True)
+        except _StoppedEarly:
+            end = TrainEnd(None, {}, None, stopped=True)
         except Exception as exc:  # reported in the app instead of "see your terminal"
             log.exception("training failed")
             end = self._fail(TrainError("error", f"{type(exc).__name__}: {exc}"))
@@ -395,8 +415,6 @@ class Trainer:
         config = self.config
         generator = _seed_everything(config.seed)
         data = self._prepare_data()
-        if self._cancel.is_set():
-            raise _Cancelled
         from echoquality_core.model import resolve_device
 
         device = resolve_device(config.device)
@@ -456,7 +474,7 @@ class Trainer:
         by_path = {str(path): (rel, score) for rel, path, score in rows}
         ok, bad = prepare_clips(
             [str(p) for _, p, _ in rows], params, self.cache_dir, progress,
-            should_stop=self._cancel.is_set,
+            should_stop=self._halted,
         )
         failures += [(by_path[p][0], msg) for p, msg in bad]
         records = []
@@ -479,6 +497,8 @@ class Trainer:
             ))
         if self._cancel.is_set():
             raise _Cancelled
+        if self._stop.is_set():
+            raise _StoppedEarly
         n_good = sum(r["label"] >= 0.5 for r in records)
         if len(records) < MIN_CLIPS:
             raise _Abort(
@@ -586,7 +606,7 @@ class _RunState:
             )
         elif c.scheduler == "cosine_restarts":
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-                self.optimizer, T_0=5, T_mult=2
+                self.optimizer, T_0=c.cosine_t0, T_mult=c.cosine_t_mult
             )
         else:
             self.scheduler = None
@@ -624,26 +644,35 @@ class _RunState:
                 f"try a lower learning rate (now {c.learning_rate:g}).",
             ))
         except torch.cuda.OutOfMemoryError:
-            self.__dict__.pop("model", None)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            return self._failed(TrainError(
-                "out_of_memory",
-                f"The GPU ran out of memory (batch size {c.batch_size}, {c.n_frames} frames); "
-                "reduce batch size or frames, or use gradient accumulation (grad_accum_steps).",
-            ))
+            return self._failed(self._out_of_memory())
         except _Cancelled:
             stopped = False
         if t._cancel.is_set():
             return self._cancelled()
+        if stopped and self.best_epoch is None:
+            return self._cancelled(stopped=True)
         try:
             test_metrics = self._finish()
         except _Cancelled:
             return self._cancelled()
+        except torch.cuda.OutOfMemoryError:  # testing the kept model; it stays on disk
+            return self._failed(self._out_of_memory())
         return TrainEnd(
             self.best_path, test_metrics, self.run_id, stopped=stopped,
             split_sizes=self.data.sizes, threshold=self.threshold, best_epoch=self.best_epoch,
             run_dir=t.run_dir,
+        )
+
+    def _out_of_memory(self) -> TrainError:
+        """Free the GPU and explain what to change."""
+        c = self.config
+        self.__dict__.pop("model", None)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return TrainError(
+            "out_of_memory",
+            f"The GPU ran out of memory (batch size {c.batch_size}, {c.n_frames} frames); "
+            "reduce batch size or frames, or use gradient accumulation (grad_accum_steps).",
         )
 
     def _failed(self, error: TrainError) -> TrainEnd:
@@ -656,11 +685,13 @@ class _RunState:
                         threshold=self.threshold, best_epoch=self.best_epoch,
                         run_dir=self.t.run_dir, error=error)
 
-    def _cancelled(self) -> TrainEnd:
+    def _cancelled(self, stopped: bool = False) -> TrainEnd:
+        """Cancel, or Stop before any epoch ended: nothing is kept, the MLflow run is KILLED."""
         if self.run_log is not None:
             self.run_log.status = "KILLED"
         shutil.rmtree(self.t.run_dir, ignore_errors=True)
-        return TrainEnd(None, {}, self.run_id, cancelled=True, split_sizes=self.data.sizes)
+        return TrainEnd(None, {}, self.run_id, stopped=stopped, cancelled=not stopped,
+                        split_sizes=self.data.sizes)
 
     def _log_data(self) -> None:
         from echoquality_core.data import save_split
@@ -699,12 +730,13 @@ class _RunState:
             )
             if t._cancel.is_set():
                 return False
-            if done < len(self.train_loader) and self.best_epoch is not None:
-                return True  # stopped mid-epoch: the best model is already saved
-            val = _predict(self.model, self.val_loader, self.criterion, self.device,
-                           t._cancel.is_set)
+            if done < len(self.train_loader):
+                return True  # stopped mid-epoch: keep the best model saved so far, if any
+            val = _predict(self.model, self.val_loader, self.criterion, self.device, t._halted)
             if t._cancel.is_set():
                 return False
+            if t._stop.is_set():
+                return True
             best = val["loss"] < self.best_loss
             if best:
                 self._save_best(epoch, val)
@@ -776,6 +808,8 @@ class _RunState:
         from echoquality_core.model import load_weights
 
         load_weights(self.model, self.best_path)
+        with atomic_write(t.run_dir / STATE_DICT_FILE) as fh:  # EchoPrime's format
+            torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, fh)
         metrics: dict[str, Any] = {}
         plots: list[Path] = []
         if self.test_loader is not None:
@@ -821,14 +855,14 @@ class _RunState:
         run_log.log_metrics({"best_val_loss": self.best_loss, "best_epoch": self.best_epoch or 0,
                              "threshold": self.threshold})
         if metrics:
-            log_evaluation_to_mlflow(metrics, prefix="test_")
+            log_evaluation_to_mlflow(metrics, prefix="test_",
+                                     plots_dir=self.t.run_dir / "plots" if plots else None)
         run_log.log_artifact(self.best_path, "checkpoints")
+        run_log.log_artifact(self.t.run_dir / STATE_DICT_FILE, "checkpoints")
         run_log.log_artifact(summary)
         predictions = self.t.run_dir / "test_predictions.csv"
         if predictions.is_file():
             run_log.log_artifact(predictions)
-        for plot in plots:
-            run_log.log_artifact(plot, "plots")
         if self.config.log_mlflow_model:
             run_log.log_model(self.model.cpu())
             self.model.to(self.device)
@@ -848,6 +882,8 @@ def summarize(end: TrainEnd) -> str:
     """A few human lines about a finished run (for the CLI and logs)."""
     if end.cancelled:
         return "Training cancelled; nothing was kept."
+    if end.stopped and end.best_checkpoint is None and end.error is None:
+        return "Training stopped before the first epoch ended; no model was kept."
     lines = []
     if end.error is not None:
         lines.append(f"Training failed ({end.error.kind}): {end.error.message}")

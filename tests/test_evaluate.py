@@ -309,3 +309,18 @@ def test_mlflow_logging_needs_an_active_run():
     assert mlflow.active_run() is None
     with pytest.raises(RuntimeError, match="no active MLflow run"):
         log_evaluation_to_mlflow({"accuracy": 1.0})
+
+
+def test_plots_are_drawn_from_the_records_when_no_folder_is_given(tmp_path):
+    from mlflow import MlflowClient
+
+    labels, scores = [1, 1, 0, 0, 1], [0.9, 0.7, 0.2, 0.6, 0.4]
+    metrics = metrics_from_scores(labels, scores, threshold=0.5)
+    metrics["records"] = [{"path": f"#{i}", "label": y, "score": s}
+                          for i, (y, s) in enumerate(zip(labels, scores))]
+    uri = default_tracking_uri(tmp_path)
+    with start_run(tracking_uri=uri, experiment="evaluation",
+                   artifact_location=default_artifact_location(tmp_path)) as run:
+        log_evaluation_to_mlflow(metrics, prefix="test_")
+    artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run.run_id, "plots")}
+    assert artifacts == {f"plots/{name}" for name in PLOT_FILES}
