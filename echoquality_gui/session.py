@@ -4,6 +4,7 @@ plain logic (scan, labels, undo) lives in ``echoquality_core.project``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal
@@ -67,6 +68,7 @@ class Session(QObject):
     clips_updated = Signal(list)  # rows whose header arrived
     scan_progress = Signal(int, int)  # done, total (done == -1: cancelled)
     scan_finished = Signal()
+    about_to_change_clip = Signal(object)  # ClipInfo | None: write its pending edits now
     current_changed = Signal(object)  # ClipInfo | None
     label_changed = Signal(str)  # rel path of the clip whose label changed
     undo_state_changed = Signal(bool, bool)  # can undo, can redo
@@ -90,6 +92,7 @@ class Session(QObject):
         self.show_scores = settings.show_model_score()
         self.scale = "binary"
         self.auto_advance = True
+        self.clip_order: Callable[[], list[str]] | None = None  # the clip list's visible order
         self._scan: ScanWorker | None = None
         self._scoring: ScoreWorker | None = None
         self._background: set[ScoreWorker] = set()  # cancelled or not the project's
@@ -102,6 +105,7 @@ class Session(QObject):
         (and score them when a model is loaded)."""
         self._stop_scan()
         project = Project(Path(root), Path(csv_path) if csv_path else None)
+        self.about_to_change_clip.emit(self.current)
         self.cancel_scoring()
         self.project, self.current, self.scores = project, None, {}
         stored = settings.project_value(project.root, "scale")
@@ -182,7 +186,9 @@ class Session(QObject):
 
     # --- navigation ------------------------------------------------------------------------
     def open_clip(self, rel: str | None) -> None:
-        """Make clip ``rel`` (relative path) the current one."""
+        """Make clip ``rel`` (relative path) the current one (``about_to_change_clip`` first,
+        so that edits of the clip on screen are written)."""
+        self.about_to_change_clip.emit(self.current)
         info = None
         if rel is not None and self.project is not None:
             row = self.project.row(rel)
@@ -190,11 +196,24 @@ class Session(QObject):
         self.current = info
         self.current_changed.emit(info)
 
-    def next_unlabelled(self) -> bool:
-        """Open the next unlabelled clip; False (with a message) when all are labelled."""
+    def visible_order(self) -> list[str] | None:
+        """Clip rel paths in the clip list's sorted, filtered order (None: project order)."""
+        return self.clip_order() if self.clip_order is not None else None
+
+    def next_unlabelled_rel(self, order: list[str] | None = None) -> str | None:
+        """The unlabelled clip after the current one in ``order`` (default: the clip list's
+        order), then among the clips filtered out of the list; None if all are labelled."""
+        if self.project is None:
+            return None
+        return self.project.next_unlabelled(self.current.rel if self.current else None,
+                                            self.visible_order() if order is None else order)
+
+    def next_unlabelled(self, order: list[str] | None = None) -> bool:
+        """Open the next unlabelled clip (see ``next_unlabelled_rel``); False (with a message)
+        when all are labelled."""
         if self.project is None:
             return False
-        rel = self.project.next_unlabelled(self.current.rel if self.current else None)
+        rel = self.next_unlabelled_rel(order)
         if rel is None:
             self.message.emit(f"All {len(self.project.clips)} clips are labelled")
             return False
@@ -212,20 +231,27 @@ class Session(QObject):
         if self.project is None or self.current is None:
             return False
         rel = self.current.rel
+        order = self.visible_order()  # before the label re-sorts or filters the list
         change = self._write(lambda: self.project.set_label(
             rel, score, rater=settings.rater() or None, issues=issues, notes=notes))
         if change is None:
             return False
         if self.auto_advance if advance is None else advance:
-            self.next_unlabelled()
+            self.next_unlabelled(order)
         return True
 
     def undo(self) -> LabelChange | None:
         """Undo the last label change (written to the CSV)."""
-        return self._write(self.project.undo, "Undid") if self.project else None
+        if self.project is None:
+            return None
+        self.about_to_change_clip.emit(self.current)
+        return self._write(self.project.undo, "Undid")
 
     def redo(self) -> LabelChange | None:
-        return self._write(self.project.redo, "Redid") if self.project else None
+        if self.project is None:
+            return None
+        self.about_to_change_clip.emit(self.current)
+        return self._write(self.project.redo, "Redid")
 
     def _write(self, action, verb: str | None = None) -> LabelChange | None:
         project = self.project
@@ -263,7 +289,8 @@ class Session(QObject):
                               if self.model_path is None else "The model is still scoring…")
             return False
         rel = self.project.most_uncertain(self.scores, self.threshold,
-                                          self.current.rel if self.current else None)
+                                          self.current.rel if self.current else None,
+                                          self.visible_order())
         if rel is None:
             self.message.emit("Every clip the model scored is labelled")
             return False
@@ -297,6 +324,19 @@ class Session(QObject):
             self.threshold = float(threshold)
         self.model_changed.emit(path)
         self.score_project(loading=True)
+
+    def adopt_scores(self, model: str | Path, scores: dict[str, float],
+                     threshold: float) -> None:
+        """Scores of the project's clips made with ``model`` elsewhere (Score a folder): that
+        model becomes the current one, with these scores (nothing is scored again)."""
+        model = Path(model)
+        self.cancel_scoring()
+        if model != self.model_path:
+            self.model_path, self.run_dir, self._given_threshold = model, None, None
+            self.model_changed.emit(model)
+        self.threshold = float(threshold)
+        self._confirmed = (self.model_path, self.run_dir, self.threshold)
+        self.set_scores(scores, threshold)
 
     def score_project(self, *, loading: bool = False) -> bool:
         """Score every clip of the project with the current model in the background (after
@@ -336,12 +376,15 @@ class Session(QObject):
             self._background.add(worker)
             self.scoring_finished.emit()
 
-    def keep_alive(self, worker: ScoreWorker) -> None:
-        """Own a scoring that is not the project's (e.g. Score a folder) until it ends;
-        ``close`` stops it."""
+    def keep_alive(self, worker: QThread) -> None:
+        """Own a background worker with ``cancel()`` (e.g. Score a folder, a training run
+        that is finishing) until its thread ends; ``close`` cancels and waits for it."""
         worker.setParent(self)
         self._background.add(worker)
         worker.finished.connect(self._on_worker_finished)
+        if worker.isFinished():  # ended before we connected
+            self._background.discard(worker)
+            worker.deleteLater()
 
     def _on_worker_finished(self) -> None:
         worker = self.sender()
@@ -414,7 +457,9 @@ class Session(QObject):
         return (score >= self.threshold) != (label.quality_score >= 0.5)
 
     def close(self) -> None:
-        """Stop background work (call before the window goes away)."""
+        """Write the clip's pending edits and stop background work (call before the window
+        goes away)."""
+        self.about_to_change_clip.emit(self.current)
         self._stop_scan()
         self.cancel_scoring()
         for worker in list(self._background):

@@ -41,6 +41,8 @@ LOSS_CHOICES = {"Binary cross-entropy": "bce", "Focal (hard clips count more)": 
 LEARNING_RATES = ("1e-3", "3e-4", "1e-4", "3e-5", "1e-5")
 SMOOTHING = 0.8  # weight of the past in the smoothed batch-loss curve
 REDRAW_MS = 100  # batch points are drawn at most this often
+CLOSE_LIMIT_MS = 60_000  # closing the window: testing the kept model may take this long, then
+# the run is cancelled
 
 _BG, _TEXT, _DIM = "#15181e", "#d8dde6", "#aab3c2"
 _COLOURS = {"train": "#4fc3f7", "val": "#ffb74d", "auc": "#81c784", "accuracy": "#ce93d8",
@@ -87,7 +89,8 @@ def _plot(title: str, y_label: str, legend_columns: int = 0, *, legend_bottom: b
     plot.setMouseEnabled(x=False, y=False)
     plot.hideButtons()
     if legend_columns:
-        plot.addLegend(offset=(-8, -4 if legend_bottom else 4), labelTextColor=_DIM, brush=(21, 24, 30, 220),
+        plot.addLegend(offset=(-8, -4 if legend_bottom else 4), labelTextColor=_DIM,
+                       brush=(21, 24, 30, 220),
                        labelTextSize="9pt", colCount=legend_columns)
     return plot
 
@@ -350,6 +353,7 @@ class TrainPanel(QWidget):
         self._epochs = 1
         self._first_batch_at: float | None = None
         self._closing = False
+        self._cancelling = False
         self._halting = False
         self._awaiting_scores = False
 
@@ -434,6 +438,10 @@ class TrainPanel(QWidget):
         self._redraw_timer.setSingleShot(True)
         self._redraw_timer.setInterval(REDRAW_MS)
         self._redraw_timer.timeout.connect(self.plots.redraw)
+        self._close_limit = QTimer(self)
+        self._close_limit.setSingleShot(True)
+        self._close_limit.setInterval(CLOSE_LIMIT_MS)
+        self._close_limit.timeout.connect(self.cancel)
         session.project_opened.connect(self._project_opened)
         session.label_changed.connect(lambda _rel: self._show_data())
         session.scores_changed.connect(self._scores_arrived)
@@ -506,7 +514,7 @@ class TrainPanel(QWidget):
         self.last_end = None
         self._epochs = int(config.get("epochs", 1))
         self._first_batch_at = None
-        self._halting = self._awaiting_scores = False
+        self._halting = self._awaiting_scores = self._cancelling = False
         self._project_root = self.session.project.root
         worker = TrainWorker(config, self)
         worker.device.connect(self.form.device.setText)
@@ -519,7 +527,8 @@ class TrainPanel(QWidget):
         self._set_running(True)
         self._set_stage("Starting (loading the training code)…", busy=True)
         self._log(f"Training on the labels in {Path(config['annotations_csv']).name}: "
-                  f"{self._epochs} epoch{'s' * (self._epochs != 1)}, batch size {config.get('batch_size')}, "
+                  f"{self._epochs} epoch{'s' * (self._epochs != 1)}, "
+                  f"batch size {config.get('batch_size')}, "
                   f"learning rate {config.get('learning_rate'):g}.")
         if not config.get("model_weights"):
             self._log(self.form.weights_warning.text(), _COLOURS["warn"])
@@ -539,10 +548,36 @@ class TrainPanel(QWidget):
         """Abandon the run after the current batch; nothing is kept."""
         if self.worker is not None:
             self.worker.cancel()
-            self._halting = True
+            self._halting = self._cancelling = True
             self.stop_button.setEnabled(False)
             self.cancel_button.setEnabled(False)
             self._set_stage("Cancelling after this batch…", busy=True)
+
+    @property
+    def closing(self) -> bool:
+        """The window is closing: the run is being stopped (or cancelled) first."""
+        return self._closing
+
+    @property
+    def cancelling(self) -> bool:
+        return self._cancelling
+
+    def halt_for_close(self) -> bool:
+        """The window wants to close: the first call stops the run (its best model is tested
+        and kept, at most ``CLOSE_LIMIT_MS``, then the run is cancelled), a second call cancels
+        it. False if no run is going (close now); else the window closes on ``ended``."""
+        if self.worker is None:
+            return False
+        if not self._closing:
+            self._closing = True
+            if not self._cancelling:
+                self.stop()
+                self._set_stage("Finishing training: the best model is being tested…",
+                                busy=True)
+                self._close_limit.start()
+        elif not self._cancelling:
+            self.cancel()
+        return True
 
     def shutdown(self) -> None:
         """Stop a running training (keeping its best model on disk) and wait for it; call
@@ -612,9 +647,9 @@ class TrainPanel(QWidget):
 
     def _on_end(self, end: TrainEnd) -> None:
         worker, self.worker = self.worker, None
-        if worker is not None:
-            worker.wait()
-            worker.deleteLater()
+        self._close_limit.stop()
+        if worker is not None:  # its thread ends once the child process has exited
+            self.session.keep_alive(worker)
         self._redraw_timer.stop()
         self.plots.redraw()
         self.last_end = end

@@ -59,7 +59,7 @@ def test_a_stopped_batch_is_abandoned_without_an_optimiser_step(model):
         checks.append(1)
         return len(checks) > 5
 
-    loss, done = _run_epoch(model, loader, torch.nn.functional.binary_cross_entropy_with_logits,
+    _loss, done = _run_epoch(model, loader, torch.nn.functional.binary_cross_entropy_with_logits,
                             optimizer, torch.device("cpu"), should_stop=should_stop)
     assert done == 0
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

@@ -24,10 +24,10 @@ def csv_path(tmp_path_factory):
 
 
 def config(csv_path, tmp_path, **overrides) -> TrainConfig:
-    settings = dict(annotations_csv=str(csv_path), videos_dir=None, n_frames=4, stride=1,
-                    batch_size=2, epochs=2, learning_rate=1e-3, device="cpu",
-                    save_dir=str(tmp_path / "models"), log_mlflow_model=False,
-                    tracking_uri=default_tracking_uri(tmp_path))
+    settings = {"annotations_csv": str(csv_path), "videos_dir": None, "n_frames": 4, "stride": 1,
+                    "batch_size": 2, "epochs": 2, "learning_rate": 1e-3, "device": "cpu",
+                    "save_dir": str(tmp_path / "models"), "log_mlflow_model": False,
+                    "tracking_uri": default_tracking_uri(tmp_path)}
     return TrainConfig(**(settings | overrides))
 
 

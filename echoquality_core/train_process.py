@@ -1,0 +1,110 @@
+"""Run a training in a child process and get its events back.
+
+The desktop app trains this way: the child has its own interpreter, so torch, MLflow and
+SQLite never share a garbage collector or the GIL with the window (no UI stalls, no cross-thread
+crashes), and a crash of the child is reported instead of taking the app down. Events are the
+plain dataclasses of ``events.py``; Stop and Cancel reach the child through two process events.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from echoquality_core.events import TrainEnd, TrainError
+
+POLL_SECONDS = 0.1
+
+
+def cpu_threads() -> int:
+    """Threads a CPU training gets: all cores but one, which stays free for the window."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+def _child(settings: dict[str, Any], events: Any, stop: Any, cancel: Any) -> None:
+    """The child process: build the config, train, send every event (the last is TrainEnd)."""
+    try:
+        from echoquality_core.train import TrainConfig, Trainer
+
+        config = TrainConfig(**settings)
+        trainer = Trainer(config, events.put)
+    except (ValueError, TypeError, RuntimeError, OSError) as exc:
+        error = TrainError("settings", str(exc))
+        events.put(error)
+        events.put(TrainEnd(None, {}, None, error=error))
+        return
+    import torch
+
+    torch.set_num_threads(cpu_threads())
+
+    def relay() -> None:  # the parent's Stop / Cancel -> the trainer
+        while True:
+            if cancel.wait(POLL_SECONDS):
+                trainer.cancel()
+                return
+            if stop.is_set():
+                trainer.stop()
+                if cancel.wait():
+                    trainer.cancel()
+                return
+
+    threading.Thread(target=relay, daemon=True).start()
+    trainer.run()
+
+
+class TrainProcess:
+    """A training run of ``TrainConfig(**settings)`` in a child process.
+
+    ``events()`` yields the run's events as they come, ending with the TrainEnd (one is made
+    up, with an error, if the child dies without sending it). ``stop()`` / ``cancel()`` may be
+    called from any thread.
+    """
+
+    def __init__(self, settings: dict[str, Any]):
+        ctx = mp.get_context("spawn")  # no fork of a process that runs Qt or CUDA threads
+        self._events = ctx.Queue()
+        self._stop, self._cancel = ctx.Event(), ctx.Event()
+        self.process = ctx.Process(target=_child, name="echoquality-train", daemon=True,
+                                   args=(dict(settings), self._events, self._stop, self._cancel))
+
+    def start(self) -> None:
+        self.process.start()
+
+    def stop(self) -> None:
+        """Finish now, keeping (and testing) the best model so far."""
+        self._stop.set()
+
+    def cancel(self) -> None:
+        """Abandon the run; nothing is kept."""
+        self._cancel.set()
+
+    def events(self) -> Iterator[Any]:
+        """The child's events, in order; always ends with a TrainEnd."""
+        while True:
+            try:
+                event = self._events.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                if self.process.is_alive():
+                    continue
+                try:  # the child may have put its last events just before it ended
+                    event = self._events.get(timeout=1.0)
+                except queue.Empty:
+                    yield from self._died()
+                    return
+            yield event
+            if isinstance(event, TrainEnd):
+                return
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the child to exit (it does by itself after its TrainEnd)."""
+        self.process.join(timeout)
+
+    def _died(self) -> Iterator[Any]:
+        self.process.join(timeout=5)
+        error = TrainError("error", "The training process ended unexpectedly (exit code "
+                                    f"{self.process.exitcode}); nothing was kept from this run.")
+        yield error
+        yield TrainEnd(None, {}, None, error=error)

@@ -1,0 +1,64 @@
+"""Training in a child process: events come back in order, Stop/Cancel reach the child, and a
+child that dies is reported instead of hanging the caller."""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from echoquality_core.demo import write_demo_project
+from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError
+from echoquality_core.tracking import default_tracking_uri
+from echoquality_core.train_process import TrainProcess
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("process_demo")
+    csv_path = write_demo_project(root, n_clips=10, n_frames=6, height=64, width=80, seed=7,
+                                  unlabelled=0.0)
+    return {"annotations_csv": str(csv_path), "videos_dir": None, "n_frames": 4, "stride": 1,
+                "batch_size": 2, "epochs": 2, "learning_rate": 1e-3, "device": "cpu",
+                "log_mlflow_model": False, "tracking_uri": default_tracking_uri(root)}
+
+
+def test_a_run_in_a_child_process_sends_its_events_in_order(settings):
+    run = TrainProcess(settings | {"epochs": 1})
+    run.start()
+    events = list(run.events())
+    run.join(30)
+    kinds = [type(e) for e in events]
+    assert kinds[0] is Progress and kinds[-1] is TrainEnd
+    assert kinds.index(BatchEnd) < kinds.index(EpochEnd)
+    end = events[-1]
+    assert end.error is None and end.best_checkpoint.is_file()
+    assert run.process.exitcode == 0
+
+
+def test_cancel_reaches_the_child(settings):
+    run = TrainProcess(settings)
+    run.start()
+    for event in run.events():
+        if isinstance(event, BatchEnd):
+            run.cancel()
+        last = event
+    run.join(30)
+    assert isinstance(last, TrainEnd) and last.cancelled and last.best_checkpoint is None
+
+
+def test_bad_settings_and_a_dead_child_are_reported(settings):
+    run = TrainProcess(settings | {"epochs": 0})
+    run.start()
+    events = list(run.events())
+    assert isinstance(events[0], TrainError) and "epochs must be at least 1" in events[0].message
+    assert isinstance(events[-1], TrainEnd) and events[-1].error is not None
+
+    run = TrainProcess(settings)
+    run.start()
+    for event in run.events():
+        if isinstance(event, Progress):
+            os.kill(run.process.pid, signal.SIGKILL)
+        last = event
+    assert isinstance(last, TrainEnd) and last.error is not None
+    assert "ended unexpectedly" in last.error.message and str(-signal.SIGKILL) in last.error.message
