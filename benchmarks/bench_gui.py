@@ -1,7 +1,8 @@
 """GUI timings, offscreen: next clip -> first frame (prefetched / cold), achieved frame rate at
-1x, memory with a 300-frame clip open, and event-loop responsiveness while 1,000 headers are read.
+1x, memory with a 300-frame clip open (and peak RSS of a 600x800 one with and without the
+model-input view), and event-loop responsiveness while 1,000 headers are read.
 
-    .venv/bin/python benchmarks/bench_gui.py [--quick]
+    .venv/bin/python benchmarks/bench_gui.py [--quick] [--memory-only]
 """
 from __future__ import annotations
 
@@ -46,12 +47,19 @@ def fill_cache(app: QApplication, player) -> None:
         spin(app, lambda i=i: player.loader.cache.get(player.path, i) is not None)
 
 
-def rss_mb() -> float:
+def rss_mb(field: str = "VmRSS") -> float:
+    """Resident memory now (VmRSS) or its peak since the last :func:`reset_peak` (VmHWM)."""
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def reset_peak() -> None:
+    """Set the peak resident memory (VmHWM) to the current RSS (Linux)."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
 
 
 def write(path: Path, n_frames: int, h: int, w: int, fps: float, seed: int) -> Path:
@@ -107,6 +115,29 @@ def bench_memory(app, player, tmp: Path) -> None:
           f"of {player.loader.cache.budget / 2**20:.0f} MB budget")
 
 
+def bench_model_input_memory(app, player, tmp: Path) -> None:
+    clip = write(tmp / "long600x800.dcm", 300, 600, 800, 30.0, 4)
+    player.set_model_input(False)
+    app.processEvents()
+    reset_peak()
+    before = rss_mb()
+    player.open_clip(clip)
+    spin(app, lambda: player.first_frame_seconds is not None)
+    fill_cache(app, player)
+    opened, opened_peak = rss_mb(), rss_mb("VmHWM")
+    reset_peak()
+    start = time.perf_counter()
+    player.set_model_input(True)
+    spin(app, lambda: player._model is not None, timeout=300)
+    took = time.perf_counter() - start
+    print(f"300-frame 600x800 clip, every frame shown: RSS {before:.0f} -> {opened:.0f} MB "
+          f"(peak +{opened_peak - before:.0f} MB, cache "
+          f"{player.loader.cache.nbytes / 2**20:.0f} MB); model-input view built in {took:.1f} s: "
+          f"RSS {rss_mb():.0f} MB, peak {rss_mb('VmHWM'):.0f} MB "
+          f"(+{rss_mb('VmHWM') - opened:.0f} MB over the open clip)")
+    player.set_model_input(False)
+
+
 def bench_scan(app, tmp: Path, n: int) -> None:
     from echoquality_gui.session import Session
 
@@ -136,6 +167,8 @@ def bench_scan(app, tmp: Path, n: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, 200-file scan")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the 600x800 model-input memory measurement")
     args = parser.parse_args()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     from echoquality_gui.player import CinePlayer
@@ -146,14 +179,17 @@ def main() -> int:
         player.resize(900, 700)
         player.show()
         try:
-            bench_first_frame(app, player, tmp, repeats=2 if args.quick else 5)
-            bench_fps(app, player, tmp, seconds=2.0 if args.quick else 4.0)
-            bench_memory(app, player, tmp)
+            if not args.memory_only:
+                bench_first_frame(app, player, tmp, repeats=2 if args.quick else 5)
+                bench_fps(app, player, tmp, seconds=2.0 if args.quick else 4.0)
+                bench_memory(app, player, tmp)
+            bench_model_input_memory(app, player, tmp)
         finally:
             player.shutdown()
             player.close()
             player.deleteLater()
-        bench_scan(app, tmp, 200 if args.quick else 1000)
+        if not args.memory_only:
+            bench_scan(app, tmp, 200 if args.quick else 1000)
     app.processEvents()
     return 0
 

@@ -4,11 +4,15 @@ The output CSV has the columns ``video_path,score,pass,assessment,frames,fps,err
 ``score`` is sigmoid(logit) in 0..1 (1 = good quality), ``pass`` is ``score >= threshold``,
 ``assessment`` the EchoQuality README's score band (:data:`SCORE_BANDS`). A clip that cannot be
 read or preprocessed gets a row with its ``error`` and an empty score instead of stopping the run.
+A GradCAM strip that cannot be written leaves the score as it is and says
+``gradcam failed: <reason>`` in ``error``.
 
-The run is resumable: clips already in an existing output CSV (matched by ``video_path``) are
-skipped, and each batch's rows are appended with a single write followed by fsync, so a crash
-loses at most the batch being scored. A torn last line (power loss, full disk) is cut off the
-next time the file is opened for scoring. Nothing from DICOM headers except the frame count
+The run is resumable: clips with a score in an existing output CSV (matched by ``video_path``)
+are skipped; clips whose row has no score (unreadable last time, e.g. still being copied) are
+tried again, their old rows first removed by rewriting the file atomically, so the file ends with
+one row per clip. Each batch's rows are appended with a single write followed by fsync, so a
+crash loses at most the batch being scored. A torn last line (power loss, full disk) is cut off
+the next time the file is opened for scoring. Nothing from DICOM headers except the frame count
 and frame rate reaches the output.
 """
 from __future__ import annotations
@@ -237,14 +241,21 @@ def collate_scoring(items: list[dict[str, Any]]) -> tuple[list[dict], torch.Tens
 
 class ScoresFile:
     """The scores CSV opened for appending: header written atomically, rows appended per batch
-    with one write + fsync, a torn last line cut off on open."""
+    with one write + fsync, a torn last line cut off on open.
+
+    ``done``: clips with a score in the file; ``unreadable``: clips whose rows have none (their
+    error row is to be replaced, see :meth:`drop`)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.done: set[str] = set()
+        self.unreadable: set[str] = set()
         if self.path.exists() and self.path.stat().st_size > 0:
             self._repair()
-            self.done = set(read_scores(self.path)["video_path"])
+            table = read_scores(self.path)
+            scored = table["score"].notna()
+            self.done = set(table.loc[scored, "video_path"])
+            self.unreadable = set(table.loc[~scored, "video_path"]) - self.done
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._write_header()
@@ -270,6 +281,21 @@ class ScoresFile:
                 fh.truncate(keep)
                 fh.flush()
                 os.fsync(fh.fileno())
+
+    def drop(self, names: Iterable[str]) -> None:
+        """Remove every row of the clips ``names`` by rewriting the file atomically (a crash
+        leaves the old file or the new one)."""
+        names = set(names)
+        if not names:
+            return
+        with open(self.path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))[1:]
+        with atomic_write(self.path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            writer.writerows(row for row in rows if row and row[0] not in names)
+        self.done -= names
+        self.unreadable -= names
 
     def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Append rows in one write; on failure the file is cut back to where it was."""
@@ -356,11 +382,14 @@ def score_clips(
     :func:`collect_clips`). ``model``: a weights file / checkpoint, a TorchScript export, or a
     module. ``threshold``: default the checkpoint's saved threshold, else 0.3 (the original
     inference script's). ``params``: default the checkpoint's preprocessing, else EchoPrime's.
-    With ``out_csv`` rows are appended after every batch and clips already in the file are
-    skipped; the result then holds every row of the file. ``gradcam_dir`` gets a GradCAM strip
-    (explaining "poor") for each clip that fails the threshold. ``progress(done, total, name)``
-    is called per clip. ``result.attrs`` holds the threshold and the counts of this call:
-    scored, passed, failed (unreadable), skipped (already in ``out_csv``).
+    With ``out_csv`` rows are appended after every batch and clips already scored in the file
+    are skipped, while clips with only an error row there are tried again and their row
+    replaced; the result then holds every row of the file. ``gradcam_dir`` gets a GradCAM strip
+    (explaining "poor") for each clip that fails the threshold; a strip that cannot be written
+    is logged and noted in the clip's ``error`` ("gradcam failed: ...") without stopping the
+    run. ``progress(done, total, name)`` is called per clip. ``result.attrs`` holds the
+    threshold and the counts of this call: scored, passed, failed (unreadable), skipped (already
+    scored in ``out_csv``), retried (unreadable in ``out_csv`` before, tried again).
     """
     from echoquality_core.model import resolve_device
 
@@ -380,6 +409,10 @@ def score_clips(
     skipped = len(clips) - len(todo)
     if skipped:
         log.info("skipping %d clip(s) already in %s", skipped, out.path.name)
+    retry = out.unreadable & {c.name for c in todo} if out is not None else set()
+    if retry:
+        log.info("trying %d clip(s) again that could not be read before", len(retry))
+        out.drop(retry)
     rows: list[dict[str, Any]] = []
     counts = {"scored": 0, "passed": 0, "failed": 0}
 
@@ -405,9 +438,10 @@ def score_clips(
                 by_index = {it["index"]: _row(todo[it["index"]].name, it, None, threshold)
                             for it in failed}
                 for it, score in zip(ok, scores):
-                    by_index[it["index"]] = _row(todo[it["index"]].name, it, score, threshold)
+                    name = todo[it["index"]].name
+                    row = by_index[it["index"]] = _row(name, it, score, threshold)
                     if gradcam_dir is not None and score < threshold:
-                        _save_gradcam(net, it["video"], gradcam_dir, todo[it["index"]].name)
+                        row["error"] = _try_gradcam(net, it["video"], gradcam_dir, name)
                 counts["scored"] += len(ok)
                 counts["passed"] += sum(score >= threshold for score in scores)
                 counts["failed"] += len(failed)
@@ -418,7 +452,7 @@ def score_clips(
     result = read_scores(out.path) if out is not None else _typed(
         pd.DataFrame([{k: _cell(r[k]) for k in COLUMNS} for r in rows], columns=list(COLUMNS))
     )
-    result.attrs.update(threshold=threshold, skipped=skipped, **counts)
+    result.attrs.update(threshold=threshold, skipped=skipped, retried=len(retry), **counts)
     return result
 
 
@@ -441,6 +475,18 @@ def _row(name: str, item: Mapping[str, Any], score: float | None, threshold: flo
         "fps": None if item["fps"] is None else round(float(item["fps"]), 3),
         "error": item["error"] or "",
     }
+
+
+def _try_gradcam(net: nn.Module, video: torch.Tensor, out_dir: str | os.PathLike,
+                 name: str) -> str:
+    """Write the clip's GradCAM strip; "" when written, else "gradcam failed: <reason>"."""
+    try:
+        _save_gradcam(net, video, out_dir, name)
+    except Exception as exc:  # one strip must not stop the run or lose the batch's scores
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        log.warning("GradCAM strip for %s not written: %s", name, reason, exc_info=True)
+        return f"gradcam failed: {reason}"
+    return ""
 
 
 def _save_gradcam(net: nn.Module, video: torch.Tensor, out_dir: str | os.PathLike,

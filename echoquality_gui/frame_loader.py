@@ -1,7 +1,8 @@
 """Decoding frames off the GUI thread: a worker that holds only the NEWEST frame request
 (SLEAP's latest-request-wins), reads ahead of the playhead while idle, prefetches the next
-clip's header and first frames, and builds the model-input view on demand. Decoded frames
-live in a byte-budgeted LRU cache the player reads without waiting.
+clip's header and first frames, and builds the model-input view on demand, frame by frame
+(the full-size clip is never stacked). Decoded frames live in a byte-budgeted LRU cache the
+player reads without waiting.
 """
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PySide6.QtCore import QThread, Signal
 
 from echoquality_core.dicom import Clip, DicomReadError, read_clip
-from echoquality_core.preprocess import PreprocessParams, model_frames
+from echoquality_core.preprocess import PreprocessParams, model_frames, ultrasound_mask
 
 READ_AHEAD = 64  # frames decoded ahead of the playhead while idle
 PREFETCH_FRAMES = 3  # first frames of the next clip decoded in advance
@@ -219,26 +221,46 @@ class FrameLoader(QThread):
             self.frame_ready.emit(path, index, frame)
         return frame
 
+    def _frame_for_model(self, path: Path, index: int) -> np.ndarray | None:
+        """Frame ``index`` while building the model input, after any waiting frame request (the
+        player stays responsive); None once stopped, another clip is shown or decoding fails."""
+        with self._cond:
+            if self._stopped or path != self._current:
+                return None
+            want, self._want = self._want, None
+        if want is not None:
+            self._decode(*want, emit=True)
+        return self._decode(path, index, emit=False)
+
     def _build_model_frames(self, path: Path) -> None:
+        """Every frame as the model sees it (EchoPrime's sector mask, crop, 112 px), holding one
+        full-size frame at a time: a first pass gathers what the mask needs (each pixel's
+        brightest value, the first and the last frame), a second masks and resizes each frame,
+        mostly from the cache."""
         clip = self._clip(path)
         if clip is None:
             return
-        stack = []
-        for index in range(clip.n_frames):
-            with self._cond:
-                if self._stopped or path != self._current:
-                    return
-                want, self._want = self._want, None
-            if want is not None:  # keep the player responsive while gathering frames
-                self._decode(*want, emit=True)
-            frame = self._decode(path, index, emit=False)
-            if frame is None:
-                return
-            stack.append(frame)
-        params = PreprocessParams(n_frames=clip.n_frames, stride=1)
         try:
-            frames = model_frames(np.stack(stack), params, clip.regions or None)
-        except (ValueError, TypeError) as exc:
+            first = brightest = frame = None
+            for index in range(clip.n_frames):
+                frame = self._frame_for_model(path, index)
+                if frame is None:
+                    return
+                if brightest is None:
+                    first, brightest = frame, frame.copy()
+                else:
+                    np.maximum(brightest, frame, out=brightest)
+            # the same mask as from the whole clip: its max is `brightest`, its ends first/last
+            mask = ultrasound_mask(np.stack([first, brightest, frame])).view(np.uint8)
+            del first, brightest
+            one = PreprocessParams(n_frames=1, stride=1, mask="none")
+            frames = np.empty((clip.n_frames, one.size, one.size, 3), np.uint8)
+            for index in range(clip.n_frames):
+                frame = self._frame_for_model(path, index)
+                if frame is None:
+                    return
+                frames[index] = model_frames(cv2.bitwise_and(frame, frame, mask=mask)[None], one)[0]
+        except (ValueError, TypeError, cv2.error) as exc:
             self.failed.emit(path, f"model input: {exc}")
             return
         with self._cond:

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from echoquality_core.demo import synthetic_clip, write_dicom_clip
+from echoquality_core.dicom import read_clip
+from echoquality_core.preprocess import PreprocessParams, model_frames
 from echoquality_gui.frame_loader import FrameLoader
 from echoquality_gui.player import CinePlayer
 
@@ -118,6 +120,9 @@ def test_model_input_view_shows_112px_frames(qtbot, player, clip_25fps):
     assert player.model_image.image.shape == (112, 112, 3)
     player.seek(7)
     assert np.array_equal(player.model_image.image, player._model[7])
+    # built frame by frame, yet exactly what preprocessing gives for the whole clip at once
+    whole = model_frames(read_clip(clip_25fps).frames, PreprocessParams(n_frames=50, stride=1))
+    assert np.array_equal(player._model, whole)
 
 
 def test_overlay_follows_the_frame(qtbot, player, clip_25fps):

@@ -1,4 +1,5 @@
-"""Batch scoring: one row per clip, unreadable clips reported not fatal, resumable CSV output.
+"""Batch scoring: one row per clip, unreadable clips reported not fatal (and tried again on
+resume), a GradCAM strip that cannot be written not fatal, resumable CSV output.
 
 Real DICOM demo clips (10 clips, 24 frames, 120x160) and a real, seeded R(2+1)D-18 checkpoint
 that sees 4 frames of 48x48 px, so a clip scores in milliseconds.
@@ -18,6 +19,7 @@ import pydicom
 import pytest
 import torch
 
+from echoquality_core.demo import synthetic_clip, write_dicom_clip
 from echoquality_core.dicom import find_clips
 from echoquality_core.model import build_model, save_checkpoint
 from echoquality_core.preprocess import PreprocessParams
@@ -111,10 +113,9 @@ def test_scoring_a_folder_gives_a_row_per_clip_and_an_error_row_for_a_corrupt_on
             assert str(value) not in text  # nothing from the headers but frames and fps
 
 
-def test_a_second_run_skips_scored_clips_and_keeps_earlier_rows(
-    folder_with_corrupt_clip, checkpoint, tmp_path
-):
-    root, _ = folder_with_corrupt_clip
+def test_a_second_run_skips_scored_clips_and_keeps_earlier_rows(project_copy, checkpoint,
+                                                                 tmp_path):
+    root = project_copy
     out = tmp_path / "scores.csv"
     score_clips(root, checkpoint, out_csv=out, device="cpu")
     lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -137,6 +138,36 @@ def test_a_second_run_skips_scored_clips_and_keeps_earlier_rows(
     again = score_clips(root, checkpoint, out_csv=out, device="cpu")
     assert again.attrs["skipped"] == n and again.attrs["scored"] == 0
     assert out.read_text(encoding="utf-8") == new_text
+
+
+def test_an_unreadable_clip_is_tried_again_on_resume_and_its_row_replaced(
+    folder_with_corrupt_clip, checkpoint, tmp_path
+):
+    root, broken = folder_with_corrupt_clip
+    out = tmp_path / "scores.csv"
+    first = score_clips(root, checkpoint, out_csv=out, device="cpu", batch_size=4)
+    assert first.attrs["failed"] == 1
+    others = [line for line in out.read_text(encoding="utf-8").splitlines()
+              if not line.startswith(broken)]
+
+    still = score_clips(root, checkpoint, out_csv=out, device="cpu")  # still being copied
+    assert (still.attrs["retried"], still.attrs["failed"], still.attrs["scored"]) == (1, 1, 0)
+    assert still.attrs["skipped"] == len(first) - 1
+    assert len(still) == len(first) and still["video_path"].is_unique
+    assert still[still["video_path"] == broken]["error"].iloc[0].startswith("truncated.dcm:")
+
+    frames = synthetic_clip(np.random.default_rng(5), "good", n_frames=8, height=64, width=80)
+    write_dicom_clip(root / broken, frames, compression="none")  # the copy has finished
+    repaired = score_clips(root, checkpoint, out_csv=out, device="cpu")
+
+    assert (repaired.attrs["retried"], repaired.attrs["failed"]) == (1, 0)
+    assert repaired.attrs["scored"] == 1 and repaired.attrs["skipped"] == len(first) - 1
+    assert len(repaired) == len(first) and repaired["video_path"].is_unique
+    row = repaired[repaired["video_path"] == broken].iloc[0]
+    assert row["error"] == "" and 0 <= row["score"] <= 1 and row["frames"] == 8
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert lines[:-1] == others and lines[-1].startswith(broken)  # other rows untouched
+    assert read_scores(out).equals(repaired)
 
 
 def test_csv_input_scores_its_video_path_column(demo_project, checkpoint, tmp_path):
@@ -200,6 +231,28 @@ def test_gradcam_strips_are_written_for_failing_clips(demo_project, checkpoint, 
     pngs = sorted(strips.glob("*.png"))
     assert len(pngs) == len(clips)
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_a_gradcam_strip_that_cannot_be_written_keeps_every_score(
+    demo_project, checkpoint, tmp_path, caplog
+):
+    clips = find_clips(demo_project)[:3]
+    not_a_folder = tmp_path / "gradcam"
+    not_a_folder.write_text("a file where the strips folder should be", encoding="utf-8")
+    out = tmp_path / "scores.csv"
+    result = score_clips(clips, checkpoint, out_csv=out, device="cpu", threshold=1.0,
+                         batch_size=2, gradcam_dir=not_a_folder)
+
+    assert result.attrs["scored"] == 3 and result.attrs["failed"] == 0
+    assert result["score"].between(0, 1).all() and not result["pass"].any()
+    assert list(result["assessment"]) == [assessment(s) for s in result["score"]]
+    assert result["error"].str.startswith("gradcam failed: ").all()
+    assert out.read_text(encoding="utf-8").splitlines()[0] == ",".join(COLUMNS)
+    assert caplog.text.count("GradCAM strip for") == 3
+
+    again = score_clips(clips, checkpoint, out_csv=out, device="cpu")  # scored: not retried
+    assert again.attrs["skipped"] == 3 and again.attrs["retried"] == 0
+    assert again.equals(result)
 
 
 def test_bad_inputs_are_refused_with_a_clear_error(demo_project, checkpoint, tmp_path):
