@@ -31,6 +31,17 @@ def project_copy(demo_project, tmp_path) -> Path:
     return Path(shutil.copytree(demo_project, tmp_path / "project"))
 
 
+@pytest.fixture(autouse=True)
+def _gc_in_gui_thread(request):
+    """GUI tests collect garbage as the app does: only in the GUI thread, on a timer."""
+    if "qtbot" in request.fixturenames or "qapp" in request.fixturenames:
+        request.getfixturevalue("qapp")
+        from echoquality_gui.app import collect_garbage_in_gui_thread
+
+        collect_garbage_in_gui_thread()
+    yield
+
+
 @pytest.fixture
 def isolated_settings(tmp_path):
     """QSettings in a temporary INI file, with the rater name already set (no dialog)."""
