@@ -1,18 +1,21 @@
-"""How long preprocessing takes: ms per clip for the model input, and DICOM -> tensor end to end.
+"""How long preprocessing takes: ms per clip for the model input, and DICOM -> tensor end to end
+(pydicom's test cine, and every clip of a freshly written demo project).
 
-Run: .venv/bin/python benchmarks/bench_preprocess.py [--repeats N]
+Run: .venv/bin/python benchmarks/bench_preprocess.py [--repeats N] [--demo-clips N]
 """
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pydicom.data
 
-from echoquality_core.demo import synthetic_clip
-from echoquality_core.dicom import read_clip
+from echoquality_core.demo import synthetic_clip, write_demo_project
+from echoquality_core.dicom import find_clips, read_clip
 from echoquality_core.preprocess import model_frames, preprocess_clip, ultrasound_mask
 
 DICOM_NAME = "color3d_jpeg_baseline.dcm"  # pydicom's 120-frame 480x640 JPEG cine
@@ -38,9 +41,30 @@ def report_steps(name: str, frames: np.ndarray, repeats: int) -> None:
         print(f"  {label:16s} {median_ms(fn, repeats):8.1f} ms/clip")
 
 
+def report_demo_project(n_clips: int, n_frames: int = 48) -> None:
+    """DICOM file -> model tensor (read_clip + preprocess_clip) for each clip of a demo project
+    written at the demo's real size (480x640, JPEG and some uncompressed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        write_demo_project(tmp, n_clips=n_clips, n_frames=n_frames, height=480, width=640)
+        print(f"demo project, {n_clips} clips of {n_frames}x480x640, DICOM -> model tensor:")
+        per_clip, per_frame = [], []
+        for path in find_clips(Path(tmp)):
+            start = time.perf_counter()
+            clip = read_clip(path)
+            preprocess_clip(clip.frames)
+            ms = 1000 * (time.perf_counter() - start)
+            per_clip.append(ms)
+            per_frame.append(ms / clip.n_frames)
+            print(f"  {path.name:12s} {clip.transfer_syntax:24s} {ms:8.1f} ms/clip "
+                  f"{ms / clip.n_frames:6.2f} ms/frame")
+    print(f"  median {statistics.median(per_clip):8.1f} ms/clip  "
+          f"{statistics.median(per_frame):6.2f} ms/frame  (total {sum(per_clip) / 1000:.2f} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--demo-clips", type=int, default=10, help="clips in the demo project")
     args = parser.parse_args()
     print(f"cv2 threads: {cv2.getNumThreads()}")
 
@@ -58,6 +82,8 @@ def main() -> None:
     ms = median_ms(end_to_end, max(1, args.repeats // 3))
     print(f"DICOM -> model tensor end to end ({n_frames} frames decoded):")
     print(f"  {ms:8.1f} ms/clip  {1000 / ms:6.2f} clips/s  {ms / n_frames:6.2f} ms/frame")
+
+    report_demo_project(args.demo_clips)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,12 @@
 A clip looks like an apical four-chamber cine loop: a ~90 degree sector fanning out from an apex at
 the top centre, on black; Rayleigh speckle that is coherent over a few pixels and changes slowly;
 four dark chambers whose size follows a 60-90 bpm heart cycle inside bright myocardium, with a
-mitral valve opening and closing; burned-in text and a depth ruler beside the sector and a green
-ECG trace scrolling below it. Poor-quality kinds degrade the sector only (the overlays are the same
-for every kind, so they give the label away to no model):
+mitral valve opening and closing; burned-in text and a depth ruler beside the sector and, below
+it, a thin green ECG trace of the whole loop with a dot marking the current frame, as stored loops
+show it. The overlays are thin and apart from the sector, so EchoPrime's sector mask
+(`preprocess.ultrasound_mask`) removes them as it does on real clips. Poor-quality kinds degrade
+the sector only (the overlays are the same for every kind, so they give the label away to no
+model):
 
 - ``noise``: strong incoherent noise and clutter filling the chambers
 - ``blur``: smeared speckle and edges (out of focus / motion)
@@ -44,6 +47,8 @@ FRAME_RATES = (25.0, 30.0, 50.0)
 US_MULTIFRAME_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.3.1"  # Ultrasound Multi-frame Image Storage
 DEPTH_CM = 16.0
 JPEG_QUALITY = 92
+_ECG_SECONDS = 2.5  # the shortest ECG strip drawn below the sector
+_ECG_BASELINE = 0.945  # the ECG strip's baseline, as a fraction of the image height
 
 _README_MARK = "EchoQuality Studio demo project"
 _CLIP_NAME = re.compile(r"p\d+_c\d+\.dcm")
@@ -219,21 +224,30 @@ def _static_overlay(height: int, width: int, s: _Sector, fps: float) -> np.ndarr
     return canvas
 
 
-def _draw_ecg(frame: np.ndarray, t: float, bpm: float, phase0: float) -> None:
-    """The ECG trace of the last 2.5 s, scrolling left, with a marker at 'now' (in place)."""
-    height, width = frame.shape[:2]
+def _ecg_trace(height: int, width: int, seconds: float, bpm: float, phase0: float) -> np.ndarray:
+    """(N, 2) float32 pixel points (x, y) of the ECG over the loop's first `seconds`, left to
+    right along the bottom of the image (the same in every frame)."""
     x0, x1 = 0.05 * width, 0.88 * width
-    base, amp = 0.945 * height, 0.05 * height
+    base, amp = _ECG_BASELINE * height, 0.05 * height
     n = max(16, int(x1 - x0))
-    times = t - 2.5 + 2.5 * np.arange(n) / (n - 1)
-    trace = base - amp * _ecg(phase0 + times * bpm / 60.0)
+    times = seconds * np.arange(n) / (n - 1)
+    ys = base - amp * _ecg(phase0 + times * bpm / 60.0)
     xs = x0 + (x1 - x0) * np.arange(n) / (n - 1)
-    points = np.round(np.stack([xs, trace], axis=1) * 4).astype(np.int32)  # 2 fractional bits
+    return np.stack([xs, ys], axis=1).astype(np.float32)
+
+
+def _draw_ecg(frame: np.ndarray, trace: np.ndarray, progress: float, bpm: float) -> None:
+    """The static ECG `trace` with a dot at `progress` (0..1) along it, and the heart rate
+    (in place). A thin line and a small moving dot: nothing thick enough to survive the sector
+    mask's erosion, whichever frames are stacked."""
+    height, width = frame.shape[:2]
+    points = np.round(trace * 4).astype(np.int32)  # 2 fractional bits
     cv2.polylines(frame, [points], False, (40, 230, 60), 1, cv2.LINE_AA, shift=2)
+    x, y = trace[round(progress * (len(trace) - 1))]
     radius = max(1, round(height / 160))
-    cv2.circle(frame, (round(x1), round(trace[-1])), radius, (250, 230, 40), -1, cv2.LINE_AA)
+    cv2.circle(frame, (round(float(x)), round(float(y))), radius, (250, 230, 40), -1, cv2.LINE_AA)
     scale, thick = _font(height)
-    cv2.putText(frame, f"HR {bpm:.0f}", (round(0.905 * width), round(base)),
+    cv2.putText(frame, f"HR {bpm:.0f}", (round(0.905 * width), round(_ECG_BASELINE * height)),
                 cv2.FONT_HERSHEY_SIMPLEX, scale * 0.8, (40, 230, 60), thick, cv2.LINE_AA)
 
 
@@ -415,6 +429,8 @@ def synthetic_clip(
     if quality == "dropout":
         kept, lost = _dropout(rng, s, depth, angle, n_frames)
     to_index = np.float32((_LUT_SIZE - 1) / _LUT_MAX)
+    ecg_seconds = max(_ECG_SECONDS, n_frames / fps)  # the whole loop, at least 2.5 s
+    ecg = _ecg_trace(height, width, ecg_seconds, bpm, phase0)
 
     frames = np.empty((n_frames, height, width, 3), np.uint8)
     for t, frame in enumerate(frames):
@@ -428,7 +444,7 @@ def synthetic_clip(
         index = np.clip(amplitude * kept * to_index, 1, _LUT_SIZE - 1).astype(np.int16)
         np.take(lut, index * (np.int16(0) if lost[t] else inside), axis=0, out=frame)
         frame[ys, xs] = overlay[ys, xs]
-        _draw_ecg(frame, seconds, bpm, phase0)
+        _draw_ecg(frame, ecg, seconds / ecg_seconds, bpm)
     if square is not None:
         _draw_square(frames, square)
     return frames

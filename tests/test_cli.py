@@ -1,4 +1,4 @@
-"""The `echoquality` score, evaluate, gradcam and export commands, run as a user would.
+"""The `echoquality` demo, score, evaluate, gradcam and export commands, run as a user would.
 
 Real demo DICOM clips, a real seeded R(2+1)D-18 checkpoint (4 frames of 48x48 px), a real
 MLflow store in SQLite for `evaluate --run`.
@@ -169,3 +169,31 @@ def test_gradcam_writes_a_strip_and_refuses_unreadable_clips(
     assert main(["gradcam", str(clip), "--model", str(checkpoint), "--out",
                  str(tmp_path / "c.png"), "--layer", "layer9"]) == 2
     assert "layer9" in _error_line(capsys)
+
+
+def test_demo_writes_clips_and_labels_and_keeps_an_existing_project_unless_forced(
+    tmp_path, capsys
+):
+    from echoquality_core.dicom import find_clips, read_clip
+
+    root = tmp_path / "demo"
+    assert main(["demo", str(root), "--clips", "3", "--frames", "8"]) == 0
+    clips = find_clips(root)
+    assert len(clips) == 3 and all(c.parent == root / "clips" for c in clips)
+    assert read_clip(clips[0]).n_frames == 8
+    labels = pd.read_csv(root / "labels.csv")
+    assert list(labels.columns) == ["video_path", "quality_score"]
+    assert 1 <= len(labels) <= 3 and all((root / p).is_file() for p in labels.video_path)
+    out = capsys.readouterr().out
+    assert "Demo project written to" in out and str((root / "labels.csv").resolve()) in out
+
+    (root / "labels.csv").write_text("video_path,quality_score\nclips/mine.dcm,1\n")
+    before = {c.name: c.read_bytes() for c in clips}
+    assert main(["demo", str(root), "--clips", "2", "--frames", "4"]) == 0  # no --force
+    assert "already exists" in capsys.readouterr().out
+    assert (root / "labels.csv").read_text() == "video_path,quality_score\nclips/mine.dcm,1\n"
+    assert {c.name: c.read_bytes() for c in find_clips(root)} == before
+
+    assert main(["demo", str(root), "--clips", "2", "--frames", "4", "--force"]) == 0
+    assert len(find_clips(root)) == 2 and read_clip(find_clips(root)[0]).n_frames == 4
+    assert "clips/mine.dcm" not in (root / "labels.csv").read_text()

@@ -6,6 +6,8 @@ import hashlib
 import logging
 import pickle
 import shutil
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -433,6 +435,44 @@ def test_unknown_transfer_syntax_is_named(tmp_path):
     path = write_dicom(tmp_path / "odd.dcm", np.zeros((2, 8, 8), np.uint8),
                        syntax="1.2.3.999", encoded=[bytes(64), bytes(64)])
     assert_read_error(path, "unsupported transfer syntax", "1.2.3.999")
+
+
+# Every compressed syntax pydicom can decode has a plugin installed here, so a fresh Python takes
+# pydicom's plugins away (Decoder.remove_plugin), as if the packages were missing, and reads real
+# files: a JPEG-LS one (pylibjpeg-libjpeg only) and a JPEG 2000 one (Pillow or pylibjpeg-openjpeg).
+_WITHOUT_PLUGINS = """
+import sys
+from pydicom.pixels import get_decoder
+from pydicom.uid import JPEG2000, JPEGLSLossless
+from echoquality_core.dicom import DicomReadError, read_clip
+for syntax, labels in ((JPEGLSLossless, ["pylibjpeg"]), (JPEG2000, ["pylibjpeg", "pillow"])):
+    for label in labels:
+        get_decoder(syntax).remove_plugin(label)
+for path in sys.argv[1:]:
+    try:
+        read_clip(path).frames
+        print("read")
+    except DicomReadError as exc:
+        print(exc.reason)
+"""
+
+
+def test_missing_decoder_plugin_names_the_package_to_install():
+    files = [data_file("emri_small_jpeg_ls_lossless.dcm"), data_file("US1_J2KI.dcm")]
+    assert [str(pydicom.dcmread(f).file_meta.TransferSyntaxUID) for f in files] == [
+        "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.91"]
+    for path in files:  # with the plugins installed here, both read
+        assert read_clip(path).frames.any()
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_PLUGINS, *files], check=False,
+                          capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr
+    jpeg_ls, jpeg_2000 = done.stdout.splitlines()
+    assert jpeg_ls == ("unsupported transfer syntax JPEG-LS Lossless Image Compression: install "
+                       "pylibjpeg and pylibjpeg-libjpeg (pip install pylibjpeg "
+                       "pylibjpeg-libjpeg) to read it")
+    assert jpeg_2000.startswith("unsupported transfer syntax JPEG 2000 Image Compression: install ")
+    assert "pip install pylibjpeg pylibjpeg-openjpeg" in jpeg_2000
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about the damage

@@ -345,3 +345,63 @@ def test_demo_clips_become_model_input(quality):
     assert 0.1 < mask.mean() < 0.95  # a sector, not nothing and not everything
     out = preprocess_clip(clip)
     assert out.shape == (3, 16, 112, 112) and np.isfinite(out).all()
+
+
+# ------------------------------------------- the demo generator's overlays vs EchoPrime's mask
+# The mask's erosion is 10 px whatever the image size, so overlays are only at risk at the
+# demo's real size (480x640): a thick or smeared ECG band would survive it.
+DEMO_H, DEMO_W = 480, 640
+
+
+def demo_fan(height: int, width: int, grow: int = 0) -> np.ndarray:
+    """Bool (H,W): the sector the demo draws, from its written box (apex at the top centre,
+    radius = box height), grown by ``grow`` px. Outside it the demo draws only overlays."""
+    from echoquality_core.demo import sector_box
+
+    x0, y0, x1, y1 = sector_box(height, width)
+    radius = y1 - y0
+    half_angle = np.degrees(np.arcsin(min(1.0, (x1 - x0) / 2 / radius)))
+    inside = fan(height, width, ((x0 + x1) / 2, y0), radius, half_angle)
+    if not grow:
+        return inside
+    return cv2.dilate(inside.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=grow) > 0
+
+
+@pytest.mark.parametrize("seed, fps", [(2, 50.0), (3, 25.0), (4, 30.0)])
+def test_demo_overlays_never_survive_the_mask_and_the_sector_does(seed, fps):
+    """Every kind, several seeds: the mask keeps no pixel of the burned-in text, depth ruler and
+    ECG strip (none in the model's crop, none anywhere) and nearly all of the sector."""
+    from echoquality_core.demo import QUALITIES, synthetic_clip
+
+    y0, x0, y1, x1 = crop_box(DEMO_H, DEMO_W)
+    sector, beyond = demo_fan(DEMO_H, DEMO_W), ~demo_fan(DEMO_H, DEMO_W, grow=4)
+    for quality in QUALITIES:
+        clip = synthetic_clip(np.random.default_rng(seed), quality, n_frames=40,
+                              height=DEMO_H, width=DEMO_W, fps=fps)
+        mask = ultrasound_mask(clip)
+        overlays = clip.any(axis=(0, 3)) & beyond
+        ecg = overlays & (clip[..., 1].astype(int) - clip[..., 0] > 100).any(axis=0)  # green
+        assert ecg.sum() > 1000 and overlays[y0:y1, x0:x1].any()  # there is something to drop
+        kept = mask & overlays
+        assert not kept[y0:y1, x0:x1].any(), f"{quality}: {kept[y0:y1, x0:x1].sum()} in crop"
+        assert not kept.any(), f"{quality}: {kept.sum()} overlay pixels kept ({ecg.sum()} ECG)"
+        assert (mask & sector).sum() > 0.97 * sector.sum(), quality
+        assert not (mask & beyond).any(), quality  # the mask hugs the sector
+
+
+def test_demo_dicom_read_back_loses_its_overlays_to_the_mask(tmp_path):
+    """The app's real path: a JPEG demo DICOM, decoded, then masked. JPEG ringing spreads every
+    stroke over its 16x8 px blocks (and the sector's edge by up to two blocks); still no
+    overlay pixel may be kept."""
+    from echoquality_core.demo import synthetic_clip, write_dicom_clip
+    from echoquality_core.dicom import read_clip
+
+    drawn = synthetic_clip(np.random.default_rng(0), "good", n_frames=16, height=DEMO_H,
+                           width=DEMO_W, fps=25.0)
+    frames = read_clip(write_dicom_clip(tmp_path / "c.dcm", drawn, fps=25.0)).frames
+    mask = ultrasound_mask(frames)
+    beyond = ~demo_fan(DEMO_H, DEMO_W, grow=16)
+    y0, x0, y1, x1 = crop_box(DEMO_H, DEMO_W)
+    assert (frames.any(axis=(0, 3)) & beyond)[y0:y1, x0:x1].sum() > 100
+    assert not (mask & beyond).any(), f"{(mask & beyond).sum()} overlay pixels kept"
+    assert (mask & demo_fan(DEMO_H, DEMO_W)).mean() > 0.97 * demo_fan(DEMO_H, DEMO_W).mean()
