@@ -189,6 +189,10 @@ def _run_epoch(
     at every block; a batch interrupted that way is abandoned (no optimiser step).
     """
     model.train()
+    for module in model.modules():  # frozen blocks keep their pretrained BatchNorm statistics
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters(recurse=False)):
+            module.eval()
     n_steps = len(loader)
     total, count, done = 0.0, 0, 0
     optimizer.zero_grad(set_to_none=True)

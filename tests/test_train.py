@@ -3,17 +3,22 @@ NaN loss, unreadable clips, and (slow) that the model really learns good vs poor
 from __future__ import annotations
 
 import csv
+import logging
 import shutil
+from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+import pydicom
 import pytest
 import torch
 from mlflow import MlflowClient
 
-from echoquality_core.demo import write_demo_project
+from echoquality_core.demo import synthetic_clip, write_demo_project, write_dicom_clip
+from echoquality_core.dicom import read_clip
 from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError
 from echoquality_core.labels import LabelStore
-from echoquality_core.tracking import default_tracking_uri
+from echoquality_core.tracking import default_tracking_uri, local_artifact_dir
 from echoquality_core.train import TrainConfig, Trainer, train_epoch
 
 pytestmark = pytest.mark.filterwarnings("ignore:No weights given:UserWarning")
@@ -235,3 +240,120 @@ def test_fine_tuned_model_separates_good_from_poor_clips_on_held_out_patients(tm
     assert end.error is None, end.error
     assert end.split_sizes["test"] >= 6
     assert end.test_metrics["roc_auc"] >= 0.9, end.test_metrics
+
+
+def test_split_of_a_real_run_keeps_every_patient_in_one_split(project, tmp_path):
+    """split.csv of a real run, its clips grouped by the patient key read from their DICOM
+    headers: every patient's clips are in one split only."""
+    rows: list[dict] = []
+
+    def react(trainer, event):
+        if isinstance(event, BatchEnd) and not rows:  # the split is written before training
+            with (trainer.run_dir / "split.csv").open(newline="") as fh:
+                rows.extend(csv.DictReader(fh))
+            trainer.cancel()
+
+    end, _ = _collect(_config(project, tmp_path, epochs=1, use_mlflow=False), react)
+    assert end.cancelled and end.error is None, end.error
+    store = LabelStore(project)
+    assert sorted(r["video_path"] for r in rows) == sorted(store.paths())
+    splits_of, names_of = defaultdict(set), defaultdict(set)
+    for row in rows:
+        key = read_clip(store.resolve(row["video_path"])).metadata["patient_key"]
+        splits_of[key].add(row["split"])
+        names_of[key].add(Path(row["video_path"]).name.split("_")[0])  # p<NN>_c<M>.dcm
+    assert all(len(names) == 1 for names in names_of.values()), names_of  # key = patient
+    assert len({name for names in names_of.values() for name in names}) == len(names_of)
+    assert {key: len(s) for key, s in splits_of.items()} == {key: 1 for key in splits_of}
+    assert {s for splits in splits_of.values() for s in splits} == {"train", "val", "test"}
+    for name, size in end.split_sizes.items():
+        assert size == sum(r["split"] == name for r in rows)
+
+
+# Made-up patient data that must never leave the DICOM headers (checked case-insensitively).
+SENTINEL_NAME, SENTINEL_GIVEN = "ZQXSENTINEL", "WINIFRED"
+SENTINEL_ID = "PID-93175"
+SENTINEL_BIRTH = "1931072"  # + patient number: 19310721, 19310722, ...
+SENTINEL_STUDY = "1.2.826.0.1.3680043.9.7133.931"
+SENTINELS = (SENTINEL_NAME, SENTINEL_GIVEN, SENTINEL_ID, SENTINEL_BIRTH, SENTINEL_STUDY)
+
+
+def _sentinel_project(root: Path) -> Path:
+    """4 patients with one good and one noisy clip each; their DICOM headers carry the sentinel
+    name, ID, birth date and study UID. Returns the labels CSV."""
+    rng = np.random.default_rng(11)
+    rows = []
+    for patient in range(1, 5):
+        for kind, score in (("good", 1), ("noise", 0)):
+            rel = f"clips/clip{len(rows):02d}.dcm"
+            path = write_dicom_clip(
+                root / rel, synthetic_clip(rng, kind, n_frames=8, height=64, width=80),
+                patient_id=f"{SENTINEL_ID}-{patient}",
+                patient_name=f"{SENTINEL_NAME}{patient}^{SENTINEL_GIVEN}",
+                study_uid=f"{SENTINEL_STUDY}{patient}",
+            )
+            ds = pydicom.dcmread(path)
+            ds.PatientBirthDate = f"{SENTINEL_BIRTH}{patient}"
+            ds.save_as(path, enforce_file_format=True)
+            rows.append((rel, score))
+    csv_path = root / "labels.csv"
+    with csv_path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([("video_path", "quality_score"), *rows])
+    return csv_path
+
+
+def _leaks(text: str | bytes) -> list[str]:
+    data = text.lower() if isinstance(text, bytes) else text.lower().encode("utf-8")
+    return [s for s in SENTINELS if s.lower().encode() in data]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_no_patient_data_reaches_mlflow_run_files_or_logs(tmp_path, caplog, capsys):
+    root = tmp_path / "sentinel"
+    csv_path = _sentinel_project(root)
+    dicom_bytes = (root / "clips" / "clip00.dcm").read_bytes()
+    assert _leaks(dicom_bytes) == list(SENTINELS)  # the headers really carry every sentinel
+
+    caplog.set_level(logging.DEBUG)
+    config = TrainConfig(annotations_csv=str(csv_path), videos_dir=None, n_frames=4, stride=1,
+                         batch_size=2, epochs=1, device="cpu", log_mlflow_model=False)
+    end, events = _collect(config)
+    assert end.error is None, end.error
+    assert end.split_sizes["test"] > 0 and end.run_id is not None
+
+    client = MlflowClient(default_tracking_uri(root))  # the project's own store
+    run = client.get_run(end.run_id)
+    assert _leaks(repr(run.data.params)) == []
+    assert _leaks(repr(run.data.tags)) == []
+    assert _leaks(repr(sorted(run.data.metrics))) == []
+    assert _leaks(f"{run.info.run_name} {client.get_experiment(run.info.experiment_id).name}") \
+        == []
+
+    def listed(path: str | None = None) -> list[str]:
+        out = []
+        for item in client.list_artifacts(end.run_id, path):
+            out += listed(item.path) if item.is_dir else [item.path]
+        return out
+
+    artifact_paths = listed()
+    assert {"split.csv", "summary.json", "test_predictions.csv"} <= set(artifact_paths)
+    assert _leaks("\n".join(artifact_paths)) == []
+    artifacts = _files(local_artifact_dir({"artifact_uri": run.info.artifact_uri}))
+    assert set(artifacts) == set(artifact_paths)
+    assert {p: _leaks(data) for p, data in artifacts.items() if _leaks(data)} == {}
+
+    run_files = _files(end.run_dir)
+    assert {"split.csv", "summary.json", "best.pt"} <= set(run_files)
+    assert _leaks("\n".join(run_files)) == []
+    assert {p: _leaks(data) for p, data in run_files.items() if _leaks(data)} == {}
+    everything_else = {p: data for p, data in _files(root).items() if not p.endswith(".dcm")}
+    assert "mlruns.db" in everything_else  # the MLflow store, caches, models, artifacts
+    assert {p: _leaks(data) for p, data in everything_else.items() if _leaks(data)} == {}
+
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert caplog.records and _leaks(logged + caplog.text) == []
+    assert _leaks(repr(events)) == []  # what the GUI and the CLI show
+    assert _leaks("".join(capsys.readouterr())) == []
