@@ -3,20 +3,24 @@
 The desktop app trains this way: the child has its own interpreter, so torch, MLflow and
 SQLite never share a garbage collector or the GIL with the window (no UI stalls, no cross-thread
 crashes), and a crash of the child is reported instead of taking the app down. Events are the
-plain dataclasses of ``events.py``; Stop and Cancel reach the child through two process events.
+plain dataclasses of ``events.py``; Stop and Cancel reach the child through a lock-free shared
+integer (a multiprocessing Event would deadlock the parent if the child died while waiting on it).
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from echoquality_core.events import TrainEnd, TrainError
 
 POLL_SECONDS = 0.1
+RUN, STOP, CANCEL = 0, 1, 2  # the parent's request, in a shared integer
 
 
 def cpu_threads() -> int:
@@ -24,7 +28,7 @@ def cpu_threads() -> int:
     return max(1, (os.cpu_count() or 1) - 1)
 
 
-def _child(settings: dict[str, Any], events: Any, stop: Any, cancel: Any) -> None:
+def _child(settings: dict[str, Any], events: Any, request: Any) -> None:
     """The child process: build the config, train, send every event (the last is TrainEnd)."""
     try:
         from echoquality_core.train import TrainConfig, Trainer
@@ -41,15 +45,15 @@ def _child(settings: dict[str, Any], events: Any, stop: Any, cancel: Any) -> Non
     torch.set_num_threads(cpu_threads())
 
     def relay() -> None:  # the parent's Stop / Cancel -> the trainer
+        stopped = False
         while True:
-            if cancel.wait(POLL_SECONDS):
+            if request.value == CANCEL:
                 trainer.cancel()
                 return
-            if stop.is_set():
+            if request.value == STOP and not stopped:
                 trainer.stop()
-                if cancel.wait():
-                    trainer.cancel()
-                return
+                stopped = True
+            time.sleep(POLL_SECONDS)
 
     threading.Thread(target=relay, daemon=True).start()
     trainer.run()
@@ -66,20 +70,21 @@ class TrainProcess:
     def __init__(self, settings: dict[str, Any]):
         ctx = mp.get_context("spawn")  # no fork of a process that runs Qt or CUDA threads
         self._events = ctx.Queue()
-        self._stop, self._cancel = ctx.Event(), ctx.Event()
+        self._request = ctx.RawValue(ctypes.c_int, RUN)
         self.process = ctx.Process(target=_child, name="echoquality-train", daemon=True,
-                                   args=(dict(settings), self._events, self._stop, self._cancel))
+                                   args=(dict(settings), self._events, self._request))
 
     def start(self) -> None:
         self.process.start()
 
     def stop(self) -> None:
         """Finish now, keeping (and testing) the best model so far."""
-        self._stop.set()
+        if self._request.value == RUN:
+            self._request.value = STOP
 
     def cancel(self) -> None:
         """Abandon the run; nothing is kept."""
-        self._cancel.set()
+        self._request.value = CANCEL
 
     def events(self) -> Iterator[Any]:
         """The child's events, in order; always ends with a TrainEnd."""
