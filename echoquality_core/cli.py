@@ -125,7 +125,11 @@ def _run_train(args: argparse.Namespace) -> int:
     bar: list = [None]
 
     def show(event) -> None:
-        if isinstance(event, Progress) and event.stage == "test":
+        if isinstance(event, Progress) and event.stage == "finish":
+            if bar[0] is not None:
+                bar[0].close()
+                bar[0] = None
+        elif isinstance(event, Progress) and event.stage == "test":
             if bar[0] is not None:
                 bar[0].close()
                 bar[0] = None

@@ -8,7 +8,7 @@ written elsewhere is silently overwritten.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,34 +112,47 @@ class Project:
         """(labelled clips, clips) among the clips found in the folder."""
         return sum(self.store.get(c.rel) is not None for c in self.clips), len(self.clips)
 
-    def next_unlabelled(self, after: str | None = None) -> str | None:
-        """The first unlabelled clip after ``after`` in list order, wrapping round; None if all
-        are labelled."""
-        n = len(self.clips)
-        start = self._rows.get(after, -1) + 1 if after is not None else 0
-        for k in range(n):
-            info = self.clips[(start + k) % n]
-            if info.rel != after and self.store.get(info.rel) is None:
-                return info.rel
+    def search_order(self, after: str | None = None,
+                     order: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+        """The clips N and U go through, leaving out ``after`` (the clip on screen): first
+        ``order`` (e.g. the clip list's sorted, filtered rows; default the project's order)
+        from just after ``after``, wrapping round; then, in the project's order, the clips that
+        ``order`` leaves out."""
+        known = [rel for rel in (order if order is not None else
+                                 [c.rel for c in self.clips]) if rel in self._rows]
+        shown = set(known)
+        rest = [c.rel for c in self.clips if c.rel not in shown]
+        return _after(known, after), _after(rest, after, self._rows)
+
+    def next_unlabelled(self, after: str | None = None,
+                        order: Sequence[str] | None = None) -> str | None:
+        """The first unlabelled clip after ``after`` in ``order`` (default: list order),
+        wrapping round, then among the clips ``order`` leaves out; None if all are labelled."""
+        for group in self.search_order(after, order):
+            for rel in group:
+                if self.store.get(rel) is None:
+                    return rel
         return None
 
     def most_uncertain(self, scores: Mapping[str, float], threshold: float,
-                       after: str | None = None) -> str | None:
+                       after: str | None = None,
+                       order: Sequence[str] | None = None) -> str | None:
         """The unlabelled clip whose model score is closest to ``threshold`` (the one the model
-        is least sure about), leaving out ``after`` (the clip on screen); ties go to the first
-        in list order after ``after``. None if no unlabelled clip has a score."""
-        n = len(self.clips)
-        start = self._rows.get(after, -1) + 1 if after is not None else 0
-        best: tuple[float, int, str] | None = None
-        for k in range(n):
-            rel = self.clips[(start + k) % n].rel
-            score = scores.get(rel)
-            if rel == after or score is None or self.store.get(rel) is not None:
-                continue
-            candidate = (abs(float(score) - threshold), k, rel)
-            if best is None or candidate < best:
-                best = candidate
-        return best[2] if best else None
+        is least sure about), leaving out ``after`` (the clip on screen); looked for among the
+        clips of ``order`` first (default: all, in list order), then among the others. Ties go
+        to the first after ``after`` in that order. None if no unlabelled clip has a score."""
+        for group in self.search_order(after, order):
+            best: tuple[float, int, str] | None = None
+            for k, rel in enumerate(group):
+                score = scores.get(rel)
+                if score is None or self.store.get(rel) is not None:
+                    continue
+                candidate = (abs(float(score) - threshold), k, rel)
+                if best is None or candidate < best:
+                    best = candidate
+            if best is not None:
+                return best[2]
+        return None
 
     def reload_if_changed(self) -> bool:
         """Read the CSV again if another program changed it (keeping any change of ours not
@@ -204,3 +217,15 @@ class Project:
     @property
     def can_redo(self) -> bool:
         return bool(self._redo)
+
+
+def _after(rels: list[str], after: str | None, rows: Mapping[str, int] | None = None) -> list[str]:
+    """``rels`` rotated to start just after ``after``, without it. An ``after`` not in ``rels``
+    starts at the first clip, or with ``rows`` (project rows) after its place in the project."""
+    if after in rels:
+        i = rels.index(after)
+        return rels[i + 1:] + rels[:i]
+    if rows is not None and after in rows:
+        i = next((k for k, rel in enumerate(rels) if rows[rel] > rows[after]), len(rels))
+        return rels[i:] + rels[:i]
+    return list(rels)

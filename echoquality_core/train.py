@@ -811,6 +811,7 @@ class _RunState:
             self._save_best(self.epoch or 0, val)
         from echoquality_core.model import load_weights
 
+        t._emit(Progress("finish", 0, 0, "saving the best model"))
         load_weights(self.model, self.best_path)
         with atomic_write(t.run_dir / STATE_DICT_FILE) as fh:  # EchoPrime's format
             torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, fh)

@@ -1,8 +1,9 @@
 """Every keyboard shortcut of the app, as data: one registry drives the key handling, the
 button captions and the cheat-sheet dialog (napari-deeplabcut's pattern).
 
-Keys are Qt key-sequence strings ("Space", "Ctrl+Z", "1"). Group "Review" acts on the Review
-tab only.
+Keys are Qt key-sequence strings ("Space", "Ctrl+Z", "1"); several keys for one action are
+separated by "; " (Qt's ``QKeySequence.listFromString`` format). Group "Review" acts on the
+Review tab only.
 """
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ class Keybind:
     help: str
     group: str
     scale: str | None = None  # "binary" / "five_point": only active with that label scale
+
+    @property
+    def keys(self) -> list[str]:
+        """Every key of the action, the main one first."""
+        return self.key.split("; ")
 
 
 # Issue tags on letter keys (tag -> key). "unreadable" marks a clip that cannot be decoded.
@@ -47,8 +53,8 @@ KEYBINDS: tuple[Keybind, ...] = (
         Keybind(key, f"issue_{tag}", f"Toggle issue tag '{tag.replace('_', ' ')}'", "Label")
         for tag, key in ISSUE_KEYS.items()
     ),
-    Keybind("Ctrl+Return", "save_label", "Save the label with the current tags, stay on this clip",
-            "Label"),
+    Keybind("Ctrl+Return; Ctrl+Enter", "save_label",
+            "Save the label with the current tags, stay on this clip", "Label"),
     Keybind("N", "next_unlabelled", "Go to the next unlabelled clip", "Label"),
     Keybind("U", "next_uncertain", "Go to the unlabelled clip the model is least sure about "
             "(score closest to the threshold)", "Label"),

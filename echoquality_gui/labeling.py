@@ -39,8 +39,17 @@ def ask_rater(parent: QWidget | None) -> str:
     return name
 
 
+NOTES_TIP = "Notes of a labelled clip are saved when you press Enter or leave the clip."
+DRAFT_TIP = ("Not saved yet: these notes and tags stay with this clip (until the app closes) "
+             "and are saved with its score.")
+
+
 class LabelPanel(QWidget):
-    """Score the current clip (binary good/poor or five-point), tag issues, add notes."""
+    """Score the current clip (binary good/poor or five-point), tag issues, add notes.
+
+    Edited notes (and tags) are written before the session leaves the clip; an unlabelled
+    clip's are kept as a draft in memory, shown again with the clip and saved with its score.
+    """
 
     def __init__(self, session: Session, parent=None):
         super().__init__(parent)
@@ -48,6 +57,9 @@ class LabelPanel(QWidget):
         self._score_buttons: dict[float, QPushButton] = {}
         self._score_group = QButtonGroup(self)
         self._score_group.setExclusive(True)
+        self._edited = False  # notes or tags changed since the clip was shown
+        self._shown_tags: frozenset[str] = frozenset()
+        self._drafts: dict[str, tuple[str, frozenset[str]]] = {}  # unlabelled rel -> edits
 
         self.current = QLabel("No clip")
         self.current.setObjectName("currentLabel")
@@ -65,13 +77,15 @@ class LabelPanel(QWidget):
             self.tag_buttons[tag] = button
             tags.addWidget(button, i // 2, i % 2)
         self.notes = QLineEdit(placeholderText="Notes (Enter keeps them)")
+        self.notes.setToolTip(NOTES_TIP)
+        self.notes.textEdited.connect(lambda _text: setattr(self, "_edited", True))
         self.notes.editingFinished.connect(self._notes_edited)
         self.notes.returnPressed.connect(self.notes.clearFocus)  # hand the keys back
         self.auto_advance = QCheckBox("Go to the next unlabelled clip after labelling",
                                       checked=True)
         self.auto_advance.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.auto_advance.toggled.connect(lambda on: setattr(session, "auto_advance", on))
-        save = QPushButton(f"Save, stay here  [{keybind('save_label').key}]")
+        save = QPushButton(f"Save, stay here  [{keybind('save_label').keys[0]}]")
         save.clicked.connect(self.save)
         nxt = QPushButton(f"Next unlabelled  [{keybind('next_unlabelled').key}]")
         nxt.clicked.connect(session.next_unlabelled)
@@ -104,8 +118,10 @@ class LabelPanel(QWidget):
         layout.addStretch(1)
 
         session.scale_changed.connect(self._build_scores)
+        session.about_to_change_clip.connect(self.flush)
         session.current_changed.connect(self._show_clip)
         session.label_changed.connect(self._label_changed)
+        session.project_opened.connect(lambda _project: self._drafts.clear())
         for signal in (session.scores_changed, session.score_visibility_changed):
             signal.connect(self._show_model_score)
         self._build_scores(session.scale)
@@ -118,6 +134,7 @@ class LabelPanel(QWidget):
         return label
 
     def _build_scores(self, scale: str) -> None:
+        self.flush()
         for button in self._score_buttons.values():
             self._score_group.removeButton(button)
             button.deleteLater()
@@ -150,10 +167,14 @@ class LabelPanel(QWidget):
 
     def give_score(self, score: float, *, advance: bool | None = None) -> bool:
         """Label the current clip with ``score`` and the checked tags (written now)."""
-        if self.session.current is None or not ask_rater(self):
+        current = self.session.current
+        if current is None or not ask_rater(self):
             return False
-        return self.session.label_current(score, self.issues(), self.notes.text().strip(),
-                                          advance=advance)
+        written = self.session.label_current(score, self.issues(), self.notes.text().strip(),
+                                             advance=advance)
+        if written:
+            self._drafts.pop(current.rel, None)
+        return written
 
     def save(self) -> bool:
         """Write the chosen score, tags and notes; stay on this clip."""
@@ -169,12 +190,30 @@ class LabelPanel(QWidget):
         self._tags_edited(tag)
 
     def _tags_edited(self, _tag: str) -> None:
+        self._edited = True
         self._rewrite_if_labelled()
 
     def _notes_edited(self) -> None:
         label = self._label()
         if label is not None and (label.notes or "") != self.notes.text().strip():
             self._rewrite_if_labelled()
+
+    def flush(self, info: ClipInfo | None = None) -> None:
+        """Write the edited notes of the clip on screen (the session is about to leave it); an
+        unlabelled clip's notes and tags are kept as its draft instead (no score is made up)."""
+        current = self.session.current
+        if not self._edited or current is None or (info is not None and info.rel != current.rel):
+            return
+        self._edited = False
+        if self._label() is not None:
+            self._notes_edited()
+        elif self.notes.text().strip() or self._checked_tags() != self._shown_tags:
+            self._drafts[current.rel] = (self.notes.text(), self._checked_tags())
+        else:
+            self._drafts.pop(current.rel, None)
+
+    def _checked_tags(self) -> frozenset[str]:
+        return frozenset(t for t, b in self.tag_buttons.items() if b.isChecked())
 
     def _rewrite_if_labelled(self) -> None:
         """A labelled clip's tags/notes are saved as they change; an unlabelled clip's wait
@@ -202,10 +241,16 @@ class LabelPanel(QWidget):
         issues = set(label.issues) if label else set()
         if info is not None and info.error and label is None:
             issues.add(UNREADABLE)
+        self._edited = False
+        self._shown_tags = frozenset(issues)
+        draft = self._drafts.get(info.rel) if info is not None and label is None else None
+        if draft is not None:
+            issues = set(draft[1])
         for tag, button in self.tag_buttons.items():
             button.setChecked(tag in issues)
             button.setEnabled(info is not None)
-        self.notes.setText((label.notes or "") if label else "")
+        self.notes.setText(draft[0] if draft else (label.notes or "") if label else "")
+        self.notes.setToolTip(DRAFT_TIP if draft else NOTES_TIP)
         if info is None:
             self.current.setText("No clip")
         elif label is None:

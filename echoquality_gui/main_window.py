@@ -65,6 +65,7 @@ class MainWindow(QMainWindow):
         self._make_menus()
         self._connect()
         self.train_panel = TrainPanel(self.session)
+        self.train_panel.closed_down.connect(self.close)  # closing waited for the run
         self.add_tab(self.train_panel, "Train")
         self.review = ReviewTab(self.session)
         self.add_tab(self.review, "Review")
@@ -121,7 +122,7 @@ class MainWindow(QMainWindow):
         handlers = self._handlers()
         for bind in KEYBINDS:
             action = QAction(bind.help, self)
-            action.setShortcut(QKeySequence(bind.key))
+            action.setShortcuts(QKeySequence.listFromString(bind.key))
             action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
             action.triggered.connect(lambda _=False, h=handlers[bind.action]: h())
             self.addAction(action)
@@ -192,6 +193,7 @@ class MainWindow(QMainWindow):
         s.scale_changed.connect(self._scale_changed)
         s.scan_finished.connect(self._scan_finished)
         self.clip_list.open_requested.connect(s.open_clip)
+        s.clip_order = self.clip_list.visible_rels  # N, U and auto-advance follow the table
         self.player.clip_failed.connect(lambda _path, reason:
                                         self.label_panel.mark_unreadable(reason))
 
@@ -200,7 +202,7 @@ class MainWindow(QMainWindow):
         project = self.session.project
         if info is None or project is None:
             return
-        nxt = project.next_unlabelled(info.rel) if self.session.auto_advance else None
+        nxt = self.session.next_unlabelled_rel() if self.session.auto_advance else None
         nxt = nxt or self.clip_list.neighbour(1)
         row = project.row(nxt) if nxt else None
         self.player.prefetch(project.clips[row].path if row is not None else None)
@@ -310,6 +312,13 @@ class MainWindow(QMainWindow):
         return self._keys_dialog
 
     def closeEvent(self, event) -> None:
+        if self.train_panel.halt_for_close():  # closes again when the run has ended
+            event.ignore()
+            self.tabs.setCurrentWidget(self.train_panel)
+            self.statusBar().showMessage(
+                f"{self.train_panel.stage.text()} The window closes when it is done"
+                + ("." if self.train_panel.cancelling else "; close again to cancel it."))
+            return
         self.train_panel.shutdown()  # a running training stops, keeping its best model
         self.review.shutdown()
         self.runs_panel.shutdown()  # stops the MLflow UI server

@@ -1,6 +1,7 @@
 """Model files from the GUI: "Load model…" (a file dialog → the session's current model) and
 "Score a folder…" (a dialog that scores every clip under a folder into a resumable CSV, in the
-background, with progress and Cancel)."""
+background, with progress and Cancel; closing the dialog leaves it running, its progress in the
+status bar)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,7 +36,8 @@ def choose_model(parent: QWidget, session: Session) -> None:
 
 class ScoreFolderDialog(QDialog):
     """Score every clip under a folder with a model; rows go to a CSV (resumed if it exists).
-    Scores of the open project's folder also land in the clip list."""
+    Scoring the open project's folder makes that model the project's model, with these scores
+    in the clip list. Closing the dialog does not stop the scoring: only Cancel does."""
 
     def __init__(self, session: Session, parent: QWidget | None = None):
         super().__init__(parent)
@@ -154,7 +156,9 @@ class ScoreFolderDialog(QDialog):
         worker.cancelled.connect(self._cancelled)
         self.session.keep_alive(worker)
         self.worker = worker
-        self._in_project, self._output_path, self._done = in_project, output, 0
+        self._output_path, self._done = output, 0
+        self._model_path, self._folder_name = model, folder.name
+        self._project_root = self.session.project.root if in_project else None
         self._set_running(True)
         self.status.setText(f"Loading {model.name}…")
         self.progress.setRange(0, 0)
@@ -181,11 +185,14 @@ class ScoreFolderDialog(QDialog):
         self.progress.setFormat(f"%v / {total} clips" if total else "Finding clips…")
         if total:
             self.status.setText(f"Scoring… {done} / {total}")
+            self.session.message.emit(f"Scoring the folder {self._folder_name}: {done} / "
+                                      f"{total} clips (File > Score a folder…)")
 
     def _ended(self, text: str) -> None:
         self.worker = None
         self._set_running(False)
         self.status.setText(text)
+        self.session.message.emit(f"Score a folder ({self._folder_name}): {text}")
 
     def _finished(self, _id: int, table) -> None:
         scores = scores_by_clip(table)
@@ -197,8 +204,11 @@ class ScoreFolderDialog(QDialog):
         self._ended(f"Done: {len(table)} clips in {self._output_path.name}"
                     + (f" ({unreadable} unreadable)" if unreadable else "")
                     + (f", {skipped} already there" if skipped else ""))
-        if self._in_project:
-            self.session.set_scores(scores, table.attrs["threshold"])
+        project = self.session.project
+        if project is not None and project.root == self._project_root:
+            self.session.adopt_scores(self._model_path, scores, table.attrs["threshold"])
+            self.status.setText(f"{self.status.text()}. {self._model_path.name} is now the "
+                                "project's model (its scores are in the clip list).")
 
     def _failed(self, _id: int, text: str) -> None:
         self.progress.setRange(0, 1)
@@ -207,7 +217,3 @@ class ScoreFolderDialog(QDialog):
     def _cancelled(self, _id: int) -> None:
         self._ended(f"Cancelled after {self._done} clips; they are in {self._output_path.name}."
                     " Score again to resume.")
-
-    def closeEvent(self, event) -> None:
-        self.cancel()  # the session waits for the worker if the app closes meanwhile
-        super().closeEvent(event)

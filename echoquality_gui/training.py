@@ -342,6 +342,7 @@ class TrainPanel(QWidget):
 
     started = Signal()
     ended = Signal(object)  # TrainEnd
+    closed_down = Signal()  # a run halted by ``halt_for_close`` is over, its process too
 
     def __init__(self, session: Session, parent: QWidget | None = None):
         super().__init__(parent)
@@ -353,6 +354,7 @@ class TrainPanel(QWidget):
         self._epochs = 1
         self._first_batch_at: float | None = None
         self._closing = False
+        self._close_requested = False
         self._cancelling = False
         self._halting = False
         self._awaiting_scores = False
@@ -554,35 +556,42 @@ class TrainPanel(QWidget):
             self._set_stage("Cancelling after this batch…", busy=True)
 
     @property
-    def closing(self) -> bool:
-        """The window is closing: the run is being stopped (or cancelled) first."""
-        return self._closing
-
-    @property
     def cancelling(self) -> bool:
         return self._cancelling
 
     def halt_for_close(self) -> bool:
         """The window wants to close: the first call stops the run (its best model is tested
         and kept, at most ``CLOSE_LIMIT_MS``, then the run is cancelled), a second call cancels
-        it. False if no run is going (close now); else the window closes on ``ended``."""
-        if self.worker is None:
-            return False
+        it. False if no run is going (close now); else ``closed_down`` follows once the run and
+        its process have ended."""
+        worker = self.worker
+        if worker is None:
+            return self._close_requested  # the run ended, its process is still exiting
         if not self._closing:
-            self._closing = True
+            worker.finished.connect(self._run_closed_down)
+            if worker.isFinished():  # only its end is still queued: nothing to wait for
+                return False
+            self._closing = self._close_requested = True
             if not self._cancelling:
                 self.stop()
-                self._set_stage("Finishing training: the best model is being tested…",
+                self._set_stage("Finishing training: the best model is being tested…"
+                                if self.plots.best_epoch is not None else
+                                "Finishing training (no epoch ended yet: no model is kept)…",
                                 busy=True)
                 self._close_limit.start()
         elif not self._cancelling:
             self.cancel()
         return True
 
+    def _run_closed_down(self) -> None:
+        if self._close_requested:
+            self._close_requested = False
+            self.closed_down.emit()
+
     def shutdown(self) -> None:
         """Stop a running training (keeping its best model on disk) and wait for it; call
         before the window closes. The model is not made the project's model."""
-        self._closing = True
+        self._closing, self._close_requested = True, False
         self._probe.wait()
         if self.worker is not None:
             self.worker.stop()
@@ -599,7 +608,9 @@ class TrainPanel(QWidget):
                 self.progress.setValue(int(1000 * min(max(fraction, 0.0), 1.0)))
 
     def _on_progress(self, event: Progress) -> None:
-        if event.stage == "test":
+        if event.stage == "finish":
+            self._set_stage("Training halted: saving the best model…", busy=True)
+        elif event.stage == "test":
             self._set_stage(f"Testing the best model on {event.total} test clips…", busy=True)
         elif event.total and event.done >= event.total:
             self._set_stage("Building the model and opening the MLflow run…", busy=True)

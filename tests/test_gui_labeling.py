@@ -146,3 +146,73 @@ def test_question_mark_shows_every_shortcut(studio_window, qtbot):
     assert all(bind.help.split(" (")[0].replace("'", "&#x27;") in text for bind in KEYBINDS)
     assert keybind("toggle_gradcam").key == "G"
     assert keybind("next_uncertain").key == "U"
+
+
+def test_notes_are_saved_on_down_kept_as_draft_unlabelled_and_saved_on_close(
+        studio_window, open_project, project_copy, qtbot):
+    project = open_project(project_copy)
+    session, panel = studio_window.session, studio_window.label_panel
+    labelled = next(c.rel for c in project.clips if session.label(c.rel) is not None)
+    session.open_clip(labelled)
+    panel.notes.setFocus()
+    qtbot.keyClicks(panel.notes, "apex cut")
+    qtbot.keyClick(panel.notes, Qt.Key.Key_Down)  # the window's "next clip" key
+    assert session.current.rel != labelled
+    assert on_disk(project)[labelled].notes == "apex cut"
+
+    # An unlabelled clip: no label is made up, the notes wait for its score.
+    unlabelled = session.next_unlabelled_rel()
+    session.open_clip(unlabelled)
+    qtbot.keyClicks(panel.notes, "blurry")
+    qtbot.keyClick(panel.notes, Qt.Key.Key_Down)
+    assert unlabelled not in on_disk(project) and panel.notes.text() != "blurry"
+    qtbot.keyClick(panel.notes, Qt.Key.Key_Up)
+    assert session.current.rel == unlabelled and panel.notes.text() == "blurry"
+    assert "Not saved yet" in panel.notes.toolTip()
+    panel.notes.clearFocus()
+    press(qtbot, studio_window, "0")
+    assert on_disk(project)[unlabelled].notes == "blurry"
+
+    session.open_clip(labelled)
+    qtbot.keyClicks(panel.notes, ", foreshortened")
+    studio_window.close()
+    assert on_disk(project)[labelled].notes == "apex cut, foreshortened"
+
+
+def test_keypad_ctrl_enter_saves_without_advancing(studio_window, open_project, project_copy,
+                                                   qtbot):
+    project = open_project(project_copy)
+    session, panel = studio_window.session, studio_window.label_panel
+    rel = session.current.rel
+    panel._score_buttons[1.0].setChecked(True)
+    keypad = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.KeypadModifier
+    press(qtbot, studio_window, Qt.Key.Key_Enter, keypad)
+    assert session.current.rel == rel and on_disk(project)[rel].quality_score == 1.0
+    press(qtbot, studio_window, "?")
+    assert "Ctrl+Return; Ctrl+Enter" in studio_window._keys_dialog.text.text()
+
+
+def test_n_and_auto_advance_follow_the_sorted_filtered_table(studio_window, open_project,
+                                                             project_copy, qtbot):
+    project = open_project(project_copy)
+    session, clip_list = studio_window.session, studio_window.clip_list
+
+    def next_in_table(after):
+        rels = clip_list.visible_rels()
+        i = rels.index(after)
+        return next(r for r in rels[i + 1:] + rels[:i] if session.label(r) is None)
+
+    clip_list.view.sortByColumn(0, Qt.SortOrder.DescendingOrder)  # File, Z to A
+    start = session.current.rel
+    expected = next_in_table(start)
+    assert expected != project.next_unlabelled(start)  # the project's order differs
+    press(qtbot, studio_window, "N")
+    assert session.current.rel == expected
+    expected = next_in_table(expected)
+    press(qtbot, studio_window, "1")  # auto-advance: the next one down the sorted table
+    assert session.current.rel == expected
+
+    clip_list.filter_box.setCurrentText("Labelled")  # no unlabelled clip in the table:
+    current = session.current.rel  # the project's order
+    press(qtbot, studio_window, "N")
+    assert session.current.rel == project.next_unlabelled(current)

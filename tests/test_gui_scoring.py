@@ -195,3 +195,34 @@ def test_score_a_folder_cancel_stops_and_a_second_run_resumes(qtbot, studio_wind
     table = read_scores(folder / "scores.csv")
     assert len(table) == 12 and table["video_path"].is_unique
     assert f"{len(partial)} already there" in dialog.status.text()
+
+
+def test_scoring_the_project_folder_with_another_model_makes_it_the_model_and_runs_closed(
+        qtbot, studio_window, open_project, trained_run, trained_copy):
+    root, end = trained_copy
+    shutil.copytree(trained_run[0] / ".echoquality", root / ".echoquality")  # cached clips
+    project = open_project(root)
+    session = studio_window.session
+    load_model(qtbot, session, end.best_checkpoint, run_dir=end.run_dir, threshold=0.5)
+    other = shutil.copy(end.best_checkpoint, root / "other_model.pt")
+    messages, models = [], []
+    session.message.connect(messages.append)
+    session.model_changed.connect(models.append)
+
+    dialog = studio_window.score_folder()
+    assert dialog.folder.text() == str(project.root)
+    dialog.model.setText(str(other))
+    assert dialog.start()
+    dialog.close()  # scoring goes on in the background, its progress in the status bar
+    assert dialog.running and not dialog.isVisible()
+    qtbot.waitUntil(lambda: not dialog.running, timeout=TIMEOUT)
+
+    assert any(m.startswith("Scoring the folder project: ") for m in messages)
+    assert f"Done: {len(project.clips)} clips" in studio_window.statusBar().currentMessage()
+    table = read_scores(root / "scores.csv")
+    assert len(table) == len(project.clips)
+    assert models == [other] and session.model_path == other and session.run_dir is None
+    assert session.scores == pytest.approx(dict(zip(table["video_path"], table["score"],
+                                                    strict=True)))
+    assert session.threshold == pytest.approx(end.threshold)  # the new model's, not 0.5
+    assert not session.scoring  # nothing scored twice
