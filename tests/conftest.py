@@ -31,6 +31,17 @@ def project_copy(demo_project, tmp_path) -> Path:
     return Path(shutil.copytree(demo_project, tmp_path / "project"))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread during a test (training tests: no oversubscription of 2 cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _gc_in_gui_thread(request):
     """GUI tests collect garbage as the app does: only in the GUI thread, on a timer."""

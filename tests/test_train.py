@@ -21,15 +21,8 @@ from echoquality_core.labels import LabelStore
 from echoquality_core.tracking import default_tracking_uri, local_artifact_dir
 from echoquality_core.train import TrainConfig, Trainer, train_epoch
 
-pytestmark = pytest.mark.filterwarnings("ignore:No weights given:UserWarning")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.filterwarnings("ignore:No weights given:UserWarning"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")

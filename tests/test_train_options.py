@@ -22,17 +22,10 @@ from echoquality_core.model import build_model, save_checkpoint
 from echoquality_core.tracking import default_tracking_uri
 from echoquality_core.train import TrainConfig, Trainer
 
-pytestmark = pytest.mark.filterwarnings("ignore:No weights given:UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:No weights given:UserWarning"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 FROZEN_LR = 1e-12  # AdamW moves a weight by ~lr per step: nothing changes in float32
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
