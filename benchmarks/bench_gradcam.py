@@ -5,25 +5,14 @@ Run: .venv/bin/python benchmarks/bench_gradcam.py [--repeats N] [--threads N]
 """
 
 import argparse
-import statistics
-import time
 import warnings
 
 import torch
+from _timing import median_seconds
 
 from echoquality_core.gradcam import clip_frame_map, gradcam, maps_to_clip
 from echoquality_core.model import build_model
 from echoquality_core.preprocess import PreprocessParams
-
-
-def median_s(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -44,15 +33,15 @@ def main() -> None:
         with torch.inference_mode():
             model(video.unsqueeze(0))
 
-    print(f"  forward only          {median_s(forward, args.repeats):6.2f} s/clip")
+    print(f"  forward only          {median_seconds(forward, args.repeats):6.2f} s/clip")
     for layer in ("layer4", "layer3", "layer2"):
-        seconds = median_s(lambda layer=layer: gradcam(model, video, layer), args.repeats)
+        seconds = median_seconds(lambda layer=layer: gradcam(model, video, layer), args.repeats)
         print(f"  gradcam {layer:8s}      {seconds:6.2f} s/clip")
 
     maps = gradcam(model, video, "layer4")
     params, shape, n_frames = PreprocessParams(), (480, 640), 48
-    one = median_s(lambda: clip_frame_map(maps, 10, shape, n_frames, params), 20)
-    whole = median_s(lambda: maps_to_clip(maps, shape, n_frames, params), args.repeats)
+    one = median_seconds(lambda: clip_frame_map(maps, 10, shape, n_frames, params), 20)
+    whole = median_seconds(lambda: maps_to_clip(maps, shape, n_frames, params), args.repeats)
     mib = maps_to_clip(maps, shape, n_frames, params).nbytes / 2**20
     print(f"  clip_frame_map 480x640 {1000 * one:6.2f} ms/frame")
     print(f"  maps_to_clip 48x480x640 {whole:5.2f} s ({mib:.0f} MiB)")

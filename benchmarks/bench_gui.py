@@ -17,21 +17,11 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
+from _timing import spin
 from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
 from PySide6.QtWidgets import QApplication
 
-import echoquality_gui  # noqa: F401  (PySide6 6.12 workaround, before any Qt call)
 from echoquality_core.demo import synthetic_clip, write_dicom_clip
-
-
-def spin(app: QApplication, until, timeout: float = 30.0) -> None:
-    """Run the event loop until ``until()`` is true."""
-    end = time.perf_counter() + timeout
-    while not until():
-        if time.perf_counter() > end:
-            raise TimeoutError("benchmark step timed out")
-        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 5)
-        time.sleep(0.001)
 
 
 def run_for(app: QApplication, seconds: float) -> None:

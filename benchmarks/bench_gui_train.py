@@ -16,20 +16,11 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
-from PySide6.QtCore import QElapsedTimer, QEventLoop, QSettings, Qt, QTimer
+from _timing import spin
+from PySide6.QtCore import QElapsedTimer, QSettings, Qt, QTimer
 from PySide6.QtWidgets import QApplication
 
 from echoquality_core.demo import synthetic_clip, write_demo_project, write_dicom_clip
-
-
-def spin(app: QApplication, until, timeout: float = 900.0) -> None:
-    """Run the event loop until ``until()`` is true."""
-    end = time.perf_counter() + timeout
-    while not until():
-        if time.perf_counter() > end:
-            raise TimeoutError("benchmark step timed out")
-        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 5)
-        time.sleep(0.001)
 
 
 class Gaps:
@@ -60,9 +51,9 @@ def played_fps(app: QApplication, player, seconds: float | None, until=None) -> 
     shown, start = player.frames_shown, time.perf_counter()
     player.play()
     if seconds is not None:
-        spin(app, lambda: time.perf_counter() - start > seconds)
+        spin(app, lambda: time.perf_counter() - start > seconds, timeout=900.0)
     else:
-        spin(app, until)
+        spin(app, until, timeout=900.0)
     fps = (player.frames_shown - shown) / (time.perf_counter() - start)
     player.pause()
     return fps
@@ -92,11 +83,11 @@ def main() -> int:
         window.show()
         try:
             window.open_project(root)
-            spin(app, lambda: not window.session.scanning)
+            spin(app, lambda: not window.session.scanning, timeout=900.0)
             panel, player = window.train_panel, window.player
             spin(app, lambda: "finding" not in panel.form.device.text(), timeout=120)
             player.open_clip(cine)
-            spin(app, lambda: player.first_frame_seconds is not None)
+            spin(app, lambda: player.first_frame_seconds is not None, timeout=900.0)
             played_fps(app, player, 3.0)  # decode and cache the clip once
             gaps = Gaps()
             gaps.start()

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pydicom.data
+from _timing import median_seconds
 
 from echoquality_core.demo import synthetic_clip, write_demo_project
 from echoquality_core.dicom import find_clips, read_clip
@@ -20,15 +21,6 @@ from echoquality_core.preprocess import model_frames, preprocess_clip, ultrasoun
 
 DICOM_NAME = "color3d_jpeg_baseline.dcm"  # pydicom's 120-frame 480x640 JPEG cine
 
-
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def report_steps(name: str, frames: np.ndarray, repeats: int) -> None:
@@ -38,7 +30,7 @@ def report_steps(name: str, frames: np.ndarray, repeats: int) -> None:
         ("model_frames", lambda: model_frames(frames)),
         ("preprocess_clip", lambda: preprocess_clip(frames)),
     ]:
-        print(f"  {label:16s} {median_ms(fn, repeats):8.1f} ms/clip")
+        print(f"  {label:16s} {1000 * median_seconds(fn, repeats):8.1f} ms/clip")
 
 
 def report_demo_project(n_clips: int, n_frames: int = 48) -> None:
@@ -79,7 +71,7 @@ def main() -> None:
         preprocess_clip(clip.frames)
 
     n_frames = read_clip(path).n_frames
-    ms = median_ms(end_to_end, max(1, args.repeats // 3))
+    ms = 1000 * median_seconds(end_to_end, max(1, args.repeats // 3))
     print(f"DICOM -> model tensor end to end ({n_frames} frames decoded):")
     print(f"  {ms:8.1f} ms/clip  {1000 / ms:6.2f} clips/s  {ms / n_frames:6.2f} ms/frame")
 
