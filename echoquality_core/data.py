@@ -23,41 +23,33 @@ import torch
 from torch.utils.data import Dataset
 
 from echoquality_core.atomic import atomic_write
-from echoquality_core.dicom import DicomReadError, read_clip
+from echoquality_core.digest import file_digest
+from echoquality_core.dicom import Clip, DicomReadError, read_clip
 from echoquality_core.preprocess import PreprocessParams, model_frames, normalize
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 _DEFAULT_PARAMS = PreprocessParams()
-_CHUNK = 1 << 20
 
 
 class ClipLoadError(RuntimeError):
     """A clip could be read as DICOM but not turned into model frames (message names the file)."""
 
 
-def file_sha1(path: str | os.PathLike) -> str:
-    """SHA-1 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def load_model_frames(path: str | os.PathLike, params: PreprocessParams) -> np.ndarray:
-    """Decode a DICOM clip and return its uint8 (T,S,S,3) model frames.
+def clip_model_frames(clip: str | os.PathLike | Clip, params: PreprocessParams) -> np.ndarray:
+    """A clip (a path, or a Clip already opened) as its uint8 (T,S,S,3) model frames: the one
+    recipe from DICOM to what the model sees (normalise with ``preprocess.normalize``).
 
     Raises DicomReadError for unreadable files and ClipLoadError when preprocessing fails.
     """
-    clip = read_clip(path)
-    frames = clip.frames
+    if not isinstance(clip, Clip):
+        clip = read_clip(clip)
     regions = clip.regions if params.mask == "region" else None
     try:
-        return model_frames(frames, params, regions)
+        return model_frames(clip.frames, params, regions)
     except (ValueError, TypeError) as exc:
-        raise ClipLoadError(f"{Path(path).name}: {exc}") from exc
+        raise ClipLoadError(f"{clip.path.name}: {exc}") from exc
 
 
 class ClipCache:
@@ -84,7 +76,7 @@ class ClipCache:
         known = self._hashes.get(key)
         if known is not None and known[:2] == (st.st_mtime_ns, st.st_size):
             return known[2]
-        sha = file_sha1(key)
+        sha = file_digest(key, "sha1")
         self._hashes[key] = (st.st_mtime_ns, st.st_size, sha)
         return sha
 
@@ -106,7 +98,7 @@ class ClipCache:
                 return frames
             except (OSError, ValueError) as exc:  # truncated or foreign file: rebuild it
                 log.warning("cache entry %s unreadable (%s); decoding again", entry.name, exc)
-        frames = load_model_frames(path, self.params)
+        frames = clip_model_frames(path, self.params)
         self.misses += 1
         self._write(entry, frames)
         return frames
@@ -152,7 +144,7 @@ class EchoDataset(Dataset):
         path = self.paths[index]
         if self.cache is not None:
             return self.cache.get(path)
-        return load_model_frames(path, self.params)
+        return clip_model_frames(path, self.params)
 
     def __getitem__(self, index: int):
         video = torch.from_numpy(normalize(self.frames(index)))

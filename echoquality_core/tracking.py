@@ -7,7 +7,6 @@ and models are logged: nothing from DICOM headers, no patient keys.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
@@ -45,15 +44,6 @@ def default_tracking_uri(project_dir: str | os.PathLike) -> str:
 def default_artifact_location(project_dir: str | os.PathLike) -> str:
     """``file://<abs project dir>/mlartifacts`` (where a new experiment keeps its artifacts)."""
     return (Path(project_dir).resolve() / "mlartifacts").as_uri()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (logged to tie a run to the exact labels and split)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -44,6 +44,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
 from echoquality_core.atomic import atomic_write
+from echoquality_core.digest import file_digest
 from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError
 from echoquality_core.interrupt import Interrupted, interruptible
 from echoquality_core.preprocess import PreprocessParams
@@ -703,13 +704,11 @@ class _RunState:
         split_file = save_split(self.data.split, self.data.records, self.t.run_dir / "split.csv")
         if self.run_log is None:
             return
-        from echoquality_core.tracking import file_sha256
-
         self.run_log.log_params({f"n_{k}": v for k, v in self.data.sizes.items()}
                                 | {"n_excluded": len(self.data.failures)})
         self.run_log.set_tags({
-            "labels_sha256": file_sha256(self.t.csv_path),
-            "split_sha256": file_sha256(split_file),
+            "labels_sha256": file_digest(self.t.csv_path),
+            "split_sha256": file_digest(split_file),
             "run_dir": self.t.run_name,
         })
         self.run_log.log_artifact(split_file)
