@@ -108,9 +108,10 @@ def _run_train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainError
+    from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainError, summarize
     from echoquality_core.tracking import mlflow_ui_command
-    from echoquality_core.train import TrainConfig, Trainer, summarize
+    from echoquality_core.train import Trainer
+    from echoquality_core.train_config import TrainConfig
 
     options = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
     paths = {"annotations_csv": args.csv, "videos_dir": args.videos,
