@@ -15,7 +15,6 @@ from pathlib import Path
 from echoquality_core.dicom import DicomReadError, find_clips, read_clip
 from echoquality_core.labels import Label, LabelConflictError, LabelStore
 
-UNREADABLE = "unreadable"  # issue tag for a clip that cannot be decoded
 
 
 @dataclass

@@ -11,7 +11,8 @@ import torch
 from PySide6.QtCore import QThread, Signal
 
 from echoquality_core.checkpoint import load_scoring_model, params_from_info, require_checkpoint
-from echoquality_core.gradcam import ClipExplanation, explain_clip
+from echoquality_core.gradcam import explain_clip
+from echoquality_core.heatmap import ClipExplanation
 from echoquality_core.preprocess import PreprocessParams
 
 

@@ -9,14 +9,12 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-from echoquality_core.labels import Label
+from echoquality_core.labels import SCALES, Label
 from echoquality_core.project import ClipInfo, LabelChange, Project, read_header
-from echoquality_core.checkpoint import DEFAULT_THRESHOLD
+from echoquality_core.review import DEFAULT_THRESHOLD, disagrees
 from echoquality_core.scoring import ClipInput
 from echoquality_gui import settings
 from echoquality_gui.score_worker import ScoreWorker, scores_by_clip
-
-SCALES = ("binary", "five_point")
 
 
 class ScanWorker(QThread):
@@ -455,7 +453,7 @@ class Session(QObject):
         label, score = self.label(rel), self.scores.get(rel)
         if label is None or score is None:
             return False
-        return (score >= self.threshold) != (label.quality_score >= 0.5)
+        return disagrees(label.quality_score, score, self.threshold)
 
     def close(self) -> None:
         """Write the clip's pending edits and stop background work (call before the window

@@ -3,6 +3,7 @@ run, its warnings and errors, and a summary when it ends. The run itself is the 
 ``Trainer`` in a ``TrainWorker`` thread; the finished model becomes the project's model."""
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 import os
@@ -31,8 +32,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError
+from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError, summarize
 from echoquality_core.project import Project
+from echoquality_core.train_config import TrainConfig
 from echoquality_gui import settings as app_settings
 from echoquality_gui.session import Session
 from echoquality_gui.train_worker import DeviceProbe, TrainWorker
@@ -222,9 +224,10 @@ class TrainPlots(QWidget):
 class TrainForm(QWidget):
     """The training settings a user picks; ``values()`` gives them as TrainConfig fields."""
 
-    DEFAULTS: ClassVar[dict[str, Any]] = {"epochs": 20, "batch_size": 8, "learning_rate": 1e-4,
-                                          "num_unfrozen_layers": 2, "n_frames": 16,
-                                          "loss": "bce", "augment": False}  # TrainConfig's
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        f.name: f.default for f in dataclasses.fields(TrainConfig)
+        if f.name in ("epochs", "batch_size", "learning_rate", "num_unfrozen_layers", "n_frames",
+                      "loss", "augment")}  # the settings the form shows, TrainConfig's defaults
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -688,8 +691,6 @@ class TrainPanel(QWidget):
 
     @staticmethod
     def _summary(end: TrainEnd) -> str:
-        from echoquality_core.events import summarize
-
         lines = [TrainPanel._outcome(end)] + ([] if end.cancelled else [summarize(end)])
         if end.run_id and not end.cancelled:
             lines.append(f"MLflow run: {end.run_id}")
