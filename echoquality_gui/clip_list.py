@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from echoquality_core.project import ClipInfo
 from echoquality_core.review import assessment, called_good, labelled_good
+from echoquality_gui import theme
 from echoquality_gui.session import Session
 
 COLUMNS = ("File", "Frames", "FPS", "Label", "Issues", "Rater", "Model")
@@ -40,9 +41,9 @@ FILTERS = {
     "Disagree with model": "disagree",
     "Unreadable": "unreadable",
 }
-_ERROR_BRUSH = QBrush(QColor("#ff8a80"))
-_GOOD_BRUSH = QBrush(QColor("#7bd88f"))
-_POOR_BRUSH = QBrush(QColor("#ffb74d"))
+_ERROR_BRUSH = QBrush(QColor(theme.ERROR))
+_GOOD_BRUSH = QBrush(QColor(theme.GOOD_LABEL))
+_POOR_BRUSH = QBrush(QColor(theme.POOR_LABEL))
 
 
 def label_text(score: float) -> str:

@@ -41,6 +41,7 @@ from echoquality_core.review import (
     read_run_predictions,
 )
 from echoquality_core.run_folder import RunFolder
+from echoquality_gui import theme
 from echoquality_gui.clip_list import label_text
 from echoquality_gui.gradcam_worker import GradcamWorker
 from echoquality_gui.keybinds import FIVE_POINT, keybind
@@ -84,9 +85,9 @@ def collect_review(session: Session) -> ReviewSet | None:
 
 # --- the tab -----------------------------------------------------------------------------------
 
-_WRONG_BRUSH = QBrush(QColor("#4a2622"))
-_RIGHT_BRUSH = QBrush(QColor("#1f3d2b"))
-_DONE_BRUSH = QBrush(QColor("#7f8a9c"))
+_WRONG_BRUSH = QBrush(QColor(theme.WRONG_ROW))
+_RIGHT_BRUSH = QBrush(QColor(theme.RIGHT_ROW))
+_DONE_BRUSH = QBrush(QColor(theme.DONE_ROW))
 
 
 def _fmt(value) -> str:
@@ -143,16 +144,16 @@ class ReviewTab(QWidget):
             self.metric_labels[key] = value
 
         self.roc_plot = pg.PlotWidget(enableMenu=False)
-        self.roc_plot.setBackground("#15181e")
+        self.roc_plot.setBackground(theme.BACKGROUND)
         self.roc_plot.setMouseEnabled(False, False)
         self.roc_plot.hideButtons()
         self.roc_plot.setLabel("bottom", "False positive rate")
         self.roc_plot.setLabel("left", "True positive rate")
         self.roc_plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0.03)
-        self.roc_plot.plot([0, 1], [0, 1], pen=pg.mkPen("#4d5566", style=Qt.PenStyle.DashLine))
-        self.roc_curve = self.roc_plot.plot(pen=pg.mkPen("#4fc3f7", width=2))
+        self.roc_plot.plot([0, 1], [0, 1], pen=pg.mkPen(theme.GRID_DASH, style=Qt.PenStyle.DashLine))
+        self.roc_curve = self.roc_plot.plot(pen=pg.mkPen(theme.BLUE, width=2))
         self.roc_point = self.roc_plot.plot(pen=None, symbol="o", symbolSize=8,
-                                            symbolBrush="#ffb74d", symbolPen=None)
+                                            symbolBrush=theme.ORANGE, symbolPen=None)
         self.roc_plot.setMinimumWidth(190)
         self.roc_plot.setToolTip("ROC curve; the dot is the model at its threshold")
 

@@ -10,53 +10,11 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QThread, Signal
 
 from echoquality_core.labels import SCALES, Label
-from echoquality_core.project import ClipInfo, LabelChange, Project, read_header
+from echoquality_core.project import ClipInfo, LabelChange, Project
 from echoquality_core.review import DEFAULT_THRESHOLD, disagrees
-from echoquality_core.scoring import ClipInput
 from echoquality_gui import settings
 from echoquality_gui.score_worker import ScoreWorker, scores_by_clip
-
-
-class ScanWorker(QThread):
-    """Finds the clips under a folder and reads their headers, reporting progress; cancellable."""
-
-    found = Signal(int, list)  # scan id, list[Path]
-    headers = Signal(int, list)  # scan id, list[(row, ClipInfo)]
-    progress = Signal(int, int, int)  # scan id, done, total (done == -1: cancelled)
-    done = Signal(int)  # scan id
-
-    _ids = 0
-
-    BATCH_SECONDS = 0.1
-
-    def __init__(self, project: Project, parent: QObject | None = None):
-        super().__init__(parent)
-        ScanWorker._ids += 1
-        self.id = ScanWorker._ids
-        self._project = project
-        self._cancelled = False
-
-    def cancel(self) -> None:
-        self._cancelled = True
-
-    def run(self) -> None:
-        paths = self._project.find_paths()
-        self.found.emit(self.id, paths)
-        batch: list[tuple[int, ClipInfo]] = []
-        last = time.perf_counter()
-        relative = self._project.store.relative
-        for row, path in enumerate(paths):
-            if self._cancelled:
-                break
-            batch.append((row, read_header(path, relative(path))))
-            if time.perf_counter() - last > self.BATCH_SECONDS:
-                self.headers.emit(self.id, batch)
-                self.progress.emit(self.id, row + 1, len(paths))
-                batch, last = [], time.perf_counter()
-        if batch:
-            self.headers.emit(self.id, batch)
-        self.progress.emit(self.id, -1 if self._cancelled else len(paths), len(paths))
-        self.done.emit(self.id)
+from echoquality_gui.workers import Worker, retire
 
 
 class Session(QObject):
@@ -92,7 +50,7 @@ class Session(QObject):
         self.scale = "binary"
         self.auto_advance = True
         self.clip_order: Callable[[], list[str]] | None = None  # the clip list's visible order
-        self._scan: ScanWorker | None = None
+        self._scan: Worker | None = None
         self._scoring: ScoreWorker | None = None
         self._background: set[ScoreWorker] = set()  # cancelled or not the project's
         self._given_threshold: float | None = None
@@ -119,43 +77,33 @@ class Session(QObject):
         return project
 
     def _start_scan(self, project: Project) -> None:
-        worker = ScanWorker(project, self)
-        worker.found.connect(self._on_found)
-        worker.headers.connect(self._on_headers)
-        worker.progress.connect(self._on_progress)
-        worker.done.connect(self._on_scan_done)
-        self._scan = worker
-        worker.start()
+        self._scan = Worker(project.scan_steps, parent=self).connect(
+            yielded=self._on_scan_step, returned=lambda _: self._on_scan_done(),
+            errored=self._on_scan_failed)
+        self._scan.start()
 
-    def _is_current_scan(self, scan_id: int) -> bool:
-        """Signals of a cancelled or replaced scan may still be queued: ignore them."""
-        return self._scan is not None and self._scan.id == scan_id
+    def _on_scan_step(self, step: tuple) -> None:
+        kind = step[0]
+        if kind == "found":
+            self.project.set_paths(step[1])
+            self.clips_reset.emit()
+            self.message.emit(f"Found {len(step[1])} clips in {self.project.root.name}")
+        elif kind == "headers":
+            for row, info in step[1]:
+                self.project.clips[row] = info
+            self.clips_updated.emit([row for row, _ in step[1]])
+        else:
+            self.scan_progress.emit(step[1], step[2])
 
-    def _on_found(self, scan_id: int, paths: list[Path]) -> None:
-        if not self._is_current_scan(scan_id):
-            return
-        self.project.set_paths(paths)
-        self.clips_reset.emit()
-        self.message.emit(f"Found {len(paths)} clips in {self.project.root.name}")
+    def _on_scan_done(self) -> None:
+        scan, self._scan = self._scan, None
+        retire(scan)
+        self.scan_finished.emit()
+        self.score_project()
 
-    def _on_headers(self, scan_id: int, batch: list[tuple[int, ClipInfo]]) -> None:
-        if not self._is_current_scan(scan_id):
-            return
-        for row, info in batch:
-            self.project.clips[row] = info
-        self.clips_updated.emit([row for row, _ in batch])
-
-    def _on_progress(self, scan_id: int, done: int, total: int) -> None:
-        if self._is_current_scan(scan_id):
-            self.scan_progress.emit(done, total)
-
-    def _on_scan_done(self, scan_id: int) -> None:
-        if self._is_current_scan(scan_id):
-            scan, self._scan = self._scan, None
-            scan.wait()
-            scan.deleteLater()
-            self.scan_finished.emit()
-            self.score_project()
+    def _on_scan_failed(self, exc: BaseException) -> None:
+        self.message.emit(f"Reading the clip list stopped: {exc}")
+        self._on_scan_done()
 
     @property
     def scanning(self) -> bool:
@@ -169,9 +117,7 @@ class Session(QObject):
     def _stop_scan(self) -> None:
         if self._scan is not None:
             scan, self._scan = self._scan, None
-            scan.cancel()
-            scan.wait()
-            scan.deleteLater()
+            retire(scan)
             self.scan_finished.emit()
 
     def set_scale(self, scale: str) -> None:
@@ -345,10 +291,10 @@ class Session(QObject):
             if loading:  # nothing to score: still check that the model loads
                 self._start_scoring([])
             return False
-        self._start_scoring([ClipInput(c.path, c.rel) for c in project.clips])
+        self._start_scoring([(c.path, c.rel) for c in project.clips])
         return True
 
-    def _start_scoring(self, clips: list[ClipInput]) -> None:
+    def _start_scoring(self, clips: list[tuple[Path, str]]) -> None:
         self.cancel_scoring()
         worker = ScoreWorker(clips, self.model_path, threshold=self._given_threshold,
                              cache_dir=self.project.cache_dir if self.project else None,
