@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from echoquality_core.heatmap import ClipHeatMap
+from echoquality_core.heatmap import ClipExplanation, ClipHeatMap
 from echoquality_core.labels import REVIEWED, LabelError
 from echoquality_core.review import (
     CELLS,
