@@ -92,12 +92,56 @@ _TRAIN_OPTIONS = (
 )
 
 
+class _TrainPrinter:
+    """The trainer's events on the terminal: a tqdm bar for clip preparation and each epoch's
+    batches, one line per epoch, warnings and errors on stderr."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __call__(self, event) -> None:
+        from tqdm import tqdm
+
+        from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainError
+
+        if isinstance(event, Progress) and event.stage in ("finish", "test"):
+            self.close_bar()
+            if event.stage == "test":
+                print(f"Testing the best model on {event.total} clips", file=sys.stderr)
+        elif isinstance(event, Progress):
+            if self.bar is None:
+                self.bar = tqdm(total=event.total, desc="Preparing clips", unit="clip")
+            self.bar.n = event.done
+            self.bar.refresh()
+        elif isinstance(event, BatchEnd):
+            if event.step == 1:
+                self.close_bar()
+                self.bar = tqdm(total=event.n_steps, desc=f"Epoch {event.epoch}", unit="batch")
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{event.loss:.4f}")
+        elif isinstance(event, EpochEnd):
+            self.close_bar()
+            auc = event.metrics.get("roc_auc")
+            tqdm.write(
+                f"epoch {event.epoch}: train loss {event.train_loss:.4f}, "
+                f"val loss {event.val_loss:.4f}"
+                + (f", val AUC {auc:.3f}" if isinstance(auc, float) else "")
+                + f", lr {event.lr:.2g}" + (" (best)" if event.best else "")
+            )
+        elif isinstance(event, TrainError):
+            label = "Warning" if not event.fatal else "Error"
+            tqdm.write(f"{label}: {event.message}", file=sys.stderr)
+
+
 def _run_train(args: argparse.Namespace) -> int:
     import shlex
 
-    from tqdm import tqdm
-
-    from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainError, summarize
+    from echoquality_core.events import summarize
     from echoquality_core.tracking import mlflow_ui_command
     from echoquality_core.train import Trainer
     from echoquality_core.train_config import TrainConfig
@@ -112,51 +156,12 @@ def _run_train(args: argparse.Namespace) -> int:
     except (OSError, ValueError, TypeError) as exc:  # missing/bad TOML, invalid settings
         return _fail("train", exc)
 
-    bar: list = [None]
-
-    def show(event) -> None:
-        if isinstance(event, Progress) and event.stage == "finish":
-            if bar[0] is not None:
-                bar[0].close()
-                bar[0] = None
-        elif isinstance(event, Progress) and event.stage == "test":
-            if bar[0] is not None:
-                bar[0].close()
-                bar[0] = None
-            print(f"Testing the best model on {event.total} clips", file=sys.stderr)
-        elif isinstance(event, Progress):
-            if bar[0] is None:
-                bar[0] = tqdm(total=event.total, desc="Preparing clips", unit="clip")
-            bar[0].n = event.done
-            bar[0].refresh()
-        elif isinstance(event, BatchEnd):
-            if event.step == 1:
-                if bar[0] is not None:
-                    bar[0].close()
-                bar[0] = tqdm(total=event.n_steps, desc=f"Epoch {event.epoch}", unit="batch")
-            bar[0].update(1)
-            bar[0].set_postfix(loss=f"{event.loss:.4f}")
-        elif isinstance(event, EpochEnd):
-            if bar[0] is not None:
-                bar[0].close()
-                bar[0] = None
-            auc = event.metrics.get("roc_auc")
-            tqdm.write(
-                f"epoch {event.epoch}: train loss {event.train_loss:.4f}, "
-                f"val loss {event.val_loss:.4f}"
-                + (f", val AUC {auc:.3f}" if isinstance(auc, float) else "")
-                + f", lr {event.lr:.2g}" + (" (best)" if event.best else "")
-            )
-        elif isinstance(event, TrainError):
-            label = "Warning" if not event.fatal else "Error"
-            tqdm.write(f"{label}: {event.message}", file=sys.stderr)
-
+    show = _TrainPrinter()
     trainer = Trainer(config, callback=show)
     try:
         end = trainer.run()
     finally:
-        if bar[0] is not None:
-            bar[0].close()
+        show.close_bar()
     print(summarize(end))
     if end.run_id and config.use_mlflow:
         uri = trainer.tracking_uri

@@ -342,14 +342,7 @@ def score_clips(
     dev = resolve_device(device)
 
     out = ScoresFile(out_csv) if out_csv is not None else None
-    todo = [c for c in clips if out is None or c.name not in out.done]
-    skipped = len(clips) - len(todo)
-    if skipped:
-        log.info("skipping %d clip(s) already in %s", skipped, out.path.name)
-    retry = out.unreadable & {c.name for c in todo} if out is not None else set()
-    if retry:
-        log.info("trying %d clip(s) again that could not be read before", len(retry))
-        out.drop(retry)
+    todo, skipped, retry = _resume(out, clips)
     rows: list[dict[str, Any]] = []
     counts = {"scored": 0, "passed": 0, "failed": 0}
 
@@ -391,6 +384,21 @@ def score_clips(
     )
     result.attrs.update(threshold=threshold, skipped=skipped, retried=len(retry), **counts)
     return result
+
+
+def _resume(out: ScoresFile | None,
+            clips: list[ClipInput]) -> tuple[list[ClipInput], int, set[str]]:
+    """(clips still to score, how many the file already scores, names whose unreadable rows
+    were dropped to be tried again)."""
+    todo = [c for c in clips if out is None or c.name not in out.done]
+    skipped = len(clips) - len(todo)
+    if skipped:
+        log.info("skipping %d clip(s) already in %s", skipped, out.path.name)
+    retry = out.unreadable & {c.name for c in todo} if out is not None else set()
+    if retry:
+        log.info("trying %d clip(s) again that could not be read before", len(retry))
+        out.drop(retry)
+    return todo, skipped, retry
 
 
 def _row(name: str, item: Mapping[str, Any], score: float | None, threshold: float) -> dict:

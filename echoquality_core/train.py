@@ -64,6 +64,8 @@ from echoquality_core.train_callbacks import BestCheckpoint, Callback, EarlyStop
 from echoquality_core.train_config import LOSSES, SCHEDULERS, TrainConfig, loggable_config
 from echoquality_core.train_loop import (
     criterion_args,
+    make_optimizer,
+    mixed_precision,
     predict,
     run_epoch,
     seed_everything,
@@ -294,18 +296,9 @@ class Trainer:
         self.model = build_model(weights, device=self.device)
         self.schedule = parse_unfreeze_schedule(c.unfreeze_schedule)
         freeze_model_except_final_layers(self.model, 0 if self.schedule else c.num_unfrozen_layers)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay
-        )
-        self.scheduler = _make_scheduler(c, self.optimizer)
+        self.optimizer, self.scheduler = make_optimizer(c, self.model)
         self.criterion = make_criterion(c.loss, **criterion_args(c, self.train_labels))
-        self.amp_dtype, self.scaler = None, None
-        if c.amp and self.device.type == "cuda":
-            if torch.cuda.is_bf16_supported():
-                self.amp_dtype = torch.bfloat16
-            else:
-                self.amp_dtype = torch.float16
-                self.scaler = torch.amp.GradScaler("cuda")
+        self.amp_dtype, self.scaler = mixed_precision(c, self.device)
 
     # --- fit -----------------------------------------------------------------------------
     def _fit(self, run_log) -> TrainEnd:
@@ -469,13 +462,3 @@ class Trainer:
         names = {r["file"]: r["path"] for r in self.data.records}
         self.folder.write_predictions(metrics.get("records", []), names)
         return metrics, plots
-
-
-def _make_scheduler(c: TrainConfig, optimizer: torch.optim.Optimizer):
-    if c.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1,
-                                                          patience=3)
-    if c.scheduler == "cosine_restarts":
-        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            optimizer, T_0=c.cosine_t0, T_mult=c.cosine_t_mult)
-    return None

@@ -133,3 +133,29 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+def make_optimizer(c: TrainConfig, model: torch.nn.Module):
+    """AdamW over every parameter (frozen ones get no gradient and are skipped until their
+    block is unfrozen) and the configured learning-rate scheduler (or None)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=c.learning_rate,
+                                  weight_decay=c.weight_decay)
+    if c.scheduler == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1,
+                                                               patience=3)
+    elif c.scheduler == "cosine_restarts":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            optimizer, T_0=c.cosine_t0, T_mult=c.cosine_t_mult)
+    else:
+        scheduler = None
+    return optimizer, scheduler
+
+
+def mixed_precision(c: TrainConfig, device: torch.device):
+    """(autocast dtype or None, GradScaler or None): bfloat16 where the GPU has it, else
+    float16 with a scaler; full precision off CUDA or with ``amp=False``."""
+    if not (c.amp and device.type == "cuda"):
+        return None, None
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16, None
+    return torch.float16, torch.amp.GradScaler("cuda")
