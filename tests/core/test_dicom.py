@@ -466,7 +466,7 @@ def test_missing_decoder_plugin_names_the_package_to_install():
         assert read_clip(path).frames.any()
     done = subprocess.run([sys.executable, "-c", _WITHOUT_PLUGINS, *files], check=False,
                           capture_output=True, text=True, timeout=60,
-                          cwd=Path(__file__).parents[1])
+                          cwd=Path(__file__).parents[2])
     assert done.returncode == 0, done.stderr
     jpeg_ls, jpeg_2000 = done.stdout.splitlines()
     assert jpeg_ls == ("unsupported transfer syntax JPEG-LS Lossless Image Compression: install "

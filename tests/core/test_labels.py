@@ -25,7 +25,7 @@ from echoquality_core.labels import (
 
 GUIDE_CSV = "video_path,quality_score\necho_videos/video1.dcm,1\necho_videos/video2.dcm,0\n"
 STAMP = "2025-01-31T14:05:09+01:00"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def rows_of(path: Path) -> list[list[str]]:

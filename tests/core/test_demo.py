@@ -25,7 +25,7 @@ from echoquality_core.demo import (
     write_dicom_clip,
 )
 
-ARTIFACTS = Path(__file__).parent / "artifacts"
+ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 N_CLIPS, N_FRAMES, HEIGHT, WIDTH = 8, 12, 120, 160
 
 
