@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import pydicom
 from PySide6.QtCore import Qt
 
