@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import pydicom
+import pytest
 from PySide6.QtCore import Qt
 
 from echoquality_core.demo import synthetic_clip, write_dicom_clip
