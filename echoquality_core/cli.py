@@ -31,7 +31,12 @@ def _run_demo(args: argparse.Namespace) -> int:
         print(f"Demo project already exists at {args.path.resolve()} (labels kept; --force rewrites it)")
         print(f"Labels CSV: {existing.resolve()}")
         return 0
-    csv_path = write_demo_project(args.path, n_clips=args.clips, n_frames=args.frames, seed=args.seed)
+    bar, progress = _clip_progress("Writing demo clips")
+    try:
+        csv_path = write_demo_project(args.path, n_clips=args.clips, n_frames=args.frames,
+                                      seed=args.seed, progress=progress)
+    finally:
+        bar.close()
     print(f"Demo project written to {args.path.resolve()}")
     print(f"Labels CSV: {csv_path.resolve()}")
     return 0
@@ -58,7 +63,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--csv", type=Path, help="labels CSV (video_path, quality_score)")
     p.add_argument("--videos", type=Path, help="folder with the clips (VIDEOS_DIR)")
-    p.add_argument("--weights", type=Path, help="starting weights, e.g. video_quality_model.pt")
+    p.add_argument("--weights", metavar="NAME|FILE",
+                   help="starting weights: echoprime-quality, kinetics400, none, or a weights "
+                   "file (see `echoquality weights list`; a named one is downloaded if needed)")
     p.add_argument("--config", type=Path, help="TOML file with training settings")
     p.add_argument("--save-dir", type=Path, help="where runs are saved (default trained_models)")
     p.add_argument("--epochs", type=int)
@@ -91,6 +98,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite next to the CSV)")
     p.add_argument("--experiment")
     p.add_argument("--no-mlflow", action="store_false", dest="use_mlflow", default=None)
+    p.add_argument("--print-config", action="store_true",
+                   help="print the settings as a commented train.toml and exit")
     p.set_defaults(run=_run_train)
 
 
@@ -104,23 +113,40 @@ _TRAIN_OPTIONS = (
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from echoquality_core.cli_weights import prepare_train_weights
+    from echoquality_core.weights import REGISTRY
+
+    weights = args.weights
+    if weights and weights not in REGISTRY:
+        weights = str(Path(weights).expanduser().resolve())
+    if weights and not args.print_config:  # checked before torch is even imported
+        try:
+            prepare_train_weights(weights, Path.cwd())
+        except (OSError, ValueError) as exc:
+            return _fail("train", exc)
+
     import shlex
 
-    from tqdm import tqdm
-
     from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainError
+    from echoquality_core.progress import progress_bar
     from echoquality_core.tracking import mlflow_ui_command
-    from echoquality_core.train import TrainConfig, Trainer, summarize
+    from echoquality_core.train import SetupError, TrainConfig, Trainer, summarize
 
     options = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
-    paths = {"annotations_csv": args.csv, "videos_dir": args.videos,
-             "model_weights": args.weights, "save_dir": args.save_dir}
+    paths = {"annotations_csv": args.csv, "videos_dir": args.videos, "save_dir": args.save_dir}
     options |= {k: str(v.resolve()) for k, v in paths.items() if v is not None}
+    if weights:
+        options["model_weights"] = weights
     try:
         config = (TrainConfig.from_toml(args.config, **options) if args.config
                   else TrainConfig(**options))
     except (OSError, ValueError, TypeError) as exc:  # missing/bad TOML, invalid settings
         return _fail("train", exc)
+    if args.print_config:
+        from echoquality_core.train_toml import config_toml
+
+        print(config_toml(config), end="")
+        return 0
 
     bar: list = [None]
 
@@ -136,14 +162,14 @@ def _run_train(args: argparse.Namespace) -> int:
             print(f"Testing the best model on {event.total} clips", file=sys.stderr)
         elif isinstance(event, Progress):
             if bar[0] is None:
-                bar[0] = tqdm(total=event.total, desc="Preparing clips", unit="clip")
+                bar[0] = progress_bar(event.total, "Preparing clips", "clip")
             bar[0].n = event.done
             bar[0].refresh()
         elif isinstance(event, BatchEnd):
             if event.step == 1:
                 if bar[0] is not None:
                     bar[0].close()
-                bar[0] = tqdm(total=event.n_steps, desc=f"Epoch {event.epoch}", unit="batch")
+                bar[0] = progress_bar(event.n_steps, f"Epoch {event.epoch}", "batch")
             bar[0].update(1)
             bar[0].set_postfix(loss=f"{event.loss:.4f}")
         elif isinstance(event, EpochEnd):
@@ -151,7 +177,7 @@ def _run_train(args: argparse.Namespace) -> int:
                 bar[0].close()
                 bar[0] = None
             auc = event.metrics.get("roc_auc")
-            tqdm.write(
+            _write(
                 f"epoch {event.epoch}: train loss {event.train_loss:.4f}, "
                 f"val loss {event.val_loss:.4f}"
                 + (f", val AUC {auc:.3f}" if isinstance(auc, float) else "")
@@ -159,9 +185,13 @@ def _run_train(args: argparse.Namespace) -> int:
             )
         elif isinstance(event, TrainError):
             label = "Warning" if not event.fatal else "Error"
-            tqdm.write(f"{label}: {event.message}", file=sys.stderr)
+            _write(f"{label}: {event.message}", file=sys.stderr)
 
     trainer = Trainer(config, callback=show)
+    try:
+        trainer.preflight()  # labels CSV and starting weights, before any clip is read
+    except SetupError as exc:
+        return _fail("train", exc)
     try:
         end = trainer.run()
     finally:
@@ -173,6 +203,13 @@ def _run_train(args: argparse.Namespace) -> int:
         print(f"MLflow run {end.run_id} in {uri}")
         print("Open the MLflow UI with:  " + shlex.join(mlflow_ui_command(uri)[2:]))
     return 0 if end.error is None and not end.cancelled else 1
+
+
+def _write(text: str, file=None) -> None:
+    """A line that does not break a tqdm bar on the terminal."""
+    from tqdm import tqdm
+
+    tqdm.write(text, file=file)
 
 
 def _fail(command: str, error: BaseException | str) -> int:
@@ -206,17 +243,9 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_score(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from echoquality_core.scoring import score_clips
 
-    bar = tqdm(total=0, desc="Scoring", unit="clip", disable=None)
-
-    def progress(done: int, total: int, name: str) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
+    bar, progress = _clip_progress("Scoring")
     try:
         result = score_clips(
             args.paths, args.model, out_csv=args.out, threshold=args.threshold,
@@ -235,6 +264,20 @@ def _run_score(args: argparse.Namespace) -> int:
         print(f"Skipped {info['skipped']} clip(s) already in {args.out.name}.")
     print(f"Scores: {args.out.resolve()}")
     return 0
+
+
+def _clip_progress(desc: str):
+    """A progress bar (or plain lines) and the ``progress(done, total, name)`` that moves it."""
+    from echoquality_core.progress import progress_bar
+
+    bar = progress_bar(None, desc, "clip")
+
+    def progress(done: int, total: int, name: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return bar, progress
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -340,9 +383,13 @@ def _evaluate_labels(args: argparse.Namespace, model: Path):
         raise ValueError(f"{args.csv.name}: no labelled clips")
     labels = {name: float(store.get(name).quality_score) for name in names}
     clips = [ClipInput(store.resolve(name), name) for name in names]
-    table = score_clips(clips, model, threshold=args.threshold, device=args.device,
-                        batch_size=args.batch_size, num_workers=args.workers,
-                        cache_dir=args.cache)
+    bar, progress = _clip_progress("Scoring labelled clips")
+    try:
+        table = score_clips(clips, model, threshold=args.threshold, device=args.device,
+                            batch_size=args.batch_size, num_workers=args.workers,
+                            cache_dir=args.cache, progress=progress)
+    finally:
+        bar.close()
     table.insert(1, "label", [labels[name] for name in table["video_path"]])
     ok = table[table["error"] == ""]
     if ok.empty:
@@ -376,6 +423,7 @@ def _run_gradcam(args: argparse.Namespace) -> int:
     from echoquality_core.gradcam import visualize_gradcam
     from echoquality_core.model import WeightsError, resolve_device
     from echoquality_core.preprocess import preprocess_clip
+    from echoquality_core.progress import working
     from echoquality_core.scoring import (
         assessment,
         load_scoring_model,
@@ -391,13 +439,14 @@ def _run_gradcam(args: argparse.Namespace) -> int:
             raise WeightsError(args.model, "GradCAM needs the model's checkpoint, not a "
                                "TorchScript export (it has no layers to look into)")
         params = params_from_info(info)
-        clip = read_clip(args.clip)
-        regions = clip.regions if params.mask == "region" else None
-        video = torch.from_numpy(preprocess_clip(clip.frames, params, regions))
-        device = resolve_device(args.device)
-        score = float(score_arrays(net, video[None], device)[0])
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        visualize_gradcam(net, video, args.layer, args.out, explain=args.explain)
+        with working(f"GradCAM of {args.clip.name}"):
+            clip = read_clip(args.clip)
+            regions = clip.regions if params.mask == "region" else None
+            video = torch.from_numpy(preprocess_clip(clip.frames, params, regions))
+            device = resolve_device(args.device)
+            score = float(score_arrays(net, video[None], device)[0])
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            visualize_gradcam(net, video, args.layer, args.out, explain=args.explain)
     except (OSError, ValueError, DicomReadError) as exc:
         return _fail("gradcam", exc)
     print(f"{args.clip.name}: score {score:.3f} ({assessment(score)})")
@@ -417,10 +466,13 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _run_export(args: argparse.Namespace) -> int:
     from echoquality_core.export import FORMATS, INFO_FILE, export_model
+    from echoquality_core.progress import working
 
+    formats = tuple(args.format or FORMATS)
     try:
-        info = export_model(args.model, args.out, example_frames=args.frames,
-                            formats=tuple(args.format or FORMATS))
+        with working(f"Exporting ({', '.join(formats)})"):
+            info = export_model(args.model, args.out, example_frames=args.frames,
+                                formats=formats)
     except (OSError, ValueError, TypeError, RuntimeError) as exc:
         return _fail("export", exc)
     for fmt, name in info["files"].items():
@@ -439,10 +491,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="echoquality", description="Quality control of echocardiography clips."
     )
+    from echoquality_core import __version__
+    from echoquality_core.cli_weights import add_parsers as add_weights
+
     parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
+    parser.add_argument("--debug", action="store_true",
+                        help="debug logging, and a traceback for unexpected errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_demo, _add_train, _add_evaluate, _add_score, _add_gradcam, _add_export,
-                _add_gui):
+                _add_gui, add_weights):
         add(sub)
     return parser
 
@@ -451,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `echoquality` console script."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
@@ -459,6 +517,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 (one line for the user; --debug shows the traceback)
+        if args.debug:
+            raise
+        text = " ".join(str(exc).split())
+        print(f"echoquality {args.command}: unexpected error: {type(exc).__name__}"
+              f"{': ' + text if text else ''} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -282,6 +282,15 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+class SetupError(ValueError):
+    """The labels CSV or the starting weights cannot be used (``kind``: "data" | "weights");
+    found by ``Trainer.preflight`` before any clip is prepared."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
 class _Abort(Exception):
     """Ends a run with a fatal TrainError."""
 
@@ -324,6 +333,7 @@ class Trainer:
         self.project_dir = self.csv_path.parent
         self.run_name = config.run_name or f"{datetime.now():%Y%m%d-%H%M%S}-{uuid4().hex[:4]}"
         self.run_dir = self._project_path(config.save_dir) / self.run_name
+        self.start = None  # the checked starting weights, once the run begins
 
     # --- control -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -401,6 +411,8 @@ class Trainer:
             end = self._run()
         except _Abort as exc:
             end = self._fail(exc.error)
+        except SetupError as exc:
+            end = self._fail(TrainError(exc.kind, str(exc)))
         except _Cancelled:
             end = TrainEnd(None, {}, None, cancelled=True)
         except _StoppedEarly:
@@ -417,6 +429,7 @@ class Trainer:
 
     def _run(self) -> TrainEnd:
         config = self.config
+        self.preflight()  # before any clip is prepared
         generator = _seed_everything(config.seed)
         data = self._prepare_data()
         from echoquality_core.model import resolve_device
@@ -426,6 +439,7 @@ class Trainer:
         if not config.use_mlflow:
             return state.fit(None)
         from echoquality_core.tracking import default_artifact_location, start_run
+        from echoquality_core.weights import starting_point_params
 
         uri = self.tracking_uri
         artifacts = (
@@ -434,13 +448,31 @@ class Trainer:
             else None
         )
         with start_run(
-            _loggable_config(config),
+            _loggable_config(config) | starting_point_params(self.start),
             tracking_uri=uri,
             experiment=config.experiment,
             run_name=self.run_name,
             artifact_location=artifacts,
         ) as run_log:
             return state.fit(run_log)
+
+    def preflight(self) -> None:
+        """Check the labels CSV and the starting weights (``model_weights``: a starting point's
+        name or a file) in milliseconds, before any clip is read or MLflow run opened; raises
+        :class:`SetupError` with a one-line reason. ``run()`` does it first."""
+        from echoquality_core.labels import LabelStore
+        from echoquality_core.weights import check_starting_weights
+
+        if not self.csv_path.is_file():
+            raise SetupError("data", f"Labels CSV not found: {self.csv_path}")
+        try:
+            LabelStore(self.csv_path)
+        except (ValueError, OSError) as exc:
+            raise SetupError("data", f"{self.csv_path.name}: {exc}") from exc
+        try:
+            self.start = check_starting_weights(self.config.model_weights, self.project_dir)
+        except ValueError as exc:
+            raise SetupError("weights", str(exc)) from exc
 
     def _prepare_data(self) -> _Data:
         """Labels → usable clips (decoded and cached) → patient split."""
@@ -586,15 +618,12 @@ class _RunState:
     # --- model ---------------------------------------------------------------------------
     def _build(self) -> None:
         from echoquality_core.losses import make_criterion
-        from echoquality_core.model import (
-            build_model,
-            freeze_model_except_final_layers,
-            parse_unfreeze_schedule,
-        )
+        from echoquality_core.model import freeze_model_except_final_layers, parse_unfreeze_schedule
+
+        from echoquality_core.weights import build_start_model
 
         c = self.config
-        weights = str(self.t._project_path(c.model_weights)) if c.model_weights else None
-        self.model = build_model(weights, device=self.device)
+        self.model, _ = build_start_model(self.t.start, self.device)
         if c.unfreeze_schedule:
             self.schedule = parse_unfreeze_schedule(c.unfreeze_schedule)
             freeze_model_except_final_layers(self.model, 0)
