@@ -16,12 +16,10 @@ from PySide6.QtGui import QDoubleValidator
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QGridLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -36,6 +34,7 @@ from echoquality_core.project import Project
 from echoquality_gui import settings as app_settings
 from echoquality_gui.session import Session
 from echoquality_gui.train_worker import DeviceProbe, TrainWorker
+from echoquality_gui.weights_picker import WeightsPicker
 
 LOSS_CHOICES = {"Binary cross-entropy": "bce", "Focal (hard clips count more)": "focal"}
 LEARNING_RATES = ("1e-3", "3e-4", "1e-4", "3e-5", "1e-5")
@@ -263,24 +262,11 @@ class TrainForm(QWidget):
             "Each time a training clip is used, change its brightness, contrast, angle, "
             "position and zoom a little and add noise, so the model does not learn the clips "
             "by heart. Slower, usually better with few clips.")
-        self.weights = QLineEdit(placeholderText="none")
-        self.weights.setToolTip(
-            "A model file (.pt) to start from, e.g. the EchoPrime quality model "
-            "video_quality_model.pt. Without one the model starts from random weights.")
-        browse = QPushButton("Browse…")
-        browse.setToolTip("Choose a starting model file")
-        browse.clicked.connect(self.choose_weights)
-        weights_row = QHBoxLayout()
-        weights_row.setSpacing(4)
-        weights_row.addWidget(self.weights, 1)
-        weights_row.addWidget(browse)
-        self.weights_warning = QLabel(
-            "No starting weights: the model learns from scratch and will score poorly unless "
-            "you have many labelled clips.")
+        self.weights = WeightsPicker()
+        self.weights_warning = QLabel()
         self.weights_warning.setObjectName("trainWarning")
         self.weights_warning.setWordWrap(True)
-        self.weights.textChanged.connect(
-            lambda text: self.weights_warning.setVisible(not text.strip()))
+        self.weights.changed.connect(self._show_weights_warning)
         self.device = QLabel("finding…")
         self.device.setObjectName("trainDevice")
         self.device.setWordWrap(True)
@@ -298,9 +284,15 @@ class TrainForm(QWidget):
                             ("Augmentation", self.augment)):
             form.addRow(text, field)
             form.labelForField(field).setToolTip(field.toolTip())
-        form.addRow("Starting weights", weights_row)
+        form.addRow("Starting weights", self.weights)
         form.addRow(self.weights_warning)
         form.addRow("Device", self.device)
+        self._show_weights_warning()
+
+    def _show_weights_warning(self) -> None:
+        text = self.weights.warning_text()
+        self.weights_warning.setText(text)
+        self.weights_warning.setVisible(bool(text))
 
     @staticmethod
     def _spin(lo: int, hi: int, value: int, tip: str) -> QSpinBox:
@@ -310,13 +302,6 @@ class TrainForm(QWidget):
         spin.setToolTip(tip)
         return spin
 
-    def choose_weights(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Starting model weights", self.weights.text() or str(Path.home()),
-            "PyTorch model (*.pt *.pth *.ckpt);;All files (*)")
-        if path:
-            self.weights.setText(path)
-
     def values(self) -> dict[str, Any]:
         """The form as TrainConfig fields; ValueError names a field that is not a number."""
         try:
@@ -324,6 +309,8 @@ class TrainForm(QWidget):
         except ValueError:
             raise ValueError(
                 f"Learning rate {self.learning_rate.currentText()!r} is not a number") from None
+        if not self.weights.ready():
+            raise ValueError(self.weights.warning_text())
         return {
             "epochs": self.epochs.value(),
             "batch_size": self.batch_size.value(),
@@ -332,7 +319,7 @@ class TrainForm(QWidget):
             "n_frames": self.n_frames.value(),
             "loss": LOSS_CHOICES[self.loss.currentText()],
             "augment": self.augment.isChecked(),
-            "model_weights": self.weights.text().strip() or None,
+            "model_weights": self.weights.spec(),
         }
 
 
@@ -360,7 +347,7 @@ class TrainPanel(QWidget):
         self._awaiting_scores = False
 
         self.form = TrainForm()
-        self.form.weights.editingFinished.connect(self._remember_weights)
+        self.form.weights.changed.connect(self._remember_weights)
         self.data_label = QLabel("Open a project to train on its labels.")
         self.data_label.setWordWrap(True)
         self.train_button = QPushButton("Train")
@@ -462,15 +449,16 @@ class TrainPanel(QWidget):
 
     # --- project ---------------------------------------------------------------------------
     def _project_opened(self, project: Project) -> None:
-        weights = app_settings.project_value(project.root, "train_weights", "")
-        self.form.weights.setText(str(weights or ""))
+        weights = app_settings.project_value(project.root, "train_weights", None)
+        self.form.weights.set_spec(self.form.weights.default_spec() if weights is None
+                                   else str(weights))
         self._show_data()
 
     def _remember_weights(self) -> None:
         project = self.session.project
         if project is not None:
             app_settings.set_project_value(project.root, "train_weights",
-                                           self.form.weights.text().strip())
+                                           self.form.weights.spec() or "none")
 
     def _show_data(self) -> None:
         project = self.session.project
@@ -593,6 +581,7 @@ class TrainPanel(QWidget):
         before the window closes. The model is not made the project's model."""
         self._closing, self._close_requested = True, False
         self._probe.wait()
+        self.form.weights.shutdown()
         if self.worker is not None:
             self.worker.stop()
             self.worker.wait()
