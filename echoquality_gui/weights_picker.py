@@ -85,9 +85,11 @@ class WeightsPicker(QWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(False)
-        self.status = QLabel()
-        self.status.setWordWrap(True)
+        self.status = QLabel()  # always short; longer messages go to warning_text()
         self.status.setObjectName("weightsStatus")
+        self.failure = ""  # the last download's failure, in full
+        for button in (self.download_button, self.cancel_button, self.browse_button):
+            button.setMinimumWidth(button.fontMetrics().horizontalAdvance(button.text()) + 28)
         grid = QGridLayout(self)
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setSpacing(4)
@@ -126,6 +128,7 @@ class WeightsPicker(QWidget):
     def set_spec(self, spec: str | None) -> None:
         """Show ``spec`` (a name, a path, ''/None)."""
         spec = (spec or "").strip()
+        self.failure = ""
         if spec in self.registry:
             key = spec
         elif spec:
@@ -148,6 +151,10 @@ class WeightsPicker(QWidget):
     def warning_text(self) -> str:
         """What the user should know about the choice ('' if nothing)."""
         key = self.key()
+        if self.failure:
+            return self.failure
+        if self.worker is not None:
+            return ""
         if key == NONE or (key == FILE and not self.file):
             return ("No starting weights: the model learns from scratch and will score poorly "
                     "unless you have many labelled clips.")
@@ -167,6 +174,7 @@ class WeightsPicker(QWidget):
             self.changed.emit()
 
     def _chosen(self) -> None:
+        self.failure = ""
         self._refresh()
         self.changed.emit()
 
@@ -181,9 +189,10 @@ class WeightsPicker(QWidget):
         worker.failed.connect(self._on_failed)
         worker.finished.connect(self._on_finished)
         self.worker = worker
-        self.progress.setValue(0)
-        self.status.setText(f"Downloading {point.title}…")
+        self.failure = ""
+        self.status.setText("Connecting…")
         self._refresh_buttons()
+        self.changed.emit()
         worker.start()
 
     def cancel_download(self) -> None:
@@ -194,20 +203,26 @@ class WeightsPicker(QWidget):
     def _on_progress(self, p: DownloadProgress) -> None:
         if p.total:
             self.progress.setValue(int(1000 * p.done / p.total))
-        self.status.setText(p.text())
+        total = f" of {p.total / 1e6:.0f}" if p.total else ""
+        self.status.setText(f"{p.done / 1e6:.0f}{total} MB, {p.speed / 1e6:.1f} MB/s")
+        self.status.setToolTip(p.text())
 
     def _on_done(self, path: str) -> None:
         self._refresh()
-        self.status.setText("Downloaded and verified (size and SHA-256).")
+        self.status.setText("Downloaded and verified.")
         self.status.setToolTip(path)
         self.changed.emit()
 
     def _on_failed(self, message: str) -> None:
-        self.status.setText(message)
+        cancelled = "cancelled" in message
+        self.status.setText("Download cancelled." if cancelled else "Download failed.")
+        self.failure = "" if cancelled else message
+        self.changed.emit()
 
     def _on_finished(self) -> None:
         self.worker = None
         self._refresh_buttons()
+        self.changed.emit()
 
     def shutdown(self) -> None:
         """Cancel a download and wait for its thread (before the window closes)."""
@@ -241,7 +256,7 @@ class WeightsPicker(QWidget):
         busy = self.worker is not None
         point = self.registry.get(key)
         can_download = point is not None and point.url is not None and not self.cached(key)
-        self.download_button.setVisible(key != FILE)
+        self.download_button.setVisible(key != FILE and not busy)
         self.download_button.setEnabled(can_download and not busy)
         self.browse_button.setVisible(key == FILE)
         self.cancel_button.setVisible(busy)

@@ -55,10 +55,11 @@ def test_choose_download_cancel_retry(studio_window, qtbot, served, cache, scree
         qtbot.waitUntil(lambda: len(seen) >= 1, timeout=10000)
         assert picker.cancel_button.isVisible() and not picker.choice.isEnabled()
         qtbot.waitUntil(lambda: "MB/s" in picker.status.text(), timeout=5000)
+        assert " of 4 MB, " in picker.status.text()
         screenshot(window.train_panel, "train_tab_weights_downloading.png")
         picker.cancel_download()
         qtbot.waitUntil(lambda: picker.worker is None, timeout=10000)
-        assert "cancelled" in picker.status.text()
+        assert picker.status.text() == "Download cancelled."
         part = cache / "video_quality_model.pt.part"
         assert 0 < part.stat().st_size < served.stat().st_size
         assert not picker.ready() and picker.download_button.isEnabled()
@@ -89,9 +90,11 @@ def test_offline_download_says_where_to_put_the_file(studio_window, qtbot, cache
     picker.set_spec("kinetics400")
     picker.start_download()
     qtbot.waitUntil(lambda: picker.worker is None, timeout=10000)
-    text = picker.status.text()
+    assert picker.status.text() == "Download failed."
+    text = studio_window.train_panel.form.weights_warning.text()
     assert "by hand" in text and str(cache_dir() / "r2plus1d_18-91a641e6.pth") in text
     assert not picker.ready()
+    picker.set_spec("none")
 
 
 def test_choice_is_remembered_per_project(studio_window, open_project, project_copy, tmp_path,
