@@ -96,17 +96,19 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 def fetch(name: str, *, sha256: str | None = None, url: str | None = None) -> Path:
     """Download a starting point with a progress bar on stderr (a no-op when cached)."""
-    from echoquality_core.weights import cached_path, download_starting_point, starting_point
+    from echoquality_core.weights import cached_path, download_starting_point
 
-    point = starting_point(name)
     cached = cached_path(name)
     if cached is not None and cached.is_file() and sha256 is None and url is None:
         return cached
-    bar = progress_bar(point.size, f"Downloading {name}", "B")
-    if hasattr(bar, "unit_scale"):
-        bar.unit_scale, bar.unit_divisor = True, 1024
+    bars: list = []  # made at the first progress: no bar when the server cannot be reached
 
     def show(p: DownloadProgress) -> None:
+        if not bars:
+            bars.append(progress_bar(p.total, f"Downloading {name}", "B"))
+            if hasattr(bars[0], "unit_scale"):  # tqdm: MB, not bytes
+                bars[0].unit_scale, bars[0].unit_divisor = True, 1024
+        bar = bars[0]
         bar.total = p.total
         bar.n = p.done
         bar.set_postfix(speed=f"{p.speed / 1e6:.1f} MB/s")
@@ -115,7 +117,8 @@ def fetch(name: str, *, sha256: str | None = None, url: str | None = None) -> Pa
     try:
         return download_starting_point(name, sha256=sha256, url=url, progress=show)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
 
 
 def prepare_train_weights(spec: str | None, base_dir: Path) -> None:
