@@ -36,8 +36,7 @@ class LineProgress:
         self.every = every
         self.postfix = ""
         self._start = self._last = time.monotonic()
-        self._closed = False
-        self._line(started=True)
+        self._closed = self._printed = False
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -59,23 +58,25 @@ class LineProgress:
     def write(self, text: str, file: IO[str] | None = None) -> None:
         print(text, file=file or self.file, flush=True)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """A last line, if the work counted something or lines were printed (a command that
+        fails at once prints only its error); ``failed`` says it stopped rather than finished."""
         if not self._closed:
             self._closed = True
-            self._line(final=True)
+            if self.n or self._printed:
+                self._line(final=True, failed=failed)
 
-    def _line(self, started: bool = False, final: bool = False) -> None:
+    def _line(self, final: bool = False, failed: bool = False) -> None:
+        self._printed = True
         elapsed = time.monotonic() - self._start
-        if started:
-            parts = ["started"]
-        elif self.total:
+        if self.total:
             parts = [f"{self.n}/{self.total} {self.unit} ({100 * self.n / self.total:.0f} %)"]
         else:
             parts = [f"{self.n} {self.unit}"] if self.n else ([] if final else ["working"])
-        if self.postfix and not started:
+        if self.postfix:
             parts.append(self.postfix)
-        if not started:
-            parts.append(f"done in {elapsed:.0f} s" if final else f"{elapsed:.0f} s")
+        end = "stopped after" if failed else "done in"
+        parts.append(f"{end} {elapsed:.0f} s" if final else f"{elapsed:.0f} s")
         print(f"{self.desc}: {', '.join(parts)}", file=self.file, flush=True)
 
     def __enter__(self) -> LineProgress:
@@ -109,9 +110,11 @@ def working(desc: str, file: IO[str] | None = None, every: float = EVERY_S) -> I
 
     thread = threading.Thread(target=tick, daemon=True)
     thread.start()
+    failed = True
     try:
         yield
+        failed = False
     finally:
         done.set()
         thread.join()
-        bar.close()
+        bar.close(failed) if isinstance(bar, LineProgress) else bar.close()

@@ -186,6 +186,27 @@ def test_progress_lines_when_not_a_terminal(tmp_path, demo_project):
     done, _ = _cli("demo", str(tmp_path / "d"), "--clips", "3", "--frames", "4", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert "\r" not in done.stderr
-    assert lines[0] == "Writing demo clips: started"
+    assert "\r" not in done.stderr  # whole lines, no carriage-return redraws
     assert lines[-1].startswith("Writing demo clips: 3/3 clip (100 %), done in ")
+
+
+def test_line_progress_prints_periodically_and_stays_quiet_on_early_errors():
+    import io
+
+    from echoquality_core.progress import LineProgress, working
+
+    out = io.StringIO()
+    bar = LineProgress(4, "Scoring", "clip", out, every=0.0)
+    bar.update(1)
+    bar.set_postfix(loss="0.5")
+    bar.update(1)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("Scoring: 1/4 clip (25 %), ")
+    assert lines[1].startswith("Scoring: 2/4 clip (50 %), loss=0.5, ")
+    assert lines[2].startswith("Scoring: 2/4 clip (50 %), loss=0.5, done in ")
+    quiet = io.StringIO()
+    LineProgress(None, "Scoring", "clip", quiet).close()
+    with pytest.raises(ValueError), working("Exporting", quiet, every=60):
+        raise ValueError("bad model")
+    assert quiet.getvalue() == ""
