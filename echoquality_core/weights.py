@@ -15,6 +15,7 @@ file's keys and shapes without torch, so a wrong file is refused before any clip
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from echoquality_core.weights_file import (
     read_shapes,
     split_checkpoint,
 )
+
+log = logging.getLogger(__name__)
 
 CACHE_ENV = "ECHOQUALITY_CACHE"
 NONE = "none"
@@ -245,7 +248,7 @@ def build_start_model(start: StartingWeights, device: Any = "cpu") -> tuple[Any,
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the random head is said below
+        warnings.simplefilter("ignore", UserWarning)  # only the head is random: logged below
         model = build_model(None, "cpu")
     state, _ = split_checkpoint(start.path, _read_torch_file(start.path),
                                 lambda v: hasattr(v, "shape"))
@@ -254,6 +257,7 @@ def build_start_model(start: StartingWeights, device: Any = "cpu") -> tuple[Any,
                 ignore=("fc.",))
     missing, _ = model.load_state_dict(backbone, strict=False)
     new = [k for k in missing if not k.endswith("num_batches_tracked")]
+    log.info("%s: backbone loaded; %s start random", start.path.name, ", ".join(new))
     return model.to(resolve_device(device)), new
 
 
