@@ -1,4 +1,4 @@
-"""Download one file over HTTP(S) so that it can be trusted: resumed, verified, then moved into place.
+"""Download a file over HTTP(S) so that it can be trusted: resumed, verified, moved into place.
 
 The bytes go to ``<dest>.part`` beside the destination. An interrupted download is resumed with
 an HTTP ``Range`` request (a server that ignores it makes us start again); the SHA-256 and the

@@ -140,10 +140,11 @@ def split_checkpoint(
             break
     not_tensors = [str(k) for k, v in state.items() if not is_tensor(v)]
     if not_tensors or not state:
+        found = f"{few(not_tensors)} are not tensors" if not_tensors else "it is empty"
         raise WeightsError(
             path,
             "no model state dict found: expected parameter tensors (or a 'model_state_dict' "
-            f"entry), but {few(not_tensors) + ' are not tensors' if not_tensors else 'it is empty'}",
+            f"entry), but {found}",
         )
     return {str(k).removeprefix("module."): v for k, v in state.items()}, info
 

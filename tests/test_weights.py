@@ -251,7 +251,8 @@ class Pickled:  # a Python object torch.save would pickle by reference
 @pytest.mark.parametrize("content, message", [
     (lambda: {"model": Pickled()}, r"pickled Python objects.*test_weights\.Pickled"),
     (lambda: {"epochs": 3, "name": "resnet"}, r"no model state dict found: .*epochs, name"),
-    (lambda: nn.Linear(2, 1).state_dict(), r"2 unexpected key\(s\): weight, bias; 187 missing key\(s\): stem.0.weight"),
+    (lambda: nn.Linear(2, 1).state_dict(),
+     r"2 unexpected key\(s\): weight, bias; 187 missing key\(s\): stem.0.weight"),
     (lambda: [1, 2], "expected a dict of weights, found a list"),
 ])
 def test_wrong_files_are_refused_naming_the_problem(tmp_path, content, message):
