@@ -86,7 +86,7 @@ def download(
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    part = _Part(dest.with_name(dest.name + ".part"))
     for attempt in range(1, ATTEMPTS + 1):
         try:
             _fetch(url, part, size, progress, should_cancel)
@@ -103,7 +103,7 @@ def download(
             reason = getattr(exc, "reason", None) or exc
             raise OfflineError(manual_hint or f"Could not reach {url} ({reason}).") from exc
     _verify(part, url, sha256, size)
-    os.replace(part, dest)
+    os.replace(part.path, dest)
     return dest
 
 
@@ -111,12 +111,32 @@ class _Interrupted(Exception):
     """The connection closed before the whole file came; the part is kept and resumed."""
 
 
-def _fetch(url, part: Path, size, progress, should_cancel) -> None:
-    """Write the (rest of the) file into ``part``; one retry from zero if a resume fails."""
-    have = part.stat().st_size if part.is_file() else 0
-    if size is not None and have > size:
-        part.unlink()
-        have = 0
+class _Part:
+    """The ``.part`` file, its size and the SHA-256 of its bytes, hashed as they arrive (no
+    second pass over the file); a part left by an earlier attempt is hashed once."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.restart()
+        if path.is_file():
+            with open(path, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    self.add(chunk)
+
+    def restart(self) -> None:
+        self.digest, self.size = hashlib.sha256(), 0
+
+    def add(self, chunk: bytes) -> None:
+        self.digest.update(chunk)
+        self.size += len(chunk)
+
+
+def _fetch(url, part: _Part, size, progress, should_cancel) -> None:
+    """Write the (rest of the) file into ``part``; from zero if the server ignores Range."""
+    if size is not None and part.size > size:
+        part.path.unlink()
+        part.restart()
+    have = part.size
     if size is not None and have == size:
         return  # complete from an earlier attempt; verified by the caller
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
@@ -132,17 +152,19 @@ def _fetch(url, part: Path, size, progress, should_cancel) -> None:
         resumed = have and response.status == 206
         if not resumed:
             have = 0  # the server sent the whole file
+            part.restart()
         length = response.headers.get("Content-Length")
         total = have + int(length) if length and length.isdigit() else size
         _copy(response, part, "ab" if resumed else "wb", have, total, progress, should_cancel)
 
 
-def _copy(response, part: Path, mode: str, have: int, total, progress, should_cancel) -> None:
+def _copy(response, part: _Part, mode: str, have: int, total, progress, should_cancel) -> None:
     start, last = time.perf_counter(), 0.0
     done = have
-    with open(part, mode) as out:
+    with open(part.path, mode) as out:
         while chunk := _read(response):
             out.write(chunk)
+            part.add(chunk)
             done += len(chunk)
             if should_cancel is not None and should_cancel():
                 raise DownloadCancelled(f"download cancelled after {done / 1e6:.1f} MB "
@@ -165,18 +187,20 @@ def _read(response) -> bytes:
         raise _Interrupted(str(exc) or type(exc).__name__) from exc
 
 
-def _verify(part: Path, url: str, sha256: str | None, size: int | None) -> None:
+def _verify(part: _Part, url: str, sha256: str | None, size: int | None) -> None:
     """Check the size and hash of the finished ``part``; delete it and raise if wrong."""
-    actual_size = part.stat().st_size
+    actual_size = part.path.stat().st_size
     problem = None
+    if actual_size != part.size:  # changed behind our back: hash what is on disk
+        part = _Part(part.path)
     if size is not None and actual_size != size:
         problem = f"its size is {actual_size:,} bytes, expected {size:,}"
     elif sha256:
-        actual = file_sha256(part)
+        actual = part.digest.hexdigest()
         if not hash_matches(actual, sha256):
             problem = f"its SHA-256 is {actual}, expected {sha256.lower()}"
     if problem:
-        part.unlink(missing_ok=True)
+        part.path.unlink(missing_ok=True)
         raise DownloadError(
             f"The file downloaded from {url} is not the expected one: {problem}; it was deleted. "
             "If a newer release is intended, pass its hash with --sha256."
