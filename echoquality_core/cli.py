@@ -32,7 +32,12 @@ def _run_demo(args: argparse.Namespace) -> int:
         print(f"Demo project already exists at {args.path.resolve()} (labels kept; --force rewrites it)")
         print(f"Labels CSV: {existing.resolve()}")
         return 0
-    csv_path = write_demo_project(args.path, n_clips=args.clips, n_frames=args.frames, seed=args.seed)
+    bar, progress = _clip_progress("Writing demo clips")
+    try:
+        csv_path = write_demo_project(args.path, n_clips=args.clips, n_frames=args.frames,
+                                      seed=args.seed, progress=progress)
+    finally:
+        bar.close()
     print(f"Demo project written to {args.path.resolve()}")
     print(f"Labels CSV: {csv_path.resolve()}")
     return 0
@@ -47,7 +52,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--csv", type=Path, help="labels CSV (video_path, quality_score)")
     p.add_argument("--videos", type=Path, help="folder with the clips (VIDEOS_DIR)")
-    p.add_argument("--weights", type=Path, help="starting weights, e.g. video_quality_model.pt")
+    p.add_argument("--weights", metavar="NAME|FILE",
+                   help="starting weights: echoprime-quality, kinetics400, none, or a weights "
+                   "file (see `echoquality weights list`; a named one is downloaded if needed)")
     p.add_argument("--config", type=Path, help="TOML file with training settings")
     p.add_argument("--save-dir", type=Path, help="where runs are saved (default trained_models)")
     p.add_argument("--epochs", type=int)
@@ -80,6 +87,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite next to the CSV)")
     p.add_argument("--experiment")
     p.add_argument("--no-mlflow", action="store_false", dest="use_mlflow", default=None)
+    p.add_argument("--print-config", action="store_true",
+                   help="print the settings as a commented train.toml and exit")
     p.set_defaults(run=_run_train)
 
 
@@ -108,6 +117,7 @@ class _TrainPrinter:
         from tqdm import tqdm
 
         from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainError
+        from echoquality_core.progress import progress_bar
 
         if isinstance(event, Progress) and event.stage in ("finish", "test"):
             self.close_bar()
@@ -115,13 +125,13 @@ class _TrainPrinter:
                 print(f"Testing the best model on {event.total} clips", file=sys.stderr)
         elif isinstance(event, Progress):
             if self.bar is None:
-                self.bar = tqdm(total=event.total, desc="Preparing clips", unit="clip")
+                self.bar = progress_bar(event.total, "Preparing clips", "clip")
             self.bar.n = event.done
             self.bar.refresh()
         elif isinstance(event, BatchEnd):
             if event.step == 1:
                 self.close_bar()
-                self.bar = tqdm(total=event.n_steps, desc=f"Epoch {event.epoch}", unit="batch")
+                self.bar = progress_bar(event.n_steps, f"Epoch {event.epoch}", "batch")
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{event.loss:.4f}")
         elif isinstance(event, EpochEnd):
@@ -139,25 +149,47 @@ class _TrainPrinter:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from echoquality_core.cli_weights import prepare_train_weights
+    from echoquality_core.weights import REGISTRY
+
+    weights = args.weights
+    if weights and weights not in REGISTRY:
+        weights = str(Path(weights).expanduser().resolve())
+    if weights and not args.print_config:  # checked before torch is even imported
+        try:
+            prepare_train_weights(weights, Path.cwd())
+        except (OSError, ValueError) as exc:
+            return _fail("train", exc)
+
     import shlex
 
     from echoquality_core.events import summarize
     from echoquality_core.tracking import mlflow_ui_command
-    from echoquality_core.train import Trainer
+    from echoquality_core.train import SetupError, Trainer
     from echoquality_core.train_config import TrainConfig
 
     options = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
-    paths = {"annotations_csv": args.csv, "videos_dir": args.videos,
-             "model_weights": args.weights, "save_dir": args.save_dir}
+    paths = {"annotations_csv": args.csv, "videos_dir": args.videos, "save_dir": args.save_dir}
     options |= {k: str(v.resolve()) for k, v in paths.items() if v is not None}
+    if weights:
+        options["model_weights"] = weights
     try:
         config = (TrainConfig.from_toml(args.config, **options) if args.config
                   else TrainConfig(**options))
     except (OSError, ValueError, TypeError) as exc:  # missing/bad TOML, invalid settings
         return _fail("train", exc)
+    if args.print_config:
+        from echoquality_core.train_toml import config_toml
+
+        print(config_toml(config), end="")
+        return 0
 
     show = _TrainPrinter()
     trainer = Trainer(config, callback=show)
+    try:
+        trainer.preflight()  # labels CSV and starting weights, before any clip is read
+    except SetupError as exc:
+        return _fail("train", exc)
     try:
         end = trainer.run()
     finally:
@@ -201,17 +233,9 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_score(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from echoquality_core.scoring import score_clips
 
-    bar = tqdm(total=0, desc="Scoring", unit="clip", disable=None)
-
-    def progress(done: int, total: int, name: str) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
+    bar, progress = _clip_progress("Scoring")
     try:
         result = score_clips(
             args.paths, args.model, out_csv=args.out, threshold=args.threshold,
@@ -230,6 +254,20 @@ def _run_score(args: argparse.Namespace) -> int:
         print(f"Skipped {info['skipped']} clip(s) already in {args.out.name}.")
     print(f"Scores: {args.out.resolve()}")
     return 0
+
+
+def _clip_progress(desc: str):
+    """A progress bar (or plain lines) and the ``progress(done, total, name)`` that moves it."""
+    from echoquality_core.progress import progress_bar
+
+    bar = progress_bar(None, desc, "clip")
+
+    def progress(done: int, total: int, name: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return bar, progress
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -275,10 +313,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         try:
             uri = args.tracking_uri or default_tracking_uri(args.csv.resolve().parent)
             model = args.model or download_checkpoint(args.run_id, uri, tmp)
-            metrics, table = evaluate_labels(
-                args.csv, model, videos_dir=args.videos, threshold=args.threshold,
-                device=args.device, batch_size=args.batch_size, num_workers=args.workers,
-                cache_dir=args.cache)
+            bar, progress = _clip_progress("Scoring labelled clips")
+            try:
+                metrics, table = evaluate_labels(
+                    args.csv, model, videos_dir=args.videos, threshold=args.threshold,
+                    device=args.device, batch_size=args.batch_size, num_workers=args.workers,
+                    cache_dir=args.cache, progress=progress)
+            finally:
+                bar.close()
         except (OSError, ValueError, LabelError) as exc:
             return _fail("evaluate", exc)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -324,6 +366,7 @@ def _run_gradcam(args: argparse.Namespace) -> int:
     from echoquality_core.dicom import DicomReadError
     from echoquality_core.gradcam import explain_clip, save_explanation
     from echoquality_core.model import resolve_device
+    from echoquality_core.progress import working
     from echoquality_core.scoring import assessment
 
     try:
@@ -332,9 +375,11 @@ def _run_gradcam(args: argparse.Namespace) -> int:
         net, info = load_scoring_model(args.model)
         require_checkpoint(net, args.model)
         net.to(resolve_device(args.device))
-        result = explain_clip(net, args.clip, params_from_info(info), args.explain, args.layer)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        save_explanation(result, args.out)
+        with working(f"GradCAM of {args.clip.name}"):
+            result = explain_clip(net, args.clip, params_from_info(info), args.explain,
+                                  args.layer)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            save_explanation(result, args.out)
     except (OSError, ValueError, DicomReadError, ClipLoadError) as exc:
         return _fail("gradcam", exc)
     print(f"{args.clip.name}: score {result.score:.3f} ({assessment(result.score)})")
@@ -355,10 +400,13 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from echoquality_core.checkpoint import INFO_FILE
     from echoquality_core.export import FORMATS, export_model
+    from echoquality_core.progress import working
 
+    formats = tuple(args.format or FORMATS)
     try:
-        info = export_model(args.model, args.out, example_frames=args.frames,
-                            formats=tuple(args.format or FORMATS))
+        with working(f"Exporting ({', '.join(formats)})"):
+            info = export_model(args.model, args.out, example_frames=args.frames,
+                                formats=formats)
     except (OSError, ValueError, TypeError, RuntimeError) as exc:
         return _fail("export", exc)
     for fmt, name in info["files"].items():
@@ -377,9 +425,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="echoquality", description="Quality control of echocardiography clips."
     )
+    from echoquality_core import __version__
+    from echoquality_core.cli_weights import add_parsers as add_weights
+
     parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
+    parser.add_argument("--debug", action="store_true",
+                        help="debug logging, and a traceback for unexpected errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_train, _add_evaluate, _add_score, _add_gradcam, _add_export):
+    for add in (_add_demo, _add_train, _add_evaluate, _add_score, _add_gradcam, _add_export,
+                add_weights):
         add(sub)
     return parser
 
@@ -388,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `echoquality` console script."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
@@ -396,6 +451,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 (one line for the user; --debug shows the traceback)
+        if args.debug:
+            raise
+        text = " ".join(str(exc).split())
+        print(f"echoquality {args.command}: unexpected error: {type(exc).__name__}"
+              f"{': ' + text if text else ''} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

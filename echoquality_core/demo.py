@@ -26,7 +26,7 @@ import hashlib
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -641,9 +641,11 @@ def write_demo_project(
     width: int = 640,
     seed: int = 0,
     unlabelled: float = 0.2,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> Path:
     """Write a synthetic project: ``root/clips/*.dcm``, ``root/labels.csv`` (video_path,
     quality_score: 1 good, 0 poor; some clips left unlabelled) and ``root/README.txt``.
+    ``progress(done, total, name)`` is called after each clip.
 
     The same seed gives byte-identical files. Clips from an earlier demo project in the same
     folder that this one does not write again are removed. Returns the labels CSV's path.
@@ -660,7 +662,7 @@ def write_demo_project(
     _remove_stale_clips(root, {p.name for p in plan})
 
     studies: dict[int, str] = {}
-    for planned, clip_seed in zip(plan, clip_seeds, strict=True):
+    for done, (planned, clip_seed) in enumerate(zip(plan, clip_seeds, strict=True), start=1):
         rng = np.random.default_rng(clip_seed)
         frames = synthetic_clip(rng, planned.quality, n_frames, height, width, fps=planned.fps)
         study_uid = studies.setdefault(planned.patient, _uid("study", seed, planned.patient))
@@ -670,6 +672,8 @@ def write_demo_project(
             patient_name=f"DEMO^PATIENT{planned.patient:02d}",
             study_uid=study_uid, instance_number=int(planned.name.split("_c")[1][:-4]),
         )
+        if progress is not None:
+            progress(done, n_clips, planned.name)
 
     (root / "README.txt").write_text(_readme(plan), encoding="utf-8")
     csv_path = root / "labels.csv"

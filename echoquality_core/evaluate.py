@@ -12,7 +12,7 @@ import numbers
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +106,11 @@ def evaluate_labels(
     batch_size: int = 8,
     num_workers: int = 2,
     cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """(metrics with ``records``, predictions table) of ``model`` on the labelled clips of a
-    labels CSV (paths relative to ``videos_dir``, default the CSV's folder).
+    labels CSV (paths relative to ``videos_dir``, default the CSV's folder);
+    ``progress(done, total, name)`` as in ``score_clips``.
 
     The table has the scores CSV's columns plus ``label``; unreadable clips keep their row with
     an ``error`` and are left out of the metrics. ``threshold`` defaults to the checkpoint's.
@@ -121,7 +123,7 @@ def evaluate_labels(
     labels = {name: float(store.get(name).quality_score) for name in names}
     clips = [ClipInput(store.resolve(name), name) for name in names]
     table = score_clips(clips, model, threshold=threshold, device=device, batch_size=batch_size,
-                        num_workers=num_workers, cache_dir=cache_dir)
+                        num_workers=num_workers, cache_dir=cache_dir, progress=progress)
     table.insert(1, "label", [labels[name] for name in table["video_path"]])
     ok = table[table["error"] == ""]
     if ok.empty:

@@ -45,7 +45,7 @@ class EpochEnd:
 
 @dataclass(frozen=True)
 class TrainError:
-    """Something went wrong. kind: "nan_loss", "out_of_memory", "data" or "error".
+    """Something went wrong. kind: "nan_loss", "out_of_memory", "data", "weights" or "error".
 
     ``fatal`` False means a warning (e.g. unreadable clips were left out) and training goes on;
     a fatal error ends the run (its TrainEnd follows, with ``error`` set).

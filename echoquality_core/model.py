@@ -23,6 +23,7 @@ from torch import nn
 from torchvision.models.video import r2plus1d_18
 
 from echoquality_core.atomic import atomic_write
+from echoquality_core.weights_file import WeightsError, check_state, split_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +33,6 @@ RANDOM_INIT_WARNING = (
     "No weights given: the model starts from random initialisation; "
     "scores will be poor until it is trained"
 )
-_STATE_KEYS = ("model_state_dict", "state_dict")
-_SHOWN = 5  # how many offending keys an error message lists
-
-
-class WeightsError(ValueError):
-    """A file that is not usable weights for this model; ``str(e) == f"{path.name}: {reason}"``."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path.name}: {reason}")
 
 
 def build_model(
@@ -108,54 +98,14 @@ def _read_torch_file(path: Path) -> Any:
 
 def _split_checkpoint(path: Path, data: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict without 'module.' prefixes, extra info) from whatever torch.load returned."""
-    if not isinstance(data, Mapping):
-        raise WeightsError(path, f"expected a dict of weights, found a {type(data).__name__}")
-    info: dict[str, Any] = {}
-    state = data
-    for key in _STATE_KEYS:
-        if isinstance(data.get(key), Mapping):
-            state = data[key]
-            info = {k: v for k, v in data.items() if k not in _STATE_KEYS}
-            break
-    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if not_tensors:
-        raise WeightsError(
-            path,
-            "no model state dict found: expected parameter tensors (or a 'model_state_dict' "
-            f"entry), but {_few(not_tensors)} are not tensors",
-        )
-    state = {str(k).removeprefix("module."): v for k, v in state.items()}
-    return state, info
+    return split_checkpoint(path, data, lambda value: isinstance(value, torch.Tensor))
 
 
 def _check_state_matches(
     path: Path, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
 ) -> None:
-    unexpected = [k for k in state if k not in expected]
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    shapes = [
-        f"{k} expected {tuple(expected[k].shape)} got {tuple(v.shape)}"
-        for k, v in state.items()
-        if k in expected and v.shape != expected[k].shape
-    ]
-    problems = []
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {_few(unexpected)}")
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {_few(missing)}")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es): {_few(shapes)}")
-    if problems:
-        raise WeightsError(
-            path,
-            "not weights for this model (R(2+1)D-18 with fc = Linear(512, 1)): "
-            + "; ".join(problems),
-        )
-
-
-def _few(items: list[str]) -> str:
-    shown = ", ".join(items[:_SHOWN])
-    return shown + (f", ... ({len(items) - _SHOWN} more)" if len(items) > _SHOWN else "")
+    check_state(path, {k: tuple(v.shape) for k, v in state.items()},
+                {k: tuple(v.shape) for k, v in expected.items()})
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -51,7 +51,6 @@ from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainEnd, Trai
 from echoquality_core.interrupt import Interrupted, interruptible
 from echoquality_core.losses import make_criterion
 from echoquality_core.model import (
-    build_model,
     freeze_model_except_final_layers,
     load_weights,
     parse_unfreeze_schedule,
@@ -72,11 +71,21 @@ from echoquality_core.train_loop import (
     seed_worker,
     train_epoch,
 )
+from echoquality_core.weights import build_start_model, starting_point_params
 
-__all__ = ["LOSSES", "SCHEDULERS", "STATE_DICT_FILE", "TrainConfig", "Trainer", "summarize",
-           "train_epoch"]  # re-exported: the names callers know from this module
+__all__ = ["LOSSES", "SCHEDULERS", "STATE_DICT_FILE", "SetupError", "TrainConfig", "Trainer",
+           "summarize", "train_epoch"]  # re-exported: the names callers know from this module
 
 log = logging.getLogger(__name__)
+
+
+class SetupError(ValueError):
+    """The labels CSV or the starting weights cannot be used (``kind``: "data" | "weights");
+    found by ``Trainer.preflight`` before any clip is prepared."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 class _Abort(Exception):
@@ -134,6 +143,7 @@ class Trainer:
         self.run_id: str | None = None
         self.history: list[dict[str, float]] = []
         self.epoch = 0
+        self.start = None  # the checked starting weights, once the run begins
 
     # --- control -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -199,6 +209,8 @@ class Trainer:
             end = self._run()
         except _Abort as exc:
             end = self._fail(exc.error)
+        except SetupError as exc:
+            end = self._fail(TrainError(exc.kind, str(exc)))
         except _Cancelled:
             end = TrainEnd(None, {}, None, cancelled=True)
         except _StoppedEarly:
@@ -215,6 +227,7 @@ class Trainer:
 
     def _run(self) -> TrainEnd:
         config = self.config
+        self.preflight()  # before any clip is prepared
         generator = seed_everything(config.seed)
         cache = ClipCache(self.cache_dir, self.params)
         self.data = self._prepare_data(cache)
@@ -228,9 +241,28 @@ class Trainer:
             if uri.startswith(("sqlite:", "file:")) or "://" not in uri
             else None
         )
-        with start_run(loggable_config(config), tracking_uri=uri, experiment=config.experiment,
+        with start_run(loggable_config(config) | starting_point_params(self.start),
+                       tracking_uri=uri, experiment=config.experiment,
                        run_name=self.run_name, artifact_location=artifacts) as run_log:
             return self._fit(run_log)
+
+    def preflight(self) -> None:
+        """Check the labels CSV and the starting weights (``model_weights``: a starting point's
+        name or a file) in milliseconds, before any clip is read or MLflow run opened; raises
+        :class:`SetupError` with a one-line reason. ``run()`` does it first."""
+        from echoquality_core.labels import LabelStore
+        from echoquality_core.weights import check_starting_weights
+
+        if not self.csv_path.is_file():
+            raise SetupError("data", f"Labels CSV not found: {self.csv_path}")
+        try:
+            LabelStore(self.csv_path)
+        except (ValueError, OSError) as exc:
+            raise SetupError("data", f"{self.csv_path.name}: {exc}") from exc
+        try:
+            self.start = check_starting_weights(self.config.model_weights, self.project_dir)
+        except ValueError as exc:
+            raise SetupError("weights", str(exc)) from exc
 
     def _prepare_data(self, cache: ClipCache) -> _Data:
         """Labels → usable clips (decoded and cached, headers read once) → patient split."""
@@ -292,8 +324,7 @@ class Trainer:
     # --- model ---------------------------------------------------------------------------
     def _build(self) -> None:
         c = self.config
-        weights = str(self._project_path(c.model_weights)) if c.model_weights else None
-        self.model = build_model(weights, device=self.device)
+        self.model, _ = build_start_model(self.start, self.device)
         self.schedule = parse_unfreeze_schedule(c.unfreeze_schedule)
         freeze_model_except_final_layers(self.model, 0 if self.schedule else c.num_unfrozen_layers)
         self.optimizer, self.scheduler = make_optimizer(c, self.model)

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 
 from echoquality_core.project import ClipInfo
 from echoquality_gui import commands, settings
+from echoquality_gui.about import show_about
 from echoquality_gui.clip_list import ClipListPanel
 from echoquality_gui.keybinds import KEYBINDS
 from echoquality_gui.keys_dialog import KeysDialog
@@ -133,8 +134,10 @@ class MainWindow(QMainWindow):
         self.show_score_action.setCheckable(True)
         self.show_score_action.setChecked(self.session.show_scores)
         self.show_score_action.toggled.connect(self.session.set_show_scores)
-        bar.addMenu("&Help").addAction(self._rename(self.actions["show_keys"],
-                                                    "Keyboard shortcuts"))
+        help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self._rename(self.actions["show_keys"], "Keyboard shortcuts"))
+        self.about_action = help_menu.addAction("About EchoQuality Studio",
+                                                lambda: show_about(self))
 
     @staticmethod
     def _rename(action: QAction, text: str) -> QAction:

@@ -3,25 +3,21 @@ defaults."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, ClassVar
 
 from PySide6.QtGui import QDoubleValidator
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
-    QLineEdit,
-    QPushButton,
     QSpinBox,
     QWidget,
 )
 
 from echoquality_core.train_config import TrainConfig
 from echoquality_gui.train_plots import rate_text
+from echoquality_gui.weights_picker import WeightsPicker
 
 LOSS_CHOICES = {"Binary cross-entropy": "bce", "Focal (hard clips count more)": "focal"}
 LEARNING_RATES = ("1e-3", "3e-4", "1e-4", "3e-5", "1e-5")
@@ -72,24 +68,11 @@ class TrainForm(QWidget):
             "Each time a training clip is used, change its brightness, contrast, angle, "
             "position and zoom a little and add noise, so the model does not learn the clips "
             "by heart. Slower, usually better with few clips.")
-        self.weights = QLineEdit(placeholderText="none")
-        self.weights.setToolTip(
-            "A model file (.pt) to start from, e.g. the EchoPrime quality model "
-            "video_quality_model.pt. Without one the model starts from random weights.")
-        browse = QPushButton("Browse…")
-        browse.setToolTip("Choose a starting model file")
-        browse.clicked.connect(self.choose_weights)
-        weights_row = QHBoxLayout()
-        weights_row.setSpacing(4)
-        weights_row.addWidget(self.weights, 1)
-        weights_row.addWidget(browse)
-        self.weights_warning = QLabel(
-            "No starting weights: the model learns from scratch and will score poorly unless "
-            "you have many labelled clips.")
+        self.weights = WeightsPicker()
+        self.weights_warning = QLabel()
         self.weights_warning.setObjectName("trainWarning")
         self.weights_warning.setWordWrap(True)
-        self.weights.textChanged.connect(
-            lambda text: self.weights_warning.setVisible(not text.strip()))
+        self.weights.changed.connect(self._show_weights_warning)
         self.device = QLabel("finding…")
         self.device.setObjectName("trainDevice")
         self.device.setWordWrap(True)
@@ -107,9 +90,15 @@ class TrainForm(QWidget):
                             ("Augmentation", self.augment)):
             form.addRow(text, field)
             form.labelForField(field).setToolTip(field.toolTip())
-        form.addRow("Starting weights", weights_row)
+        form.addRow("Starting weights", self.weights)
         form.addRow(self.weights_warning)
         form.addRow("Device", self.device)
+        self._show_weights_warning()
+
+    def _show_weights_warning(self) -> None:
+        text = self.weights.warning_text()
+        self.weights_warning.setText(text)
+        self.weights_warning.setVisible(bool(text))
 
     @staticmethod
     def _spin(lo: int, hi: int, value: int, tip: str) -> QSpinBox:
@@ -119,13 +108,6 @@ class TrainForm(QWidget):
         spin.setToolTip(tip)
         return spin
 
-    def choose_weights(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Starting model weights", self.weights.text() or str(Path.home()),
-            "PyTorch model (*.pt *.pth *.ckpt);;All files (*)")
-        if path:
-            self.weights.setText(path)
-
     def values(self) -> dict[str, Any]:
         """The form as TrainConfig fields; ValueError names a field that is not a number."""
         try:
@@ -133,6 +115,8 @@ class TrainForm(QWidget):
         except ValueError:
             raise ValueError(
                 f"Learning rate {self.learning_rate.currentText()!r} is not a number") from None
+        if not self.weights.ready():
+            raise ValueError(self.weights.warning_text())
         return {
             "epochs": self.epochs.value(),
             "batch_size": self.batch_size.value(),
@@ -141,5 +125,5 @@ class TrainForm(QWidget):
             "n_frames": self.n_frames.value(),
             "loss": LOSS_CHOICES[self.loss.currentText()],
             "augment": self.augment.isChecked(),
-            "model_weights": self.weights.text().strip() or None,
+            "model_weights": self.weights.spec(),
         }

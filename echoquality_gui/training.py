@@ -93,7 +93,7 @@ class TrainPanel(QWidget):
         self._close_requested = False  # closed_down is owed once the run has ended
 
         self.form = TrainForm()
-        self.form.weights.editingFinished.connect(self._remember_weights)
+        self.form.weights.changed.connect(self._remember_weights)
         self.data_label = QLabel("Open a project to train on its labels.")
         self.data_label.setWordWrap(True)
         self.train_button = QPushButton("Train")
@@ -189,15 +189,16 @@ class TrainPanel(QWidget):
 
     # --- project ---------------------------------------------------------------------------
     def _project_opened(self, project: Project) -> None:
-        weights = app_settings.project_value(project.root, "train_weights", "")
-        self.form.weights.setText(str(weights or ""))
+        weights = app_settings.project_value(project.root, "train_weights", None)
+        self.form.weights.set_spec(self.form.weights.default_spec() if weights is None
+                                   else str(weights))
         self._show_data()
 
     def _remember_weights(self) -> None:
         project = self.session.project
         if project is not None:
             app_settings.set_project_value(project.root, "train_weights",
-                                           self.form.weights.text().strip())
+                                           self.form.weights.spec() or "none")
 
     def _show_data(self) -> None:
         project = self.session.project
@@ -327,6 +328,7 @@ class TrainPanel(QWidget):
         before the window closes. The model is not made the project's model."""
         self._closing, self._close_requested = True, False
         self._probe.wait()
+        self.form.weights.shutdown()
         if self.worker is not None:
             self.worker.stop()
             self.worker.wait()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Downloaded starting weights: a private, empty cache (child processes inherit it).
+os.environ["ECHOQUALITY_CACHE"] = tempfile.mkdtemp(prefix="echoquality-test-cache-")
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 RATER = "Test Rater"

@@ -109,7 +109,7 @@ def test_form_defaults_are_the_core_defaults(studio_window, open_project, projec
     assert form.DEFAULTS == {k: defaults[k] for k in form.DEFAULTS}
     assert form.values() == {**form.DEFAULTS, "model_weights": None}
     assert form.weights_warning.isVisibleTo(form)
-    form.weights.setText("/models/video_quality_model.pt")
+    form.weights.set_spec("/models/video_quality_model.pt")
     assert not form.weights_warning.isVisibleTo(form)
 
     project = open_project(project_copy)
