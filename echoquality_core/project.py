@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from echoquality_core.dicom import DicomReadError, find_clips, read_clip
-from echoquality_core.labels import Label, LabelConflictError, LabelStore
+from echoquality_core.labels import Label, LabelClash, LabelStore
 
 UNREADABLE = "unreadable"  # issue tag for a clip that cannot be decoded
 
@@ -74,7 +74,8 @@ class Project:
         self.csv_path = Path(self.csv_path or self.root / "labels.csv").resolve()
         self.store = LabelStore(self.csv_path, root=self.root)
         if not self.csv_path.exists():
-            self.store.save()
+            self.store.save_merged()  # another program may create it at the same moment
+        self.clashes: list[LabelClash] = []  # of the last save: clips another program changed too
         self._undo: list[LabelChange] = []
         self._redo: list[LabelChange] = []
         self._rows: dict[str, int] = {}
@@ -163,12 +164,9 @@ class Project:
         return True
 
     def _save(self) -> None:
-        """Save; if another program wrote the CSV meanwhile, merge theirs first."""
-        try:
-            self.store.save()
-        except LabelConflictError:
-            self.store.merge_from_disk()
-            self.store.save()
+        """Save under the CSV's lock, merging what another program wrote meanwhile; clips that
+        both changed keep ours and are listed in ``clashes`` (for the window to show)."""
+        self.clashes = self.store.save_merged()
 
     def set_label(self, rel: str, score: float, *, rater: str | None = None,
                   issues: Iterable[str] = (), notes: str | None = None) -> LabelChange:

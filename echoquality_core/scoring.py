@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from echoquality_core.atomic import atomic_write
+from echoquality_core.atomic import append_atomic, atomic_write
 from echoquality_core.preprocess import PreprocessParams, model_frames, normalize
 
 log = logging.getLogger(__name__)
@@ -304,17 +304,8 @@ class ScoresFile:
         for row in rows:
             writer.writerow([_cell(row.get(c)) for c in COLUMNS])
         data = buffer.getvalue().encode("utf-8")
-        if not data:
-            return
-        with open(self.path, "ab") as fh:
-            start = fh.tell()
-            try:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            except BaseException:
-                fh.truncate(start)
-                raise
+        if data:
+            append_atomic(self.path, data)  # a full disk: cut back, "disk full" error
 
 
 def _cell(value: Any) -> str:

@@ -266,6 +266,8 @@ class Session(QObject):
             self.clips_reset.emit()
         if change is None:
             return None
+        for clash in project.clashes:
+            self.message.emit(f"Conflict: {clash}")
         stamp = time.strftime("%H:%M:%S")
         self.saved.emit(stamp)
         if verb:
