@@ -55,6 +55,12 @@ from echoquality_core.dicom.header import (
     _unsupported,
     frame_rate,
 )
+from echoquality_core.dicom.limits import (
+    check_clip_bytes,
+    check_codestream,
+    check_frame_count,
+    check_frame_size,
+)
 from echoquality_core.dicom.pixels import _OPENCV_FLAGS, _PixelSource, opencv_matches_pydicom
 
 __all__ = ["DEFAULT_FPS", "DEFAULT_SALT", "SALT_ENV", "Clip", "DicomReadError", "find_clips",
@@ -167,6 +173,7 @@ class Clip:
         """All frames, uint8 (T,H,W,3); decoded frame by frame on first access, then cached."""
         with self._lock:
             if self._frames is None:
+                check_clip_bytes(self.path, self.n_frames * self.height * self.width * 3)
                 try:
                     out = np.empty((self.n_frames, self.height, self.width, 3), np.uint8)
                 except MemoryError:
@@ -194,11 +201,15 @@ class Clip:
     def _decode_frame(self, fh: BinaryIO, i: int) -> np.ndarray:
         if self._decoder is None:
             self._choose_decoder(fh)
+        encoded = None
+        if self._pixels.ts.is_encapsulated:
+            encoded = self._pixels.encoded_frame(fh, i)
+            check_codestream(self.path, encoded, self.height, self.width, i)
         if self._decoder == "opencv":
-            rgb = self._decode_opencv(fh, i)
+            rgb = self._decode_opencv(encoded, fh)
             if rgb is not None:
                 return rgb
-        return self._pixels.to_rgb(self._pixels.decode(fh, i), fh)
+        return self._pixels.to_rgb(self._pixels.decode(fh, i, encoded), fh)
 
     def _guarded(self, work, fh: BinaryIO, i: int):
         """Run ``work(fh, i)``, turning any decoder error into a DicomReadError for frame i."""
@@ -213,8 +224,8 @@ class Clip:
                 f"({type(exc).__name__}: {_short(exc)})",
             ) from exc
 
-    def _decode_opencv(self, fh: BinaryIO, i: int) -> np.ndarray | None:
-        data = np.frombuffer(self._pixels.encoded_frame(fh, i), np.uint8)
+    def _decode_opencv(self, encoded: bytes, fh: BinaryIO) -> np.ndarray | None:
+        data = np.frombuffer(encoded, np.uint8)
         if self._pixels.samples == 1:
             grey = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
             if grey is None or grey.shape != (self.height, self.width):
@@ -284,10 +295,13 @@ def _read_header(path: Path, size: int) -> tuple[Dataset, _PixelSource]:
         else:
             inflated = None
             value_offset, value_length, vr = _pixel_element(path, ds, fh, position, ts)
-        _check_image_header(path, ds)
+        _check_image_header(path, ds, ts)
+        check_frame_size(path, int(ds.Rows), int(ds.Columns))
         pixels = _PixelSource(path, ds, ts, value_offset, value_length, vr, inflated)
+        check_frame_count(path, pixels.n_frames)
         if ts.is_encapsulated:
             pixels.index_fragments(fh, size)
+            check_codestream(path, pixels.encoded_frame(fh, 0), pixels.rows, pixels.columns, 0)
         else:
             pixels.check_native(size if inflated is None else len(inflated))
     return ds, pixels

@@ -141,11 +141,17 @@ def _unsupported(ts: UID) -> str | None:
 
 
 
-def _n_frames(ds: Dataset) -> int:
+def _n_frames(ds: Dataset, path: str | os.PathLike = "") -> int:
+    """NumberOfFrames (1 when absent or empty); DicomReadError when it is not a whole number."""
+    text = _raw_text(ds, 0x00280008)
+    if text is None:
+        return 1
     try:
-        n = int(ds.get("NumberOfFrames", 1) or 1)
-    except (TypeError, ValueError):
-        n = 1
+        n = int(float(text)) if float(text).is_integer() else None
+    except (ValueError, OverflowError):
+        n = None
+    if n is None:
+        raise DicomReadError(path, f"NumberOfFrames {text[:20]!r} is not a whole number")
     return max(n, 1)
 
 
@@ -162,13 +168,18 @@ def _is_image(ds: Dataset) -> bool:
 
 
 
-def _check_image_header(path: Path, ds: Dataset) -> None:
+def _check_image_header(path: Path, ds: Dataset, ts: UID | None = None) -> None:
     for keyword in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation"):
         if keyword not in ds:
             raise DicomReadError(path, f"image header incomplete ({keyword} missing)")
     photometric = str(ds.PhotometricInterpretation).strip()
     if photometric not in _COLOURS | _GREYS:
         raise DicomReadError(path, f"unsupported photometric interpretation {photometric}")
+    if photometric in ("YBR_RCT", "YBR_ICT") and ts is not None and "1.2.840.10008.1.2.4.9" \
+            not in str(ts) and not str(ts).startswith("1.2.840.10008.1.2.4.20"):
+        raise DicomReadError(path, f"photometric interpretation {photometric} is only valid for "
+                                   f"JPEG 2000 data, but this file's pixels are "
+                                   f"{UID(str(ts)).name}; the colours cannot be trusted")
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if samples not in (1, 3):
         raise DicomReadError(path, f"unsupported samples per pixel ({samples})")

@@ -75,7 +75,7 @@ class _PixelSource:
         self.path, self.ts, self.vr = path, ts, vr
         self.value_offset, self.value_length = value_offset, value_length
         self.inflated = inflated
-        self.n_frames = _n_frames(ds)
+        self.n_frames = _n_frames(ds, path)
         self.rows, self.columns = int(ds.Rows), int(ds.Columns)
         self.samples = int(ds.get("SamplesPerPixel", 1) or 1)
         self.bits = int(ds.BitsAllocated)
@@ -212,8 +212,9 @@ class _PixelSource:
             self._options = opts
         return self._options
 
-    def decode(self, fh: BinaryIO, i: int) -> np.ndarray:
-        """Frame ``i`` as pydicom returns it (YCbCr already converted to RGB)."""
+    def decode(self, fh: BinaryIO, i: int, encoded: bytes | None = None) -> np.ndarray:
+        """Frame ``i`` as pydicom returns it (YCbCr already converted to RGB); ``encoded``: its
+        compressed bytes when already read."""
         from pydicom.encaps import encapsulate
         from pydicom.pixels import get_decoder
 
@@ -221,7 +222,7 @@ class _PixelSource:
         decoder = get_decoder(ts)
         opts = dict(self.options(), transfer_syntax_uid=ts)
         if ts.is_encapsulated:
-            src = encapsulate([self.encoded_frame(fh, i)])
+            src = encapsulate([encoded if encoded is not None else self.encoded_frame(fh, i)])
             opts["number_of_frames"] = 1
             array, _ = decoder.as_array(src, index=0, **opts)
         else:
@@ -263,7 +264,10 @@ class _PixelSource:
     def grey_to_uint8(self, grey: np.ndarray, fh: BinaryIO) -> np.ndarray:
         """Grey values to uint8: 8-bit as is, deeper data through the window (or frame 1's
         min/max when there is none); MONOCHROME1 inverted."""
-        if grey.dtype == np.uint8 or (grey.dtype.kind == "u" and self.bits_stored <= 8):
+        if grey.dtype.kind == "u" and self.bits_stored < 8:  # e.g. 1-bit: 0/1 -> 0/255
+            top = 2 ** max(self.bits_stored, 1) - 1
+            out = (np.minimum(grey, top).astype(np.uint16) * 255 // top).astype(np.uint8)
+        elif grey.dtype == np.uint8 or (grey.dtype.kind == "u" and self.bits_stored <= 8):
             out = grey.astype(np.uint8, copy=False)
         else:
             if self._grey_range is None:

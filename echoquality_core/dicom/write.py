@@ -47,8 +47,8 @@ def write_dicom_clip(
     table) or "none" (uncompressed RGB, explicit VR little endian). regions: (x0, y0, x1, y1) boxes,
     ends inclusive, written to SequenceOfUltrasoundRegions as 2-D tissue regions with
     ``cm_per_px`` (default: 16 cm over the box's height) and the probe at pixel ``apex``
-    (default: the top centre of the box). UIDs are derived from the content, so the same input gives the same
-    file. Patient values must be fake: this is for synthetic data only.
+    (default: the top centre of the box). UIDs are derived from the content, so the same input
+    gives the same file. Patient values must be fake: this is for synthetic data only.
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not frames.size:
