@@ -393,7 +393,7 @@ def _run_gradcam(args: argparse.Namespace) -> int:
         params = params_from_info(info)
         clip = read_clip(args.clip)
         regions = clip.regions if params.mask == "region" else None
-        video = torch.from_numpy(preprocess_clip(clip.frames, params, regions))
+        video = torch.from_numpy(preprocess_clip(clip, params, regions))
         device = resolve_device(args.device)
         score = float(score_arrays(net, video[None], device)[0])
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -52,10 +52,9 @@ def load_model_frames(path: str | os.PathLike, params: PreprocessParams) -> np.n
     Raises DicomReadError for unreadable files and ClipLoadError when preprocessing fails.
     """
     clip = read_clip(path)
-    frames = clip.frames
     regions = clip.regions if params.mask == "region" else None
     try:
-        return model_frames(frames, params, regions)
+        return model_frames(clip, params, regions)  # streamed: one frame in memory at a time
     except (ValueError, TypeError) as exc:
         raise ClipLoadError(f"{Path(path).name}: {exc}") from exc
 

@@ -230,13 +230,80 @@ def _mask_and_resize(crops: np.ndarray, box_mask: np.ndarray | None, size: int) 
     return np.stack(out)
 
 
+class SectorInputs:
+    """What EchoPrime's sector mask needs from a whole clip, gathered one frame at a time: the
+    first frame, each pixel's brightest value and the last frame (three frames of memory)."""
+
+    def __init__(self) -> None:
+        self.first: np.ndarray | None = None
+        self.brightest: np.ndarray | None = None
+        self.last: np.ndarray | None = None
+
+    def add(self, frame: np.ndarray) -> None:
+        if self.brightest is None:
+            self.first, self.brightest = frame, frame.copy()
+        else:
+            np.maximum(self.brightest, frame, out=self.brightest)
+        self.last = frame
+
+    def mask(self) -> np.ndarray:
+        """``ultrasound_mask`` of the whole clip (its max is ``brightest``, its ends first/last)."""
+        return ultrasound_mask(np.stack([self.first, self.brightest, self.last]))
+
+
+def _is_frame_source(frames: Any) -> bool:
+    """A clip read frame by frame (``dicom.Clip``, or anything with ``n_frames`` and
+    ``frame(i)``) rather than an array of all its frames."""
+    return hasattr(frames, "frame") and hasattr(frames, "n_frames")
+
+
+def _streamed_model_frames(clip: Any, params: PreprocessParams,
+                           regions: Sequence[Region] | None) -> np.ndarray:
+    """``model_frames`` of a clip read frame by frame, in one pass: each frame is decoded once
+    and dropped; only the mask's inputs and the sampled frames' crops are kept. Without the
+    sector mask only the sampled frames are decoded."""
+    n = int(clip.n_frames)
+    idx = sample_indices(n, params.n_frames, params.stride)
+    real = idx >= 0
+    wanted = {int(i) for i in idx[real]}
+    sector = SectorInputs() if params.mask == "sector" else None
+    crops: dict[int, np.ndarray] = {}
+    shape = None
+    for i in range(n) if sector is not None else sorted(wanted):
+        frame = _as_frames(np.asarray(clip.frame(i))[None])[0]
+        shape = frame.shape
+        if sector is not None:
+            sector.add(frame)
+        if i in wanted:
+            y0, x0, y1, x1 = crop_box(shape[0], shape[1], params.zoom)
+            crops[i] = np.ascontiguousarray(frame[y0:y1, x0:x1])
+    if sector is not None:
+        mask = sector.mask()
+    else:
+        mask = _clip_mask(np.empty((1, *shape[:2]), np.uint8), params, regions)
+    y0, x0, y1, x1 = crop_box(shape[0], shape[1], params.zoom)
+    box_mask = None if mask is None else np.ascontiguousarray(mask[y0:y1, x0:x1])
+    resized = _mask_and_resize([crops[int(i)] for i in idx[real]], box_mask, params.size)
+    if resized.ndim == 3:
+        resized = np.repeat(resized[..., None], 3, axis=-1)
+    out = np.empty((params.n_frames, params.size, params.size, 3), dtype=np.uint8)
+    out[real] = resized
+    out[~real] = _PAD_COLOUR if params.pad == "mean" else 0
+    return out
+
+
 def model_frames(
     frames: Any,
     params: PreprocessParams = PreprocessParams(),
     regions: Sequence[Region] | None = None,
 ) -> np.ndarray:
     """uint8 (n_frames, size, size, 3): masked, cropped, resized, sampled frames, i.e. what
-    the model sees before normalisation (the form clips are cached in)."""
+    the model sees before normalisation (the form clips are cached in).
+
+    ``frames``: all frames as an array, or a clip read frame by frame (``dicom.Clip``), which
+    is streamed: memory for three full frames and the sampled crops, whatever its length."""
+    if _is_frame_source(frames):
+        return _streamed_model_frames(frames, params, regions)
     frames = _as_frames(frames)
     mask = _clip_mask(frames, params, regions)
     t, h, w = frames.shape[:3]
@@ -272,7 +339,8 @@ def preprocess_clip(
     regions: Sequence[Region] | None = None,
     **overrides: Any,
 ) -> Any:
-    """Model input float32 (3, n_frames, size, size) for a uint8 (T,H,W,3) or (T,H,W) clip.
+    """Model input float32 (3, n_frames, size, size) for a uint8 (T,H,W,3) or (T,H,W) clip, or
+    a ``dicom.Clip`` (streamed: ``preprocess_clip(read_clip(path))``).
 
     ``overrides`` replace fields of ``params`` (e.g. ``n_frames=8``). A torch tensor in gives
     a torch float32 tensor out, a numpy array in gives a numpy array out.

@@ -212,7 +212,7 @@ class ScoringSet(Dataset):
                 frames = self.cache.get(path)
             else:
                 regions = clip.regions if self.params.mask == "region" else None
-                frames = model_frames(clip.frames, self.params, regions)
+                frames = model_frames(clip, self.params, regions)  # streamed
             item["video"] = torch.from_numpy(normalize(frames))
         except (DicomReadError, ClipLoadError, OSError, ValueError) as exc:
             item["error"] = _error_text(path, exc)
