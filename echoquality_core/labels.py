@@ -267,6 +267,9 @@ class LabelStore:
             except csv.Error as exc:
                 problems.append((row_number, f"cannot read the row: {exc}"))
                 break
+            if (problem := _broken_record(cells, raw, columns)) is not None:
+                problems.append((row_number, problem))
+                continue
             if len(cells) > len(names):
                 if any(c.strip() for c in cells[len(names):]):
                     extra = f"{len(cells)} values but the header has {len(names)} columns"
@@ -584,6 +587,26 @@ def _records(text: str, delimiter: str) -> Iterator[tuple[list[str], str]]:
         raw = "".join(consumed)
         consumed.clear()
         yield cells, raw
+
+
+def _broken_record(cells: list[str], raw: str, columns: dict[str, int]) -> str | None:
+    """Why a record cannot be a row of the file (an unbalanced quote, too few values), or None."""
+    if '"' in raw and ("\n" in raw.rstrip("\r\n") or not _line_end(raw)):
+        try:
+            for _ in csv.reader(io.StringIO(raw, newline=""), strict=True):
+                pass
+        except csv.Error:
+            return ('a quote (") opened on this row is never closed, so every later row would '
+                    'be read as part of it; fix the quote')
+        path = cells[columns[PATH]] if len(cells) > columns[PATH] else ""
+        if "\n" in path or "\r" in path:
+            return ("video_path runs over several lines: an unbalanced quote (\") swallows the "
+                    "rows after it; fix the quote")
+    needed = max(columns[PATH], columns[SCORE]) + 1
+    if any(c.strip() for c in cells) and len(cells) < needed:
+        return (f"{len(cells)} value{'s' if len(cells) != 1 else ''} but the header has "
+                f"{len(columns)} columns (no {SCORE!r} value); add the missing commas")
+    return None
 
 
 def _line_end(text: str) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from echoquality_core.dicom import DicomReadError, find_clips, read_clip
-from echoquality_core.labels import Label, LabelClash, LabelStore
+from echoquality_core.labels import Label, LabelClash, LabelError, LabelStore
 
 UNREADABLE = "unreadable"  # issue tag for a clip that cannot be decoded
 
@@ -73,7 +73,8 @@ class Project:
             raise NotADirectoryError(f"not a folder: {self.root}")
         self.csv_path = Path(self.csv_path or self.root / "labels.csv").resolve()
         self.store = LabelStore(self.csv_path, root=self.root)
-        if not self.csv_path.exists():
+        self.read_only = not _writable(self.csv_path)
+        if not self.csv_path.exists() and not self.read_only:
             self.store.save_merged()  # another program may create it at the same moment
         self.clashes: list[LabelClash] = []  # of the last save: clips another program changed too
         self._undo: list[LabelChange] = []
@@ -166,6 +167,9 @@ class Project:
     def _save(self) -> None:
         """Save under the CSV's lock, merging what another program wrote meanwhile; clips that
         both changed keep ours and are listed in ``clashes`` (for the window to show)."""
+        if self.read_only:
+            self.store.load()  # drop the change: it cannot be kept
+            raise LabelError(read_only_note(self.csv_path))
         self.clashes = self.store.save_merged()
 
     def set_label(self, rel: str, score: float, *, rater: str | None = None,
@@ -215,6 +219,19 @@ class Project:
     @property
     def can_redo(self) -> bool:
         return bool(self._redo)
+
+
+def read_only_note(csv_path: Path) -> str:
+    """What to tell the user when the labels CSV cannot be written where it is."""
+    return (f"Read-only: labels cannot be saved to {csv_path}; choose a labels CSV in a "
+            f"writable folder (File > Labels CSV…) to label this folder")
+
+
+def _writable(csv_path: Path) -> bool:
+    """True if the CSV can be replaced atomically: its folder is writable (and the file, if it
+    exists, too)."""
+    folder_ok = os.access(csv_path.parent, os.W_OK | os.X_OK)
+    return folder_ok and (not csv_path.exists() or os.access(csv_path, os.W_OK))
 
 
 def _after(rels: list[str], after: str | None, rows: Mapping[str, int] | None = None) -> list[str]:

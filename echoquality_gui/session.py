@@ -10,7 +10,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QThread, Signal
 
 from echoquality_core.labels import Label
-from echoquality_core.project import ClipInfo, LabelChange, Project, read_header
+from echoquality_core.project import ClipInfo, LabelChange, Project, read_header, read_only_note
 from echoquality_core.scoring import DEFAULT_THRESHOLD, ClipInput
 from echoquality_gui import settings
 from echoquality_gui.score_worker import ScoreWorker, scores_by_clip
@@ -116,6 +116,8 @@ class Session(QObject):
         self.scale_changed.emit(self.scale)
         self.current_changed.emit(None)
         self._emit_undo_state()
+        if project.read_only:
+            self.message.emit(read_only_note(project.csv_path))
         self._start_scan(project)
         return project
 

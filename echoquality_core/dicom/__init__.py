@@ -95,11 +95,13 @@ def is_dicom(path: str | os.PathLike) -> bool:
 def find_clips(root: str | os.PathLike) -> list[Path]:
     """DICOM files under ``root`` (recursive, by content not extension), sorted.
 
-    Hidden folders and files, DICOMDIR index files and unreadable files are skipped quietly.
+    Hidden folders and files and DICOMDIR index files are skipped. A file we may not read is
+    listed (its content cannot be checked), so that ``read_clip`` says "permission denied"
+    instead of the clip silently missing.
     """
     root = Path(root)
     if root.is_file():
-        return [root] if is_dicom(root) else []
+        return [root] if is_dicom(root) or _permission_denied(root) else []
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -107,9 +109,19 @@ def find_clips(root: str | os.PathLike) -> list[Path]:
             if name.startswith(".") or name.upper() == "DICOMDIR":
                 continue
             path = Path(folder) / name
-            if is_dicom(path):
+            if is_dicom(path) or _permission_denied(path):
                 found.append(path)
     return sorted(found)
+
+
+def _permission_denied(path: Path) -> bool:
+    try:
+        with open(path, "rb"):
+            return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
 
 
 # --- the clip -------------------------------------------------------------------------------------
@@ -260,6 +272,8 @@ def read_clip(path: str | os.PathLike, *, salt: str | None = None,
         raise DicomReadError(path, "is a folder, not a file")
     if size == 0:
         raise DicomReadError(path, "file is empty")
+    if _permission_denied(path):
+        raise DicomReadError(path, "permission denied: this user may not read the file")
     if not is_dicom(path):
         raise DicomReadError(path, "not a DICOM file")
     try:
