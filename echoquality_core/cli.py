@@ -108,9 +108,10 @@ def _run_train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainError
+    from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainError, summarize
     from echoquality_core.tracking import mlflow_ui_command
-    from echoquality_core.train import TrainConfig, Trainer, summarize
+    from echoquality_core.train import Trainer
+    from echoquality_core.train_config import TrainConfig
 
     options = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
     paths = {"annotations_csv": args.csv, "videos_dir": args.videos,
@@ -370,37 +371,25 @@ def _add_gradcam(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_gradcam(args: argparse.Namespace) -> int:
-    import torch
-
-    from echoquality_core.dicom import DicomReadError, read_clip
-    from echoquality_core.gradcam import visualize_gradcam
-    from echoquality_core.model import WeightsError, resolve_device
-    from echoquality_core.preprocess import preprocess_clip
-    from echoquality_core.scoring import (
-        assessment,
-        load_scoring_model,
-        params_from_info,
-        score_arrays,
-    )
+    from echoquality_core.checkpoint import load_scoring_model, params_from_info, require_checkpoint
+    from echoquality_core.data import ClipLoadError
+    from echoquality_core.dicom import DicomReadError
+    from echoquality_core.gradcam import explain_clip, save_explanation
+    from echoquality_core.model import resolve_device
+    from echoquality_core.scoring import assessment
 
     try:
         if not args.clip.is_file():
             raise FileNotFoundError(f"clip not found: {args.clip}")
         net, info = load_scoring_model(args.model)
-        if isinstance(net, torch.jit.ScriptModule):
-            raise WeightsError(args.model, "GradCAM needs the model's checkpoint, not a "
-                               "TorchScript export (it has no layers to look into)")
-        params = params_from_info(info)
-        clip = read_clip(args.clip)
-        regions = clip.regions if params.mask == "region" else None
-        video = torch.from_numpy(preprocess_clip(clip, params, regions))
-        device = resolve_device(args.device)
-        score = float(score_arrays(net, video[None], device)[0])
+        require_checkpoint(net, args.model)
+        net.to(resolve_device(args.device))
+        result = explain_clip(net, args.clip, params_from_info(info), args.explain, args.layer)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        visualize_gradcam(net, video, args.layer, args.out, explain=args.explain)
-    except (OSError, ValueError, DicomReadError) as exc:
+        save_explanation(result, args.out)
+    except (OSError, ValueError, DicomReadError, ClipLoadError) as exc:
         return _fail("gradcam", exc)
-    print(f"{args.clip.name}: score {score:.3f} ({assessment(score)})")
+    print(f"{args.clip.name}: score {result.score:.3f} ({assessment(result.score)})")
     print(f"GradCAM ({args.layer}, explains '{args.explain}'): {args.out.resolve()}")
     return 0
 
@@ -416,7 +405,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from echoquality_core.export import FORMATS, INFO_FILE, export_model
+    from echoquality_core.checkpoint import INFO_FILE
+    from echoquality_core.export import FORMATS, export_model
 
     try:
         info = export_model(args.model, args.out, example_frames=args.frames,

@@ -13,6 +13,7 @@ or accumulate in any parameter); ``torch.autograd.grad`` gives dScore/dA. Then
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from echoquality_core.preprocess import MEAN, STD, PreprocessParams, map_to_original, sample_indices
+from echoquality_core.data import clip_model_frames
+from echoquality_core.dicom import read_clip
+from echoquality_core.preprocess import (
+    MEAN,
+    STD,
+    PreprocessParams,
+    map_to_original,
+    normalize,
+    sample_indices,
+)
 
 EXPLAIN = ("good", "poor")
 
@@ -199,6 +209,55 @@ def maps_to_clip(
                 placed[j] = map_to_original(maps[j], height, width, params.zoom)
             out[i] = placed[j]
     return out
+
+
+@dataclass(frozen=True)
+class ClipExplanation:
+    """GradCAM of one clip: the model input (3,T,S,S), its maps (T,S,S) in 0..1, the score, and
+    what is needed to place the maps back onto the clip's own frames."""
+
+    path: Path
+    video: np.ndarray
+    maps: np.ndarray
+    score: float
+    explain: str  # "good" | "poor": what the maps explain
+    layer: str
+    params: PreprocessParams
+    n_frames: int  # frames of the clip as stored
+    shape_hw: tuple[int, int]
+
+
+def explain_clip(
+    model: nn.Module,
+    path: str | os.PathLike,
+    params: PreprocessParams,
+    explain: str = "good",
+    target_layer_name: str = "layer4",
+) -> ClipExplanation:
+    """Read a DICOM clip, turn it into model input and explain the model's score on it.
+
+    ``model`` must be a module with layers (not a TorchScript export; see
+    ``checkpoint.require_checkpoint``); ``params`` are the checkpoint's preprocessing settings.
+    """
+    clip = read_clip(path)
+    video = normalize(clip_model_frames(clip, params))
+    maps, score = gradcam_with_score(model, torch.from_numpy(video), target_layer_name, explain)
+    return ClipExplanation(Path(path), video, maps, score, explain, target_layer_name, params,
+                           clip.n_frames, (clip.height, clip.width))
+
+
+def save_explanation(result: ClipExplanation, save_path: str | os.PathLike,
+                     n_frames_shown: int = 8) -> Path:
+    """PNG strip of an explanation: model-input frames with the heat map, importance curve."""
+    from echoquality_core.plots import save_gradcam_strip
+
+    save_path = Path(save_path)
+    save_gradcam_strip(
+        denormalize(result.video), result.maps, save_path, n_frames_shown=n_frames_shown,
+        title=f"GradCAM ({result.layer}, explains '{result.explain}') - score "
+              f"{result.score:.3f}",
+    )
+    return save_path
 
 
 def visualize_gradcam(

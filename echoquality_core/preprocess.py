@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ _MORPH_ITERATIONS = 10  # erosion drops strokes thinner than ~21 px (ECG trace, 
 _IGNORED_CORNER = 20  # EchoPrime ignores changes in the top-left 20x20 px (a blinking dot)
 _HULL_LINE = 3  # EchoPrime draws the hull with a 3-px line, so the mask reaches 1 px past it
 _PAD_COLOUR = np.round(MEAN).astype(np.uint8)
+MAX_VIEW_FRAMES = 3000  # model_view keeps every frame: 3000 x 112 x 112 x 3 = 113 MB
 
 Region = tuple[int, int, int, int]
 
@@ -319,6 +320,50 @@ def model_frames(
     out = np.empty((params.n_frames, params.size, params.size, 3), dtype=np.uint8)
     out[real] = resized
     out[~real] = _PAD_COLOUR if params.pad == "mean" else 0
+    return out
+
+
+def model_view(
+    frame_at: Callable[[int], Any],
+    n_frames: int,
+    params: PreprocessParams = PreprocessParams(),
+    regions: Sequence[Region] | None = None,
+) -> np.ndarray | None:
+    """Every frame of a clip as the model sees it, uint8 (n_frames, size, size, 3), built
+    while holding one full-size frame at a time (for long clips in a viewer).
+
+    ``frame_at(i)`` gives frame ``i`` (uint8 (H,W,3) or (H,W)) or None to give up (then None
+    is returned); ValueError for a clip over ``MAX_VIEW_FRAMES`` frames (the view holds every
+    frame at model size). Equals ``model_frames`` of the whole clip with ``n_frames`` frames and
+    stride 1: the sector mask needs only each pixel's brightest value and the first and last
+    frames (see :func:`ultrasound_mask`), gathered in a first pass; a second pass masks, crops
+    and resizes each frame.
+    """
+    if n_frames > MAX_VIEW_FRAMES:
+        raise ValueError(f"the clip has {n_frames} frames; the model-input view shows clips of "
+                         f"up to {MAX_VIEW_FRAMES} frames")
+    mask = None
+    if params.mask == "sector":
+        sector = SectorInputs()
+        for index in range(n_frames):
+            frame = frame_at(index)
+            if frame is None:
+                return None
+            sector.add(_as_frames(np.asarray(frame)[None])[0])
+        mask = sector.mask()
+    out = np.empty((n_frames, params.size, params.size, 3), dtype=np.uint8)
+    for index in range(n_frames):
+        frame = frame_at(index)
+        if frame is None:
+            return None
+        frame = _as_frames(np.asarray(frame)[None])
+        if mask is None and params.mask == "region":
+            mask = _clip_mask(frame, params, regions)
+        h, w = frame.shape[1:3]
+        y0, x0, y1, x1 = crop_box(h, w, params.zoom)
+        box_mask = None if mask is None else np.ascontiguousarray(mask[y0:y1, x0:x1])
+        resized = _mask_and_resize(frame[:, y0:y1, x0:x1], box_mask, params.size)[0]
+        out[index] = resized[..., None] if resized.ndim == 2 else resized
     return out
 
 

@@ -36,11 +36,16 @@ from PySide6.QtWidgets import (
 )
 
 from echoquality_core.evaluate import metrics_from_scores
-from echoquality_core.gradcam import clip_frame_map, frame_importance, model_frame_index
+from echoquality_core.gradcam import (
+    ClipExplanation,
+    clip_frame_map,
+    frame_importance,
+    model_frame_index,
+)
 from echoquality_core.labels import Label, LabelError
 from echoquality_core.preprocess import sample_indices
 from echoquality_gui.clip_list import label_text
-from echoquality_gui.gradcam_worker import GradcamResult, GradcamWorker
+from echoquality_gui.gradcam_worker import GradcamWorker
 from echoquality_gui.keybinds import FIVE_POINT, keybind
 from echoquality_gui.labeling import ask_rater
 from echoquality_gui.player import CinePlayer
@@ -184,7 +189,7 @@ class ClipHeatMap:
     """The player's overlay: frame index -> GradCAM map placed on that clip frame (crop and
     scale undone, nearest sampled frame in time), computed once per model frame."""
 
-    def __init__(self, result: GradcamResult):
+    def __init__(self, result: ClipExplanation):
         self.result = result
         self._maps: dict[int | None, np.ndarray] = {}
 
@@ -532,7 +537,7 @@ class ReviewTab(QWidget):
             f"{Path(clip.rel).name} · labelled {label_text(clip.label)} · model {clip.score:.3f}"
             f" ({'good' if clip.called_good else 'poor'}) · {KINDS[clip.kind]}{done}")
 
-    def _on_gradcam(self, request: int, result: GradcamResult) -> None:
+    def _on_gradcam(self, request: int, result: ClipExplanation) -> None:
         if request != self._request or self.rel is None:
             return
         self.heat_map = ClipHeatMap(result)

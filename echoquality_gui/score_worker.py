@@ -10,14 +10,8 @@ from pathlib import Path
 import pandas as pd
 from PySide6.QtCore import QObject, QThread, Signal
 
-from echoquality_core.scoring import (
-    COLUMNS,
-    ClipInput,
-    load_scoring_model,
-    params_from_info,
-    score_clips,
-    threshold_from_info,
-)
+from echoquality_core.checkpoint import load_scoring_model, params_from_info, threshold_from_info
+from echoquality_core.scoring import COLUMNS, ClipInput, score_clips
 
 log = logging.getLogger(__name__)
 

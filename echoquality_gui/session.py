@@ -11,7 +11,8 @@ from PySide6.QtCore import QObject, QThread, Signal
 
 from echoquality_core.labels import Label
 from echoquality_core.project import ClipInfo, LabelChange, Project, read_header, read_only_note
-from echoquality_core.scoring import DEFAULT_THRESHOLD, ClipInput
+from echoquality_core.checkpoint import DEFAULT_THRESHOLD
+from echoquality_core.scoring import ClipInput
 from echoquality_gui import settings
 from echoquality_gui.score_worker import ScoreWorker, scores_by_clip
 

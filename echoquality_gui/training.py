@@ -688,7 +688,7 @@ class TrainPanel(QWidget):
 
     @staticmethod
     def _summary(end: TrainEnd) -> str:
-        from echoquality_core.train import summarize
+        from echoquality_core.events import summarize
 
         lines = [TrainPanel._outcome(end)] + ([] if end.cancelled else [summarize(end)])
         if end.run_id and not end.cancelled:

@@ -23,9 +23,9 @@ from echoquality_core.demo import synthetic_clip, write_dicom_clip
 from echoquality_core.dicom import find_clips
 from echoquality_core.model import build_model, save_checkpoint
 from echoquality_core.preprocess import PreprocessParams
+from echoquality_core.checkpoint import DEFAULT_THRESHOLD
 from echoquality_core.scoring import (
     COLUMNS,
-    DEFAULT_THRESHOLD,
     SCORE_BANDS,
     assessment,
     read_scores,

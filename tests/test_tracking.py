@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
+from echoquality_core.digest import file_digest as file_sha256
 from echoquality_core.tracking import (
     default_tracking_uri,
-    file_sha256,
     flatten,
     free_port,
     list_runs,

@@ -60,3 +60,13 @@ def test_the_readme_example_runs_on_a_clip(clips):
     video = preprocess_clip(clip, regions=clip.regions)  # the README's example
     assert video.shape == (3, 16, 112, 112) and video.dtype == np.float32
     assert clip._frames is None  # the whole clip was never decoded into memory
+
+
+def test_the_model_input_view_of_a_very_long_clip_is_refused_before_decoding():
+    from echoquality_core.preprocess import MAX_VIEW_FRAMES, model_view
+
+    asked = []
+    with pytest.raises(ValueError, match=f"the clip has {MAX_VIEW_FRAMES + 1} frames; the "
+                                         f"model-input view shows clips of up to"):
+        model_view(asked.append, MAX_VIEW_FRAMES + 1)
+    assert asked == []
