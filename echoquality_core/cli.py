@@ -203,6 +203,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="clip loading processes (default 2)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--cache", type=Path, metavar="DIR", help="cache of preprocessed clips")
+    _add_trust(p)
     p.set_defaults(run=_run_score)
 
 
@@ -223,6 +224,7 @@ def _run_score(args: argparse.Namespace) -> int:
             args.paths, args.model, out_csv=args.out, threshold=args.threshold,
             device=args.device, batch_size=args.batch_size, num_workers=args.workers,
             cache_dir=args.cache, gradcam_dir=args.gradcam, progress=progress,
+            trust_exported=args.trust_exported,
         )
     except (OSError, ValueError) as exc:
         return _fail("score", exc)
@@ -238,6 +240,12 @@ def _run_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_trust(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-exported", action="store_true",
+                   help="accept a TorchScript export as --model: loading it runs code from the "
+                        "file, so only for files from a source you trust")
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="metrics and plots of a model on labelled clips",
@@ -248,6 +256,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--run", dest="run_id", metavar="RUN_ID",
                         help="MLflow run whose best checkpoint to use")
     source.add_argument("--model", type=Path, help="weights, checkpoint or TorchScript export")
+    _add_trust(p)
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite next to the CSV)")
     p.add_argument("--csv", type=Path, required=True, help="labels CSV (video_path, quality_score)")
     p.add_argument("--videos", type=Path, help="folder the CSV's paths are relative to "
@@ -343,7 +352,7 @@ def _evaluate_labels(args: argparse.Namespace, model: Path):
     clips = [ClipInput(store.resolve(name), name) for name in names]
     table = score_clips(clips, model, threshold=args.threshold, device=args.device,
                         batch_size=args.batch_size, num_workers=args.workers,
-                        cache_dir=args.cache)
+                        cache_dir=args.cache, trust_exported=args.trust_exported)
     table.insert(1, "label", [labels[name] for name in table["video_path"]])
     ok = table[table["error"] == ""]
     if ok.empty:
@@ -381,8 +390,8 @@ def _run_gradcam(args: argparse.Namespace) -> int:
     try:
         if not args.clip.is_file():
             raise FileNotFoundError(f"clip not found: {args.clip}")
+        require_checkpoint(args.model)  # refused before it is loaded (it would run code)
         net, info = load_scoring_model(args.model)
-        require_checkpoint(net, args.model)
         net.to(resolve_device(args.device))
         result = explain_clip(net, args.clip, params_from_info(info), args.explain, args.layer)
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -76,8 +76,17 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
     state, info = _split_checkpoint(path, data)
     target = _unwrap(model)
     _check_state_matches(path, state, target.state_dict())
+    _check_finite(path, state)
     target.load_state_dict(state, strict=False)  # only num_batches_tracked counters may be absent
     return info
+
+
+def _check_finite(path: Path, state: Mapping[str, torch.Tensor]) -> None:
+    """WeightsError naming the first tensor holding NaN or infinity (a diverged training)."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise WeightsError(path, f"the weights {name} hold NaN or infinite values (the "
+                                     f"training diverged?); this model cannot score")
 
 
 def _read_torch_file(path: Path) -> Any:

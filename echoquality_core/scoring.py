@@ -322,12 +322,13 @@ def score_clips(
     cache_dir: str | os.PathLike | None = None,
     gradcam_dir: str | os.PathLike | None = None,
     progress: ProgressFn | None = None,
+    trust_exported: bool = False,
 ) -> pd.DataFrame:
     """Score clips and return one row per clip (columns :data:`COLUMNS`).
 
     ``paths``: folders, DICOM files, CSVs with a ``video_path`` column and/or ClipInputs (see
-    :func:`collect_clips`). ``model``: a weights file / checkpoint, a TorchScript export, or a
-    module. ``threshold``: default the checkpoint's saved threshold, else 0.3 (the original
+    :func:`collect_clips`). ``model``: a weights file / checkpoint, a module, or (only with
+    ``trust_exported``: it runs code) a TorchScript export. ``threshold``: default the checkpoint's saved threshold, else 0.3 (the original
     inference script's). ``params``: default the checkpoint's preprocessing, else EchoPrime's.
     With ``out_csv`` rows are appended after every batch and clips already scored in the file
     are skipped, while clips with only an error row there are tried again and their row
@@ -342,7 +343,7 @@ def score_clips(
         raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, "
                          f"{num_workers}")
     clips = collect_clips(paths)
-    net, info = load_scoring_model(model)
+    net, info = load_scoring_model(model, trust_exported=trust_exported)
     if gradcam_dir is not None:
         require_checkpoint(net, model)
     threshold = threshold_from_info(info, threshold)
