@@ -112,6 +112,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from echoquality_core.tracking import mlflow_ui_command
     from echoquality_core.train import Trainer
     from echoquality_core.train_config import TrainConfig
+    from echoquality_core.train_process import end_on_sigterm
 
     options = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
     paths = {"annotations_csv": args.csv, "videos_dir": args.videos,
@@ -163,6 +164,7 @@ def _run_train(args: argparse.Namespace) -> int:
             tqdm.write(f"{label}: {event.message}", file=sys.stderr)
 
     trainer = Trainer(config, callback=show)
+    end_on_sigterm()
     try:
         end = trainer.run()
     finally:

@@ -15,6 +15,7 @@ import ctypes
 import multiprocessing as mp
 import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +31,16 @@ RUN, STOP, CANCEL = 0, 1, 2  # the parent's request, in a shared integer
 def cpu_threads() -> int:
     """Threads a CPU training gets: all cores but one, which stays free for the window."""
     return max(1, (os.cpu_count() or 1) - 1)
+
+
+def end_on_sigterm() -> None:
+    """SIGTERM (``kill``, a closing session) ends a training as an error: SystemExit unwinds
+    the run, so its MLflow run is marked FAILED and its partial model is not offered. Call
+    from the main thread."""
+    def handler(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _orphaned(parent: int) -> bool:
@@ -78,6 +89,7 @@ def _child(settings: dict[str, Any], events: Any, request: Any, parent: int) -> 
             time.sleep(POLL_SECONDS)
 
     threading.Thread(target=relay, daemon=True).start()
+    end_on_sigterm()
     trainer.run()
     if _orphaned(parent):
         os._exit(3)  # the run is closed; nobody will read the queue

@@ -41,6 +41,7 @@ from echoquality_core.tracking import (
     default_tracking_uri,
     free_port,
     list_runs,
+    mark_stale_runs,
     mlflow_ui_command,
     run_checkpoint,
     run_folder,
@@ -83,6 +84,7 @@ class RunsLoader(QThread):
 
     def run(self) -> None:
         try:
+            mark_stale_runs(self.tracking_uri)  # runs whose training was killed: not RUNNING
             rows = [RunRow(run, run_checkpoint(run, self.project_dir),
                            run_folder(run, self.project_dir))
                     for run in list_runs(self.tracking_uri)]
