@@ -75,3 +75,53 @@ def test_killing_the_app_ends_its_training_child_within_2_s(settings):
     assert _gone(child)
     assert time.monotonic() - killed < 2.0
     assert _statuses(settings["tracking_uri"]) == ["KILLED"]  # cancelled, nothing kept
+
+
+CLI = "import sys; from echoquality_core.cli import main; sys.exit(main())"
+
+
+def _train(settings: dict) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-c", CLI, "train", "--csv", settings["annotations_csv"],
+         "--epochs", "50", "--batch-size", "2", "--frames", "4", "--stride", "1",
+         "--device", "cpu", "--workers", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for_a_running_run(settings: dict, known: int, process: subprocess.Popen) -> None:
+    from echoquality_core.tracking import list_runs
+
+    began = time.monotonic()
+    while time.monotonic() - began < 240:
+        runs = list_runs(settings["tracking_uri"])
+        if len(runs) > known and runs[0]["status"] == "RUNNING" and \
+                (Path(settings["annotations_csv"]).parent / "trained_models").exists():
+            return
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.5)
+    raise AssertionError("the training did not start")
+
+
+@pytest.mark.slow
+def test_sigterm_or_kill_9_of_train_leaves_no_running_run_and_no_model_offered(settings):
+    from echoquality_core.tracking import list_runs, mark_stale_runs, run_checkpoint
+
+    uri, project = settings["tracking_uri"], Path(settings["annotations_csv"]).parent
+    known = len(list_runs(uri))
+    train = _train(settings)
+    _wait_for_a_running_run(settings, known, train)
+    train.send_signal(signal.SIGTERM)
+    train.communicate(timeout=60)
+    assert train.returncode != 0
+    assert list_runs(uri)[0]["status"] == "FAILED"  # marked by the run itself
+
+    train = _train(settings)
+    _wait_for_a_running_run(settings, known + 1, train)
+    train.send_signal(signal.SIGKILL)
+    train.communicate(timeout=60)
+    killed = list_runs(uri)[0]
+    assert killed["status"] == "RUNNING"  # nobody could end it ...
+    assert run_checkpoint(killed, project) is None  # ... and its best.pt is not offered
+    assert mark_stale_runs(uri) == [killed["run_id"]]  # what the next training / the app does
+    assert [r["status"] for r in list_runs(uri)[:2]] == ["KILLED", "FAILED"]
