@@ -1,6 +1,7 @@
-"""Scoring clips with a model in a QThread around the core's ``score_clips``: the model is
-loaded first (``loaded``), then ``progress(done, total)`` per clip; cancellable between clips
-(the batch being scored is finished and, with an output CSV, written)."""
+"""Scoring clips with a model: a QThread relaying a child process (core ``ScoreProcess``) that
+loads the model (``loaded``) and runs ``score_clips`` (``progress(done, total)`` per clip);
+cancellable between clips (the batch being scored is finished and, with an output CSV,
+written). Torch runs only in the child, so the window never waits on its GIL."""
 from __future__ import annotations
 
 import logging
@@ -10,16 +11,12 @@ from pathlib import Path
 import pandas as pd
 from PySide6.QtCore import QObject, QThread, Signal
 
-from echoquality_core.checkpoint import load_scoring_model, params_from_info, threshold_from_info
-from echoquality_core.scoring import COLUMNS, ClipInput, score_clips
+from echoquality_core.score_process import ScoreProcess
+from echoquality_core.scoring import ClipInput
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 4  # small batches: progress and Cancel answer within a few clips
-
-
-class _Cancelled(Exception):
-    """Raised from the progress callback to leave ``score_clips`` between batches."""
 
 
 def scores_by_clip(table: pd.DataFrame) -> dict[str, float]:
@@ -59,44 +56,39 @@ class ScoreWorker(QThread):
         self.out_csv = Path(out_csv) if out_csv is not None else None
         self.cache_dir = cache_dir
         self._cancelled = False
+        self._process: ScoreProcess | None = None
 
     def cancel(self) -> None:
         """Stop after the clip being scored (its batch is finished first)."""
         self._cancelled = True
-
-    def _progress(self, done: int, total: int, _name: str) -> None:
-        self.progress.emit(self.id, done, total)
-        if self._cancelled:
-            raise _Cancelled
+        if self._process is not None:
+            self._process.cancel()
 
     def run(self) -> None:
-        try:
-            net, info = load_scoring_model(self.model_path, trust_exported=self.trust_exported)
-            threshold = threshold_from_info(info, self.threshold)
-        except Exception as exc:  # any file the user picks: say why it cannot be used
-            if not isinstance(exc, (OSError, ValueError, RuntimeError)):
-                log.exception("unexpected error loading %s", self.model_path.name)
-            self.failed.emit(self.id, f"Cannot use the model {self.model_path.name}: {exc}")
-            return
+        """Relay the child process's events (the model is loaded and clips scored there: no
+        torch in this process, no GIL shared with the window)."""
+        self._process = ScoreProcess(self.clips, self.model_path, threshold=self.threshold,
+                                     out_csv=self.out_csv, cache_dir=self.cache_dir,
+                                     batch_size=BATCH_SIZE, trust_exported=self.trust_exported)
         if self._cancelled:
-            self.cancelled.emit(self.id)
-            return
-        self.loaded.emit(self.id, threshold)
-        self.progress.emit(self.id, 0, 0)
-        if isinstance(self.clips, list) and not self.clips:  # only check that the model loads
-            self.finished_scoring.emit(self.id, pd.DataFrame(columns=list(COLUMNS)))
-            return
+            self._process.cancel()
         try:
-            table = score_clips(self.clips, net, out_csv=self.out_csv, threshold=threshold,
-                                batch_size=BATCH_SIZE, params=params_from_info(info),
-                                cache_dir=self.cache_dir, progress=self._progress)
-        except _Cancelled:
+            self._process.start()
+            for event in self._process.events():
+                self._relay(event)
+        except Exception as exc:  # noqa: BLE001 - shown, never a silent hang
+            self.failed.emit(self.id, f"Scoring could not run: {type(exc).__name__}: {exc}")
+
+    def _relay(self, event: tuple) -> None:
+        kind = event[0]
+        if kind == "loaded":
+            self.loaded.emit(self.id, event[1])
+            self.progress.emit(self.id, 0, 0)
+        elif kind == "progress":
+            self.progress.emit(self.id, event[1], event[2])
+        elif kind == "done":
+            self.finished_scoring.emit(self.id, event[1])
+        elif kind == "failed":
+            self.failed.emit(self.id, event[1])
+        else:
             self.cancelled.emit(self.id)
-            return
-        except Exception as exc:  # reported, never a dead worker
-            if not isinstance(exc, (OSError, ValueError, RuntimeError)):
-                log.exception("unexpected error while scoring")
-            self.failed.emit(self.id, f"Scoring stopped: {exc}")
-            return
-        table.attrs["threshold"] = threshold
-        self.finished_scoring.emit(self.id, table)
