@@ -23,10 +23,7 @@ from torch import nn
 from echoquality_core.model import WeightsError, build_model, load_weights, resolve_device
 from echoquality_core.model_files import INFO_FILE, TORCHSCRIPT_FILE, is_export, is_torchscript
 from echoquality_core.preprocess import PreprocessParams
-
-#: Decision threshold when neither the caller nor the checkpoint gives one: the value the
-#: original EchoQuality inference script used to call a clip "pass".
-DEFAULT_THRESHOLD = 0.3
+from echoquality_core.review import DEFAULT_THRESHOLD
 
 TRUST_HINT = ("a TorchScript export is a program: loading it runs code from the file. Load it "
               "only from a source you trust: --trust-exported on the command line, or confirm "

@@ -1,22 +1,29 @@
-"""Scoring clips with a model: a QThread relaying a child process (core ``ScoreProcess``) that
-loads the model (``loaded``) and runs ``score_clips`` (``progress(done, total)`` per clip);
-cancellable between clips (the batch being scored is finished and, with an output CSV,
-written). Torch runs only in the child, so the window never waits on its GIL."""
+"""Scoring clips with a model in a QThread around the core's ``score_clips``: the model is
+loaded first (``loaded``), then ``progress(done, total)`` per clip; cancellable between clips
+(the batch being scored is finished and, with an output CSV, written).
+
+The core's model modules (torch) are imported in the worker thread when a run starts, so the
+window opens without loading torch."""
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
 from PySide6.QtCore import QObject, QThread, Signal
 
-from echoquality_core.score_process import ScoreProcess
-from echoquality_core.scoring import ClipInput
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 4  # small batches: progress and Cancel answer within a few clips
+
+
+class _Cancelled(Exception):
+    """Raised from the progress callback to leave ``score_clips`` between batches."""
 
 
 def scores_by_clip(table: pd.DataFrame) -> dict[str, float]:
@@ -26,8 +33,8 @@ def scores_by_clip(table: pd.DataFrame) -> dict[str, float]:
 
 
 class ScoreWorker(QThread):
-    """Load ``model`` and score ``clips`` (folders, files or ClipInputs, as the core takes;
-    an empty list only loads the model).
+    """Load ``model`` and score ``clips`` (a folder, or a list of (path, name) pairs; an empty
+    list only loads the model).
 
     Signals carry the worker's ``id`` so that a replaced worker's queued signals can be told
     apart. Exactly one of ``finished_scoring``, ``failed`` or ``cancelled`` ends a run.
@@ -41,7 +48,7 @@ class ScoreWorker(QThread):
 
     _ids = 0
 
-    def __init__(self, clips: str | os.PathLike | list[str | os.PathLike | ClipInput],
+    def __init__(self, clips: str | os.PathLike | list[tuple[Path, str]],
                  model: str | os.PathLike, *, threshold: float | None = None,
                  out_csv: str | os.PathLike | None = None,
                  cache_dir: str | os.PathLike | None = None, trust_exported: bool = False,
@@ -56,39 +63,55 @@ class ScoreWorker(QThread):
         self.out_csv = Path(out_csv) if out_csv is not None else None
         self.cache_dir = cache_dir
         self._cancelled = False
-        self._process: ScoreProcess | None = None
 
     def cancel(self) -> None:
         """Stop after the clip being scored (its batch is finished first)."""
         self._cancelled = True
-        if self._process is not None:
-            self._process.cancel()
+
+    def _progress(self, done: int, total: int, _name: str) -> None:
+        self.progress.emit(self.id, done, total)
+        if self._cancelled:
+            raise _Cancelled
 
     def run(self) -> None:
-        """Relay the child process's events (the model is loaded and clips scored there: no
-        torch in this process, no GIL shared with the window)."""
-        self._process = ScoreProcess(self.clips, self.model_path, threshold=self.threshold,
-                                     out_csv=self.out_csv, cache_dir=self.cache_dir,
-                                     batch_size=BATCH_SIZE, trust_exported=self.trust_exported)
-        if self._cancelled:
-            self._process.cancel()
-        try:
-            self._process.start()
-            for event in self._process.events():
-                self._relay(event)
-        except Exception as exc:  # noqa: BLE001 - shown, never a silent hang
-            self.failed.emit(self.id, f"Scoring could not run: {type(exc).__name__}: {exc}")
+        import pandas as pd
 
-    def _relay(self, event: tuple) -> None:
-        kind = event[0]
-        if kind == "loaded":
-            self.loaded.emit(self.id, event[1])
-            self.progress.emit(self.id, 0, 0)
-        elif kind == "progress":
-            self.progress.emit(self.id, event[1], event[2])
-        elif kind == "done":
-            self.finished_scoring.emit(self.id, event[1])
-        elif kind == "failed":
-            self.failed.emit(self.id, event[1])
-        else:
+        from echoquality_core.checkpoint import (
+            load_scoring_model,
+            params_from_info,
+            threshold_from_info,
+        )
+        from echoquality_core.scoring import COLUMNS, ClipInput, score_clips
+
+        try:
+            net, info = load_scoring_model(self.model_path, trust_exported=self.trust_exported)
+            threshold = threshold_from_info(info, self.threshold)
+        except Exception as exc:  # any file the user picks: say why it cannot be used
+            if not isinstance(exc, (OSError, ValueError, RuntimeError)):
+                log.exception("unexpected error loading %s", self.model_path.name)
+            self.failed.emit(self.id, f"Cannot use the model {self.model_path.name}: {exc}")
+            return
+        if self._cancelled:
             self.cancelled.emit(self.id)
+            return
+        self.loaded.emit(self.id, threshold)
+        self.progress.emit(self.id, 0, 0)
+        if isinstance(self.clips, list) and not self.clips:  # only check that the model loads
+            self.finished_scoring.emit(self.id, pd.DataFrame(columns=list(COLUMNS)))
+            return
+        clips = ([ClipInput(Path(p), name) for p, name in self.clips]
+                 if isinstance(self.clips, list) else self.clips)
+        try:
+            table = score_clips(clips, net, out_csv=self.out_csv, threshold=threshold,
+                                batch_size=BATCH_SIZE, params=params_from_info(info),
+                                cache_dir=self.cache_dir, progress=self._progress)
+        except _Cancelled:
+            self.cancelled.emit(self.id)
+            return
+        except Exception as exc:  # reported, never a dead worker
+            if not isinstance(exc, (OSError, ValueError, RuntimeError)):
+                log.exception("unexpected error while scoring")
+            self.failed.emit(self.id, f"Scoring stopped: {exc}")
+            return
+        table.attrs["threshold"] = threshold
+        self.finished_scoring.emit(self.id, table)
