@@ -70,3 +70,25 @@ def test_score_over_the_file_size_limit_leaves_only_complete_rows(tmp_path, smal
         rows = list(csv.DictReader(fh))
     assert sorted(r["video_path"] for r in rows) == [f"clip{i}.dcm" for i in range(8)]
     assert all(r["score"] for r in rows)
+
+
+@pytest.mark.slow
+def test_train_over_the_file_size_limit_says_disk_full_and_leaves_no_torn_file(tmp_path):
+    if not shutil.which("prlimit"):
+        pytest.skip("prlimit (util-linux) not installed")
+    from echoquality_core.demo import write_demo_project
+
+    csv_path = write_demo_project(tmp_path, n_clips=8, n_frames=6, height=64, width=80, seed=5,
+                                  unlabelled=0.0)
+    done = cli("train", "--csv", str(csv_path), "--epochs", "1", "--batch-size", "2",
+               "--frames", "4", "--stride", "1", "--device", "cpu", "--workers", "0",
+               fsize=20 * 2**20)  # the settings, split, cache and MLflow fit; a model does not
+    assert "disk full" in done.stderr + done.stdout, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    runs = tmp_path / "trained_models"
+    files = [p for p in runs.rglob("*") if p.is_file()]
+    assert not [p for p in files if ".tmp-" in p.name]  # no temporary file left behind
+    assert not [p for p in files if p.suffix == ".pt"]  # no partial model
+    from echoquality_core.tracking import default_tracking_uri, list_runs
+
+    assert [r["status"] for r in list_runs(default_tracking_uri(tmp_path))] == ["FAILED"]
