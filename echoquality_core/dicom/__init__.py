@@ -96,14 +96,19 @@ def find_clips(root: str | os.PathLike) -> list[Path]:
     """DICOM files under ``root`` (recursive, by content not extension), sorted.
 
     Hidden folders and files and DICOMDIR index files are skipped. A file we may not read is
-    listed (its content cannot be checked), so that ``read_clip`` says "permission denied"
-    instead of the clip silently missing.
+    listed (its content cannot be checked), and so is a subfolder we may not open, so that
+    ``read_clip`` says "permission denied" instead of clips silently missing.
     """
     root = Path(root)
     if root.is_file():
         return [root] if is_dicom(root) or _permission_denied(root) else []
     found = []
-    for folder, dirs, files in os.walk(root):
+
+    def locked(error: OSError) -> None:  # a subfolder we may not list: listed, not dropped
+        if isinstance(error, PermissionError) and error.filename:
+            found.append(Path(error.filename))
+
+    for folder, dirs, files in os.walk(root, onerror=locked):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
             if name.startswith(".") or name.upper() == "DICOMDIR":
@@ -269,6 +274,8 @@ def read_clip(path: str | os.PathLike, *, salt: str | None = None,
     except OSError as exc:
         raise DicomReadError(path, f"cannot read file ({exc.strerror or exc})") from None
     if path.is_dir():
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise DicomReadError(path, "permission denied: this user may not open the folder")
         raise DicomReadError(path, "is a folder, not a file")
     if size == 0:
         raise DicomReadError(path, "file is empty")

@@ -69,6 +69,9 @@ def test_unreadable_clip_gets_a_row_and_a_read_only_folder_opens_read_only(share
     write_dicom_clip(root / "locked.dcm", frames, compression="none")
     (root / "ok.dcm").chmod(0o644)
     (root / "locked.dcm").chmod(0o600)  # root's, unreadable to nobody
+    (root / "closed").mkdir()
+    write_dicom_clip(root / "closed" / "inside.dcm", frames, compression="none")
+    (root / "closed").chmod(0o700)  # a subfolder nobody may not even list
     root.chmod(0o555)  # nobody may read the folder but not write in it
     writable = shared_tmp / "mine"
     writable.mkdir()
@@ -83,13 +86,15 @@ def test_unreadable_clip_gets_a_row_and_a_read_only_folder_opens_read_only(share
     result = json.loads(done.stdout)
 
     denied = "permission denied: this user may not read the file"
-    assert result["clips"] == {"locked.dcm": denied, "ok.dcm": None}
-    assert result["scores"] == {"locked.dcm": f"locked.dcm: {denied}", "ok.dcm": ""}
+    closed = "permission denied: this user may not open the folder"
+    assert result["clips"] == {"closed": closed, "locked.dcm": denied, "ok.dcm": None}
+    assert result["scores"] == {"closed": f"closed: {closed}",
+                                "locked.dcm": f"locked.dcm: {denied}", "ok.dcm": ""}
     assert result["read_only"] is True
     assert result["save_error"].startswith("Read-only: labels cannot be saved to ")
     assert result["elsewhere"]["read_only"] is False
     assert result["elsewhere"]["csv"].splitlines()[1].startswith("ok.dcm,1")
-    assert sorted(p.name for p in root.iterdir()) == ["locked.dcm", "ok.dcm"]  # untouched
+    assert sorted(p.name for p in root.iterdir()) == ["closed", "locked.dcm", "ok.dcm"]
 
 
 @pytest.mark.parametrize(("text", "problem"), [
