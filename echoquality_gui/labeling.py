@@ -24,6 +24,7 @@ from echoquality_gui.clip_list import label_text
 from echoquality_gui.keybinds import FIVE_POINT, ISSUE_KEYS, keybind
 from echoquality_gui.resources import icon
 from echoquality_gui.session import Session
+from echoquality_gui.widgets import section_title
 
 
 def ask_rater(parent: QWidget | None) -> str:
@@ -105,11 +106,11 @@ class LabelPanel(QWidget):
         layout.setContentsMargins(6, 4, 6, 4)
         layout.addWidget(self.current)
         layout.addWidget(self.model_score)
-        layout.addWidget(self._title("Quality"))
+        layout.addWidget(section_title("Quality"))
         layout.addLayout(self.scores_box)
-        layout.addWidget(self._title("Issues"))
+        layout.addWidget(section_title("Issues"))
         layout.addLayout(tags)
-        layout.addWidget(self._title("Notes"))
+        layout.addWidget(section_title("Notes"))
         layout.addWidget(self.notes)
         layout.addLayout(actions)
         layout.addWidget(self.uncertain_button)
@@ -126,12 +127,6 @@ class LabelPanel(QWidget):
             signal.connect(self._show_model_score)
         self._build_scores(session.scale)
         self._show_clip(None)
-
-    @staticmethod
-    def _title(text: str) -> QLabel:
-        label = QLabel(text)
-        label.setObjectName("sectionTitle")
-        return label
 
     def _build_scores(self, scale: str) -> None:
         self.flush()

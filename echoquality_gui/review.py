@@ -48,6 +48,7 @@ from echoquality_gui.keybinds import FIVE_POINT, keybind
 from echoquality_gui.labeling import ask_rater
 from echoquality_gui.player import CinePlayer
 from echoquality_gui.session import Session
+from echoquality_gui.widgets import section_title
 
 METRICS = (("accuracy", "Accuracy"), ("precision", "Precision"), ("recall", "Recall"),
            ("f1", "F1"), ("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"),
@@ -94,12 +95,6 @@ def _fmt(value) -> str:
     if isinstance(value, int):
         return str(value)
     return "–" if value is None or not math.isfinite(float(value)) else f"{float(value):.3f}"
-
-
-def _title(text: str) -> QLabel:
-    label = QLabel(text)
-    label.setObjectName("sectionTitle")
-    return label
 
 
 class ReviewTab(QWidget):
@@ -176,7 +171,7 @@ class ReviewTab(QWidget):
         charts.addWidget(self.roc_plot, 1)
         charts.addWidget(self.confusion, 1)
 
-        self.list_title = _title("Disagreements")
+        self.list_title = section_title("Disagreements")
         self.hide_reviewed = QCheckBox("Hide reviewed")
         self.hide_reviewed.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.hide_reviewed.toggled.connect(lambda _: self._fill_table())
@@ -206,7 +201,7 @@ class ReviewTab(QWidget):
         left = QWidget()
         column = QVBoxLayout(left)
         column.setContentsMargins(6, 4, 6, 4)
-        column.addWidget(_title("Model quality"))
+        column.addWidget(section_title("Model quality"))
         column.addWidget(self.source)
         column.addLayout(metrics)
         column.addWidget(charts_box)

@@ -32,6 +32,7 @@ from echoquality_gui.session import Session
 from echoquality_gui.train_form import TrainForm
 from echoquality_gui.train_plots import TrainPlots
 from echoquality_gui.train_worker import TrainWorker, describe_device
+from echoquality_gui.widgets import section_title
 from echoquality_gui.workers import Worker
 
 REDRAW_MS = 100  # batch points are drawn at most this often
@@ -123,9 +124,9 @@ class TrainPanel(QWidget):
 
         left = QVBoxLayout()
         left.setSpacing(6)
-        left.addWidget(self._title("Settings"))
+        left.addWidget(section_title("Settings"))
         left.addWidget(self.form)
-        left.addWidget(self._title("Data"))
+        left.addWidget(section_title("Data"))
         left.addWidget(self.data_label)
         left.addSpacing(4)
         left.addLayout(buttons)
@@ -146,8 +147,8 @@ class TrainPanel(QWidget):
         self.summary.setPlaceholderText("The result of the run appears here when it ends.")
         bottom = QGridLayout()
         bottom.setSpacing(6)
-        bottom.addWidget(self._title("Messages"), 0, 0)
-        bottom.addWidget(self._title("Result"), 0, 1)
+        bottom.addWidget(section_title("Messages"), 0, 0)
+        bottom.addWidget(section_title("Result"), 0, 1)
         bottom.addWidget(self.messages, 1, 0)
         bottom.addWidget(self.summary, 1, 1)
         bottom.setColumnStretch(0, 1)
@@ -185,12 +186,6 @@ class TrainPanel(QWidget):
         if session.project is not None:
             self._project_opened(session.project)
         self._set_running(False)
-
-    @staticmethod
-    def _title(text: str) -> QLabel:
-        label = QLabel(text)
-        label.setObjectName("sectionTitle")
-        return label
 
     # --- project ---------------------------------------------------------------------------
     def _project_opened(self, project: Project) -> None:
