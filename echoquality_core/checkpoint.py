@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import warnings
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,24 +21,21 @@ import torch
 from torch import nn
 
 from echoquality_core.model import WeightsError, build_model, load_weights, resolve_device
+from echoquality_core.model_files import INFO_FILE, TORCHSCRIPT_FILE, is_export, is_torchscript
 from echoquality_core.preprocess import PreprocessParams
 from echoquality_core.review import DEFAULT_THRESHOLD
 
-TORCHSCRIPT_FILE = "model.ts.pt"
-INFO_FILE = "model_info.json"
+TRUST_HINT = ("a TorchScript export is a program: loading it runs code from the file. Load it "
+              "only from a source you trust: --trust-exported on the command line, or confirm "
+              "in the app")
+
+
+class UntrustedModelError(WeightsError):
+    """A TorchScript export given where only weights (``weights_only=True``) are accepted."""
+
 
 _NEEDS_CHECKPOINT = ("GradCAM needs the model's checkpoint, not a TorchScript export (it has no "
                      "layers to look into)")
-
-
-def is_torchscript(path: str | os.PathLike) -> bool:
-    """True for a TorchScript archive (a zip holding ``code/`` and ``constants.pkl``)."""
-    path = Path(path)
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-    return any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names)
 
 
 def jit_load(path: str | os.PathLike) -> torch.jit.ScriptModule:
@@ -74,22 +70,32 @@ def load_exported(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, dict
     return module.eval(), info
 
 
-def load_scoring_model(model: str | os.PathLike | nn.Module) -> tuple[nn.Module, dict[str, Any]]:
-    """(model in eval mode on the CPU, its info) from a module, a weights file or checkpoint
-    (see model.load_weights), or a TorchScript export (a ``.ts.pt`` file or its folder)."""
+def load_scoring_model(model: str | os.PathLike | nn.Module, *,
+                       trust_exported: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """(model in eval mode on the CPU, its info) from a module or a weights file or checkpoint
+    (see model.load_weights: ``weights_only=True``, no code runs). A TorchScript export (a
+    ``.ts.pt`` file or its folder) runs code when loaded: it is refused with
+    ``UntrustedModelError`` unless ``trust_exported``."""
     if isinstance(model, nn.Module):
         return model, {}
     path = Path(model)
-    if path.is_dir() or is_torchscript(path):
+    if is_export(path):
+        if not trust_exported:
+            raise UntrustedModelError(path, TRUST_HINT)
         return load_exported(path)
     net = build_model(path)  # validates and loads; raises WeightsError for a bad file
     info = load_weights(net, path)  # again, for the checkpoint's threshold and preprocessing
     return net.eval(), info
 
 
-def require_checkpoint(net: nn.Module, source: str | os.PathLike | None = None) -> None:
-    """Refuse a TorchScript model where its layers are needed (GradCAM): WeightsError naming
-    ``source`` when it is a file, else ValueError."""
+def require_checkpoint(net: nn.Module | str | os.PathLike,
+                       source: str | os.PathLike | None = None) -> None:
+    """Refuse a TorchScript model (or export file, before loading it) where its layers are
+    needed (GradCAM): WeightsError naming ``source`` when it is a file, else ValueError."""
+    if not isinstance(net, nn.Module):
+        if is_export(net):
+            raise WeightsError(Path(net), _NEEDS_CHECKPOINT)
+        return
     if isinstance(net, torch.jit.ScriptModule):
         if source is not None and not isinstance(source, nn.Module):
             raise WeightsError(Path(source), _NEEDS_CHECKPOINT)

@@ -167,6 +167,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from echoquality_core.tracking import mlflow_ui_command
     from echoquality_core.train import SetupError, Trainer
     from echoquality_core.train_config import TrainConfig
+    from echoquality_core.train_process import end_on_sigterm
 
     options = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
     paths = {"annotations_csv": args.csv, "videos_dir": args.videos, "save_dir": args.save_dir}
@@ -186,6 +187,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     show = _TrainPrinter()
     trainer = Trainer(config, callback=show)
+    end_on_sigterm()
     try:
         trainer.preflight()  # labels CSV and starting weights, before any clip is read
     except SetupError as exc:
@@ -229,6 +231,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="clip loading processes (default 2)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--cache", type=Path, metavar="DIR", help="cache of preprocessed clips")
+    _add_trust(p)
     p.set_defaults(run=_run_score)
 
 
@@ -241,6 +244,7 @@ def _run_score(args: argparse.Namespace) -> int:
             args.paths, args.model, out_csv=args.out, threshold=args.threshold,
             device=args.device, batch_size=args.batch_size, num_workers=args.workers,
             cache_dir=args.cache, gradcam_dir=args.gradcam, progress=progress,
+            trust_exported=args.trust_exported,
         )
     except (OSError, ValueError) as exc:
         return _fail("score", exc)
@@ -270,6 +274,12 @@ def _clip_progress(desc: str):
     return bar, progress
 
 
+def _add_trust(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-exported", action="store_true",
+                   help="accept a TorchScript export as --model: loading it runs code from the "
+                        "file, so only for files from a source you trust")
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="metrics and plots of a model on labelled clips",
@@ -280,6 +290,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--run", dest="run_id", metavar="RUN_ID",
                         help="MLflow run whose best checkpoint to use")
     source.add_argument("--model", type=Path, help="weights, checkpoint or TorchScript export")
+    _add_trust(p)
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite next to the CSV)")
     p.add_argument("--csv", type=Path, required=True, help="labels CSV (video_path, quality_score)")
     p.add_argument("--videos", type=Path, help="folder the CSV's paths are relative to "
@@ -318,7 +329,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                 metrics, table = evaluate_labels(
                     args.csv, model, videos_dir=args.videos, threshold=args.threshold,
                     device=args.device, batch_size=args.batch_size, num_workers=args.workers,
-                    cache_dir=args.cache, progress=progress)
+                    cache_dir=args.cache, progress=progress,
+                    trust_exported=args.trust_exported)
             finally:
                 bar.close()
         except (OSError, ValueError, LabelError) as exc:
@@ -372,8 +384,8 @@ def _run_gradcam(args: argparse.Namespace) -> int:
     try:
         if not args.clip.is_file():
             raise FileNotFoundError(f"clip not found: {args.clip}")
+        require_checkpoint(args.model)  # refused before it is loaded (it would run code)
         net, info = load_scoring_model(args.model)
-        require_checkpoint(net, args.model)
         net.to(resolve_device(args.device))
         with working(f"GradCAM of {args.clip.name}"):
             result = explain_clip(net, args.clip, params_from_info(info), args.explain,

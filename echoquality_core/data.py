@@ -49,7 +49,7 @@ def clip_model_frames(clip: str | os.PathLike | Clip, params: PreprocessParams) 
         clip = read_clip(clip)
     regions = clip.regions if params.mask == "region" else None
     try:
-        return model_frames(clip.frames, params, regions)
+        return model_frames(clip, params, regions)  # streamed: one frame at a time
     except (ValueError, TypeError) as exc:
         raise ClipLoadError(f"{clip.path.name}: {exc}") from exc
 

@@ -107,6 +107,7 @@ def evaluate_labels(
     num_workers: int = 2,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    trust_exported: bool = False,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """(metrics with ``records``, predictions table) of ``model`` on the labelled clips of a
     labels CSV (paths relative to ``videos_dir``, default the CSV's folder);
@@ -123,7 +124,8 @@ def evaluate_labels(
     labels = {name: float(store.get(name).quality_score) for name in names}
     clips = [ClipInput(store.resolve(name), name) for name in names]
     table = score_clips(clips, model, threshold=threshold, device=device, batch_size=batch_size,
-                        num_workers=num_workers, cache_dir=cache_dir, progress=progress)
+                        num_workers=num_workers, cache_dir=cache_dir, progress=progress,
+                        trust_exported=trust_exported)
     table.insert(1, "label", [labels[name] for name in table["video_path"]])
     ok = table[table["error"] == ""]
     if ok.empty:

@@ -27,6 +27,7 @@ from echoquality_core.atomic import atomic_write
 from echoquality_core.checkpoint import (
     INFO_FILE,
     TORCHSCRIPT_FILE,
+    is_export,
     jit_load,
     load_scoring_model,
     params_from_info,
@@ -64,10 +65,10 @@ def export_model(
         raise ValueError(f"formats must be some of {FORMATS}, got {tuple(formats)}")
     if isinstance(checkpoint_or_model, torch.jit.ScriptModule):
         raise TypeError("this is already a TorchScript model; export the checkpoint instead")
-    model, source_info = load_scoring_model(checkpoint_or_model)
-    if isinstance(model, torch.jit.ScriptModule):
+    if not isinstance(checkpoint_or_model, torch.nn.Module) and is_export(checkpoint_or_model):
         raise WeightsError(Path(checkpoint_or_model),
                            "already a TorchScript export; export the checkpoint instead")
+    model, source_info = load_scoring_model(checkpoint_or_model)
     params = params_from_info(source_info)
     if int(example_frames) < 1:
         raise ValueError(f"example_frames must be >= 1, got {example_frames}")

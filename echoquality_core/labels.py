@@ -14,30 +14,35 @@ The file is the user's, so it is read and written back faithfully:
 * ``video_path`` is relative to the dataset root with ``/`` separators (``\\`` is read as a
   separator too); an absolute path is accepted if it lies inside the root and is kept as written.
 
-Every save is atomic (temporary file in the same folder, fsync, ``os.replace``, fsync of the
-folder), so a crash or a kill mid-save leaves the old or the new file, never a torn one. A save
+Every save is atomic (``atomic.write_atomic``: temporary file in the same folder, fsync,
+``os.replace``, fsync of the folder), so a crash or a kill mid-save leaves the old or the new
+file, never a torn one. Saves of several processes are serialised by an advisory lock file beside
+the CSV (``.labels.csv.lock``, held only while the file is read, merged and replaced). ``save``
 refuses to overwrite a file that another program changed since we read it
-(``LabelConflictError``); ``merge_from_disk`` reads theirs and re-applies our changes.
+(``LabelConflictError``); ``merge_from_disk`` reads theirs and re-applies our changes;
+``save_merged`` does both under the lock and returns the clips both sides changed
+(``LabelClash``), where ours were kept.
 """
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
-import glob
 import hashlib
 import io
 import math
 import os
 import posixpath
 import re
-import secrets
-import stat
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
+
+from filelock import FileLock, Timeout
+
+from echoquality_core.atomic import write_atomic
 
 if TYPE_CHECKING:
     import pandas
@@ -53,8 +58,8 @@ PATH, SCORE, RATER, LABELED_AT, ISSUES, NOTES = (
     "video_path", "quality_score", "rater", "labeled_at", "issues", "notes")
 OPTIONAL_COLUMNS = (RATER, LABELED_AT, ISSUES, NOTES)
 _TAG = re.compile(r"[a-z0-9_]+")
-_STALE_TEMP_SECONDS = 3600  # a temporary file this old is left over from a crash whatever its pid
 _MAX_LISTED_PROBLEMS = 5
+_LOCK_TIMEOUT = 15.0  # seconds to wait for another program's save (it takes milliseconds)
 
 
 class LabelError(ValueError):
@@ -74,6 +79,22 @@ class LabelError(ValueError):
 
 class LabelConflictError(LabelError):
     """The CSV was changed by another program since we last read or wrote it."""
+
+
+@dataclass(frozen=True)
+class LabelClash:
+    """A clip labelled both here and by another program since we read the CSV: their label
+    (None = they removed it) and ours (None = we removed it); ``save_merged`` keeps ours."""
+
+    video_path: str
+    theirs: Label | None
+    ours: Label | None
+
+    def __str__(self) -> str:
+        def text(label: Label | None) -> str:
+            return "unlabelled" if label is None else _format_score(label.quality_score)
+        return (f"{self.video_path}: also changed by another program ({text(self.theirs)}); "
+                f"yours ({text(self.ours)}) was kept")
 
 
 def _row_text(row: int | None, problem: str) -> str:
@@ -171,6 +192,10 @@ class LabelStore:
         self._set_empty()
         self._disk: _DiskState | None = None
         self._pending: dict[str, Label | None] = {}  # changes since the last load/save
+        self._base: dict[str, Label | None] = {}  # the pending clips' labels as last read
+        self._clashes: list[LabelClash] = []
+        self.lock_path = self.csv_path.with_name(f".{self.csv_path.name}.lock")
+        self._lock = FileLock(self.lock_path, timeout=_LOCK_TIMEOUT)
         self.load()
 
     # --- reading ------------------------------------------------------------------------------
@@ -185,12 +210,15 @@ class LabelStore:
         except FileNotFoundError:
             self._set_empty()
             self._disk = None
-            self._pending = {}
+            self._forget_changes()
             return
         self._parse(data)
         self._disk = _DiskState(st.st_ino, st.st_mtime_ns, st.st_size,
                                 hashlib.sha1(data).hexdigest())
-        self._pending = {}
+        self._forget_changes()
+
+    def _forget_changes(self) -> None:
+        self._pending, self._base, self._clashes = {}, {}, []
 
     def _set_empty(self) -> None:
         self._header = [PATH, SCORE]
@@ -244,6 +272,9 @@ class LabelStore:
             except csv.Error as exc:
                 problems.append((row_number, f"cannot read the row: {exc}"))
                 break
+            if (problem := _broken_record(cells, raw, columns)) is not None:
+                problems.append((row_number, problem))
+                continue
             if len(cells) > len(names):
                 if any(c.strip() for c in cells[len(names):]):
                     extra = f"{len(cells)} values but the header has {len(names)} columns"
@@ -369,6 +400,7 @@ class LabelStore:
                       _check_labeled_at(labeled_at) or _now_iso(), check_issues(issues),
                       notes if notes and notes.strip() else None)
         previous = self.get(key)
+        self._base.setdefault(key, previous)
         self._put(label)
         self._pending[key] = label
         if save:
@@ -384,6 +416,7 @@ class LabelStore:
         previous = self.get(key)
         if previous is None:
             return None
+        self._base.setdefault(key, previous)
         self._drop(key)
         self._pending[key] = None
         if save:
@@ -468,28 +501,64 @@ class LabelStore:
         """Read the CSV again and re-apply the changes made here since the last load/save (ours
         win for the clips we changed, theirs for every other row). Returns the paths re-applied.
         Call ``save`` afterwards to write the merged result."""
-        pending = dict(self._pending)
+        pending, base, clashes = dict(self._pending), dict(self._base), list(self._clashes)
         self.load()
+        read = {key: self.get(key) for key in pending}  # theirs: the new base of our changes
         for key, label in pending.items():
+            if read[key] != base.get(key) and read[key] != label:
+                clashes = [c for c in clashes if c.video_path != key]
+                clashes.append(LabelClash(key, read[key], label))
             if label is None:
-                if self.get(key) is not None:
+                if read[key] is not None:
                     self._drop(key)
             else:
                 self._put(label)
-        self._pending = pending
+        self._pending, self._base, self._clashes = pending, read, clashes
         return list(pending)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the advisory lock that serialises saves of this CSV across processes."""
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise LabelError(f"{self.csv_path.name} is being saved by another program (its lock "
+                             f"{self.lock_path.name} was held for over {_LOCK_TIMEOUT:g} s); "
+                             f"try again") from None
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def save_merged(self) -> list[LabelClash]:
+        """Save, first merging what another program wrote since we read the CSV (theirs win for
+        every clip we did not change, ours for the clips we did), all under the lock so that no
+        other save can slip in between. Returns the clips both changed (``LabelClash``): show
+        them to the user; nothing of the other program's was lost silently."""
+        with self.locked():
+            if self.changed_on_disk():
+                self.merge_from_disk()
+            clashes = self._clashes
+            self._write()
+        return clashes
 
     def save(self, force: bool = False) -> None:
         """Write the CSV atomically. Raises LabelConflictError if another program changed it
         since we last read or wrote it, unless ``force`` (which overwrites their changes)."""
-        if not force and self.changed_on_disk():
-            raise LabelConflictError(
-                f"{self.csv_path.name} was changed by another program since it was last read; "
-                f"merge it (merge_from_disk) before saving")
+        with self.locked():
+            if not force and self.changed_on_disk():
+                raise LabelConflictError(
+                    f"{self.csv_path.name} was changed by another program since it was last "
+                    f"read; merge it (merge_from_disk) before saving")
+            self._write()
+
+    def _write(self) -> None:
         text = self._render()
         data = (codecs.BOM_UTF8 if self._bom else b"") + text.encode("utf-8")
-        self._disk = _write_atomic(self.csv_path, data)
-        self._pending = {}
+        st = write_atomic(self.csv_path, data)
+        self._disk = _DiskState(st.st_ino, st.st_mtime_ns, st.st_size,
+                                hashlib.sha1(data).hexdigest())
+        self._forget_changes()
 
     def _render(self) -> str:
         """The CSV text; rows changed since the last load/save are formatted anew."""
@@ -525,66 +594,28 @@ def _records(text: str, delimiter: str) -> Iterator[tuple[list[str], str]]:
         yield cells, raw
 
 
+def _broken_record(cells: list[str], raw: str, columns: dict[str, int]) -> str | None:
+    """Why a record cannot be a row of the file (an unbalanced quote, too few values), or None."""
+    if '"' in raw and ("\n" in raw.rstrip("\r\n") or not _line_end(raw)):
+        try:
+            for _ in csv.reader(io.StringIO(raw, newline=""), strict=True):
+                pass
+        except csv.Error:
+            return ('a quote (") opened on this row is never closed, so every later row would '
+                    'be read as part of it; fix the quote')
+        path = cells[columns[PATH]] if len(cells) > columns[PATH] else ""
+        if "\n" in path or "\r" in path:
+            return ("video_path runs over several lines: an unbalanced quote (\") swallows the "
+                    "rows after it; fix the quote")
+    needed = max(columns[PATH], columns[SCORE]) + 1
+    if any(c.strip() for c in cells) and len(cells) < needed:
+        return (f"{len(cells)} value{'s' if len(cells) != 1 else ''} but the header has "
+                f"{len(columns)} columns (no {SCORE!r} value); add the missing commas")
+    return None
+
+
 def _line_end(text: str) -> str:
     for end in ("\r\n", "\n", "\r"):
         if text.endswith(end):
             return end
     return ""
-
-
-def _write_atomic(path: Path, data: bytes) -> _DiskState:
-    """Replace ``path`` by ``data`` so that readers see the old or the new file, never a part."""
-    target = Path(os.path.realpath(path))
-    folder = target.parent
-    _remove_stale_temps(folder, target.name)
-    tmp = folder / f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            if target.exists():
-                os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    if os.name == "posix":
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    st = os.stat(target)
-    return _DiskState(st.st_ino, st.st_mtime_ns, st.st_size, hashlib.sha1(data).hexdigest())
-
-
-def _remove_stale_temps(folder: Path, name: str) -> None:
-    """Delete temporary files of saves that died (their process is gone, or they are old)."""
-    now = time.time()
-    for tmp in folder.glob(f".{glob.escape(name)}.tmp-*"):
-        pid_text = tmp.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
-        try:
-            stale = (now - tmp.stat().st_mtime > _STALE_TEMP_SECONDS
-                     or (pid_text.isdigit() and not _process_alive(int(pid_text))))
-            if stale:
-                tmp.unlink()
-        except OSError:
-            pass  # gone already, or not ours to delete
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    if os.name != "posix":
-        return True  # no safe probe on Windows; the age rule cleans up instead
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

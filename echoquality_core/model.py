@@ -7,6 +7,7 @@ file that would need Python code executed to load it is refused with a :class:`W
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import numbers
 import os
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 from torchvision.models.video import r2plus1d_18
 
-from echoquality_core.atomic import atomic_write
+from echoquality_core.atomic import write_atomic
 from echoquality_core.weights_file import WeightsError, check_state, split_checkpoint
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,17 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
     state, info = _split_checkpoint(path, data)
     target = _unwrap(model)
     _check_state_matches(path, state, target.state_dict())
+    _check_finite(path, state)
     target.load_state_dict(state, strict=False)  # only num_batches_tracked counters may be absent
     return info
+
+
+def _check_finite(path: Path, state: Mapping[str, torch.Tensor]) -> None:
+    """WeightsError naming the first tensor holding NaN or infinity (a diverged training)."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise WeightsError(path, f"the weights {name} hold NaN or infinite values (the "
+                                     f"training diverged?); this model cannot score")
 
 
 def _read_torch_file(path: Path) -> Any:
@@ -195,9 +205,17 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, **info: Any) -> P
     }
     checkpoint = {"format": CHECKPOINT_FORMAT, "model_state_dict": state, **extra}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as fh:
-        torch.save(checkpoint, fh)
+    save_torch_atomic(checkpoint, path)
     return path
+
+
+def save_torch_atomic(data: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` all or nothing: serialised in memory first, so that a full disk raises
+    ``atomic.DiskFullError`` ("disk full: ...") rather than a torch-internal error, and leaves
+    the old file (or none)."""
+    buffer = io.BytesIO()
+    torch.save(data, buffer)
+    write_atomic(path, buffer.getbuffer())
 
 
 def _plain(value: Any, key: str) -> Any:

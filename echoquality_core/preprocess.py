@@ -40,6 +40,7 @@ _MORPH_ITERATIONS = 10  # erosion drops strokes thinner than ~21 px (ECG trace, 
 _IGNORED_CORNER = 20  # EchoPrime ignores changes in the top-left 20x20 px (a blinking dot)
 _HULL_LINE = 3  # EchoPrime draws the hull with a 3-px line, so the mask reaches 1 px past it
 _PAD_COLOUR = np.round(MEAN).astype(np.uint8)
+MAX_VIEW_FRAMES = 3000  # model_view keeps every frame: 3000 x 112 x 112 x 3 = 113 MB
 
 Region = tuple[int, int, int, int]
 
@@ -230,13 +231,80 @@ def _mask_and_resize(crops: np.ndarray, box_mask: np.ndarray | None, size: int) 
     return np.stack(out)
 
 
+class SectorInputs:
+    """What EchoPrime's sector mask needs from a whole clip, gathered one frame at a time: the
+    first frame, each pixel's brightest value and the last frame (three frames of memory)."""
+
+    def __init__(self) -> None:
+        self.first: np.ndarray | None = None
+        self.brightest: np.ndarray | None = None
+        self.last: np.ndarray | None = None
+
+    def add(self, frame: np.ndarray) -> None:
+        if self.brightest is None:
+            self.first, self.brightest = frame, frame.copy()
+        else:
+            np.maximum(self.brightest, frame, out=self.brightest)
+        self.last = frame
+
+    def mask(self) -> np.ndarray:
+        """``ultrasound_mask`` of the whole clip (its max is ``brightest``, its ends first/last)."""
+        return ultrasound_mask(np.stack([self.first, self.brightest, self.last]))
+
+
+def _is_frame_source(frames: Any) -> bool:
+    """A clip read frame by frame (``dicom.Clip``, or anything with ``n_frames`` and
+    ``frame(i)``) rather than an array of all its frames."""
+    return hasattr(frames, "frame") and hasattr(frames, "n_frames")
+
+
+def _streamed_model_frames(clip: Any, params: PreprocessParams,
+                           regions: Sequence[Region] | None) -> np.ndarray:
+    """``model_frames`` of a clip read frame by frame, in one pass: each frame is decoded once
+    and dropped; only the mask's inputs and the sampled frames' crops are kept. Without the
+    sector mask only the sampled frames are decoded."""
+    n = int(clip.n_frames)
+    idx = sample_indices(n, params.n_frames, params.stride)
+    real = idx >= 0
+    wanted = {int(i) for i in idx[real]}
+    sector = SectorInputs() if params.mask == "sector" else None
+    crops: dict[int, np.ndarray] = {}
+    shape = None
+    for i in range(n) if sector is not None else sorted(wanted):
+        frame = _as_frames(np.asarray(clip.frame(i))[None])[0]
+        shape = frame.shape
+        if sector is not None:
+            sector.add(frame)
+        if i in wanted:
+            y0, x0, y1, x1 = crop_box(shape[0], shape[1], params.zoom)
+            crops[i] = np.ascontiguousarray(frame[y0:y1, x0:x1])
+    if sector is not None:
+        mask = sector.mask()
+    else:
+        mask = _clip_mask(np.empty((1, *shape[:2]), np.uint8), params, regions)
+    y0, x0, y1, x1 = crop_box(shape[0], shape[1], params.zoom)
+    box_mask = None if mask is None else np.ascontiguousarray(mask[y0:y1, x0:x1])
+    resized = _mask_and_resize([crops[int(i)] for i in idx[real]], box_mask, params.size)
+    if resized.ndim == 3:
+        resized = np.repeat(resized[..., None], 3, axis=-1)
+    out = np.empty((params.n_frames, params.size, params.size, 3), dtype=np.uint8)
+    out[real] = resized
+    out[~real] = _PAD_COLOUR if params.pad == "mean" else 0
+    return out
+
+
 def model_frames(
     frames: Any,
     params: PreprocessParams = PreprocessParams(),
     regions: Sequence[Region] | None = None,
 ) -> np.ndarray:
     """uint8 (n_frames, size, size, 3): masked, cropped, resized, sampled frames, i.e. what
-    the model sees before normalisation (the form clips are cached in)."""
+    the model sees before normalisation (the form clips are cached in).
+
+    ``frames``: all frames as an array, or a clip read frame by frame (``dicom.Clip``), which
+    is streamed: memory for three full frames and the sampled crops, whatever its length."""
+    if _is_frame_source(frames):
+        return _streamed_model_frames(frames, params, regions)
     frames = _as_frames(frames)
     mask = _clip_mask(frames, params, regions)
     t, h, w = frames.shape[:3]
@@ -265,24 +333,24 @@ def model_view(
     while holding one full-size frame at a time (for long clips in a viewer).
 
     ``frame_at(i)`` gives frame ``i`` (uint8 (H,W,3) or (H,W)) or None to give up (then None
-    is returned). Equals ``model_frames`` of the whole clip with ``n_frames`` frames and
+    is returned); ValueError for a clip over ``MAX_VIEW_FRAMES`` frames (the view holds every
+    frame at model size). Equals ``model_frames`` of the whole clip with ``n_frames`` frames and
     stride 1: the sector mask needs only each pixel's brightest value and the first and last
     frames (see :func:`ultrasound_mask`), gathered in a first pass; a second pass masks, crops
     and resizes each frame.
     """
+    if n_frames > MAX_VIEW_FRAMES:
+        raise ValueError(f"the clip has {n_frames} frames; the model-input view shows clips of "
+                         f"up to {MAX_VIEW_FRAMES} frames")
     mask = None
     if params.mask == "sector":
-        first = brightest = frame = None
+        sector = SectorInputs()
         for index in range(n_frames):
             frame = frame_at(index)
             if frame is None:
                 return None
-            frame = _as_frames(np.asarray(frame)[None])[0]
-            if brightest is None:
-                first, brightest = frame, frame.copy()
-            else:
-                np.maximum(brightest, frame, out=brightest)
-        mask = ultrasound_mask(np.stack([first, brightest, frame]))
+            sector.add(_as_frames(np.asarray(frame)[None])[0])
+        mask = sector.mask()
     out = np.empty((n_frames, params.size, params.size, 3), dtype=np.uint8)
     for index in range(n_frames):
         frame = frame_at(index)
@@ -316,7 +384,8 @@ def preprocess_clip(
     regions: Sequence[Region] | None = None,
     **overrides: Any,
 ) -> Any:
-    """Model input float32 (3, n_frames, size, size) for a uint8 (T,H,W,3) or (T,H,W) clip.
+    """Model input float32 (3, n_frames, size, size) for a uint8 (T,H,W,3) or (T,H,W) clip, or
+    a ``dicom.Clip`` (streamed: ``preprocess_clip(read_clip(path))``).
 
     ``overrides`` replace fields of ``params`` (e.g. ``n_frames=8``). A torch tensor in gives
     a torch float32 tensor out, a numpy array in gives a numpy array out.

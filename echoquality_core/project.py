@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from echoquality_core.dicom import DicomReadError, find_clips, read_clip
-from echoquality_core.labels import Label, LabelConflictError, LabelStore
+from echoquality_core.labels import Label, LabelClash, LabelError, LabelStore
 
 
 
@@ -73,8 +73,10 @@ class Project:
             raise NotADirectoryError(f"not a folder: {self.root}")
         self.csv_path = Path(self.csv_path or self.root / "labels.csv").resolve()
         self.store = LabelStore(self.csv_path, root=self.root)
-        if not self.csv_path.exists():
-            self.store.save()
+        self.read_only = not _writable(self.csv_path)
+        if not self.csv_path.exists() and not self.read_only:
+            self.store.save_merged()  # another program may create it at the same moment
+        self.clashes: list[LabelClash] = []  # of the last save: clips another program changed too
         self._undo: list[LabelChange] = []
         self._redo: list[LabelChange] = []
         self._rows: dict[str, int] = {}
@@ -184,12 +186,12 @@ class Project:
         return True
 
     def _save(self) -> None:
-        """Save; if another program wrote the CSV meanwhile, merge theirs first."""
-        try:
-            self.store.save()
-        except LabelConflictError:
-            self.store.merge_from_disk()
-            self.store.save()
+        """Save under the CSV's lock, merging what another program wrote meanwhile; clips that
+        both changed keep ours and are listed in ``clashes`` (for the window to show)."""
+        if self.read_only:
+            self.store.load()  # drop the change: it cannot be kept
+            raise LabelError(read_only_note(self.csv_path))
+        self.clashes = self.store.save_merged()
 
     def set_label(self, rel: str, score: float, *, rater: str | None = None,
                   issues: Iterable[str] = (), notes: str | None = None) -> LabelChange:
@@ -238,6 +240,19 @@ class Project:
     @property
     def can_redo(self) -> bool:
         return bool(self._redo)
+
+
+def read_only_note(csv_path: Path) -> str:
+    """What to tell the user when the labels CSV cannot be written where it is."""
+    return (f"Read-only: labels cannot be saved to {csv_path}; choose a labels CSV in a "
+            f"writable folder (File > Labels CSV…) to label this folder")
+
+
+def _writable(csv_path: Path) -> bool:
+    """True if the CSV can be replaced atomically: its folder is writable (and the file, if it
+    exists, too)."""
+    folder_ok = os.access(csv_path.parent, os.W_OK | os.X_OK)
+    return folder_ok and (not csv_path.exists() or os.access(csv_path, os.W_OK))
 
 
 def _after(rels: list[str], after: str | None, rows: Mapping[str, int] | None = None) -> list[str]:

@@ -44,10 +44,10 @@ class RunFolder:
     # --- writing -------------------------------------------------------------------------
     def write_state_dict(self, model: Any) -> Path:
         """The model's weights as a plain CPU state dict (``best_state_dict.pt``)."""
-        import torch
+        from echoquality_core.model import save_torch_atomic
 
-        with atomic_write(self.state_dict) as fh:
-            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, fh)
+        save_torch_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                          self.state_dict)
         return self.state_dict
 
     def write_summary(self, summary: Mapping[str, Any]) -> Path:

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from echoquality_core.atomic import atomic_write
+from echoquality_core.atomic import append_atomic, atomic_write
 from echoquality_core.checkpoint import (
     forward_scores,
     load_scoring_model,
@@ -249,17 +249,8 @@ class ScoresFile:
         for row in rows:
             writer.writerow([_cell(row.get(c)) for c in COLUMNS])
         data = buffer.getvalue().encode("utf-8")
-        if not data:
-            return
-        with open(self.path, "ab") as fh:
-            start = fh.tell()
-            try:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            except BaseException:
-                fh.truncate(start)
-                raise
+        if data:
+            append_atomic(self.path, data)  # a full disk: cut back, "disk full" error
 
 
 def _cell(value: Any) -> str:
@@ -314,12 +305,13 @@ def score_clips(
     cache_dir: str | os.PathLike | None = None,
     gradcam_dir: str | os.PathLike | None = None,
     progress: ProgressFn | None = None,
+    trust_exported: bool = False,
 ) -> pd.DataFrame:
     """Score clips and return one row per clip (columns :data:`COLUMNS`).
 
     ``paths``: folders, DICOM files, CSVs with a ``video_path`` column and/or ClipInputs (see
-    :func:`collect_clips`). ``model``: a weights file / checkpoint, a TorchScript export, or a
-    module. ``threshold``: default the checkpoint's saved threshold, else 0.3 (the original
+    :func:`collect_clips`). ``model``: a weights file / checkpoint, a module, or (only with
+    ``trust_exported``: it runs code) a TorchScript export. ``threshold``: default the checkpoint's saved threshold, else 0.3 (the original
     inference script's). ``params``: default the checkpoint's preprocessing, else EchoPrime's.
     With ``out_csv`` rows are appended after every batch and clips already scored in the file
     are skipped, while clips with only an error row there are tried again and their row
@@ -334,7 +326,7 @@ def score_clips(
         raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, "
                          f"{num_workers}")
     clips = collect_clips(paths)
-    net, info = load_scoring_model(model)
+    net, info = load_scoring_model(model, trust_exported=trust_exported)
     if gradcam_dir is not None:
         require_checkpoint(net, model)
     threshold = threshold_from_info(info, threshold)

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 _NOISY_LOGGERS = ("mlflow", "alembic", "mlflow.store.db.utils", "mlflow.pytorch")
 _MAX_PARAM_LEN = 500
+PID_TAG, HOST_TAG = "process_id", "host"  # who trains a run: to find runs left RUNNING
 
 
 def quiet_mlflow() -> None:
@@ -136,7 +137,10 @@ def start_run(
     try:
         client = MlflowClient(tracking_uri)
         exp_id = _experiment_id(client, experiment, artifact_location)
-        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=dict(tags or {}))
+        mark_stale_runs(tracking_uri, experiment)
+        owner = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name,
+                               tags={**owner, **dict(tags or {})})
         run_log = RunLog(run.info.run_id, mlflow)
         try:
             if config:
@@ -150,6 +154,43 @@ def start_run(
     finally:
         if previous_uri is not None:
             mlflow.set_tracking_uri(previous_uri)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def mark_stale_runs(tracking_uri: str, experiment: str = "echoquality") -> list[str]:
+    """Mark KILLED the runs still RUNNING whose training process (on this computer) is gone:
+    a training killed with ``kill -9``, or by a power cut, cannot end its own run. Returns
+    their run ids. Runs of other computers, and of living processes, are left alone."""
+    db = _sqlite_file(tracking_uri)
+    if db is not None and not db.is_file():
+        return []
+    quiet_mlflow()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    stale = []
+    for run in client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'"):
+        tags = run.data.tags
+        pid = tags.get(PID_TAG, "")
+        if tags.get(HOST_TAG) != socket.gethostname() or not pid.isdigit():
+            continue
+        if not _process_alive(int(pid)):
+            client.set_tag(run.info.run_id, "ended_by", "found running after its process died")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            stale.append(run.info.run_id)
+    return stale
 
 
 def _uri_was_set(mlflow_module: Any) -> bool:
@@ -233,7 +274,9 @@ def run_folder(run: Mapping[str, Any], project_dir: str | os.PathLike) -> Path |
 def run_checkpoint(run: Mapping[str, Any], project_dir: str | os.PathLike) -> Path | None:
     """The run's best model file (``best*.pt``; ``best.pt`` first) in its training folder or
     its artifacts' ``checkpoints/``; None when the run kept no model (cancelled, failed early,
-    or deleted)."""
+    or deleted) or did not finish: a killed, failed or running run's best.pt may be partial."""
+    if run.get("status", "FINISHED") != "FINISHED":
+        return None
     folders = [run_folder(run, project_dir), local_artifact_dir(run)]
     for folder in folders:
         found = RunFolder(folder).find_checkpoint() if folder is not None else None

@@ -20,6 +20,7 @@ gradient and are skipped by AdamW until their block is unfrozen.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
@@ -36,6 +37,7 @@ from uuid import uuid4
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
+from echoquality_core.atomic import DiskFullError
 from echoquality_core.augment import EchoVideoAugmentation, create_synthetic_low_quality
 from echoquality_core.data import (
     ClipCache,
@@ -215,6 +217,11 @@ class Trainer:
             end = TrainEnd(None, {}, None, cancelled=True)
         except _StoppedEarly:
             end = TrainEnd(None, {}, None, stopped=True)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", -1)):
+                raise
+            text = str(exc) if isinstance(exc, DiskFullError) else f"disk full: {exc}"
+            end = self._fail(TrainError("disk_full", f"{text}; free some space and train again"))
         except Exception as exc:  # reported in the app instead of "see your terminal"
             log.exception("training failed")
             end = self._fail(TrainError("error", f"{type(exc).__name__}: {exc}"))

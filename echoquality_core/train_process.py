@@ -5,6 +5,9 @@ SQLite never share a garbage collector or the GIL with the window (no UI stalls,
 crashes), and a crash of the child is reported instead of taking the app down. Events are the
 plain dataclasses of ``events.py``; Stop and Cancel reach the child through a lock-free shared
 integer (a multiprocessing Event would deadlock the parent if the child died while waiting on it).
+
+The child dies with the app: it watches its parent's pid and, once the app is gone (killed,
+crashed), cancels the run (MLflow run KILLED, nothing kept) and exits within ``ORPHAN_SECONDS``.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import ctypes
 import multiprocessing as mp
 import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +24,7 @@ from typing import Any
 from echoquality_core.events import TrainEnd, TrainError
 
 POLL_SECONDS = 0.1
+ORPHAN_SECONDS = 1.5  # an orphaned child exits this long after its app died, at the latest
 RUN, STOP, CANCEL = 0, 1, 2  # the parent's request, in a shared integer
 
 
@@ -28,8 +33,32 @@ def cpu_threads() -> int:
     return max(1, (os.cpu_count() or 1) - 1)
 
 
-def _child(settings: dict[str, Any], events: Any, request: Any) -> None:
+def end_on_sigterm() -> None:
+    """SIGTERM (``kill``, a closing session) ends a training as an error: SystemExit unwinds
+    the run, so its MLflow run is marked FAILED and its partial model is not offered. Call
+    from the main thread."""
+    def handler(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _orphaned(parent: int) -> bool:
+    """True once the process that started us is gone (we were re-parented)."""
+    return os.getppid() != parent
+
+
+def _exit_soon() -> None:
+    """Leave without waiting for the event queue (no one reads it any more)."""
+    timer = threading.Timer(ORPHAN_SECONDS, os._exit, (3,))
+    timer.daemon = True
+    timer.start()
+
+
+def _child(settings: dict[str, Any], events: Any, request: Any, parent: int) -> None:
     """The child process: build the config, train, send every event (the last is TrainEnd)."""
+    if _orphaned(parent):
+        os._exit(3)
     try:
         from echoquality_core.train import TrainConfig, Trainer
 
@@ -44,9 +73,13 @@ def _child(settings: dict[str, Any], events: Any, request: Any) -> None:
 
     torch.set_num_threads(cpu_threads())
 
-    def relay() -> None:  # the parent's Stop / Cancel -> the trainer
+    def relay() -> None:  # the parent's Stop / Cancel -> the trainer; the app's death -> cancel
         stopped = False
         while True:
+            if _orphaned(parent):
+                trainer.cancel()
+                _exit_soon()
+                return
             if request.value == CANCEL:
                 trainer.cancel()
                 return
@@ -56,7 +89,10 @@ def _child(settings: dict[str, Any], events: Any, request: Any) -> None:
             time.sleep(POLL_SECONDS)
 
     threading.Thread(target=relay, daemon=True).start()
+    end_on_sigterm()
     trainer.run()
+    if _orphaned(parent):
+        os._exit(3)  # the run is closed; nobody will read the queue
 
 
 class TrainProcess:
@@ -72,7 +108,8 @@ class TrainProcess:
         self._events = ctx.Queue()
         self._request = ctx.RawValue(ctypes.c_int, RUN)
         self.process = ctx.Process(target=_child, name="echoquality-train", daemon=True,
-                                   args=(dict(settings), self._events, self._request))
+                                   args=(dict(settings), self._events, self._request,
+                                         os.getpid()))
 
     def start(self) -> None:
         self.process.start()

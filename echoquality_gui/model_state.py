@@ -21,6 +21,7 @@ class ModelState:
         self.scores: dict[str, float] = {}
         self.threshold = DEFAULT_THRESHOLD
         self.model_path: Path | None = None
+        self.trusted_exports: set[Path] = set()  # TorchScript files the user chose to run
         self.run_dir: Path | None = None  # training run folder (summary.json, ...) if known
         self.show_scores = settings.show_model_score()
         self._scoring: ScoreWorker | None = None
@@ -83,6 +84,7 @@ class ModelState:
         self.cancel_scoring()
         worker = ScoreWorker(clips, self.model_path, threshold=self._given_threshold,
                              cache_dir=self.project.cache_dir if self.project else None,
+                             trust_exported=self.model_path in self.trusted_exports,
                              parent=self)
         worker.loaded.connect(self._on_model_loaded)
         worker.progress.connect(self._on_scoring_progress)

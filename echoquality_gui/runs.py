@@ -25,7 +25,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from echoquality_core.tracking import default_tracking_uri, list_runs, run_checkpoint, run_folder
+from echoquality_core.tracking import (
+    default_tracking_uri,
+    list_runs,
+    mark_stale_runs,
+    run_checkpoint,
+    run_folder,
+)
 from echoquality_gui.mlflow_ui import MlflowUiServer
 from echoquality_gui.session import Session
 from echoquality_gui.workers import Worker
@@ -55,7 +61,9 @@ class RunRow:
 
 def load_runs(tracking_uri: str, project_dir: Path) -> list[RunRow]:
     """The runs of a store with their model files and folders (MLflow import and SQLite can
-    take seconds, so this runs in a background worker)."""
+    take seconds, so this runs in a background worker). Runs left RUNNING by a training that
+    was killed are marked KILLED first."""
+    mark_stale_runs(tracking_uri)
     return [RunRow(run, run_checkpoint(run, project_dir), run_folder(run, project_dir))
             for run in list_runs(tracking_uri)]
 

@@ -51,12 +51,14 @@ class ScoreWorker(QThread):
     def __init__(self, clips: str | os.PathLike | list[tuple[Path, str]],
                  model: str | os.PathLike, *, threshold: float | None = None,
                  out_csv: str | os.PathLike | None = None,
-                 cache_dir: str | os.PathLike | None = None, parent: QObject | None = None):
+                 cache_dir: str | os.PathLike | None = None, trust_exported: bool = False,
+                 parent: QObject | None = None):
         super().__init__(parent)
         ScoreWorker._ids += 1
         self.id = ScoreWorker._ids
         self.clips = clips
         self.model_path = Path(model)
+        self.trust_exported = trust_exported  # the user confirmed: a TorchScript file runs code
         self.threshold = threshold
         self.out_csv = Path(out_csv) if out_csv is not None else None
         self.cache_dir = cache_dir
@@ -82,7 +84,7 @@ class ScoreWorker(QThread):
         from echoquality_core.scoring import COLUMNS, ClipInput, score_clips
 
         try:
-            net, info = load_scoring_model(self.model_path)
+            net, info = load_scoring_model(self.model_path, trust_exported=self.trust_exported)
             threshold = threshold_from_info(info, self.threshold)
         except Exception as exc:  # any file the user picks: say why it cannot be used
             if not isinstance(exc, (OSError, ValueError, RuntimeError)):

@@ -13,12 +13,14 @@ from PySide6.QtWidgets import (
     QGridLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
+from echoquality_core.model_files import is_export
 from echoquality_gui.score_worker import ScoreWorker, scores_by_clip
 from echoquality_gui.session import Session
 
@@ -30,6 +32,16 @@ def choose_model(parent: QWidget, session: Session) -> None:
     """Ask for a weights/checkpoint file and make it the session's model (scores the clips)."""
     start = str(session.model_path or (session.project.root if session.project else ""))
     path, _ = QFileDialog.getOpenFileName(parent, "Load a quality model", start, MODEL_FILES)
+    if path and is_export(path):
+        answer = QMessageBox.warning(
+            parent, "Run a TorchScript model?",
+            f"{Path(path).name} is a TorchScript export: loading it runs code from the file, "
+            "with your permissions. Load it only if you trust where it came from.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel)
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        session.trusted_exports.add(Path(path))
     if path:
         session.set_model(path)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from echoquality_core.labels import SCALES, Label
-from echoquality_core.project import ClipInfo, LabelChange, Project
+from echoquality_core.project import ClipInfo, LabelChange, Project, read_only_note
 from echoquality_gui import settings
 from echoquality_gui.model_state import ModelState
 from echoquality_gui.workers import Worker, retire
@@ -65,6 +65,8 @@ class Session(ModelState, QObject):
         self.scale_changed.emit(self.scale)
         self.current_changed.emit(None)
         self._emit_undo_state()
+        if project.read_only:
+            self.message.emit(read_only_note(project.csv_path))
         self._start_scan(project)
         return project
 
@@ -203,6 +205,8 @@ class Session(ModelState, QObject):
             self.clips_reset.emit()
         if change is None:
             return None
+        for clash in project.clashes:
+            self.message.emit(f"Conflict: {clash}")
         stamp = time.strftime("%H:%M:%S")
         self.saved.emit(stamp)
         if verb:

@@ -56,8 +56,16 @@ class TrainWorker(QThread):
         self.run_process.cancel()
 
     def run(self) -> None:
-        self.run_process.start()
-        self.device.emit(describe_device(self.settings.get("device", "auto")))
-        for event in self.run_process.events():
-            self._signals[type(event)].emit(event)
-        self.run_process.join()
+        try:
+            self.run_process.start()
+            try:
+                self.device.emit(describe_device(self.settings.get("device", "auto")))
+            except (ValueError, RuntimeError) as exc:
+                self.device.emit(f"unavailable ({exc})")
+            for event in self.run_process.events():
+                self._signals[type(event)].emit(event)
+            self.run_process.join()
+        except Exception as exc:  # noqa: BLE001 - shown in the Train tab, never a silent hang
+            error = TrainError("error", f"The training could not run: {type(exc).__name__}: {exc}")
+            self.error.emit(error)
+            self.ended.emit(TrainEnd(None, {}, None, error=error))

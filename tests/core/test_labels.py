@@ -378,7 +378,7 @@ def test_save_keeps_the_file_mode_and_leaves_no_temp_file(tmp_path):
     store = LabelStore(path)
     store.set("a.dcm", 1)
     assert os.stat(path).st_mode & 0o777 == 0o640
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".labels.csv.lock", "labels.csv"]
 
 
 @pytest.mark.slow

@@ -79,7 +79,7 @@ def test_installed_script_scores_with_an_exported_model(demo_project, checkpoint
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [str(SCRIPT), "score", str(demo_project), "--model", str(export_dir), "--out", str(out),
-         "--workers", "0", "--device", "cpu"],
+         "--workers", "0", "--device", "cpu", "--trust-exported"],
         capture_output=True, text=True, env=env, timeout=300, check=False,
     )
     assert done.returncode == 0, done.stderr
