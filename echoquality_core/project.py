@@ -14,6 +14,16 @@ from pathlib import Path
 
 from echoquality_core.dicom import DicomReadError, find_clips, read_clip
 from echoquality_core.labels import Label, LabelConflictError, LabelStore
+from echoquality_core.raters import (
+    RATER,
+    RaterStore,
+    needs_raters,
+    rater_csv_path,
+    read_policy,
+    sync_training_table,
+    write_policy,
+    write_rater_label,
+)
 
 UNREADABLE = "unreadable"  # issue tag for a clip that cannot be decoded
 
@@ -57,6 +67,8 @@ class LabelChange:
     rel: str
     before: Label | None
     after: Label | None
+    rater: str | None = None  # set: before/after are this rater's own labels (per-rater file)
+    role: str = RATER
 
 
 @dataclass
@@ -75,6 +87,8 @@ class Project:
         self.store = LabelStore(self.csv_path, root=self.root)
         if not self.csv_path.exists():
             self.store.save()
+        self.raters = RaterStore(rater_csv_path(self.csv_path), self.store.relative)
+        self.rater: str | None = None  # who labels now: with per-rater labels, label() is theirs
         self._undo: list[LabelChange] = []
         self._redo: list[LabelChange] = []
         self._rows: dict[str, int] = {}
@@ -106,11 +120,36 @@ class Project:
 
     # --- labels ----------------------------------------------------------------------------
     def label(self, rel: str) -> Label | None:
+        """The clip's label: the current rater's own once the project has per-rater labels,
+        else the training table's."""
+        if self.rater and self.raters.exists:
+            return self.raters.get(rel, self.rater)
         return self.store.get(rel)
 
     def counts(self) -> tuple[int, int]:
         """(labelled clips, clips) among the clips found in the folder."""
-        return sum(self.store.get(c.rel) is not None for c in self.clips), len(self.clips)
+        return sum(self.label(c.rel) is not None for c in self.clips), len(self.clips)
+
+    # --- several raters (echoquality_core.raters) --------------------------------------------
+    @property
+    def policy(self) -> str:
+        """How the training table's score follows the raters' labels."""
+        return read_policy(self.csv_path)
+
+    def set_policy(self, policy: str) -> list[str]:
+        """Store the policy and rewrite the training table to follow it; the clips changed."""
+        write_policy(self.csv_path, policy)
+        self.reload_if_changed()
+        changed = sync_training_table(self.store, self.raters, policy)
+        self._save()
+        return changed
+
+    def adjudicate(self, rel: str, score: float, *, by: str, notes: str | None = None
+                   ) -> LabelChange:
+        """Record ``by``'s final label of a disputed clip (who and when); the training table
+        takes it under every policy. Undoable."""
+        return self._change(rel, Label(rel, float(score), by, None, (), notes or None), by,
+                            "adjudicator")
 
     def search_order(self, after: str | None = None,
                      order: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
@@ -130,7 +169,7 @@ class Project:
         wrapping round, then among the clips ``order`` leaves out; None if all are labelled."""
         for group in self.search_order(after, order):
             for rel in group:
-                if self.store.get(rel) is None:
+                if self.label(rel) is None:
                     return rel
         return None
 
@@ -145,7 +184,7 @@ class Project:
             best: tuple[float, int, str] | None = None
             for k, rel in enumerate(group):
                 score = scores.get(rel)
-                if score is None or self.store.get(rel) is not None:
+                if score is None or self.label(rel) is not None:
                     continue
                 candidate = (abs(float(score) - threshold), k, rel)
                 if best is None or candidate < best:
@@ -157,8 +196,9 @@ class Project:
     def reload_if_changed(self) -> bool:
         """Read the CSV again if another program changed it (keeping any change of ours not
         yet saved); True if it did."""
+        theirs = self.raters.reload_if_changed()
         if not self.store.changed_on_disk():
-            return False
+            return theirs
         self.store.merge_from_disk()
         return True
 
@@ -172,8 +212,12 @@ class Project:
 
     def set_label(self, rel: str, score: float, *, rater: str | None = None,
                   issues: Iterable[str] = (), notes: str | None = None) -> LabelChange:
-        """Write one label to the CSV now and record it for undo."""
+        """Write one label to the CSV now and record it for undo. With several raters it is
+        ``rater``'s own label and the training table takes the consensus."""
         self.reload_if_changed()
+        if needs_raters(self.store, self.raters, rater):
+            return self._change(rel, Label(rel, float(score), rater, None, tuple(issues),
+                                           notes or None), rater or "", RATER)
         before = self.store.get(rel)
         self.store.set(rel, float(score), rater=rater, issues=tuple(issues),
                        notes=notes or None, save=False)
@@ -183,8 +227,23 @@ class Project:
         self._redo.clear()
         return change
 
-    def _apply(self, rel: str, label: Label | None) -> None:
+    def _change(self, rel: str, label: Label, rater: str, role: str) -> LabelChange:
+        rel = self.store.relative(rel)
+        before = self.raters.get(rel, rater, role)
+        write_rater_label(self.store, self.raters, self.policy, rel, rater, label, role)
+        self._save()
+        change = LabelChange(rel, before, self.raters.get(rel, rater, role), rater, role)
+        self._undo.append(change)
+        self._redo.clear()
+        return change
+
+    def _apply(self, rel: str, label: Label | None, change: LabelChange) -> None:
         self.reload_if_changed()
+        if change.rater is not None:
+            write_rater_label(self.store, self.raters, self.policy, rel, change.rater, label,
+                              change.role)
+            self._save()
+            return
         if label is None:
             self.store.remove(rel, save=False)
         else:
@@ -197,7 +256,7 @@ class Project:
         if not self._undo:
             return None
         change = self._undo.pop()
-        self._apply(change.rel, change.before)
+        self._apply(change.rel, change.before, change)
         self._redo.append(change)
         return change
 
@@ -206,7 +265,7 @@ class Project:
         if not self._redo:
             return None
         change = self._redo.pop()
-        self._apply(change.rel, change.after)
+        self._apply(change.rel, change.after, change)
         self._undo.append(change)
         return change
 

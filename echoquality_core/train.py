@@ -707,6 +707,9 @@ class _RunState:
 
         self.run_log.log_params({f"n_{k}": v for k, v in self.data.sizes.items()}
                                 | {"n_excluded": len(self.data.failures)})
+        from echoquality_core.raters import training_table_params
+
+        self.run_log.log_params(training_table_params(self.t.csv_path))
         self.run_log.set_tags({
             "labels_sha256": file_sha256(self.t.csv_path),
             "split_sha256": file_sha256(split_file),
