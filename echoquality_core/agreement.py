@@ -4,7 +4,9 @@ model's agreement with each rater, each statistic with a seeded bootstrap 95% CI
 resampled with replacement, percentile interval).
 
 The statistics come from the reference libraries: scikit-learn's ``cohen_kappa_score``
-(quadratic weights on the five-point scale), statsmodels' ``fleiss_kappa`` and the
+(quadratic weights on the five-point scale; its bootstrap replicates from statsmodels'
+``cohens_kappa`` on the resampled rater-vs-rater table, the same value ten times faster),
+statsmodels' ``fleiss_kappa`` and the
 ``krippendorff`` package (ordinal on the five-point scale, nominal for binary labels and tags).
 A statistic that is undefined (e.g. every rater gave the same score) is NaN, shown as "–".
 """
@@ -160,6 +162,14 @@ def cohen_kappa(a: np.ndarray, b: np.ndarray, n_levels: int, weighted: bool) -> 
                                             weights="quadratic" if weighted else None))
 
 
+def kappa_of_table(table: np.ndarray, weighted: bool) -> float:
+    """statsmodels' Cohen's kappa of a rater-vs-rater contingency table."""
+    from statsmodels.stats.inter_rater import cohens_kappa
+
+    return _quiet(lambda: cohens_kappa(table, wt="quadratic" if weighted else None,
+                                       return_results=False))
+
+
 def fleiss(complete: np.ndarray, n_levels: int) -> float:
     """statsmodels' Fleiss' kappa of codes[rater, clip] with every rater on every clip."""
     from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
@@ -179,18 +189,26 @@ def kripp_alpha(data: np.ndarray, ordinal: bool, n_levels: int) -> float:
         level_of_measurement="ordinal" if ordinal else "nominal"))
 
 
-def percent_all(data: np.ndarray) -> float:
-    """Share of the clips (with 2+ ratings) on which every rater gave the same level."""
-    agree = [len(set(col[np.isfinite(col)])) == 1 for col in data.T
-             if np.isfinite(col).sum() >= 2]
-    return float(np.mean(agree)) if agree else float("nan")
+def all_agree(data: np.ndarray) -> np.ndarray:
+    """Per clip: 1 if every rater who labelled it gave the same level, 0 if not (NaN with
+    fewer than two ratings)."""
+    ok = np.isfinite(data)
+    high = np.where(ok, data, -np.inf).max(axis=0)
+    low = np.where(ok, data, np.inf).min(axis=0)
+    return np.where(ok.sum(axis=0) >= 2, (high == low).astype(float), np.nan)
+
+
+def share(flags: np.ndarray) -> float:
+    """Mean of the defined flags (NaN when none)."""
+    flags = flags[np.isfinite(flags)]
+    return float(flags.mean()) if len(flags) else float("nan")
 
 
 def bootstrap(stat: Callable[[np.ndarray], float], n_units: int, n_boot: int,
-              seed: int) -> Estimate:
-    """``stat(indices)`` on all units, with the 2.5/97.5 percentiles of ``n_boot`` resamples
-    of the units (numpy's seeded ``default_rng``)."""
-    value = stat(np.arange(n_units))
+              seed: int, value: float | None = None) -> Estimate:
+    """``value`` (default ``stat`` on all units), with the 2.5/97.5 percentiles of ``stat``
+    on ``n_boot`` resamples of the units (numpy's seeded ``default_rng``)."""
+    value = stat(np.arange(n_units)) if value is None else value
     if n_units == 0 or n_boot <= 0:
         return Estimate(value, float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
@@ -211,9 +229,14 @@ def pair_agreement(a: str, b: str, x: np.ndarray, y: np.ndarray, levels: list[fl
     both = np.isfinite(x) & np.isfinite(y)
     x, y = x[both].astype(int), y[both].astype(int)
     n = len(levels)
-    percent = bootstrap(lambda i: float(np.mean(x[i] == y[i])) if len(i) else float("nan"),
-                        len(x), n_boot, seed)
-    kappa = bootstrap(lambda i: cohen_kappa(x[i], y[i], n, weighted), len(x), n_boot, seed)
+    same = (x == y).astype(float)
+    percent = bootstrap(lambda i: share(same[i]), len(x), n_boot, seed)
+    cells = x * n + y
+
+    def resampled(i: np.ndarray) -> float:
+        return kappa_of_table(np.bincount(cells[i], minlength=n * n).reshape(n, n), weighted)
+
+    kappa = bootstrap(resampled, len(x), n_boot, seed, cohen_kappa(x, y, n, weighted))
     matrix = confusion_matrix(x, y, labels=list(range(n))) if len(x) else np.zeros((n, n), int)
     return PairAgreement(a, b, int(both.sum()), percent, kappa, matrix)
 
@@ -232,7 +255,8 @@ def tag_agreement(labels: list[Label], n_boot: int, seed: int) -> list[TagAgreem
             if tag in label.issues:
                 data[r_index[label.rater or ""], c_index[label.video_path]] = 1.0
         data = data[:, multi]
-        percent = bootstrap(lambda i, d=data: percent_all(d[:, i]), data.shape[1], n_boot, seed)
+        flags = all_agree(data)
+        percent = bootstrap(lambda i, f=flags: share(f[i]), data.shape[1], n_boot, seed)
         alpha = bootstrap(lambda i, d=data: kripp_alpha(d[:, i], False, 2), data.shape[1],
                           n_boot, seed)
         out.append(TagAgreement(tag, int(data.shape[1]), int((np.nansum(data, 0) > 0).sum()),
@@ -253,9 +277,10 @@ def agreement_report(labels: Iterable[Label], *, n_boot: int = 1000, seed: int =
     data = data[:, multi]
     complete = data[:, np.isfinite(data).all(axis=0)]
     n = len(levels)
+    flags = all_agree(data)
     report = AgreementReport(
         raters, scale, levels, int(data.shape[1]), int(complete.shape[1]),
-        bootstrap(lambda i: percent_all(data[:, i]), data.shape[1], n_boot, seed),
+        bootstrap(lambda i: share(flags[i]), data.shape[1], n_boot, seed),
         bootstrap(lambda i: fleiss(complete[:, i], n), complete.shape[1], n_boot, seed),
         bootstrap(lambda i: kripp_alpha(data[:, i], five, n), data.shape[1], n_boot, seed),
         n_boot=n_boot, seed=seed)

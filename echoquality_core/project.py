@@ -88,7 +88,8 @@ class Project:
         if not self.csv_path.exists():
             self.store.save()
         self.raters = RaterStore(rater_csv_path(self.csv_path), self.store.relative)
-        self.rater: str | None = None  # who labels now: with per-rater labels, label() is theirs
+        self._rater: str | None = None
+        self._per_rater = False
         self._undo: list[LabelChange] = []
         self._redo: list[LabelChange] = []
         self._rows: dict[str, int] = {}
@@ -119,11 +120,21 @@ class Project:
         return self.root / ".echoquality" / "cache"
 
     # --- labels ----------------------------------------------------------------------------
+    @property
+    def rater(self) -> str | None:
+        """Who labels now; with several raters ``label`` gives this rater's own labels."""
+        return self._rater
+
+    @rater.setter
+    def rater(self, name: str | None) -> None:
+        self._rater = name or None
+        self._per_rater = bool(self._rater) and needs_raters(self.store, self.raters, self._rater)
+
     def label(self, rel: str) -> Label | None:
-        """The clip's label: the current rater's own once the project has per-rater labels,
-        else the training table's."""
-        if self.rater and self.raters.exists:
-            return self.raters.get(rel, self.rater)
+        """The clip's label: the current rater's own when the project has (or, with this
+        rater, gets) several raters, else the training table's."""
+        if self._per_rater:
+            return self.raters.get(rel, self._rater)
         return self.store.get(rel)
 
     def counts(self) -> tuple[int, int]:
@@ -197,10 +208,12 @@ class Project:
         """Read the CSV again if another program changed it (keeping any change of ours not
         yet saved); True if it did."""
         theirs = self.raters.reload_if_changed()
-        if not self.store.changed_on_disk():
-            return theirs
-        self.store.merge_from_disk()
-        return True
+        if self.store.changed_on_disk():
+            self.store.merge_from_disk()
+            theirs = True
+        if theirs:
+            self.rater = self._rater
+        return theirs
 
     def _save(self) -> None:
         """Save; if another program wrote the CSV meanwhile, merge theirs first."""
@@ -232,6 +245,7 @@ class Project:
         before = self.raters.get(rel, rater, role)
         write_rater_label(self.store, self.raters, self.policy, rel, rater, label, role)
         self._save()
+        self.rater = self._rater
         change = LabelChange(rel, before, self.raters.get(rel, rater, role), rater, role)
         self._undo.append(change)
         self._redo.clear()

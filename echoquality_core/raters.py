@@ -102,6 +102,7 @@ class RaterStore:
         self._rows: dict[Key, Label] = {}
         self._pending: dict[Key, Label | None] = {}
         self._stat: tuple[int, int, int] | None = None
+        self._by_clip: dict[str, list[Label]] | None = None  # index, rebuilt after changes
         self.load()
 
     @property
@@ -117,9 +118,9 @@ class RaterStore:
                 data = fh.read()
                 st = os.fstat(fh.fileno())
         except FileNotFoundError:
-            self._rows, self._stat, self._pending = {}, None, {}
+            self._rows, self._stat, self._pending, self._by_clip = {}, None, {}, None
             return
-        self._rows = self._parse(data.decode("utf-8-sig"))
+        self._rows, self._by_clip = self._parse(data.decode("utf-8-sig")), None
         self._stat = (st.st_ino, st.st_mtime_ns, st.st_size)
         self._pending = {}
 
@@ -170,9 +171,13 @@ class RaterStore:
 
     def labels(self, rel: str | None = None, role: str = RATER) -> list[Label]:
         """The raters' labels of clip ``rel`` (all clips if None), in file order."""
-        key = None if rel is None else self.relative(rel)
-        return [label for (r, _, ro), label in self._rows.items()
-                if ro == role and (key is None or r == key)]
+        if rel is None:
+            return [label for (_, _, ro), label in self._rows.items() if ro == role]
+        if self._by_clip is None:
+            self._by_clip = {}
+            for (r, _, ro), label in self._rows.items():
+                self._by_clip.setdefault(r, []).append((ro, label))
+        return [label for ro, label in self._by_clip.get(self.relative(rel), ()) if ro == role]
 
     def adjudication(self, rel: str) -> Label | None:
         """The final label an adjudicator set on clip ``rel`` (the latest one), or None."""
@@ -219,6 +224,7 @@ class RaterStore:
         return previous
 
     def _apply(self, changes: dict[Key, Label | None]) -> None:
+        self._by_clip = None
         for key, label in changes.items():
             if label is None:
                 self._rows.pop(key, None)
@@ -322,6 +328,14 @@ def needs_raters(table: LabelStore, raters: RaterStore, rater: str | None) -> bo
         return True
     return bool(rater) and any((label := table.get(rel)).rater and label.rater != rater
                                for rel in table.paths())
+
+
+def known_raters(table: LabelStore, raters: RaterStore, current: str | None = None) -> list[str]:
+    """Everyone who labelled the project (per-rater file, else the training table's ``rater``
+    column) plus ``current``: more than one means labelling should be blind."""
+    names = raters.raters() if raters.exists else [
+        label.rater for rel in table.paths() if (label := table.get(rel)).rater]
+    return list(dict.fromkeys(names + ([current] if current else [])))
 
 
 def write_rater_label(table: LabelStore, raters: RaterStore, policy: str, rel: str,

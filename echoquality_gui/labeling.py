@@ -22,6 +22,7 @@ from echoquality_core.scoring import assessment
 from echoquality_gui import settings
 from echoquality_gui.clip_list import label_text
 from echoquality_gui.keybinds import FIVE_POINT, ISSUE_KEYS, keybind
+from echoquality_gui.raters_menu import default_user
 from echoquality_gui.resources import icon
 from echoquality_gui.session import Session
 
@@ -31,7 +32,8 @@ def ask_rater(parent: QWidget | None) -> str:
     name = settings.rater()
     while not name:
         name, ok = QInputDialog.getText(
-            parent, "Rater", "Your name or initials (saved with every label you give):")
+            parent, "Rater", "Your name or initials (saved with every label you give):",
+            text=default_user())
         if not ok:
             return ""
         name = name.strip()

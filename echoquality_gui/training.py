@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError
 from echoquality_core.project import Project
 from echoquality_gui import settings as app_settings
+from echoquality_gui.raters_menu import PolicyLabel
 from echoquality_gui.session import Session
 from echoquality_gui.train_worker import DeviceProbe, TrainWorker
 
@@ -395,6 +396,7 @@ class TrainPanel(QWidget):
         left.addWidget(self.form)
         left.addWidget(self._title("Data"))
         left.addWidget(self.data_label)
+        left.addWidget(PolicyLabel(session))
         left.addSpacing(4)
         left.addLayout(buttons)
         left.addWidget(self.progress)
