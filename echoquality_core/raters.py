@@ -338,6 +338,14 @@ def known_raters(table: LabelStore, raters: RaterStore, current: str | None = No
     return list(dict.fromkeys(names + ([current] if current else [])))
 
 
+def clip_raters(table: LabelStore, raters: RaterStore, rel: str) -> list[str]:
+    """Who labelled clip ``rel`` (from the training table while there is no per-rater file)."""
+    if raters.exists:
+        return [label.rater for label in raters.labels(rel)]
+    label = table.get(rel)
+    return [] if label is None else [label.rater or UNNAMED]
+
+
 def write_rater_label(table: LabelStore, raters: RaterStore, policy: str, rel: str,
                       rater: str, label: Label | None, role: str = RATER) -> None:
     """Record (or, with None, remove) ``rater``'s label of ``rel`` in the per-rater file

@@ -88,7 +88,7 @@ class AdjudicationView(QWidget):
         self.clip_title.setObjectName("currentLabel")
         self.player = CinePlayer(parent=self)
         self.details = QLabel("")
-        self.details.setWordWrap(True)
+        self.details.setWordWrap(False)  # one line per rater; a wrapped label lost lines
         self.details.setTextFormat(Qt.TextFormat.RichText)
         self.buttons_row = QHBoxLayout()
         self.status = QLabel("")

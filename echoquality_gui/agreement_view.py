@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from echoquality_core.agreement import AgreementReport, agreement_report
+from echoquality_gui.clip_list import label_text
 from echoquality_gui.session import Session
 
 N_BOOT = 1000
@@ -103,6 +104,7 @@ class AgreementView(QWidget):
         self.pair_box = QComboBox()
         self.pair_box.currentIndexChanged.connect(self._show_confusion)
         self.confusion = table([])
+        self.confusion.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.tags = table(["Issue tag", "Clips", "Tagged on", "Krippendorff's alpha [95% CI]",
                            "Agreement [95% CI]"])
         left = QVBoxLayout()
@@ -200,7 +202,7 @@ class AgreementView(QWidget):
             self.confusion.setColumnCount(0)
             return
         matrix: np.ndarray = report.pairs[i].confusion
-        names = [f"{v:g}" for v in report.levels]
+        names = [label_text(v) for v in report.levels]
         self.confusion.setColumnCount(len(names))
         self.confusion.setHorizontalHeaderLabels(names)
         fill(self.confusion, [[str(int(c)) for c in row] for row in matrix])

@@ -269,8 +269,10 @@ class LabelPanel(QWidget):
         current, session = self.session.current, self.session
         score = session.scores.get(current.rel) if current else None
         self.uncertain_button.setEnabled(bool(session.scores))
-        self.model_score.setVisible(score is not None and session.show_scores)
-        if score is not None:
+        shown = score is not None and session.show_scores
+        self.model_score.setVisible(shown)
+        self.model_score.setText("")  # hidden means gone (blind mode), not just out of sight
+        if shown:
             verdict = "good" if score >= session.threshold else "poor"
             self.model_score.setText(
                 f"Model: {score:.2f} · {assessment(score)} · {verdict} at threshold "

@@ -19,9 +19,13 @@ def verdict(with_model, between) -> str:
     human = [p.kappa.value for p in between if p.kappa.value == p.kappa.value]
     if not model or not human:
         return "Not enough clips labelled by two raters and scored by the model yet."
+    def span(values: list[float]) -> str:
+        low, high = min(values), max(values)
+        return f"{low:.2f}" if low == high else f"{low:.2f} to {high:.2f}"
+
     inside = min(model) >= min(human)
-    return (f"Model vs raters kappa {min(model):.2f}–{max(model):.2f}; raters vs each other "
-            f"{min(human):.2f}–{max(human):.2f}: the model is "
+    return (f"Cohen's kappa, model vs raters: {span(model)}; raters vs each other: "
+            f"{span(human)}. The model is "
             + ("within human variability." if inside else "below the raters' agreement."))
 
 
@@ -35,8 +39,7 @@ class ModelVsRaters(QWidget):
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         self.summary.setObjectName("clipInfo")
-        self.table = table(["Pair (good/poor)", "Clips", "Cohen's kappa [95% CI]",
-                            "Agreement [95% CI]"])
+        self.table = table(["Pair (good/poor calls)", "n", "κ [95% CI]", "Agree [95% CI]"])
         self.table.setMaximumHeight(120)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)

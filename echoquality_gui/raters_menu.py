@@ -7,7 +7,7 @@ import getpass
 from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import QInputDialog, QLabel, QMainWindow, QMenu, QMessageBox, QWidget
 
-from echoquality_core.raters import POLICIES, known_raters
+from echoquality_core.raters import POLICIES, clip_raters, known_raters
 from echoquality_gui import settings
 from echoquality_gui.session import Session
 
@@ -39,7 +39,7 @@ def raters_text(session: Session, rel: str, own, column: str) -> str | None:
     project = session.project
     if not (session.blind or project.raters.exists):
         return None
-    others = [la.rater for la in project.raters.labels(rel) if la.rater != project.rater]
+    others = [r for r in clip_raters(project.store, project.raters, rel) if r != project.rater]
     if column == "Label":
         return ("by you" if own is not None else "") if session.blind else None
     if session.blind:
