@@ -152,7 +152,8 @@ class Project:
         write_policy(self.csv_path, policy)
         self.reload_if_changed()
         changed = sync_training_table(self.store, self.raters, policy)
-        self._save()
+        if changed:
+            self._save()
         return changed
 
     def adjudicate(self, rel: str, score: float, *, by: str, notes: str | None = None

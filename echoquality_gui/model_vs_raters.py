@@ -36,6 +36,7 @@ class ModelVsRaters(QWidget):
         super().__init__(parent)
         self.session = session
         self._job: Job | None = None
+        self._stale = True
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         self.summary.setObjectName("clipInfo")
@@ -54,13 +55,17 @@ class ModelVsRaters(QWidget):
         self.refresh()
 
     def refresh(self) -> Job | None:
-        """Recompute from the raters' labels and the model's scores (in the background)."""
+        """Recompute from the raters' labels and the model's scores (in the background, and
+        only while the Review tab shows: else when it is next shown)."""
         s, project = self.session, self.session.project
         fill(self.table, [])
         if s.blind or project is None or len(project.raters.raters()) < 2 or not s.scores:
             self.setVisible(False)
             return None
         self.setVisible(True)
+        self._stale = not self.isVisible()
+        if self._stale:
+            return None
         labels, scores, threshold = project.raters.labels(), dict(s.scores), s.threshold
         self.summary.setText("Computing…")
         job = Job(lambda: model_vs_raters(labels, scores, threshold, n_boot=N_BOOT), self)
@@ -68,6 +73,11 @@ class ModelVsRaters(QWidget):
         self._job = job
         job.start()
         return job
+
+    def refresh_if_stale(self) -> None:
+        """The Review tab is shown: compute what changed while it was hidden."""
+        if self._stale:
+            self.refresh()
 
     def _done(self, job_id: int, result) -> None:
         if self._job is None or job_id != self._job.id or self.session.blind:

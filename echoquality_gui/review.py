@@ -610,6 +610,7 @@ class ReviewTab(QWidget):
     # --- life cycle ------------------------------------------------------------------------
     def showEvent(self, event) -> None:
         super().showEvent(event)
+        self.model_vs_raters.refresh_if_stale()
         if self.rel is None and self.table.rowCount():
             self.table.selectRow(0)
 

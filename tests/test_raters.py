@@ -196,3 +196,30 @@ def test_writer_killed_mid_save_loses_nothing(tmp_path):
         assert {la.notes for la in store.labels() if la.video_path != "marker.dcm"} == {
             f"v{version}"}
         seen = version
+
+
+def test_cli_raters_and_adjudicate(tmp_path, capsys):
+    from echoquality_core.cli import main
+
+    project = project_with(tmp_path)
+    rate(project, "ann", {"a.dcm": 1, "b.dcm": 0})
+    rate(project, "bob", {"a.dcm": 0, "b.dcm": 0})
+    csv_arg = ["--csv", str(project.csv_path)]
+    assert main(["raters", *csv_arg, "--policy", "mean"]) == 0
+    out = capsys.readouterr().out
+    assert "Policy set to mean: 1 training-table rows changed" in out
+    assert "ann: 2 clips" in out and "Disagreements: 1 (0 adjudicated)" in out
+    assert table(project)["a.dcm"] == 0.5
+    assert main(["adjudicate", *csv_arg]) == 0
+    assert capsys.readouterr().out.startswith("a.dcm  spread 1  ann 1, bob 0")
+    assert main(["adjudicate", *csv_arg, "--clip", "a.dcm", "--score", "1", "--by", "Dr C"]) == 0
+    assert "final label 1 by Dr C" in capsys.readouterr().out
+    assert table(project)["a.dcm"] == 1.0
+    assert main(["adjudicate", *csv_arg, "--clip", "a.dcm", "--score", "3", "--by", "C"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "out of range" in err
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "labels.csv").write_text("video_path,quality_score\na.dcm,1\n")
+    assert main(["agreement", "--csv", str(lone / "labels.csv")]) == 2
+    assert "one rater only" in capsys.readouterr().err
