@@ -168,3 +168,16 @@ def test_two_raters_blind_agreement_and_adjudication(studio_window, open_project
     assert LabelStore(project.csv_path).get(rel).quality_score == 1.0
     policy = window.train_panel.findChild(PolicyLabel)
     assert policy.text().startswith("Training labels: majority of 2 raters")
+
+
+@pytest.mark.slow
+def test_training_run_records_the_label_policy(trained_run):
+    """The trainer logs how its labels were made (a one-rater project here)."""
+    from mlflow.tracking import MlflowClient
+
+    from echoquality_core.tracking import default_tracking_uri
+
+    root, end = trained_run
+    params = MlflowClient(default_tracking_uri(root)).get_run(end.run_id).data.params
+    assert (params["label_policy"], params["n_raters"], params["n_adjudicated"]) == (
+        "majority", "1", "0")
