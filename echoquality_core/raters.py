@@ -29,7 +29,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -384,9 +384,6 @@ class Disagreement:
     labels: tuple[Label, ...]
     spread: float  # highest minus lowest score
     adjudication: Label | None
-
-    def with_decision(self, label: Label | None) -> Disagreement:
-        return replace(self, adjudication=label)
 
 
 def adjudication_queue(raters: RaterStore, include_decided: bool = True) -> list[Disagreement]:

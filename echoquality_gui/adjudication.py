@@ -58,7 +58,21 @@ class AdjudicationView(QWidget):
         self.worker.failed.connect(lambda r, text: r == self._request and
                                    self.status.setText(text))
         self.worker.start()
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(self._build_queue())
+        splitter.addWidget(self._build_clip())
+        splitter.setSizes([560, 800])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(splitter)
+        for signal in (session.raters_changed, session.label_changed, session.project_opened):
+            signal.connect(lambda *_: self.refresh())
+        session.model_changed.connect(lambda *_: self.show_clip(self.rel))
+        session.scale_changed.connect(self._build_buttons)
+        self._build_buttons(session.scale)
+        self.refresh()
 
+    def _build_queue(self) -> QWidget:
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         self.summary.setObjectName("clipInfo")
@@ -83,7 +97,9 @@ class AdjudicationView(QWidget):
         column.addLayout(bar)
         column.addWidget(self.summary)
         column.addWidget(self.table, 1)
+        return left
 
+    def _build_clip(self) -> QWidget:
         self.clip_title = QLabel("Select a clip")
         self.clip_title.setObjectName("currentLabel")
         self.player = CinePlayer(parent=self)
@@ -105,20 +121,7 @@ class AdjudicationView(QWidget):
         final.addStretch(1)
         side.addLayout(final)
         side.addWidget(self.status)
-        splitter = QSplitter(Qt.Orientation.Horizontal)
-        splitter.addWidget(left)
-        splitter.addWidget(right)
-        splitter.setSizes([560, 800])
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(splitter)
-
-        for signal in (session.raters_changed, session.label_changed, session.project_opened):
-            signal.connect(lambda *_: self.refresh())
-        session.model_changed.connect(lambda *_: self.show_clip(self.rel))
-        session.scale_changed.connect(self._build_buttons)
-        self._build_buttons(session.scale)
-        self.refresh()
+        return right
 
     def _build_buttons(self, scale: str) -> None:
         for button in self._buttons:
