@@ -102,7 +102,8 @@ class RaterStore:
         self._rows: dict[Key, Label] = {}
         self._pending: dict[Key, Label | None] = {}
         self._stat: tuple[int, int, int] | None = None
-        self._by_clip: dict[str, list[Label]] | None = None  # index, rebuilt after changes
+        self._by_clip: dict[str, dict[tuple[str, str], Label]] | None = None  # rel -> labels
+        self._lines: dict[Key, str] = {}  # each row's CSV text, kept until the row changes
         self.load()
 
     @property
@@ -119,8 +120,10 @@ class RaterStore:
                 st = os.fstat(fh.fileno())
         except FileNotFoundError:
             self._rows, self._stat, self._pending, self._by_clip = {}, None, {}, None
+            self._lines = {}
             return
         self._rows, self._by_clip = self._parse(data.decode("utf-8-sig")), None
+        self._lines = {}
         self._stat = (st.st_ino, st.st_mtime_ns, st.st_size)
         self._pending = {}
 
@@ -175,9 +178,10 @@ class RaterStore:
             return [label for (_, _, ro), label in self._rows.items() if ro == role]
         if self._by_clip is None:
             self._by_clip = {}
-            for (r, _, ro), label in self._rows.items():
-                self._by_clip.setdefault(r, []).append((ro, label))
-        return [label for ro, label in self._by_clip.get(self.relative(rel), ()) if ro == role]
+            for (r, ra, ro), label in self._rows.items():
+                self._by_clip.setdefault(r, {})[(ra, ro)] = label
+        clip = self._by_clip.get(self.relative(rel), {})
+        return [label for (_, ro), label in clip.items() if ro == role]
 
     def adjudication(self, rel: str) -> Label | None:
         """The final label an adjudicator set on clip ``rel`` (the latest one), or None."""
@@ -224,12 +228,17 @@ class RaterStore:
         return previous
 
     def _apply(self, changes: dict[Key, Label | None]) -> None:
-        self._by_clip = None
         for key, label in changes.items():
+            self._lines.pop(key, None)
+            clip = None if self._by_clip is None else self._by_clip.setdefault(key[0], {})
             if label is None:
                 self._rows.pop(key, None)
+                if clip is not None:
+                    clip.pop(key[1:], None)
             else:
                 self._rows[key] = label
+                if clip is not None:
+                    clip[key[1:]] = label
 
     def save(self) -> None:
         """Write the file atomically, merging first what another program wrote meanwhile."""
@@ -245,13 +254,20 @@ class RaterStore:
         self._stat = (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _render(self) -> bytes:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for (rel, rater, role), label in self._rows.items():
-            writer.writerow([rel, rater, role, _format(label.quality_score),
-                             ";".join(label.issues), label.notes or "", label.labeled_at or ""])
-        return buf.getvalue().encode("utf-8")
+        lines = [_csv_line(COLUMNS)]
+        for key, label in self._rows.items():
+            if key not in self._lines:
+                self._lines[key] = _csv_line(
+                    [*key, _format(label.quality_score), ";".join(label.issues),
+                     label.notes or "", label.labeled_at or ""])
+            lines.append(self._lines[key])
+        return "".join(lines).encode("utf-8")
+
+
+def _csv_line(cells) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(cells)
+    return buf.getvalue()
 
 
 def _format(score: float) -> str:
