@@ -22,14 +22,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from echoquality_core.heatmap import ClipExplanation, ClipHeatMap
 from echoquality_core.raters import Disagreement, adjudication_queue
 from echoquality_gui.agreement_view import BLIND_TEXT
 from echoquality_gui.clip_list import label_text
-from echoquality_gui.gradcam_worker import GradcamResult, GradcamWorker
+from echoquality_gui.gradcam_worker import GradcamWorker
 from echoquality_gui.keybinds import FIVE_POINT, keybind
 from echoquality_gui.labeling import ask_rater
 from echoquality_gui.player import CinePlayer
-from echoquality_gui.review import ClipHeatMap
 from echoquality_gui.session import Session
 
 
@@ -227,7 +227,7 @@ class AdjudicationView(QWidget):
                         f"{html.escape(final.rater or '')} at {final.labeled_at}")
         self.details.setText("<br>".join(rows))
 
-    def _on_gradcam(self, request: int, result: GradcamResult) -> None:
+    def _on_gradcam(self, request: int, result: ClipExplanation) -> None:
         if request != self._request or self.rel is None:
             return
         heat = ClipHeatMap(result)
