@@ -448,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_demo, _add_train, _add_evaluate, _add_score, _add_gradcam, _add_export,
                 add_weights):
         add(sub)
+    from echoquality_core import cli_raters
+
+    cli_raters.add_parsers(sub)
     return parser
 
 

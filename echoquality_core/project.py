@@ -15,6 +15,16 @@ from pathlib import Path
 
 from echoquality_core.dicom import DicomReadError, find_clips, read_clip
 from echoquality_core.labels import Label, LabelClash, LabelError, LabelStore
+from echoquality_core.raters import (
+    RATER,
+    RaterStore,
+    needs_raters,
+    rater_csv_path,
+    read_policy,
+    sync_training_table,
+    write_policy,
+    write_rater_label,
+)
 
 
 
@@ -57,6 +67,8 @@ class LabelChange:
     rel: str
     before: Label | None
     after: Label | None
+    rater: str | None = None  # set: before/after are this rater's own labels (per-rater file)
+    role: str = RATER
 
 
 @dataclass
@@ -77,6 +89,9 @@ class Project:
         if not self.csv_path.exists() and not self.read_only:
             self.store.save_merged()  # another program may create it at the same moment
         self.clashes: list[LabelClash] = []  # of the last save: clips another program changed too
+        self.raters = RaterStore(rater_csv_path(self.csv_path), self.store.relative)
+        self._rater: str | None = None
+        self._per_rater = False
         self._undo: list[LabelChange] = []
         self._redo: list[LabelChange] = []
         self._rows: dict[str, int] = {}
@@ -128,12 +143,48 @@ class Project:
         return self.root / ".echoquality" / "cache"
 
     # --- labels ----------------------------------------------------------------------------
+    @property
+    def rater(self) -> str | None:
+        """Who labels now; with several raters ``label`` gives this rater's own labels."""
+        return self._rater
+
+    @rater.setter
+    def rater(self, name: str | None) -> None:
+        self._rater = name or None
+        self._per_rater = bool(self._rater) and needs_raters(self.store, self.raters, self._rater)
+
     def label(self, rel: str) -> Label | None:
+        """The clip's label: the current rater's own when the project has (or, with this
+        rater, gets) several raters, else the training table's."""
+        if self._per_rater:
+            return self.raters.get(rel, self._rater)
         return self.store.get(rel)
 
     def counts(self) -> tuple[int, int]:
         """(labelled clips, clips) among the clips found in the folder."""
-        return sum(self.store.get(c.rel) is not None for c in self.clips), len(self.clips)
+        return sum(self.label(c.rel) is not None for c in self.clips), len(self.clips)
+
+    # --- several raters (echoquality_core.raters) --------------------------------------------
+    @property
+    def policy(self) -> str:
+        """How the training table's score follows the raters' labels."""
+        return read_policy(self.csv_path)
+
+    def set_policy(self, policy: str) -> list[str]:
+        """Store the policy and rewrite the training table to follow it; the clips changed."""
+        write_policy(self.csv_path, policy)
+        self.reload_if_changed()
+        changed = sync_training_table(self.store, self.raters, policy)
+        if changed:
+            self._save()
+        return changed
+
+    def adjudicate(self, rel: str, score: float, *, by: str, notes: str | None = None
+                   ) -> LabelChange:
+        """Record ``by``'s final label of a disputed clip (who and when); the training table
+        takes it under every policy. Undoable."""
+        return self._change(rel, Label(rel, float(score), by, None, (), notes or None), by,
+                            "adjudicator")
 
     def search_order(self, after: str | None = None,
                      order: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
@@ -153,7 +204,7 @@ class Project:
         wrapping round, then among the clips ``order`` leaves out; None if all are labelled."""
         for group in self.search_order(after, order):
             for rel in group:
-                if self.store.get(rel) is None:
+                if self.label(rel) is None:
                     return rel
         return None
 
@@ -168,7 +219,7 @@ class Project:
             best: tuple[float, int, str] | None = None
             for k, rel in enumerate(group):
                 score = scores.get(rel)
-                if score is None or self.store.get(rel) is not None:
+                if score is None or self.label(rel) is not None:
                     continue
                 candidate = (abs(float(score) - threshold), k, rel)
                 if best is None or candidate < best:
@@ -180,10 +231,13 @@ class Project:
     def reload_if_changed(self) -> bool:
         """Read the CSV again if another program changed it (keeping any change of ours not
         yet saved); True if it did."""
-        if not self.store.changed_on_disk():
-            return False
-        self.store.merge_from_disk()
-        return True
+        theirs = self.raters.reload_if_changed()
+        if self.store.changed_on_disk():
+            self.store.merge_from_disk()
+            theirs = True
+        if theirs:
+            self.rater = self._rater
+        return theirs
 
     def _save(self) -> None:
         """Save under the CSV's lock, merging what another program wrote meanwhile; clips that
@@ -195,8 +249,12 @@ class Project:
 
     def set_label(self, rel: str, score: float, *, rater: str | None = None,
                   issues: Iterable[str] = (), notes: str | None = None) -> LabelChange:
-        """Write one label to the CSV now and record it for undo."""
+        """Write one label to the CSV now and record it for undo. With several raters it is
+        ``rater``'s own label and the training table takes the consensus."""
         self.reload_if_changed()
+        if needs_raters(self.store, self.raters, rater):
+            return self._change(rel, Label(rel, float(score), rater, None, tuple(issues),
+                                           notes or None), rater or "", RATER)
         before = self.store.get(rel)
         self.store.set(rel, float(score), rater=rater, issues=tuple(issues),
                        notes=notes or None, save=False)
@@ -206,8 +264,24 @@ class Project:
         self._redo.clear()
         return change
 
-    def _apply(self, rel: str, label: Label | None) -> None:
+    def _change(self, rel: str, label: Label, rater: str, role: str) -> LabelChange:
+        rel = self.store.relative(rel)
+        before = self.raters.get(rel, rater, role)
+        write_rater_label(self.store, self.raters, self.policy, rel, rater, label, role)
+        self._save()
+        self.rater = self._rater
+        change = LabelChange(rel, before, self.raters.get(rel, rater, role), rater, role)
+        self._undo.append(change)
+        self._redo.clear()
+        return change
+
+    def _apply(self, rel: str, label: Label | None, change: LabelChange) -> None:
         self.reload_if_changed()
+        if change.rater is not None:
+            write_rater_label(self.store, self.raters, self.policy, rel, change.rater, label,
+                              change.role)
+            self._save()
+            return
         if label is None:
             self.store.remove(rel, save=False)
         else:
@@ -220,7 +294,7 @@ class Project:
         if not self._undo:
             return None
         change = self._undo.pop()
-        self._apply(change.rel, change.before)
+        self._apply(change.rel, change.before, change)
         self._redo.append(change)
         return change
 
@@ -229,7 +303,7 @@ class Project:
         if not self._redo:
             return None
         change = self._redo.pop()
-        self._apply(change.rel, change.after)
+        self._apply(change.rel, change.after, change)
         self._undo.append(change)
         return change
 

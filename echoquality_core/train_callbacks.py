@@ -115,6 +115,9 @@ class MlflowLogger(Callback):
         data = trainer.data
         self.run_log.log_params({f"n_{k}": v for k, v in data.sizes.items()}
                                 | {"n_excluded": len(data.failures)})
+        from echoquality_core.raters import training_table_params
+
+        self.run_log.log_params(training_table_params(trainer.csv_path))
         self.run_log.set_tags({
             "labels_sha256": file_digest(trainer.csv_path),
             "split_sha256": file_digest(split_file),

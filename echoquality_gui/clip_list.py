@@ -27,10 +27,11 @@ from PySide6.QtWidgets import (
 from echoquality_core.project import ClipInfo
 from echoquality_core.review import assessment, called_good, labelled_good
 from echoquality_gui import theme
+from echoquality_gui.raters_menu import raters_text
 from echoquality_gui.session import Session
 
 COLUMNS = ("File", "Frames", "FPS", "Label", "Issues", "Rater", "Model")
-WIDTHS = {"Frames": 58, "FPS": 44, "Label": 52, "Issues": 80, "Rater": 60, "Model": 54}
+WIDTHS = {"Frames": 58, "FPS": 44, "Label": 52, "Issues": 80, "Rater": 84, "Model": 54}
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 FILTERS = {
     "All clips": "all",
@@ -104,7 +105,7 @@ class ClipTableModel(QAbstractTableModel):
         if role == SORT_ROLE:
             return self._sort_key(info, col)
         if role == Qt.ItemDataRole.ToolTipRole:
-            if col == "Model" and info.rel in self.session.scores:
+            if col == "Model" and info.rel in self.session.scores and self.session.show_scores:
                 return self._score_tip(self.session.scores[info.rel])
             return f"{info.rel}\n{info.error}" if info.error else info.rel
         if role == Qt.ItemDataRole.ForegroundRole:
@@ -119,6 +120,10 @@ class ClipTableModel(QAbstractTableModel):
 
     def _display(self, info: ClipInfo, col: str) -> str:
         label = self.session.label(info.rel)
+        if col in ("Label", "Rater", "Model") and self.session.project is not None:
+            text = raters_text(self.session, info.rel, label, col)
+            if text is not None:
+                return text
         if col == "File":
             return info.rel
         if col == "Frames":

@@ -22,6 +22,7 @@ from echoquality_core.review import assessment, called_good
 from echoquality_gui import settings
 from echoquality_gui.clip_list import label_text
 from echoquality_gui.keybinds import FIVE_POINT, ISSUE_KEYS, keybind
+from echoquality_gui.raters_menu import default_user
 from echoquality_gui.resources import icon
 from echoquality_gui.session import Session
 from echoquality_gui.widgets import section_title
@@ -32,7 +33,8 @@ def ask_rater(parent: QWidget | None) -> str:
     name = settings.rater()
     while not name:
         name, ok = QInputDialog.getText(
-            parent, "Rater", "Your name or initials (saved with every label you give):")
+            parent, "Rater", "Your name or initials (saved with every label you give):",
+            text=default_user())
         if not ok:
             return ""
         name = name.strip()
@@ -262,8 +264,10 @@ class LabelPanel(QWidget):
         current, session = self.session.current, self.session
         score = session.scores.get(current.rel) if current else None
         self.uncertain_button.setEnabled(bool(session.scores))
-        self.model_score.setVisible(score is not None and session.show_scores)
-        if score is not None:
+        shown = score is not None and session.show_scores
+        self.model_score.setVisible(shown)
+        self.model_score.setText("")  # hidden means gone (blind mode), not just out of sight
+        if shown:
             verdict = "good" if called_good(score, session.threshold) else "poor"
             self.model_score.setText(
                 f"Model: {score:.2f} · {assessment(score)} · {verdict} at threshold "

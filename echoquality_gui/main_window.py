@@ -19,11 +19,14 @@ from PySide6.QtWidgets import (
 from echoquality_core.project import ClipInfo
 from echoquality_gui import commands, settings
 from echoquality_gui.about import show_about
+from echoquality_gui.adjudication import AdjudicationView
+from echoquality_gui.agreement_view import AgreementView
 from echoquality_gui.clip_list import ClipListPanel
 from echoquality_gui.keybinds import KEYBINDS
 from echoquality_gui.keys_dialog import KeysDialog
-from echoquality_gui.labeling import LabelPanel, ask_rater
+from echoquality_gui.labeling import LabelPanel
 from echoquality_gui.player import CinePlayer
+from echoquality_gui.raters_menu import RaterMenu
 from echoquality_gui.resources import icon
 from echoquality_gui.review import ReviewTab
 from echoquality_gui.runs import RunsPanel
@@ -72,6 +75,11 @@ class MainWindow(QMainWindow):
         self.add_tab(self.review, "Review")
         self.runs_panel = RunsPanel(self.session)
         self.add_tab(self.runs_panel, "Runs")
+        self.agreement_view = AgreementView(self.session)
+        self.add_tab(self.agreement_view, "Agreement")
+        self.adjudication = AdjudicationView(self.session)
+        self.add_tab(self.adjudication, "Adjudicate")
+        self.rater_menu = RaterMenu(self, self.session, self.show_tab)
         self._tab_changed(self.tabs.currentIndex())
         self.resize(1360, 760)
 
@@ -79,6 +87,10 @@ class MainWindow(QMainWindow):
     def add_tab(self, widget: QWidget, title: str) -> int:
         """Add a tab (e.g. "Train", "Review"); the Label tab's shortcuts pause while it shows."""
         return self.tabs.addTab(widget, title)
+
+    def show_tab(self, name: str) -> None:
+        """Show the "agreement" or "adjudication" tab (Rater menu)."""
+        self.tabs.setCurrentWidget(getattr(self, {"agreement": "agreement_view"}.get(name, name)))
 
     def action(self, name: str) -> QAction:
         """The QAction of a keybind-registry action (e.g. "label_good")."""
@@ -183,17 +195,24 @@ class MainWindow(QMainWindow):
 
     def _labels_active(self) -> bool:
         """The label keys (and undo) work on the Label tab and, relabelling, on Review."""
-        return self.tabs.currentIndex() == 0 or self._on_review_tab()
+        return self.tabs.currentIndex() == 0 or self._on_review_tab() or self._adjudicating()
 
     def _on_review_tab(self) -> bool:
         return self.tabs.currentWidget() is getattr(self, "review", None)
 
+    def _adjudicating(self) -> bool:
+        return self.tabs.currentWidget() is getattr(self, "adjudication", None)
+
     def active_player(self) -> CinePlayer:
-        """The player the player keys act on: the Review tab's while it shows."""
+        """The player the player keys act on: the Review (Adjudicate) tab's while it shows."""
+        if self._adjudicating():
+            return self.adjudication.player
         return self.review.player if self._on_review_tab() else self.player
 
     def give_score(self, score: float) -> None:
-        if self._on_review_tab():
+        if self._adjudicating():
+            self.adjudication.decide(score)
+        elif self._on_review_tab():
             self.review.relabel(score)
         else:
             self.label_panel.give_score(score)
@@ -215,7 +234,8 @@ class MainWindow(QMainWindow):
     def _tab_changed(self, index: int) -> None:
         for bind in KEYBINDS:
             if bind.group == "Player":
-                self.actions[bind.action].setEnabled(index == 0 or self._on_review_tab())
+                self.actions[bind.action].setEnabled(index == 0 or self._on_review_tab()
+                                                     or self._adjudicating())
             elif bind.group in LABEL_GROUPS and bind.scale is None:
                 self.actions[bind.action].setEnabled(index == 0)
             elif bind.group == "Review":
@@ -269,8 +289,7 @@ class MainWindow(QMainWindow):
         return self._score_dialog
 
     def change_rater(self) -> None:
-        settings.set_rater("")
-        ask_rater(self)
+        self.rater_menu.ask()
 
     def show_keys(self) -> KeysDialog:
         """Show the keyboard cheat-sheet (built from the keybind registry)."""
@@ -290,6 +309,8 @@ class MainWindow(QMainWindow):
             return
         self.train_panel.shutdown()  # a running training stops, keeping its best model
         self.review.shutdown()
+        self.agreement_view.shutdown()
+        self.adjudication.shutdown()
         self.runs_panel.shutdown()  # stops the MLflow UI server
         self.session.close()
         self.player.shutdown()

@@ -170,8 +170,8 @@ class ModelState:
 
     def set_show_scores(self, on: bool) -> None:
         """Show or hide the model's score while labelling (and in the clip list); remembered."""
-        self.show_scores = bool(on)
-        settings.set_show_model_score(self.show_scores)
+        settings.set_show_model_score(bool(on))
+        self.show_scores = bool(on) and not getattr(self, "blind", False)
         self.score_visibility_changed.emit(self.show_scores)
 
     def set_scores(self, scores: dict[str, float], threshold: float | None = None) -> None:
@@ -184,6 +184,6 @@ class ModelState:
     def disagrees(self, rel: str) -> bool:
         """True if the clip is labelled and the model's call (score >= threshold) differs."""
         label, score = self.label(rel), self.scores.get(rel)
-        if label is None or score is None:
+        if label is None or score is None or getattr(self, "blind", False):
             return False
         return disagrees(label.quality_score, score, self.threshold)

@@ -46,6 +46,7 @@ from echoquality_gui.clip_list import label_text
 from echoquality_gui.gradcam_worker import GradcamWorker
 from echoquality_gui.keybinds import FIVE_POINT, keybind
 from echoquality_gui.labeling import ask_rater
+from echoquality_gui.model_vs_raters import ModelVsRaters
 from echoquality_gui.player import CinePlayer
 from echoquality_gui.session import Session
 from echoquality_gui.widgets import section_title
@@ -115,7 +116,7 @@ class ReviewTab(QWidget):
         self.worker.start()
         self._build()
         for signal in (session.model_changed, session.label_changed, session.scores_changed,
-                       session.project_opened):
+                       session.project_opened, session.raters_changed):
             signal.connect(lambda *_: self.refresh())
         session.scale_changed.connect(self._build_score_buttons)
         self._build_score_buttons(session.scale)
@@ -207,6 +208,8 @@ class ReviewTab(QWidget):
         column.addWidget(charts_box)
         column.addLayout(list_bar)
         column.addWidget(self.table, 1)
+        self.model_vs_raters = ModelVsRaters(self.session)
+        column.addWidget(self.model_vs_raters)
 
         self.clip_title = QLabel("Select a clip to see where the model looked")
         self.clip_title.setObjectName("currentLabel")
@@ -266,9 +269,13 @@ class ReviewTab(QWidget):
     # --- what is shown ---------------------------------------------------------------------
     def refresh(self) -> None:
         """Recompute from the session's model, run and labels (after any of them changed)."""
-        self.review_set = collect_review(self.session)
+        blind = self.session.blind  # several raters label blind: no model score anywhere
+        self.review_set = None if blind else collect_review(self.session)
         rs = self.review_set
-        if rs is None:
+        if blind:
+            self.source.setText("Blind mode is on: the model's scores are hidden "
+                                "(Rater ▸ Blind mode).")
+        elif rs is None:
             self.source.setText("No model yet: train one (Train tab) or load one to review "
                                 "its mistakes." if self.session.project else
                                 "Open a project and load or train a model.")
@@ -476,6 +483,7 @@ class ReviewTab(QWidget):
     # --- life cycle ------------------------------------------------------------------------
     def showEvent(self, event) -> None:
         super().showEvent(event)
+        self.model_vs_raters.refresh_if_stale()
         if self.rel is None and self.table.rowCount():
             self.table.selectRow(0)
 
@@ -486,6 +494,7 @@ class ReviewTab(QWidget):
     def shutdown(self) -> None:
         """Stop the GradCAM thread and the player (before the widget is destroyed)."""
         self.worker.stop()
+        self.model_vs_raters.shutdown()
         self.player.shutdown()
 
     def closeEvent(self, event) -> None:

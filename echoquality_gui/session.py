@@ -37,11 +37,13 @@ class Session(ModelState, QObject):
     scoring_progress = Signal(int, int)  # done, total (total 0: loading the model)
     scoring_finished = Signal()  # the project's scoring ended (done, cancelled or failed)
     score_visibility_changed = Signal(bool)  # show the model score while labelling
+    raters_changed = Signal()  # the rater, blind mode, the policy or the raters' labels changed
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
         self.project: Project | None = None
         self.current: ClipInfo | None = None
+        self.blind = False  # several raters: hide others' labels and the model's scores
         self._init_model_state()
         self.scale = "binary"
         self.auto_advance = True
@@ -57,6 +59,7 @@ class Session(ModelState, QObject):
         self.about_to_change_clip.emit(self.current)
         self.cancel_scoring()
         self.project, self.current, self.scores = project, None, {}
+        project.rater = settings.rater() or None
         stored = settings.project_value(project.root, "scale")
         self.scale = stored if stored in SCALES else (
             "five_point" if project.store.is_continuous() else "binary")
@@ -67,6 +70,7 @@ class Session(ModelState, QObject):
         self._emit_undo_state()
         if project.read_only:
             self.message.emit(read_only_note(project.csv_path))
+        self.raters_state_changed()
         self._start_scan(project)
         return project
 
@@ -171,6 +175,8 @@ class Session(ModelState, QObject):
             return False
         rel = self.current.rel
         order = self.visible_order()  # before the label re-sorts or filters the list
+        if self.project.rater != (settings.rater() or None):
+            self.set_rater(settings.rater())
         change = self._write(lambda: self.project.set_label(
             rel, score, rater=settings.rater() or None, issues=issues, notes=notes))
         if change is None:
@@ -214,6 +220,7 @@ class Session(ModelState, QObject):
             self.open_clip(change.rel)
         self.label_changed.emit(change.rel)
         self._emit_undo_state()
+        self.raters_state_changed()
         return change
 
     def _emit_undo_state(self) -> None:
@@ -237,6 +244,44 @@ class Session(ModelState, QObject):
             return False
         self.open_clip(rel)
         return True
+
+    # --- several raters (echoquality_gui.raters_menu) -------------------------------------------
+    def set_rater(self, name: str) -> None:
+        """Who labels from now on (remembered); with several raters the labels shown are
+        theirs."""
+        self.about_to_change_clip.emit(self.current)
+        settings.set_rater(name)
+        if self.project is not None:
+            self.project.rater = name.strip() or None
+        self.message.emit(f"Rater: {name.strip()}")
+        self.clips_reset.emit()
+        self.raters_state_changed()
+        if self.current is not None:
+            self.label_changed.emit(self.current.rel)
+
+    def adjudicate(self, rel: str, score: float, notes: str | None = None) -> bool:
+        """Record the current rater's final label of a clip the raters disagree about."""
+        if self.project is None or not settings.rater():
+            return False
+        return self._write(lambda: self.project.adjudicate(
+            rel, score, by=settings.rater(), notes=notes)) is not None
+
+    def raters_state_changed(self) -> None:
+        """Blind mode follows the project (stored choice, else on with several raters)."""
+        from echoquality_gui.raters_menu import default_blind
+
+        self.set_blind(default_blind(self), announce=False)
+
+    def set_blind(self, on: bool, *, announce: bool = True) -> None:
+        """Blind labelling: no other rater's label and no model score in any widget."""
+        if announce and self.project is not None:
+            settings.set_project_value(self.project.root, "blind", bool(on))
+        changed, self.blind = self.blind != bool(on), bool(on)
+        self.show_scores = settings.show_model_score() and not self.blind
+        if changed:
+            self.score_visibility_changed.emit(self.show_scores)
+            self.clips_reset.emit()
+        self.raters_changed.emit()
 
     def close(self) -> None:
         """Write the clip's pending edits and stop background work (call before the window

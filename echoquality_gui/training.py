@@ -28,6 +28,7 @@ from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainEnd, Trai
 from echoquality_core.project import Project
 from echoquality_gui import settings as app_settings
 from echoquality_gui import theme
+from echoquality_gui.raters_menu import PolicyLabel
 from echoquality_gui.session import Session
 from echoquality_gui.train_form import TrainForm
 from echoquality_gui.train_plots import TrainPlots
@@ -128,6 +129,7 @@ class TrainPanel(QWidget):
         left.addWidget(self.form)
         left.addWidget(section_title("Data"))
         left.addWidget(self.data_label)
+        left.addWidget(PolicyLabel(session))
         left.addSpacing(4)
         left.addLayout(buttons)
         left.addWidget(self.progress)
