@@ -191,7 +191,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
         "video_path column works too). Clips already scored in --out are skipped (unreadable ones are tried again). The threshold "
         "defaults to the checkpoint's, else 0.3 (the original inference script's).",
     )
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                    help="folders, DICOM files or CSVs with a video_path column")
     p.add_argument("--model", type=Path, required=True,
                    help="weights, checkpoint (best.pt) or TorchScript export (file or folder)")
@@ -203,10 +203,17 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="clip loading processes (default 2)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--cache", type=Path, metavar="DIR", help="cache of preprocessed clips")
+    from echoquality_core.cli_distributed import add_score_options
+
+    add_score_options(p)
     p.set_defaults(run=_run_score)
 
 
 def _run_score(args: argparse.Namespace) -> int:
+    from echoquality_core import cli_distributed
+
+    if cli_distributed.wants_distributed(args):
+        return cli_distributed.run_score_rank(args, _fail)
     from tqdm import tqdm
 
     from echoquality_core.scoring import score_clips
@@ -220,7 +227,7 @@ def _run_score(args: argparse.Namespace) -> int:
 
     try:
         result = score_clips(
-            args.paths, args.model, out_csv=args.out, threshold=args.threshold,
+            cli_distributed.score_inputs(args), args.model, out_csv=args.out, threshold=args.threshold,
             device=args.device, batch_size=args.batch_size, num_workers=args.workers,
             cache_dir=args.cache, gradcam_dir=args.gradcam, progress=progress,
         )
