@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from echoquality_core.model import WeightsError, build_model, load_weights, resolve_device
+from echoquality_core import precision
+from echoquality_core.model import WeightsError, load_model_file, resolve_device
 from echoquality_core.preprocess import PreprocessParams
 
 TORCHSCRIPT_FILE = "model.ts.pt"
@@ -85,8 +86,7 @@ def load_scoring_model(model: str | os.PathLike | nn.Module) -> tuple[nn.Module,
     path = Path(model)
     if path.is_dir() or is_torchscript(path):
         return load_exported(path)
-    net = build_model(path)  # validates and loads; raises WeightsError for a bad file
-    info = load_weights(net, path)  # again, for the checkpoint's threshold and preprocessing
+    net, info = load_model_file(path)  # read once, no random init; WeightsError for a bad file
     return net.eval(), info
 
 
@@ -118,16 +118,15 @@ def threshold_from_info(info: Mapping[str, Any], threshold: float | None = None)
 
 
 def autocast(device: torch.device):
-    """Half precision on CUDA, full precision elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return torch.autocast(device.type, enabled=False)
+    """Reduced precision where the device is fast at it (``precision.autocast``), else fp32."""
+    return precision.autocast(device)
 
 
 def forward_scores(net: nn.Module, videos: torch.Tensor, dev: torch.device) -> list[float]:
-    """Scores (sigmoid of the one logit per clip) of a batch already in eval mode on ``dev``."""
+    """Scores (sigmoid of the one logit per clip) of a batch already in eval mode on ``dev``
+    (bf16/fp16 autocast and channels_last_3d where ``precision`` says they help)."""
     with torch.inference_mode(), autocast(dev):
-        logits = net(videos.to(dev, non_blocking=True)).reshape(-1)
+        logits = net(precision.prepare_input(videos, dev)).reshape(-1)
     if logits.numel() != len(videos):
         raise ValueError(f"model gave {logits.numel()} outputs for {len(videos)} clips; "
                          "expected one logit per clip")
@@ -140,7 +139,7 @@ def score_arrays(net: nn.Module, videos: np.ndarray | torch.Tensor,
     dev = resolve_device(device)
     videos = torch.as_tensor(videos, dtype=torch.float32)
     was_training = net.training
-    net.to(dev).eval()
+    precision.prepare_model(net, dev).eval()
     try:
         return np.asarray(forward_scores(net, videos, dev), dtype=np.float32)
     finally:
