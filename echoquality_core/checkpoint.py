@@ -26,14 +26,15 @@ from echoquality_core.model import WeightsError, load_model_file, resolve_device
 from echoquality_core.preprocess import PreprocessParams
 
 TORCHSCRIPT_FILE = "model.ts.pt"
+EXPORT_FILE = "model.pt2"  # torch.export program
 INFO_FILE = "model_info.json"
 
 #: Decision threshold when neither the caller nor the checkpoint gives one: the value the
 #: original EchoQuality inference script used to call a clip "pass".
 DEFAULT_THRESHOLD = 0.3
 
-_NEEDS_CHECKPOINT = ("GradCAM needs the model's checkpoint, not a TorchScript export (it has no "
-                     "layers to look into)")
+_NEEDS_CHECKPOINT = ("GradCAM needs the model's checkpoint, not an export (it has no layers to "
+                     "look into)")
 
 
 def is_torchscript(path: str | os.PathLike) -> bool:
@@ -54,10 +55,15 @@ def jit_load(path: str | os.PathLike) -> torch.jit.ScriptModule:
         return torch.jit.load(str(path), map_location="cpu")
 
 
-def load_exported(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    """(TorchScript model in eval mode on the CPU, its model_info.json or {}) from an export's
-    ``model.ts.pt`` or its folder. Raises WeightsError for anything else."""
+def load_exported(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """(exported model in eval mode on the CPU, its model_info.json or {}) from an export's
+    ``model.pt2`` (torch.export), ``model.ts.pt`` (TorchScript) or their folder (``model.pt2``
+    first). Raises WeightsError for anything else."""
     path = Path(path)
+    if path.is_dir() and (path / EXPORT_FILE).is_file():
+        path = path / EXPORT_FILE
+    if path.suffix == ".pt2" and path.is_file():
+        return _load_program(path)
     file = path / TORCHSCRIPT_FILE if path.is_dir() else path
     if not file.is_file():
         where = f"no {TORCHSCRIPT_FILE} in this folder" if path.is_dir() else "file not found"
@@ -68,6 +74,10 @@ def load_exported(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, dict
         module = jit_load(file)
     except RuntimeError as exc:
         raise WeightsError(file, f"TorchScript file could not be loaded ({exc})") from exc
+    return module.eval(), _read_info(file)
+
+
+def _read_info(file: Path) -> dict[str, Any]:
     info_path = file.parent / INFO_FILE
     info: dict[str, Any] = {}
     if info_path.is_file():
@@ -75,7 +85,29 @@ def load_exported(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, dict
             info = json.loads(info_path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise WeightsError(info_path, f"not valid JSON ({exc})") from exc
-    return module.eval(), info
+    return info
+
+
+class ExportedProgramModel(nn.Module):
+    """A ``torch.export`` program as a module that scoring can use like any other: it was
+    exported in eval mode, so ``eval()``/``train()`` leave it alone (the program itself refuses
+    them); it runs on the CPU."""
+
+    def __init__(self, program: Any):
+        super().__init__()
+        object.__setattr__(self, "program", program)  # not a child: kept out of eval()/to()
+
+    def forward(self, videos: torch.Tensor) -> torch.Tensor:
+        return self.program(videos.cpu())
+
+
+def _load_program(file: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A ``torch.export`` program (``.pt2``) as a module, and its info."""
+    try:
+        program = torch.export.load(file).module()
+    except Exception as exc:  # a damaged or foreign .pt2
+        raise WeightsError(file, f"torch.export file could not be loaded ({exc})") from exc
+    return ExportedProgramModel(program), _read_info(file)
 
 
 def load_scoring_model(model: str | os.PathLike | nn.Module) -> tuple[nn.Module, dict[str, Any]]:
@@ -84,7 +116,7 @@ def load_scoring_model(model: str | os.PathLike | nn.Module) -> tuple[nn.Module,
     if isinstance(model, nn.Module):
         return model, {}
     path = Path(model)
-    if path.is_dir() or is_torchscript(path):
+    if path.is_dir() or is_torchscript(path) or path.suffix == ".pt2":
         return load_exported(path)
     net, info = load_model_file(path)  # read once, no random init; WeightsError for a bad file
     return net.eval(), info
@@ -93,7 +125,7 @@ def load_scoring_model(model: str | os.PathLike | nn.Module) -> tuple[nn.Module,
 def require_checkpoint(net: nn.Module, source: str | os.PathLike | None = None) -> None:
     """Refuse a TorchScript model where its layers are needed (GradCAM): WeightsError naming
     ``source`` when it is a file, else ValueError."""
-    if isinstance(net, torch.jit.ScriptModule):
+    if isinstance(net, (torch.jit.ScriptModule, ExportedProgramModel)):
         if source is not None and not isinstance(source, nn.Module):
             raise WeightsError(Path(source), _NEEDS_CHECKPOINT)
         raise ValueError(_NEEDS_CHECKPOINT)

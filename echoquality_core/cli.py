@@ -402,31 +402,31 @@ def _run_gradcam(args: argparse.Namespace) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a model as TorchScript (and ONNX if possible)")
+    p = sub.add_parser("export", help="export a model (torch.export, ONNX if installed; "
+                       "TorchScript on request)")
     p.add_argument("--model", type=Path, required=True, help="weights or checkpoint")
     p.add_argument("--out", type=Path, required=True, help="folder to write the export into")
     p.add_argument("--frames", type=int, default=16, help="frames of the example clip (16)")
-    p.add_argument("--format", action="append", choices=("torchscript", "onnx"),
-                   help="repeat for several; default both")
+    p.add_argument("--format", action="append", choices=("export", "onnx", "torchscript"),
+                   help="repeat for several; default export and onnx")
     p.set_defaults(run=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from echoquality_core.checkpoint import INFO_FILE
-    from echoquality_core.export import FORMATS, export_model
+    from echoquality_core.export import DEFAULT_FORMATS, export_model
 
     try:
         info = export_model(args.model, args.out, example_frames=args.frames,
-                            formats=tuple(args.format or FORMATS))
+                            formats=tuple(args.format or DEFAULT_FORMATS))
     except (OSError, ValueError, TypeError, RuntimeError) as exc:
         return _fail("export", exc)
     for fmt, name in info["files"].items():
         print(f"{fmt}: {(args.out / name).resolve()}")
     for fmt, reason in info["skipped"].items():
         print(f"{fmt} skipped: {reason}")
-    if "max_score_difference" in info:
-        print("TorchScript export checked: largest score difference from the original "
-              f"{info['max_score_difference']:.2g}")
+    for fmt, difference in info["max_score_difference"].items():
+        print(f"{fmt} checked: largest score difference from the original {difference:.2g}")
     print(f"Model info: {(args.out / INFO_FILE).resolve()} (threshold {info['threshold']:.3f})")
     return 0
 
