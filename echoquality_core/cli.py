@@ -110,8 +110,9 @@ def _run_train(args: argparse.Namespace) -> int:
 
     from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainError, summarize
     from echoquality_core.tracking import mlflow_ui_command
-    from echoquality_core.train import Trainer
+    from echoquality_core.distributed import is_main
     from echoquality_core.train_config import TrainConfig
+    from echoquality_core.train_distributed import make_trainer
 
     options = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
     paths = {"annotations_csv": args.csv, "videos_dir": args.videos,
@@ -162,12 +163,14 @@ def _run_train(args: argparse.Namespace) -> int:
             label = "Warning" if not event.fatal else "Error"
             tqdm.write(f"{label}: {event.message}", file=sys.stderr)
 
-    trainer = Trainer(config, callback=show)
+    trainer = make_trainer(config, callback=show)  # DDP when torchrun started this process
     try:
         end = trainer.run()
     finally:
         if bar[0] is not None:
             bar[0].close()
+    if not is_main():
+        return 0 if end.error is None and not end.cancelled else 1
     print(summarize(end))
     if end.run_id and config.use_mlflow:
         uri = trainer.tracking_uri
