@@ -96,6 +96,28 @@ def prepare_input(videos: torch.Tensor, device: torch.device | str,
     return videos
 
 
+def batch_that_fits(batch_size: int, peak_bytes: int, total_bytes: int,
+                    message: str = "") -> int:
+    """The largest batch size expected to fit after a CUDA out-of-memory error: memory scales
+    with the batch, and the failed step needed ``peak_bytes`` plus what the error says it
+    "Tried to allocate"; a 10 % margin is kept. At least 1."""
+    import re
+
+    tried = 0.0
+    found = re.search(r"Tried to allocate ([\d.]+) (GiB|MiB|KiB)", message)
+    if found:
+        tried = float(found.group(1)) * {"GiB": 2**30, "MiB": 2**20, "KiB": 2**10}[found.group(2)]
+    needed = max(1.0, float(peak_bytes) + tried)
+    return max(1, min(batch_size - 1, int(batch_size * 0.9 * total_bytes / needed)))
+
+
+def cuda_batch_that_fits(batch_size: int, device: torch.device, error: BaseException) -> int:
+    """:func:`batch_that_fits` from this CUDA device's peak and total memory."""
+    peak = torch.cuda.max_memory_allocated(device)
+    total = torch.cuda.get_device_properties(device).total_memory
+    return batch_that_fits(batch_size, peak, total, str(error))
+
+
 @contextlib.contextmanager
 def precision(choice: str):
     """Temporarily set the precision choice (tests, benchmarks)."""

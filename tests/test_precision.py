@@ -82,3 +82,13 @@ def test_model_file_read_once_without_random_init(net, clips, tmp_path, one_torc
     torch.save(plain, tmp_path / "plain.pt")
     loaded, info = load_scoring_model(tmp_path / "plain.pt")
     assert info == {} and int(loaded.stem[1].num_batches_tracked) == 0
+
+
+def test_batch_size_that_fits_after_a_cuda_out_of_memory_error():
+    gib = 2**30
+    message = "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 16.00 GiB total capacity)"
+    # batch 16 peaked at 14 GiB and wanted 2 GiB more on a 16 GiB card: 16 * 0.9 * 16 / 16 = 14
+    assert precision.batch_that_fits(16, 14 * gib, 16 * gib, message) == 14
+    assert precision.batch_that_fits(16, 60 * gib, 16 * gib, message) == 3
+    assert precision.batch_that_fits(1, 60 * gib, 16 * gib) == 1
+    assert precision.batch_that_fits(8, 1 * gib, 16 * gib) == 7  # always smaller than the failed
