@@ -20,22 +20,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from echoquality_core.model import WeightsError, build_model, load_weights, resolve_device
-from echoquality_core.model_files import INFO_FILE, TORCHSCRIPT_FILE, is_export, is_torchscript
+from echoquality_core import precision
+from echoquality_core.model import WeightsError, load_model_file, resolve_device
+from echoquality_core.model_files import (
+    EXPORT_FILE,
+    INFO_FILE,
+    TORCHSCRIPT_FILE,
+    is_export,
+    is_torchscript,
+)
 from echoquality_core.preprocess import PreprocessParams
 from echoquality_core.review import DEFAULT_THRESHOLD
 
-TRUST_HINT = ("a TorchScript export is a program: loading it runs code from the file. Load it "
-              "only from a source you trust: --trust-exported on the command line, or confirm "
-              "in the app")
+TRUST_HINT = ("a TorchScript export is a program: loading it runs code from the file (a "
+              "torch.export .pt2 file may too). Load it only from a source you trust: "
+              "--trust-exported on the command line, or confirm in the app")
 
 
 class UntrustedModelError(WeightsError):
-    """A TorchScript export given where only weights (``weights_only=True``) are accepted."""
+    """An export (TorchScript or torch.export) given where only weights
+    (``weights_only=True``) are accepted."""
 
 
-_NEEDS_CHECKPOINT = ("GradCAM needs the model's checkpoint, not a TorchScript export (it has no "
-                     "layers to look into)")
+_NEEDS_CHECKPOINT = ("GradCAM needs the model's checkpoint, not an export (it has no layers to "
+                     "look into)")
 
 
 def jit_load(path: str | os.PathLike) -> torch.jit.ScriptModule:
@@ -46,10 +54,15 @@ def jit_load(path: str | os.PathLike) -> torch.jit.ScriptModule:
         return torch.jit.load(str(path), map_location="cpu")
 
 
-def load_exported(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    """(TorchScript model in eval mode on the CPU, its model_info.json or {}) from an export's
-    ``model.ts.pt`` or its folder. Raises WeightsError for anything else."""
+def load_exported(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """(exported model in eval mode on the CPU, its model_info.json or {}) from an export's
+    ``model.pt2`` (torch.export), ``model.ts.pt`` (TorchScript) or their folder (``model.pt2``
+    first). Raises WeightsError for anything else."""
     path = Path(path)
+    if path.is_dir() and (path / EXPORT_FILE).is_file():
+        path = path / EXPORT_FILE
+    if path.suffix == ".pt2" and path.is_file():
+        return _load_program(path)
     file = path / TORCHSCRIPT_FILE if path.is_dir() else path
     if not file.is_file():
         where = f"no {TORCHSCRIPT_FILE} in this folder" if path.is_dir() else "file not found"
@@ -60,6 +73,10 @@ def load_exported(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, dict
         module = jit_load(file)
     except RuntimeError as exc:
         raise WeightsError(file, f"TorchScript file could not be loaded ({exc})") from exc
+    return module.eval(), _read_info(file)
+
+
+def _read_info(file: Path) -> dict[str, Any]:
     info_path = file.parent / INFO_FILE
     info: dict[str, Any] = {}
     if info_path.is_file():
@@ -67,15 +84,37 @@ def load_exported(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, dict
             info = json.loads(info_path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise WeightsError(info_path, f"not valid JSON ({exc})") from exc
-    return module.eval(), info
+    return info
+
+
+class ExportedProgramModel(nn.Module):
+    """A ``torch.export`` program as a module that scoring can use like any other: it was
+    exported in eval mode, so ``eval()``/``train()`` leave it alone (the program itself refuses
+    them); it runs on the CPU."""
+
+    def __init__(self, program: Any):
+        super().__init__()
+        object.__setattr__(self, "program", program)  # not a child: kept out of eval()/to()
+
+    def forward(self, videos: torch.Tensor) -> torch.Tensor:
+        return self.program(videos.cpu())
+
+
+def _load_program(file: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A ``torch.export`` program (``.pt2``) as a module, and its info."""
+    try:
+        program = torch.export.load(file).module()
+    except Exception as exc:  # a damaged or foreign .pt2
+        raise WeightsError(file, f"torch.export file could not be loaded ({exc})") from exc
+    return ExportedProgramModel(program), _read_info(file)
 
 
 def load_scoring_model(model: str | os.PathLike | nn.Module, *,
                        trust_exported: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """(model in eval mode on the CPU, its info) from a module or a weights file or checkpoint
-    (see model.load_weights: ``weights_only=True``, no code runs). A TorchScript export (a
-    ``.ts.pt`` file or its folder) runs code when loaded: it is refused with
-    ``UntrustedModelError`` unless ``trust_exported``."""
+    (see model.load_weights: ``weights_only=True``, no code runs). An export (its folder,
+    a TorchScript ``.ts.pt`` or a torch.export ``.pt2`` file) may run code when loaded: it is
+    refused with ``UntrustedModelError`` unless ``trust_exported``."""
     if isinstance(model, nn.Module):
         return model, {}
     path = Path(model)
@@ -83,20 +122,19 @@ def load_scoring_model(model: str | os.PathLike | nn.Module, *,
         if not trust_exported:
             raise UntrustedModelError(path, TRUST_HINT)
         return load_exported(path)
-    net = build_model(path)  # validates and loads; raises WeightsError for a bad file
-    info = load_weights(net, path)  # again, for the checkpoint's threshold and preprocessing
+    net, info = load_model_file(path)  # read once, no random init; WeightsError for a bad file
     return net.eval(), info
 
 
 def require_checkpoint(net: nn.Module | str | os.PathLike,
                        source: str | os.PathLike | None = None) -> None:
-    """Refuse a TorchScript model (or export file, before loading it) where its layers are
+    """Refuse an exported model (or export file, before loading it) where its layers are
     needed (GradCAM): WeightsError naming ``source`` when it is a file, else ValueError."""
     if not isinstance(net, nn.Module):
         if is_export(net):
             raise WeightsError(Path(net), _NEEDS_CHECKPOINT)
         return
-    if isinstance(net, torch.jit.ScriptModule):
+    if isinstance(net, (torch.jit.ScriptModule, ExportedProgramModel)):
         if source is not None and not isinstance(source, nn.Module):
             raise WeightsError(Path(source), _NEEDS_CHECKPOINT)
         raise ValueError(_NEEDS_CHECKPOINT)
@@ -121,16 +159,15 @@ def threshold_from_info(info: Mapping[str, Any], threshold: float | None = None)
 
 
 def autocast(device: torch.device):
-    """Half precision on CUDA, full precision elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return torch.autocast(device.type, enabled=False)
+    """Reduced precision where the device is fast at it (``precision.autocast``), else fp32."""
+    return precision.autocast(device)
 
 
 def forward_scores(net: nn.Module, videos: torch.Tensor, dev: torch.device) -> list[float]:
-    """Scores (sigmoid of the one logit per clip) of a batch already in eval mode on ``dev``."""
+    """Scores (sigmoid of the one logit per clip) of a batch already in eval mode on ``dev``
+    (bf16/fp16 autocast and channels_last_3d where ``precision`` says they help)."""
     with torch.inference_mode(), autocast(dev):
-        logits = net(videos.to(dev, non_blocking=True)).reshape(-1)
+        logits = net(precision.prepare_input(videos, dev)).reshape(-1)
     if logits.numel() != len(videos):
         raise ValueError(f"model gave {logits.numel()} outputs for {len(videos)} clips; "
                          "expected one logit per clip")
@@ -143,7 +180,7 @@ def score_arrays(net: nn.Module, videos: np.ndarray | torch.Tensor,
     dev = resolve_device(device)
     videos = torch.as_tensor(videos, dtype=torch.float32)
     was_training = net.training
-    net.to(dev).eval()
+    precision.prepare_model(net, dev).eval()
     try:
         return np.asarray(forward_scores(net, videos, dev), dtype=np.float32)
     finally:

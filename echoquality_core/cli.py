@@ -163,10 +163,12 @@ def _run_train(args: argparse.Namespace) -> int:
 
     import shlex
 
+    from echoquality_core.distributed import is_main
     from echoquality_core.events import summarize
     from echoquality_core.tracking import mlflow_ui_command
-    from echoquality_core.train import SetupError, Trainer
+    from echoquality_core.train import SetupError
     from echoquality_core.train_config import TrainConfig
+    from echoquality_core.train_distributed import make_trainer
     from echoquality_core.train_process import end_on_sigterm
 
     options = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
@@ -186,7 +188,7 @@ def _run_train(args: argparse.Namespace) -> int:
         return 0
 
     show = _TrainPrinter()
-    trainer = Trainer(config, callback=show)
+    trainer = make_trainer(config, callback=show)  # DDP when torchrun started this process
     end_on_sigterm()
     try:
         trainer.preflight()  # labels CSV and starting weights, before any clip is read
@@ -196,6 +198,8 @@ def _run_train(args: argparse.Namespace) -> int:
         end = trainer.run()
     finally:
         show.close_bar()
+    if not is_main():
+        return 0 if end.error is None and not end.cancelled else 1
     print(summarize(end))
     if end.run_id and config.use_mlflow:
         uri = trainer.tracking_uri
@@ -219,7 +223,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
         "video_path column works too). Clips already scored in --out are skipped (unreadable ones are tried again). The threshold "
         "defaults to the checkpoint's, else 0.3 (the original inference script's).",
     )
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                    help="folders, DICOM files or CSVs with a video_path column")
     p.add_argument("--model", type=Path, required=True,
                    help="weights, checkpoint (best.pt) or TorchScript export (file or folder)")
@@ -232,16 +236,24 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--cache", type=Path, metavar="DIR", help="cache of preprocessed clips")
     _add_trust(p)
+    from echoquality_core.cli_distributed import add_score_options
+
+    add_score_options(p)
     p.set_defaults(run=_run_score)
 
 
 def _run_score(args: argparse.Namespace) -> int:
+    from echoquality_core import cli_distributed
+
+    if cli_distributed.wants_distributed(args):
+        return cli_distributed.run_score_rank(args, _fail)
     from echoquality_core.scoring import score_clips
 
     bar, progress = _clip_progress("Scoring")
     try:
         result = score_clips(
-            args.paths, args.model, out_csv=args.out, threshold=args.threshold,
+            cli_distributed.score_inputs(args), args.model, out_csv=args.out,
+            threshold=args.threshold,
             device=args.device, batch_size=args.batch_size, num_workers=args.workers,
             cache_dir=args.cache, gradcam_dir=args.gradcam, progress=progress,
             trust_exported=args.trust_exported,
@@ -400,21 +412,22 @@ def _run_gradcam(args: argparse.Namespace) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a model as TorchScript (and ONNX if possible)")
+    p = sub.add_parser("export", help="export a model (torch.export, ONNX if installed; "
+                       "TorchScript on request)")
     p.add_argument("--model", type=Path, required=True, help="weights or checkpoint")
     p.add_argument("--out", type=Path, required=True, help="folder to write the export into")
     p.add_argument("--frames", type=int, default=16, help="frames of the example clip (16)")
-    p.add_argument("--format", action="append", choices=("torchscript", "onnx"),
-                   help="repeat for several; default both")
+    p.add_argument("--format", action="append", choices=("export", "onnx", "torchscript"),
+                   help="repeat for several; default export and onnx")
     p.set_defaults(run=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from echoquality_core.checkpoint import INFO_FILE
-    from echoquality_core.export import FORMATS, export_model
+    from echoquality_core.export import DEFAULT_FORMATS, export_model
     from echoquality_core.progress import working
 
-    formats = tuple(args.format or FORMATS)
+    formats = tuple(args.format or DEFAULT_FORMATS)
     try:
         with working(f"Exporting ({', '.join(formats)})"):
             info = export_model(args.model, args.out, example_frames=args.frames,
@@ -425,9 +438,8 @@ def _run_export(args: argparse.Namespace) -> int:
         print(f"{fmt}: {(args.out / name).resolve()}")
     for fmt, reason in info["skipped"].items():
         print(f"{fmt} skipped: {reason}")
-    if "max_score_difference" in info:
-        print("TorchScript export checked: largest score difference from the original "
-              f"{info['max_score_difference']:.2g}")
+    for fmt, difference in info["max_score_difference"].items():
+        print(f"{fmt} checked: largest score difference from the original {difference:.2g}")
     print(f"Model info: {(args.out / INFO_FILE).resolve()} (threshold {info['threshold']:.3f})")
     return 0
 

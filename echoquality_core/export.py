@@ -1,5 +1,7 @@
-"""Export a trained quality model for use without this package: TorchScript (and ONNX when the
-``onnx`` package is installed), with ``model_info.json`` saying how to feed it.
+"""Export a trained quality model for use without this package: ``torch.export`` (``model.pt2``)
+and ONNX (``model.onnx``, when the ``[onnx]`` extra is installed) by default, TorchScript
+(deprecated by PyTorch) on request, with ``model_info.json`` saying how to feed it. Each file
+is checked against the eager model on the example clip (ONNX through onnxruntime when present).
 
 The exported model maps a normalised clip (N, 3, T, 112, 112) to one logit per clip;
 score = sigmoid(logit). ``model_info.json`` holds the preprocessing settings, MEAN/STD, the
@@ -25,10 +27,12 @@ from torch import nn
 
 from echoquality_core.atomic import atomic_write
 from echoquality_core.checkpoint import (
+    EXPORT_FILE,
     INFO_FILE,
     TORCHSCRIPT_FILE,
     is_export,
     jit_load,
+    load_exported,
     load_scoring_model,
     params_from_info,
     score_arrays,
@@ -41,7 +45,8 @@ log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "echoquality-export-v1"
 ONNX_FILE = "model.onnx"
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("export", "onnx", "torchscript")
+DEFAULT_FORMATS = ("export", "onnx")
 TOLERANCE = 1e-4  # largest score difference allowed between the export and the original
 
 
@@ -50,14 +55,16 @@ def export_model(
     out_dir: str | os.PathLike,
     *,
     example_frames: int = 16,
-    formats: Sequence[str] = FORMATS,
+    formats: Sequence[str] = DEFAULT_FORMATS,
     threshold: float | None = None,
 ) -> dict[str, Any]:
-    """Write ``model.ts.pt`` (torch.jit.trace on a (1,3,T,112,112) example), ``model.onnx`` if
-    ONNX export works here, and ``model_info.json``; return the info (as written).
+    """Write the ``formats`` asked for: ``model.pt2`` (torch.export, any batch size, T frames),
+    ``model.onnx`` if ONNX export works here, ``model.ts.pt`` (torch.jit.trace), plus
+    ``model_info.json``; return the info (as written).
 
-    The TorchScript export is checked against the original on the example: scores must agree
-    within 1e-4. ONNX needs the ``onnx`` package; without it ONNX is skipped and
+    Each export is checked against the original on a (2,3,T,S,S) example: scores must agree
+    within 1e-4 (``info["max_score_difference"][format]``). ONNX needs the ``onnx`` package and
+    is checked with ``onnxruntime`` when that is installed; without ``onnx`` it is skipped and
     ``info["skipped"]["onnx"]`` says why. ``threshold`` defaults to the checkpoint's.
     """
     unknown = sorted(set(formats) - set(FORMATS))
@@ -67,7 +74,7 @@ def export_model(
         raise TypeError("this is already a TorchScript model; export the checkpoint instead")
     if not isinstance(checkpoint_or_model, torch.nn.Module) and is_export(checkpoint_or_model):
         raise WeightsError(Path(checkpoint_or_model),
-                           "already a TorchScript export; export the checkpoint instead")
+                           "already an export; export the checkpoint instead")
     model, source_info = load_scoring_model(checkpoint_or_model)
     params = params_from_info(source_info)
     if int(example_frames) < 1:
@@ -77,12 +84,12 @@ def export_model(
 
     model = model.cpu().eval()
     generator = torch.Generator().manual_seed(0)
-    example = torch.randn(1, 3, int(example_frames), params.size, params.size, generator=generator)
+    example = torch.randn(2, 3, int(example_frames), params.size, params.size, generator=generator)
     info: dict[str, Any] = {
         "format": EXPORT_FORMAT,
         "input_shape": [1, 3, int(example_frames), params.size, params.size],
         "input": "normalised clip float32 (N, 3, T, S, S): (uint8 RGB - mean) / std per channel; "
-                 "any N, T",
+                 "any N; T as in input_shape for model.pt2",
         "output": "one logit per clip, shape (N, 1)",
         "score": "sigmoid(logit)",
         "threshold": threshold_from_info(source_info, threshold),
@@ -93,24 +100,59 @@ def export_model(
         "files": {},
         "skipped": {},
     }
+    original = score_arrays(model, example)
+    info["max_score_difference"] = {}
+    if "export" in formats:
+        info["files"]["export"] = _export_program(model, example, out_dir)
+        _check(info, "export", original, score_arrays(
+            load_exported(out_dir / EXPORT_FILE)[0], example))
     if "torchscript" in formats:
         info["files"]["torchscript"] = _export_torchscript(model, example, out_dir)
-        exported = jit_load(out_dir / TORCHSCRIPT_FILE)
-        original, copy = score_arrays(model, example), score_arrays(exported, example)
-        difference = float(abs(original - copy).max())
-        if difference > TOLERANCE:
-            raise RuntimeError(f"the TorchScript export scores {difference:.2g} away from the "
-                               f"original (allowed {TOLERANCE:g}); export not usable")
-        info["max_score_difference"] = difference
+        _check(info, "torchscript", original,
+               score_arrays(jit_load(out_dir / TORCHSCRIPT_FILE), example))
     if "onnx" in formats:
         reason = _export_onnx(model, example, out_dir)
         if reason is None:
             info["files"]["onnx"] = ONNX_FILE
+            onnx_scores = onnx_score_arrays(out_dir / ONNX_FILE, example)
+            if onnx_scores is not None:
+                _check(info, "onnx", original, onnx_scores)
         else:
             info["skipped"]["onnx"] = reason
             log.info("ONNX export skipped: %s", reason)
     _write_atomic(out_dir / INFO_FILE, (json.dumps(info, indent=2) + "\n").encode("utf-8"))
     return info
+
+
+def _check(info: dict[str, Any], fmt: str, original, copy) -> None:
+    difference = float(abs(original - copy).max())
+    if difference > TOLERANCE:
+        raise RuntimeError(f"the {fmt} export scores {difference:.2g} away from the original "
+                           f"(allowed {TOLERANCE:g}); export not usable")
+    info["max_score_difference"][fmt] = difference
+
+
+def onnx_score_arrays(path: str | os.PathLike, videos: torch.Tensor):
+    """Scores of an ONNX export through onnxruntime, or None when it is not installed."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None
+    import numpy as np
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"video": videos.numpy()})
+    return (1.0 / (1.0 + np.exp(-logits.reshape(-1).astype(np.float64)))).astype(np.float32)
+
+
+def _export_program(model: nn.Module, example: torch.Tensor, out_dir: Path) -> str:
+    """``model.pt2``: torch.export with a dynamic batch dimension."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.no_grad():
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    _write_atomic(out_dir / EXPORT_FILE, buffer.getvalue())
+    return EXPORT_FILE
 
 
 def _export_torchscript(model: nn.Module, example: torch.Tensor, out_dir: Path) -> str:

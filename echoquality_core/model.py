@@ -53,6 +53,25 @@ def build_model(
     return model.to(resolve_device(device))
 
 
+def load_model_file(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """(model on the CPU, the file's extra info) from a weights file or checkpoint, read once and
+    without a random initialisation first: the layers are made on the ``meta`` device and take
+    the file's tensors as they are (``load_state_dict(assign=True)``). Same files and errors as
+    :func:`load_weights`."""
+    path = Path(path)
+    state, info = _split_checkpoint(path, _read_torch_file(path))
+    with torch.device("meta"):
+        model = r2plus1d_18(weights=None)
+        model.fc = nn.Linear(512, 1)
+    expected = model.state_dict()
+    _check_state_matches(path, state, expected)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    for key in expected:  # counters older files lack
+        state.setdefault(key, torch.zeros((), dtype=torch.long))
+    model.load_state_dict(state, assign=True)
+    return model, info
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
     """Load weights into ``model`` in place and return the file's extra info ({} if none).
 

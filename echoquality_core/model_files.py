@@ -1,5 +1,6 @@
 """What kind of model file a path is, without importing torch (the window asks before loading):
-a TorchScript export (a program: loading it runs code) or weights/a checkpoint (data only)."""
+an export (TorchScript or torch.export: a program, loading it may run code) or weights/a
+checkpoint (data only)."""
 from __future__ import annotations
 
 import os
@@ -7,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 TORCHSCRIPT_FILE = "model.ts.pt"
+EXPORT_FILE = "model.pt2"  # torch.export program
 INFO_FILE = "model_info.json"
 
 
@@ -21,5 +23,7 @@ def is_torchscript(path: str | os.PathLike) -> bool:
 
 
 def is_export(path: str | os.PathLike) -> bool:
-    """True for a TorchScript export: its folder or its ``.ts.pt`` file."""
-    return Path(path).is_dir() or is_torchscript(path)
+    """True for an export: its folder, its TorchScript file or its torch.export ``.pt2`` file
+    (torch.export.load falls back to unpickling with code when its tensors need it)."""
+    path = Path(path)
+    return path.is_dir() or path.suffix == ".pt2" or is_torchscript(path)

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from echoquality_core import precision
 from echoquality_core.atomic import append_atomic, atomic_write
 from echoquality_core.checkpoint import (
     forward_scores,
@@ -353,7 +354,7 @@ def score_clips(
             pin_memory=dev.type == "cuda",
         )
         was_training = net.training
-        net.to(dev).eval()
+        precision.prepare_model(net, dev).eval()
         try:
             for ok, videos, failed in loader:
                 scores = forward_scores(net, videos, dev) if videos is not None else []

@@ -358,8 +358,8 @@ class Trainer:
                 f"The training loss became NaN/infinite at epoch {self.epoch} step {exc.args[0]}; "
                 f"try a lower learning rate (now {c.learning_rate:g}).",
             ))
-        except torch.cuda.OutOfMemoryError:
-            return self._failed(self._out_of_memory())
+        except torch.cuda.OutOfMemoryError as exc:
+            return self._failed(self._out_of_memory(exc))
         except _Cancelled:
             stopped = False
         if self._cancel.is_set():
@@ -370,24 +370,29 @@ class Trainer:
             test_metrics = self._finish()
         except _Cancelled:
             return self._cancelled()
-        except torch.cuda.OutOfMemoryError:  # testing the kept model; it stays on disk
-            return self._failed(self._out_of_memory())
+        except torch.cuda.OutOfMemoryError as exc:  # testing the kept model; it stays on disk
+            return self._failed(self._out_of_memory(exc))
         return TrainEnd(
             self.folder.best, test_metrics, self.run_id, stopped=stopped,
             split_sizes=self.data.sizes, threshold=self.best.threshold,
             best_epoch=self.best.epoch, run_dir=self.run_dir,
         )
 
-    def _out_of_memory(self) -> TrainError:
-        """Free the GPU and explain what to change."""
+    def _out_of_memory(self, error: BaseException | None = None) -> TrainError:
+        """Free the GPU and explain what to change, with the batch size that would fit."""
+        from echoquality_core.precision import cuda_batch_that_fits
+
         c = self.config
+        fits = (cuda_batch_that_fits(c.batch_size, self.device, error)
+                if error is not None and self.device.type == "cuda" else max(1, c.batch_size // 2))
         self.__dict__.pop("model", None)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         return TrainError(
             "out_of_memory",
             f"The GPU ran out of memory (batch size {c.batch_size}, {c.n_frames} frames); "
-            "reduce batch size or frames, or use gradient accumulation (grad_accum_steps).",
+            f"batch size {fits} should fit (with grad_accum_steps {-(-c.batch_size // fits)} "
+            "for the same effective batch), or use fewer frames.",
         )
 
     def _failed(self, error: TrainError) -> TrainEnd:

@@ -141,11 +141,11 @@ class MlflowLogger(Callback):
         if metrics:
             log_evaluation_to_mlflow(metrics, prefix="test_",
                                      plots_dir=folder.plots if plots else None)
-        run_log.log_artifact(folder.best, "checkpoints")
-        run_log.log_artifact(folder.state_dict, "checkpoints")
+        run_log.log_artifact(folder.best, "checkpoints")  # best_state_dict.pt stays local
         run_log.log_artifact(folder.summary)
         if folder.predictions.is_file():
             run_log.log_artifact(folder.predictions)
-        if trainer.config.log_mlflow_model:
-            run_log.log_model(trainer.model.cpu())
-            trainer.model.to(trainer.device)
+        if trainer.config.log_mlflow_model:  # a pyfunc holding best.pt: one more copy, not 3
+            from echoquality_core.pyfunc import log_pyfunc_model
+
+            log_pyfunc_model(folder.best)

@@ -92,9 +92,9 @@ def test_export_prints_files_and_the_onnx_outcome(checkpoint, tmp_path, capsys):
     assert main(["export", "--model", str(checkpoint), "--out", str(tmp_path / "e"),
                  "--frames", "4"]) == 0
     shown = capsys.readouterr().out
-    assert "torchscript:" in shown and "model_info.json" in shown
+    assert "export:" in shown and "model_info.json" in shown
     assert "onnx" in shown  # written, or skipped with the reason
-    assert (tmp_path / "e" / "model.ts.pt").is_file()
+    assert (tmp_path / "e" / "model.pt2").is_file()
 
 
 def _labels_csv(project: Path) -> Path:

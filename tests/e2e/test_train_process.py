@@ -16,8 +16,8 @@ from echoquality_core.train_process import TrainProcess
 def settings(tiny_project) -> dict:
     csv_path = tiny_project(n_clips=10, n_frames=6, height=64, width=80, seed=7)
     return {"annotations_csv": str(csv_path), "videos_dir": None, "n_frames": 4, "stride": 1,
-                "batch_size": 2, "epochs": 2, "learning_rate": 1e-3, "device": "cpu",
-                "log_mlflow_model": False, "tracking_uri": default_tracking_uri(root)}
+            "batch_size": 2, "epochs": 2, "learning_rate": 1e-3, "device": "cpu",
+            "log_mlflow_model": False, "tracking_uri": default_tracking_uri(csv_path.parent)}
 
 
 @pytest.mark.slow
