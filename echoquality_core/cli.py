@@ -434,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_demo, _add_train, _add_evaluate, _add_score, _add_gradcam, _add_export,
                 _add_gui):
         add(sub)
+    from echoquality_core import cli_report
+    cli_report.add_parsers(sub)
     return parser
 
 
