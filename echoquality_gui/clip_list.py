@@ -26,20 +26,13 @@ from PySide6.QtWidgets import (
 
 from echoquality_core.project import ClipInfo
 from echoquality_core.scoring import assessment
+from echoquality_gui.clip_filter import MODES, ClipFilter, FilterRow, class_counts
 from echoquality_gui.session import Session
 
 COLUMNS = ("File", "Frames", "FPS", "Label", "Issues", "Rater", "Model")
 WIDTHS = {"Frames": 58, "FPS": 44, "Label": 52, "Issues": 80, "Rater": 60, "Model": 54}
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
-FILTERS = {
-    "All clips": "all",
-    "Unlabelled": "unlabelled",
-    "Labelled": "labelled",
-    "Good": "good",
-    "Poor": "poor",
-    "Disagree with model": "disagree",
-    "Unreadable": "unreadable",
-}
+FILTERS = MODES
 _ERROR_BRUSH = QBrush(QColor("#ff8a80"))
 _GOOD_BRUSH = QBrush(QColor("#7bd88f"))
 _POOR_BRUSH = QBrush(QColor("#ffb74d"))
@@ -159,8 +152,7 @@ class ClipFilterProxy(QSortFilterProxyModel):
     def __init__(self, session: Session, parent=None):
         super().__init__(parent)
         self.session = session
-        self.mode = "all"
-        self.text = ""
+        self.filter = ClipFilter()
         self.setSortRole(SORT_ROLE)
         self.setDynamicSortFilter(True)
 
@@ -172,29 +164,31 @@ class ClipFilterProxy(QSortFilterProxyModel):
     def set_text(self, text: str) -> None:
         self._refilter("text", text.strip().lower())
 
-    def _refilter(self, name: str, value: str) -> None:
+    def set_tag_and_scores(self, tag: str, low: float, high: float) -> None:
+        """Only clips with issue tag ``tag`` ('' any) and a model score in [low, high]."""
+        self._refilter("tag", tag)
+        self._refilter("score_min", low)
+        self._refilter("score_max", high)
+
+    @property
+    def mode(self) -> str:
+        return self.filter.mode
+
+    def _refilter(self, name: str, value) -> None:
         if hasattr(self, "beginFilterChange"):  # Qt >= 6.10 (invalidateRowsFilter deprecated)
             self.beginFilterChange()
-            setattr(self, name, value)
+            setattr(self.filter, name, value)
             self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
         else:
-            setattr(self, name, value)
+            setattr(self.filter, name, value)
             self.invalidateRowsFilter()
 
     def filterAcceptsRow(self, row: int, parent) -> bool:
         info = self.sourceModel().clip(row)
-        if self.text and self.text not in info.rel.lower():
-            return False
-        label = self.session.label(info.rel)
-        return {
-            "all": True,
-            "unlabelled": label is None,
-            "labelled": label is not None,
-            "good": label is not None and label.quality_score >= 0.5,
-            "poor": label is not None and label.quality_score < 0.5,
-            "disagree": self.session.disagrees(info.rel),
-            "unreadable": info.error is not None,
-        }[self.mode]
+        return self.filter.accepts(info, self.session.label(info.rel),
+                                   self.session.scores.get(info.rel),
+                                   self.filter.mode == "disagree"
+                                   and self.session.disagrees(info.rel))
 
 
 class ClipListPanel(QWidget):
@@ -215,8 +209,13 @@ class ClipListPanel(QWidget):
         self.filter_box.currentTextChanged.connect(lambda t: self.proxy.set_mode(FILTERS[t]))
         self.search = QLineEdit(placeholderText="Find file…", clearButtonEnabled=True)
         self.search.textChanged.connect(self.proxy.set_text)
+        self.filter_row = FilterRow()
+        self.filter_row.changed.connect(self.proxy.set_tag_and_scores)
         self.counter = QLabel("No project open")
         self.counter.setObjectName("counter")
+        self.class_counter = QLabel("")
+        self.class_counter.setObjectName("classCounter")
+        self.class_counter.setToolTip("Labelled clips per class")
         self.progress = QProgressBar(textVisible=True, visible=False)
         self.cancel_button = QPushButton("Cancel", visible=False)
         self.cancel_button.clicked.connect(session.cancel_scan)
@@ -235,7 +234,7 @@ class ClipListPanel(QWidget):
         self.view.verticalHeader().hide()
         self.view.verticalHeader().setDefaultSectionSize(22)
         self.view.setWordWrap(False)
-        self.view.setTextElideMode(Qt.TextElideMode.ElideLeft)  # keep the file name
+        self.view.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # start and end of the name
         header = self.view.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setMinimumSectionSize(36)
@@ -256,7 +255,12 @@ class ClipListPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(top)
-        layout.addWidget(self.counter)
+        layout.addWidget(self.filter_row)
+        counts = QHBoxLayout()
+        counts.addWidget(self.counter)
+        counts.addStretch(1)
+        counts.addWidget(self.class_counter)
+        layout.addLayout(counts)
         layout.addLayout(scan)
         layout.addLayout(scoring)
         layout.addWidget(self.view, 1)
@@ -264,7 +268,7 @@ class ClipListPanel(QWidget):
         session.scan_progress.connect(self._scan_progress)
         session.scan_finished.connect(self._scan_finished)
         for signal in (session.clips_reset, session.clips_updated, session.label_changed,
-                       session.project_opened):
+                       session.project_opened, session.scale_changed):
             signal.connect(self._update_counter)
         session.current_changed.connect(self._select_current)
         session.scoring_progress.connect(self._scoring_progress)
@@ -314,7 +318,10 @@ class ClipListPanel(QWidget):
         if project is None:
             return
         labelled, total = project.counts()
+        per_class = class_counts((self.session.label(c.rel) for c in project.clips),
+                                 self.session.scale == "five_point")
         self.counter.setText(f"{labelled} / {total} labelled")
+        self.class_counter.setText(per_class)
 
     def _select_current(self, info: ClipInfo | None) -> None:
         row = self.session.project.row(info.rel) if info and self.session.project else None

@@ -17,11 +17,14 @@ from PySide6.QtWidgets import (
 )
 
 from echoquality_core.project import ClipInfo
-from echoquality_gui import settings
+from echoquality_gui import preferences, settings, window_state
+from echoquality_gui.about import show_about
 from echoquality_gui.clip_list import ClipListPanel
-from echoquality_gui.keybinds import FIVE_POINT, ISSUE_KEYS, KEYBINDS
-from echoquality_gui.keys_dialog import KeysDialog
-from echoquality_gui.labeling import LabelPanel, ask_rater
+from echoquality_gui.drop import DropOpener
+from echoquality_gui.keybinds import FIVE_POINT, ISSUE_KEYS, KEYBINDS, keybinds
+from echoquality_gui.keys_dialog import KeysDialog, cheat_sheet_html
+from echoquality_gui.labeling import LabelPanel
+from echoquality_gui.report_export import export_report
 from echoquality_gui.player import CinePlayer
 from echoquality_gui.resources import icon
 from echoquality_gui.review import ReviewTab
@@ -39,23 +42,25 @@ class MainWindow(QMainWindow):
     def __init__(self, session: Session | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.session = session or Session(self)
-        self.setWindowTitle("EchoQuality Studio")
+        preferences.use_saved_keys()  # the user's shortcuts, before captions are built
+        self.setWindowTitle("")  # Qt shows the application's name; a project's name goes first
         self.setWindowIcon(icon("app"))
         self.clip_list = ClipListPanel(self.session)
         self.player = CinePlayer(parent=self)
         self.label_panel = LabelPanel(self.session)
         self.label_page = QSplitter(Qt.Orientation.Horizontal)
+        self.label_page.setObjectName("labelSplitter")
         for widget in (self.clip_list, self.player, self.label_panel):
             self.label_page.addWidget(widget)
         self.label_page.setStretchFactor(0, 0)
         self.label_page.setStretchFactor(1, 1)
         self.label_page.setStretchFactor(2, 0)
-        self.label_page.setSizes([450, 660, 256])
+        self.label_page.setSizes([380, 740, 300])  # most of the width to the cine
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.label_page, "Label")
         self.tabs.currentChanged.connect(self._tab_changed)
-        self.setCentralWidget(self.tabs)
+        window_state.scrollable_centre(self, self.tabs)
         self.saved_label = QLabel("")
         self.statusBar().addPermanentWidget(self.saved_label)
         self._keys_dialog: KeysDialog | None = None
@@ -72,7 +77,10 @@ class MainWindow(QMainWindow):
         self.runs_panel = RunsPanel(self.session)
         self.add_tab(self.runs_panel, "Runs")
         self._tab_changed(self.tabs.currentIndex())
-        self.resize(1360, 760)
+        self._prefs: preferences.PreferencesDialog | None = None
+        self.drop_opener = DropOpener(self, lambda root, csv: self.open_project(root, csv))
+        window_state.restore_state(self, self.tabs, self._headers())
+        self.set_autoplay(settings.autoplay())  # echo review stations play clips on opening
 
     # --- seams for later tabs --------------------------------------------------------------
     def add_tab(self, widget: QWidget, title: str) -> int:
@@ -111,6 +119,7 @@ class MainWindow(QMainWindow):
             "previous_clip": lambda: self._open_neighbour(-1),
             "open_folder": self.choose_folder,
             "show_keys": self.show_keys,
+            "fit_view": lambda: self._active_player().fit(),
         }
         for key, score in FIVE_POINT.items():
             handlers[f"label_{key}"] = lambda s_=score: self._give_score(s_)
@@ -120,7 +129,7 @@ class MainWindow(QMainWindow):
 
     def _make_actions(self) -> None:
         handlers = self._handlers()
-        for bind in KEYBINDS:
+        for bind in keybinds():
             action = QAction(bind.help, self)
             action.setShortcuts(QKeySequence.listFromString(bind.key))
             action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
@@ -139,6 +148,7 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction("Load model…", lambda: choose_model(self, self.session))
         file_menu.addAction("Score a folder…", self.score_folder)
+        file_menu.addAction("Export report…", lambda: export_report(self, self.session))
         self.recent_menu = file_menu.addMenu("Recent projects")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         file_menu.addSeparator()
@@ -149,6 +159,8 @@ class MainWindow(QMainWindow):
         edit.addAction(self._rename(self.actions["redo"], "Redo label change"))
         edit.addSeparator()
         edit.addAction("Rater name…", self.change_rater)
+        edit.addAction("Preferences…", QKeySequence.StandardKey.Preferences,
+                       self.show_preferences)
 
         label = bar.addMenu("&Label")
         self.five_point_action = label.addAction("Five-point scale (1–5)")
@@ -167,8 +179,15 @@ class MainWindow(QMainWindow):
         self.show_score_action.setCheckable(True)
         self.show_score_action.setChecked(self.session.show_scores)
         self.show_score_action.toggled.connect(self.session.set_show_scores)
-        bar.addMenu("&Help").addAction(self._rename(self.actions["show_keys"],
-                                                    "Keyboard shortcuts"))
+        self.autoplay_action = view.addAction("Play clips when they open")
+        self.autoplay_action.setCheckable(True)
+        self.autoplay_action.setChecked(settings.autoplay())
+        self.autoplay_action.toggled.connect(self.set_autoplay)
+        view.addAction(self._rename(self.actions["fit_view"], "Fit clip to the player"))
+        help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self._rename(self.actions["show_keys"], "Keyboard shortcuts"))
+        self.about_action = help_menu.addAction("About EchoQuality Studio",
+                                                lambda: show_about(self))
 
     @staticmethod
     def _rename(action: QAction, text: str) -> QAction:
@@ -176,16 +195,15 @@ class MainWindow(QMainWindow):
         return action
 
     def _fill_recent(self) -> None:
-        self.recent_menu.clear()
-        for root in settings.recent_projects():
-            self.recent_menu.addAction(root, lambda _=False, r=root: self.open_project(r))
-        self.recent_menu.setEnabled(True)
+        window_state.fill_recent_menu(self.recent_menu, self.open_project)
+
+    def _headers(self) -> dict:
+        return {"clips": self.clip_list.view.horizontalHeader()}
 
     # --- wiring ----------------------------------------------------------------------------
     def _connect(self) -> None:
         s = self.session
-        s.project_opened.connect(
-            lambda p: self.setWindowTitle(f"EchoQuality Studio — {p.root.name}"))
+        s.project_opened.connect(lambda p: self.setWindowTitle(p.root.name))
         s.current_changed.connect(self._show_clip)
         s.saved.connect(lambda stamp: self.saved_label.setText(f"saved {stamp}"))
         s.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
@@ -299,14 +317,40 @@ class MainWindow(QMainWindow):
         self._score_dialog.raise_()
         return self._score_dialog
 
-    def change_rater(self) -> None:
-        settings.set_rater("")
-        ask_rater(self)
+    def change_rater(self):
+        """Edit ▸ Rater name: a non-blocking dialog offering the current name."""
+        return preferences.prompt_rater(self)
+
+    def set_autoplay(self, on: bool) -> None:
+        """Clips play (looped) as they open; off also stops the one playing."""
+        settings.set_autoplay(on)
+        for player in (self.player, self.review.player):
+            player.set_autoplay(on)
+        if self.autoplay_action.isChecked() != bool(on):
+            self.autoplay_action.setChecked(bool(on))
+
+    def show_preferences(self) -> preferences.PreferencesDialog:
+        """Edit ▸ Preferences: shortcuts (saved per user) and autoplay."""
+        if self._prefs is None:
+            self._prefs = preferences.PreferencesDialog(self)
+            self._prefs.keys_changed.connect(self.apply_shortcuts)
+            self._prefs.autoplay_changed.connect(self.set_autoplay)
+        self._prefs.show()
+        self._prefs.raise_()
+        return self._prefs
+
+    def apply_shortcuts(self) -> None:
+        """Give every action its key from the registry (after Preferences changed one)."""
+        for bind in keybinds():
+            self.actions[bind.action].setShortcuts(QKeySequence.listFromString(bind.key))
+        if self._keys_dialog is not None:
+            self._keys_dialog.text.setText(cheat_sheet_html())
 
     def show_keys(self) -> KeysDialog:
         """Show the keyboard cheat-sheet (built from the keybind registry)."""
         if self._keys_dialog is None:
             self._keys_dialog = KeysDialog(self)
+        self._keys_dialog.text.setText(cheat_sheet_html())  # the user's keys
         self._keys_dialog.show()
         self._keys_dialog.raise_()
         return self._keys_dialog
@@ -319,6 +363,7 @@ class MainWindow(QMainWindow):
                 f"{self.train_panel.stage.text()} The window closes when it is done"
                 + ("." if self.train_panel.cancelling else "; close again to cancel it."))
             return
+        window_state.save_state(self, self.tabs, self._headers())
         self.train_panel.shutdown()  # a running training stops, keeping its best model
         self.review.shutdown()
         self.runs_panel.shutdown()  # stops the MLflow UI server
