@@ -2,6 +2,9 @@
 sorting, filters, a "37 / 120 labelled" counter, and the header-scan and scoring progress."""
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import PurePosixPath
+
 from PySide6.QtCore import (
     QAbstractTableModel,
     QModelIndex,
@@ -30,8 +33,9 @@ from echoquality_gui.clip_filter import MODES, ClipFilter, FilterRow, class_coun
 from echoquality_gui.session import Session
 
 COLUMNS = ("File", "Frames", "FPS", "Label", "Issues", "Rater", "Model")
-WIDTHS = {"Frames": 58, "FPS": 44, "Label": 52, "Issues": 80, "Rater": 60, "Model": 54}
+WIDTHS = {"Frames": 50, "FPS": 42, "Label": 46, "Issues": 64, "Rater": 52, "Model": 50}
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+REL_ROLE = Qt.ItemDataRole.UserRole + 2  # the clip's path relative to the project
 FILTERS = MODES
 _ERROR_BRUSH = QBrush(QColor("#ff8a80"))
 _GOOD_BRUSH = QBrush(QColor("#7bd88f"))
@@ -43,12 +47,21 @@ def label_text(score: float) -> str:
     return {1.0: "good", 0.0: "poor"}.get(float(score), f"{score:.2f}")
 
 
+def short_names(rels) -> dict[str, str]:
+    """rel path -> what the File column shows: the file name where it is unique in the
+    project (the folder is in the tooltip), else the whole relative path."""
+    rels = list(rels)
+    counts = Counter(PurePosixPath(r).name for r in rels)
+    return {r: PurePosixPath(r).name if counts[PurePosixPath(r).name] == 1 else r for r in rels}
+
+
 class ClipTableModel(QAbstractTableModel):
     """One row per clip of the session's project, in the project's order."""
 
     def __init__(self, session: Session, parent=None):
         super().__init__(parent)
         self.session = session
+        self._names: dict[str, str] = {}
         session.clips_reset.connect(self._reset)
         session.project_opened.connect(self._reset)
         session.scores_changed.connect(self._reset)
@@ -60,6 +73,7 @@ class ClipTableModel(QAbstractTableModel):
 
     def _reset(self, *_args) -> None:
         self.beginResetModel()
+        self._names = short_names(c.rel for c in self._clips())
         self.endResetModel()
 
     def _rows_changed(self, rows: list[int]) -> None:
@@ -95,6 +109,8 @@ class ClipTableModel(QAbstractTableModel):
             return self._display(info, col)
         if role == SORT_ROLE:
             return self._sort_key(info, col)
+        if role == REL_ROLE:
+            return info.rel
         if role == Qt.ItemDataRole.ToolTipRole:
             if col == "Model" and info.rel in self.session.scores:
                 return self._score_tip(self.session.scores[info.rel])
@@ -112,7 +128,7 @@ class ClipTableModel(QAbstractTableModel):
     def _display(self, info: ClipInfo, col: str) -> str:
         label = self.session.label(info.rel)
         if col == "File":
-            return info.rel
+            return self._names.get(info.rel, info.rel)
         if col == "Frames":
             return "error" if info.error else ("…" if info.n_frames is None
                                                     else str(info.n_frames))

@@ -94,6 +94,8 @@ def main() -> int:
         window.tabs.setCurrentIndex(index)
         if name == "Review":
             wait(lambda: window.review.player.frames_shown > 0, 60)
+        if name == "Runs":
+            wait(lambda: "Reading" not in window.runs_panel.status_label.text(), 30)
         wait(lambda: False, 0.6)
         path = args.out / f"{tag}-{index}-{name.lower()}.png"
         window.grab().save(str(path))
