@@ -305,7 +305,7 @@ class CinePlayer(QWidget):
         if first:
             self.stack.setCurrentIndex(1)
             self.fit()  # fit the new clip (zoom/pan turn this off)
-            if self.autoplay:
+            if self.autoplay and self.isVisible():  # a player on a hidden tab waits
                 self.play()
 
     def _on_failed(self, path: Path, reason: str) -> None:
@@ -380,6 +380,11 @@ class CinePlayer(QWidget):
         self.autoplay = bool(on)
         if not self.autoplay:
             self.pause()
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().showEvent(event)
+        if self.autoplay and self.n_frames > 1 and not self.playing:
+            self.play()  # back on its tab: the clip plays again, as it did on opening
 
     def set_empty_text(self, text: str) -> None:
         """What the player says while no clip is shown."""
