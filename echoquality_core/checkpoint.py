@@ -23,13 +23,10 @@ from torch import nn
 
 from echoquality_core.model import WeightsError, build_model, load_weights, resolve_device
 from echoquality_core.preprocess import PreprocessParams
+from echoquality_core.review import DEFAULT_THRESHOLD
 
 TORCHSCRIPT_FILE = "model.ts.pt"
 INFO_FILE = "model_info.json"
-
-#: Decision threshold when neither the caller nor the checkpoint gives one: the value the
-#: original EchoQuality inference script used to call a clip "pass".
-DEFAULT_THRESHOLD = 0.3
 
 _NEEDS_CHECKPOINT = ("GradCAM needs the model's checkpoint, not a TorchScript export (it has no "
                      "layers to look into)")

@@ -174,7 +174,8 @@ def _project_root(info: dict[str, Any], project_root: str | os.PathLike | None) 
 def collect_report(run_dir: str | os.PathLike) -> tuple[ReportData, dict[str, Any]]:
     """The report's numbers from a run folder, and the checkpoint's info (for GradCAM).
     ReportError when the folder has no test predictions."""
-    from echoquality_core.evaluate import metrics_from_scores
+    from echoquality_core.metrics import metrics_from_scores
+    from echoquality_core.review import disagrees
 
     folder = RunFolder(run_dir)
     if not folder.path.is_dir():
@@ -203,7 +204,7 @@ def collect_report(run_dir: str | os.PathLike) -> tuple[ReportData, dict[str, An
         split_counts=_split_counts(folder.split_csv),
         disagreements=sorted(
             (Disagreement(r, lab, s) for r, lab, s in zip(rels, labels, scores, strict=True)
-             if (lab >= 0.5) != (s >= threshold)),
+             if disagrees(lab, s, threshold)),
             key=lambda d: (-abs(d.score - threshold), d.rel)),
     )
     return data, info

@@ -2,7 +2,7 @@
 
 The output CSV has the columns ``video_path,score,pass,assessment,frames,fps,error``:
 ``score`` is sigmoid(logit) in 0..1 (1 = good quality), ``pass`` is ``score >= threshold``,
-``assessment`` the EchoQuality README's score band (:data:`SCORE_BANDS`). A clip that cannot be
+``assessment`` the EchoQuality README's score band (``review.SCORE_BANDS``). A clip that cannot be
 read or preprocessed gets a row with its ``error`` and an empty score instead of stopping the run.
 A GradCAM strip that cannot be written leaves the score as it is and says
 ``gradcam failed: <reason>`` in ``error``.
@@ -47,30 +47,13 @@ from echoquality_core.dicom import DicomReadError, find_clips, read_clip
 from echoquality_core.gradcam import visualize_gradcam
 from echoquality_core.model import resolve_device
 from echoquality_core.preprocess import PreprocessParams, normalize
+from echoquality_core.review import assessment
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("video_path", "score", "pass", "assessment", "frames", "fps", "error")
 
-#: (lowest score of the band, assessment), best band first: the EchoQuality README's bands.
-SCORE_BANDS = (
-    (0.8, "Excellent quality"),
-    (0.6, "Good quality"),
-    (0.4, "Acceptable quality"),
-    (0.2, "Poor quality"),
-    (0.0, "Very poor quality"),
-)
-
 ProgressFn = Callable[[int, int, str], None]
-
-
-def assessment(score: float) -> str:
-    """The guide's words for a score in 0..1: "Excellent quality" (>= 0.8) ... "Very poor
-    quality" (< 0.2); a band includes its lower bound."""
-    score = float(score)
-    if not 0.0 <= score <= 1.0:
-        raise ValueError(f"a quality score lies in 0..1, got {score!r}")
-    return next(text for lower, text in SCORE_BANDS if score >= lower)
 
 
 # --- which clips -------------------------------------------------------------------------------

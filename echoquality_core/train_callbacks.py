@@ -13,17 +13,30 @@ import dataclasses
 import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from echoquality_core.digest import file_digest
 from echoquality_core.evaluate import choose_threshold, log_evaluation_to_mlflow
 from echoquality_core.events import EpochEnd
 from echoquality_core.model import save_checkpoint
 
-if TYPE_CHECKING:
-    from echoquality_core.train import Trainer
-
 log = logging.getLogger(__name__)
+
+
+class Trainer(Protocol):
+    """What a callback may see of ``train.Trainer``."""
+
+    config: Any  # TrainConfig
+    params: Any  # PreprocessParams
+    folder: Any  # RunFolder
+    model: Any
+    device: Any
+    data: Any  # split sizes, failures
+    csv_path: Path
+    run_name: str
+    run_id: str | None
+    best: BestCheckpoint
+    early_stopped_at: int | None
 
 
 class Callback:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QWidget
 
-from echoquality_core.labels import ISSUE_TAGS, Label
-from echoquality_core.project import UNREADABLE, ClipInfo
+from echoquality_core.labels import ISSUE_TAGS, UNREADABLE, Label
+from echoquality_core.project import ClipInfo
+from echoquality_core.review import labelled_good
 
 MODES = {
     "All clips": "all",
@@ -53,8 +54,8 @@ class ClipFilter:
             "all": True,
             "unlabelled": label is None,
             "labelled": label is not None,
-            "good": label is not None and label.quality_score >= 0.5,
-            "poor": label is not None and label.quality_score < 0.5,
+            "good": label is not None and labelled_good(label.quality_score),
+            "poor": label is not None and not labelled_good(label.quality_score),
             "disagree": disagrees,
             "unreadable": info.error is not None,
         }[self.mode]
@@ -64,7 +65,7 @@ def class_counts(labels: Iterable[Label | None], five_point: bool = False) -> st
     """"12 good · 7 poor" (binary), or per score on the five-point scale ("1: 3 · 2: 0 …")."""
     scores = [lab.quality_score for lab in labels if lab is not None]
     if not five_point:
-        good = sum(s >= 0.5 for s in scores)
+        good = sum(labelled_good(s) for s in scores)
         return f"{good} good · {len(scores) - good} poor"
     counts = Counter(round(s * 4) + 1 for s in scores)
     return " · ".join(f"{k}: {counts.get(k, 0)}" for k in range(1, 6))

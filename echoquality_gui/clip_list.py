@@ -28,7 +28,8 @@ from PySide6.QtWidgets import (
 )
 
 from echoquality_core.project import ClipInfo
-from echoquality_core.scoring import assessment
+from echoquality_core.review import assessment, called_good, labelled_good
+from echoquality_gui import theme
 from echoquality_gui.clip_filter import MODES, ClipFilter, FilterRow, class_counts
 from echoquality_gui.session import Session
 
@@ -37,9 +38,9 @@ WIDTHS = {"Frames": 50, "FPS": 42, "Label": 46, "Issues": 64, "Rater": 52, "Mode
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 REL_ROLE = Qt.ItemDataRole.UserRole + 2  # the clip's path relative to the project
 FILTERS = MODES
-_ERROR_BRUSH = QBrush(QColor("#ff8a80"))
-_GOOD_BRUSH = QBrush(QColor("#7bd88f"))
-_POOR_BRUSH = QBrush(QColor("#ffb74d"))
+_ERROR_BRUSH = QBrush(QColor(theme.ERROR))
+_GOOD_BRUSH = QBrush(QColor(theme.GOOD_LABEL))
+_POOR_BRUSH = QBrush(QColor(theme.POOR_LABEL))
 
 
 def label_text(score: float) -> str:
@@ -120,7 +121,7 @@ class ClipTableModel(QAbstractTableModel):
                 return _ERROR_BRUSH
             label = self.session.label(info.rel)
             if col == "Label" and label is not None:
-                return _GOOD_BRUSH if label.quality_score >= 0.5 else _POOR_BRUSH
+                return _GOOD_BRUSH if labelled_good(label.quality_score) else _POOR_BRUSH
         if role == Qt.ItemDataRole.TextAlignmentRole and col in ("Frames", "FPS", "Model"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
@@ -145,7 +146,7 @@ class ClipTableModel(QAbstractTableModel):
 
     def _score_tip(self, score: float) -> str:
         threshold = self.session.threshold
-        verdict = "good" if score >= threshold else "poor"
+        verdict = "good" if called_good(score, threshold) else "poor"
         return (f"Model score {score:.3f}: {assessment(score)}; {verdict} at threshold "
                 f"{threshold:.2f}")
 

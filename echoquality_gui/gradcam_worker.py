@@ -1,5 +1,6 @@
 """GradCAM off the GUI thread: a worker that computes the heat maps of one clip at a time and
-keeps only the NEWEST request (selecting clip after clip never queues work up)."""
+keeps only the NEWEST request (selecting clip after clip never queues work up). The core's
+model modules (torch) are imported in the worker thread, on the first request."""
 from __future__ import annotations
 
 import threading
@@ -7,12 +8,15 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING, Any
+
 from PySide6.QtCore import QThread, Signal
 
-from echoquality_core.checkpoint import load_scoring_model, params_from_info, require_checkpoint
-from echoquality_core.gradcam import ClipExplanation, explain_clip
+from echoquality_core.heatmap import ClipExplanation
 from echoquality_core.preprocess import PreprocessParams
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class GradcamWorker(QThread):
         self._want: _Request | None = None
         self._stopped = False
         self._ids = 0
-        self._model: tuple[Path, float, torch.nn.Module, PreprocessParams] | None = None
+        self._model: tuple[Path, float, Any, PreprocessParams] | None = None
 
     def request(self, model_path: str | Path, clip_path: str | Path, explain: str) -> int:
         """Ask for the maps of ``clip_path`` explaining ``explain`` ("good" or "poor");
@@ -83,7 +87,13 @@ class GradcamWorker(QThread):
         if not stale:
             signal.emit(job_id, value)
 
-    def _load(self, path: Path) -> tuple[torch.nn.Module, PreprocessParams]:
+    def _load(self, path: Path) -> tuple[nn.Module, PreprocessParams]:
+        from echoquality_core.checkpoint import (
+            load_scoring_model,
+            params_from_info,
+            require_checkpoint,
+        )
+
         stamp = path.stat().st_mtime
         if self._model is None or self._model[:2] != (path, stamp):
             with warnings.catch_warnings():
@@ -94,5 +104,7 @@ class GradcamWorker(QThread):
         return self._model[2], self._model[3]
 
     def _compute(self, job: _Request) -> ClipExplanation:
+        from echoquality_core.gradcam import explain_clip
+
         net, params = self._load(job.model_path)
         return explain_clip(net, job.clip_path, params, job.explain)

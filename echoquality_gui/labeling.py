@@ -15,14 +15,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from echoquality_core.labels import Label
-from echoquality_core.project import UNREADABLE, ClipInfo
-from echoquality_core.scoring import assessment
+from echoquality_core.labels import UNREADABLE, Label
+from echoquality_core.project import ClipInfo
+from echoquality_core.review import assessment, called_good
 from echoquality_gui import settings
 from echoquality_gui.clip_list import label_text
 from echoquality_gui.keybinds import FIVE_POINT, ISSUE_KEYS, keybind
 from echoquality_gui.resources import icon
 from echoquality_gui.session import Session
+from echoquality_gui.widgets import section_title
 
 
 def ask_rater(parent: QWidget | None) -> str:
@@ -103,11 +104,11 @@ class LabelPanel(QWidget):
         layout.setContentsMargins(6, 4, 6, 4)
         layout.addWidget(self.current)
         layout.addWidget(self.model_score)
-        layout.addWidget(self._title("Quality"))
+        layout.addWidget(section_title("Quality"))
         layout.addLayout(self.scores_box)
-        layout.addWidget(self._title("Issues"))
+        layout.addWidget(section_title("Issues"))
         layout.addLayout(tags)
-        layout.addWidget(self._title("Notes"))
+        layout.addWidget(section_title("Notes"))
         layout.addWidget(self.notes)
         layout.addLayout(actions)
         layout.addWidget(self.uncertain_button)
@@ -124,12 +125,6 @@ class LabelPanel(QWidget):
             signal.connect(self._show_model_score)
         self._build_scores(session.scale)
         self._show_clip(None)
-
-    @staticmethod
-    def _title(text: str) -> QLabel:
-        label = QLabel(text)
-        label.setObjectName("sectionTitle")
-        return label
 
     def _build_scores(self, scale: str) -> None:
         self.flush()
@@ -267,7 +262,7 @@ class LabelPanel(QWidget):
         self.uncertain_button.setEnabled(bool(session.scores))
         self.model_score.setVisible(score is not None and session.show_scores)
         if score is not None:
-            verdict = "good" if score >= session.threshold else "poor"
+            verdict = "good" if called_good(score, session.threshold) else "poor"
             self.model_score.setText(
                 f"Model: {score:.2f} · {assessment(score)} · {verdict} at threshold "
                 f"{session.threshold:.2f}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import torch
 
 from echoquality_core.checkpoint import INFO_FILE, TORCHSCRIPT_FILE, load_exported, score_arrays
 from echoquality_core.export import EXPORT_FORMAT, ONNX_FILE, export_model
-from echoquality_core.model import WeightsError, build_model, save_checkpoint
+from echoquality_core.model import WeightsError, save_checkpoint
 from echoquality_core.preprocess import PreprocessParams
 from echoquality_core.scoring import score_clips
 
@@ -21,12 +20,9 @@ PARAMS = PreprocessParams(n_frames=4, stride=1, size=48)
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(random_model):
     torch.set_num_threads(1)
-    torch.manual_seed(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # random initialisation, on purpose
-        return build_model().eval()
+    return random_model(1)
 
 
 @pytest.fixture(scope="module")
