@@ -3,7 +3,6 @@ sorting, filters, a "37 / 120 labelled" counter, and the header-scan and scoring
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import PurePosixPath
 
 from PySide6.QtCore import (
     QAbstractTableModel,
@@ -51,9 +50,9 @@ def label_text(score: float) -> str:
 def short_names(rels) -> dict[str, str]:
     """rel path -> what the File column shows: the file name where it is unique in the
     project (the folder is in the tooltip), else the whole relative path."""
-    rels = list(rels)
-    counts = Counter(PurePosixPath(r).name for r in rels)
-    return {r: PurePosixPath(r).name if counts[PurePosixPath(r).name] == 1 else r for r in rels}
+    names = {r: r.rsplit("/", 1)[-1] for r in rels}  # rel paths use "/" on every system
+    counts = Counter(names.values())
+    return {r: name if counts[name] == 1 else r for r, name in names.items()}
 
 
 class ClipTableModel(QAbstractTableModel):
@@ -63,6 +62,7 @@ class ClipTableModel(QAbstractTableModel):
         super().__init__(parent)
         self.session = session
         self._names: dict[str, str] = {}
+        self._names_key: tuple[int, int] | None = None
         session.clips_reset.connect(self._reset)
         session.project_opened.connect(self._reset)
         session.scores_changed.connect(self._reset)
@@ -74,7 +74,10 @@ class ClipTableModel(QAbstractTableModel):
 
     def _reset(self, *_args) -> None:
         self.beginResetModel()
-        self._names = short_names(c.rel for c in self._clips())
+        clips = self._clips()
+        if self._names_key != (id(clips), len(clips)):  # not again for new scores
+            self._names, self._names_key = short_names(c.rel for c in clips), (id(clips),
+                                                                               len(clips))
         self.endResetModel()
 
     def _rows_changed(self, rows: list[int]) -> None:
