@@ -62,7 +62,7 @@ class ClipTableModel(QAbstractTableModel):
         super().__init__(parent)
         self.session = session
         self._names: dict[str, str] = {}
-        self._names_key: tuple[int, int] | None = None
+        self._names_key: tuple | None = None
         session.clips_reset.connect(self._reset)
         session.project_opened.connect(self._reset)
         session.scores_changed.connect(self._reset)
@@ -75,9 +75,10 @@ class ClipTableModel(QAbstractTableModel):
     def _reset(self, *_args) -> None:
         self.beginResetModel()
         clips = self._clips()
-        if self._names_key != (id(clips), len(clips)):  # not again for new scores
-            self._names, self._names_key = short_names(c.rel for c in clips), (id(clips),
-                                                                               len(clips))
+        key = (id(clips), len(clips), clips[0].rel if clips else "", clips[-1].rel if clips
+               else "")
+        if self._names_key != key:  # not again for every batch of new scores
+            self._names, self._names_key = short_names(c.rel for c in clips), key
         self.endResetModel()
 
     def _rows_changed(self, rows: list[int]) -> None:
