@@ -33,7 +33,7 @@ from echoquality_gui.clip_filter import MODES, ClipFilter, FilterRow, class_coun
 from echoquality_gui.session import Session
 
 COLUMNS = ("File", "Frames", "FPS", "Label", "Issues", "Rater", "Model")
-WIDTHS = {"Frames": 50, "FPS": 42, "Label": 46, "Issues": 64, "Rater": 52, "Model": 50}
+WIDTHS = {"Frames": 58, "FPS": 42, "Label": 46, "Issues": 64, "Rater": 52, "Model": 50}
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 REL_ROLE = Qt.ItemDataRole.UserRole + 2  # the clip's path relative to the project
 FILTERS = MODES
