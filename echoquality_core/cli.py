@@ -463,6 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     from echoquality_core import cli_raters
 
     cli_raters.add_parsers(sub)
+    from echoquality_core import cli_report
+
+    cli_report.add_parsers(sub)
     return parser
 
 

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QApplication
 
 from echoquality_gui import settings
 from echoquality_gui.main_window import MainWindow
+from echoquality_gui.preferences import prompt_rater
 from echoquality_gui.resources import icon, stylesheet
 
 _garbage_collector: GarbageCollector | None = None
@@ -65,10 +66,13 @@ def main(argv: list[str] | None = None) -> int:
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     configure_application(app)
+    first_start = not settings.rater()
     window = MainWindow()
     if args.project:
         window.open_project(args.project, args.labels)
     window.show()
+    if first_start and not args.screenshot:  # asked once, never on a label key press
+        QTimer.singleShot(0, lambda: prompt_rater(window))
     if args.screenshot:
         _screenshot_when_ready(window, args.screenshot)
     try:

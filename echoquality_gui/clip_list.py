@@ -2,6 +2,8 @@
 sorting, filters, a "37 / 120 labelled" counter, and the header-scan and scoring progress."""
 from __future__ import annotations
 
+from collections import Counter
+
 from PySide6.QtCore import (
     QAbstractTableModel,
     QModelIndex,
@@ -27,21 +29,15 @@ from PySide6.QtWidgets import (
 from echoquality_core.project import ClipInfo
 from echoquality_core.review import assessment, called_good, labelled_good
 from echoquality_gui import theme
+from echoquality_gui.clip_filter import MODES, ClipFilter, FilterRow, class_counts
 from echoquality_gui.raters_menu import raters_text
 from echoquality_gui.session import Session
 
 COLUMNS = ("File", "Frames", "FPS", "Label", "Issues", "Rater", "Model")
-WIDTHS = {"Frames": 58, "FPS": 44, "Label": 52, "Issues": 80, "Rater": 84, "Model": 54}
+WIDTHS = {"Frames": 58, "FPS": 42, "Label": 46, "Issues": 64, "Rater": 84, "Model": 50}
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
-FILTERS = {
-    "All clips": "all",
-    "Unlabelled": "unlabelled",
-    "Labelled": "labelled",
-    "Good": "good",
-    "Poor": "poor",
-    "Disagree with model": "disagree",
-    "Unreadable": "unreadable",
-}
+REL_ROLE = Qt.ItemDataRole.UserRole + 2  # the clip's path relative to the project
+FILTERS = MODES
 _ERROR_BRUSH = QBrush(QColor(theme.ERROR))
 _GOOD_BRUSH = QBrush(QColor(theme.GOOD_LABEL))
 _POOR_BRUSH = QBrush(QColor(theme.POOR_LABEL))
@@ -52,12 +48,22 @@ def label_text(score: float) -> str:
     return {1.0: "good", 0.0: "poor"}.get(float(score), f"{score:.2f}")
 
 
+def short_names(rels) -> dict[str, str]:
+    """rel path -> what the File column shows: the file name where it is unique in the
+    project (the folder is in the tooltip), else the whole relative path."""
+    names = {r: r.rsplit("/", 1)[-1] for r in rels}  # rel paths use "/" on every system
+    counts = Counter(names.values())
+    return {r: name if counts[name] == 1 else r for r, name in names.items()}
+
+
 class ClipTableModel(QAbstractTableModel):
     """One row per clip of the session's project, in the project's order."""
 
     def __init__(self, session: Session, parent=None):
         super().__init__(parent)
         self.session = session
+        self._names: dict[str, str] = {}
+        self._names_key: tuple | None = None
         session.clips_reset.connect(self._reset)
         session.project_opened.connect(self._reset)
         session.scores_changed.connect(self._reset)
@@ -69,6 +75,11 @@ class ClipTableModel(QAbstractTableModel):
 
     def _reset(self, *_args) -> None:
         self.beginResetModel()
+        clips = self._clips()
+        key = (id(clips), len(clips), clips[0].rel if clips else "", clips[-1].rel if clips
+               else "")
+        if self._names_key != key:  # not again for every batch of new scores
+            self._names, self._names_key = short_names(c.rel for c in clips), key
         self.endResetModel()
 
     def _rows_changed(self, rows: list[int]) -> None:
@@ -104,6 +115,8 @@ class ClipTableModel(QAbstractTableModel):
             return self._display(info, col)
         if role == SORT_ROLE:
             return self._sort_key(info, col)
+        if role == REL_ROLE:
+            return info.rel
         if role == Qt.ItemDataRole.ToolTipRole:
             if col == "Model" and info.rel in self.session.scores and self.session.show_scores:
                 return self._score_tip(self.session.scores[info.rel])
@@ -125,7 +138,7 @@ class ClipTableModel(QAbstractTableModel):
             if text is not None:
                 return text
         if col == "File":
-            return info.rel
+            return self._names.get(info.rel, info.rel)
         if col == "Frames":
             return "error" if info.error else ("…" if info.n_frames is None
                                                     else str(info.n_frames))
@@ -165,8 +178,7 @@ class ClipFilterProxy(QSortFilterProxyModel):
     def __init__(self, session: Session, parent=None):
         super().__init__(parent)
         self.session = session
-        self.mode = "all"
-        self.text = ""
+        self.filter = ClipFilter()
         self.setSortRole(SORT_ROLE)
         self.setDynamicSortFilter(True)
 
@@ -178,29 +190,31 @@ class ClipFilterProxy(QSortFilterProxyModel):
     def set_text(self, text: str) -> None:
         self._refilter("text", text.strip().lower())
 
-    def _refilter(self, name: str, value: str) -> None:
+    def set_tag_and_scores(self, tag: str, low: float, high: float) -> None:
+        """Only clips with issue tag ``tag`` ('' any) and a model score in [low, high]."""
+        self._refilter("tag", tag)
+        self._refilter("score_min", low)
+        self._refilter("score_max", high)
+
+    @property
+    def mode(self) -> str:
+        return self.filter.mode
+
+    def _refilter(self, name: str, value) -> None:
         if hasattr(self, "beginFilterChange"):  # Qt >= 6.10 (invalidateRowsFilter deprecated)
             self.beginFilterChange()
-            setattr(self, name, value)
+            setattr(self.filter, name, value)
             self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
         else:
-            setattr(self, name, value)
+            setattr(self.filter, name, value)
             self.invalidateRowsFilter()
 
     def filterAcceptsRow(self, row: int, parent) -> bool:
         info = self.sourceModel().clip(row)
-        if self.text and self.text not in info.rel.lower():
-            return False
-        label = self.session.label(info.rel)
-        return {
-            "all": True,
-            "unlabelled": label is None,
-            "labelled": label is not None,
-            "good": label is not None and labelled_good(label.quality_score),
-            "poor": label is not None and not labelled_good(label.quality_score),
-            "disagree": self.session.disagrees(info.rel),
-            "unreadable": info.error is not None,
-        }[self.mode]
+        return self.filter.accepts(info, self.session.label(info.rel),
+                                   self.session.scores.get(info.rel),
+                                   self.filter.mode == "disagree"
+                                   and self.session.disagrees(info.rel))
 
 
 class ClipListPanel(QWidget):
@@ -221,8 +235,13 @@ class ClipListPanel(QWidget):
         self.filter_box.currentTextChanged.connect(lambda t: self.proxy.set_mode(FILTERS[t]))
         self.search = QLineEdit(placeholderText="Find file…", clearButtonEnabled=True)
         self.search.textChanged.connect(self.proxy.set_text)
+        self.filter_row = FilterRow()
+        self.filter_row.changed.connect(self.proxy.set_tag_and_scores)
         self.counter = QLabel("No project open")
         self.counter.setObjectName("counter")
+        self.class_counter = QLabel("")
+        self.class_counter.setObjectName("classCounter")
+        self.class_counter.setToolTip("Labelled clips per class")
         self.progress = QProgressBar(textVisible=True, visible=False)
         self.cancel_button = QPushButton("Cancel", visible=False)
         self.cancel_button.clicked.connect(session.cancel_scan)
@@ -241,7 +260,7 @@ class ClipListPanel(QWidget):
         self.view.verticalHeader().hide()
         self.view.verticalHeader().setDefaultSectionSize(22)
         self.view.setWordWrap(False)
-        self.view.setTextElideMode(Qt.TextElideMode.ElideLeft)  # keep the file name
+        self.view.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # start and end of the name
         header = self.view.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setMinimumSectionSize(36)
@@ -262,7 +281,12 @@ class ClipListPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(top)
-        layout.addWidget(self.counter)
+        layout.addWidget(self.filter_row)
+        counts = QHBoxLayout()
+        counts.addWidget(self.counter)
+        counts.addStretch(1)
+        counts.addWidget(self.class_counter)
+        layout.addLayout(counts)
         layout.addLayout(scan)
         layout.addLayout(scoring)
         layout.addWidget(self.view, 1)
@@ -270,7 +294,7 @@ class ClipListPanel(QWidget):
         session.scan_progress.connect(self._scan_progress)
         session.scan_finished.connect(self._scan_finished)
         for signal in (session.clips_reset, session.clips_updated, session.label_changed,
-                       session.project_opened):
+                       session.project_opened, session.scale_changed):
             signal.connect(self._update_counter)
         session.current_changed.connect(self._select_current)
         session.scoring_progress.connect(self._scoring_progress)
@@ -320,7 +344,10 @@ class ClipListPanel(QWidget):
         if project is None:
             return
         labelled, total = project.counts()
+        per_class = class_counts((self.session.label(c.rel) for c in project.clips),
+                                 self.session.scale == "five_point")
         self.counter.setText(f"{labelled} / {total} labelled")
+        self.class_counter.setText(per_class)
 
     def _select_current(self, info: ClipInfo | None) -> None:
         row = self.session.project.row(info.rel) if info and self.session.project else None

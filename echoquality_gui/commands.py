@@ -59,6 +59,7 @@ COMMANDS: dict[str, Command] = {
     "toggle_loop": _player(lambda p: p.set_loop(not p.loop)),
     "reset_levels": _player(lambda p: p.reset_levels()),
     "toggle_model_input": _player(lambda p: p.set_model_input(not p.show_model_input)),
+    "fit_view": _player(lambda p: p.fit()),
     "next_clip": lambda w: w.open_neighbour(1),
     "previous_clip": lambda w: w.open_neighbour(-1),
     "open_folder": lambda w: w.choose_folder(),

@@ -7,7 +7,8 @@ Review tab only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 from echoquality_core.labels import FIVE_POINT_SCORES, ISSUE_TAGS, UNREADABLE
 
@@ -65,6 +66,8 @@ KEYBINDS: tuple[Keybind, ...] = (
     Keybind("]", "faster", "Faster playback", "Player"),
     Keybind("L", "toggle_loop", "Loop on / off", "Player"),
     Keybind("R", "reset_levels", "Reset brightness / contrast", "Player"),
+    Keybind("F", "fit_view", "Fit the clip to the player (Ctrl+wheel zooms, drag pans, the "
+            "wheel steps frames)", "Player"),
     Keybind("M", "toggle_model_input", "Show the model input (masked, cropped 112x112) beside "
             "the clip", "Player"),
     Keybind("Down", "next_clip", "Next clip in the list", "Clips"),
@@ -78,9 +81,24 @@ KEYBINDS: tuple[Keybind, ...] = (
 )
 
 
+_user_keys: dict[str, str] = {}  # action -> the user's keys (Preferences), over the defaults
+
+
+def set_user_keys(keys: Mapping[str, str]) -> None:
+    """The user's own keys (action -> key string); actions not given keep their default."""
+    _user_keys.clear()
+    _user_keys.update({a: k for a, k in keys.items() if any(b.action == a for b in KEYBINDS)})
+
+
+def keybinds() -> tuple[Keybind, ...]:
+    """The registry with the user's keys in place of the defaults."""
+    return tuple(replace(b, key=_user_keys[b.action]) if b.action in _user_keys else b
+                 for b in KEYBINDS)
+
+
 def keybind(action: str) -> Keybind:
     """The registry entry for ``action`` (KeyError names the unknown action)."""
-    for bind in KEYBINDS:
+    for bind in keybinds():
         if bind.action == action:
             return bind
     raise KeyError(f"no keybind for action {action!r}")
@@ -94,6 +112,6 @@ def issue_key(tag: str) -> str | None:
 def groups() -> dict[str, list[Keybind]]:
     """Keybinds by group, in registry order (for the cheat-sheet)."""
     out: dict[str, list[Keybind]] = {}
-    for bind in KEYBINDS:
+    for bind in keybinds():
         out.setdefault(bind.group, []).append(bind)
     return out

@@ -8,7 +8,6 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QGridLayout,
     QHBoxLayout,
-    QInputDialog,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -22,23 +21,19 @@ from echoquality_core.review import assessment, called_good
 from echoquality_gui import settings
 from echoquality_gui.clip_list import label_text
 from echoquality_gui.keybinds import FIVE_POINT, ISSUE_KEYS, keybind
-from echoquality_gui.raters_menu import default_user
 from echoquality_gui.resources import icon
 from echoquality_gui.session import Session
 from echoquality_gui.widgets import section_title
 
 
 def ask_rater(parent: QWidget | None) -> str:
-    """The rater's name: stored in the settings, asked once."""
+    """The rater's name for a label: the stored one, else the OS user name (then stored).
+    Never a dialog, so no label key press is interrupted: the name is asked once at first
+    start and changed with Edit ▸ Rater name."""
     name = settings.rater()
-    while not name:
-        name, ok = QInputDialog.getText(
-            parent, "Rater", "Your name or initials (saved with every label you give):",
-            text=default_user())
-        if not ok:
-            return ""
-        name = name.strip()
-    settings.set_rater(name)
+    if not name:
+        name = settings.default_rater()
+        settings.set_rater(name)
     return name
 
 
@@ -88,7 +83,8 @@ class LabelPanel(QWidget):
                                       checked=True)
         self.auto_advance.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.auto_advance.toggled.connect(lambda on: setattr(session, "auto_advance", on))
-        save = QPushButton(f"Save, stay here  [{keybind('save_label').keys[0]}]")
+        save = QPushButton(f"Save  [{keybind('save_label').keys[0]}]")
+        save.setToolTip(keybind("save_label").help)
         save.clicked.connect(self.save)
         nxt = QPushButton(f"Next unlabelled  [{keybind('next_unlabelled').key}]")
         nxt.clicked.connect(session.next_unlabelled)

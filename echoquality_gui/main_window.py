@@ -17,14 +17,16 @@ from PySide6.QtWidgets import (
 )
 
 from echoquality_core.project import ClipInfo
-from echoquality_gui import commands, settings
+from echoquality_gui import commands, preferences, settings, window_state
 from echoquality_gui.about import show_about
 from echoquality_gui.adjudication import AdjudicationView
 from echoquality_gui.agreement_view import AgreementView
 from echoquality_gui.clip_list import ClipListPanel
-from echoquality_gui.keybinds import KEYBINDS
-from echoquality_gui.keys_dialog import KeysDialog
+from echoquality_gui.drop import DropOpener
+from echoquality_gui.keybinds import KEYBINDS, keybinds
+from echoquality_gui.keys_dialog import KeysDialog, cheat_sheet_html
 from echoquality_gui.labeling import LabelPanel
+from echoquality_gui.report_export import export_report
 from echoquality_gui.player import CinePlayer
 from echoquality_gui.raters_menu import RaterMenu
 from echoquality_gui.resources import icon
@@ -43,23 +45,25 @@ class MainWindow(QMainWindow):
     def __init__(self, session: Session | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.session = session or Session(self)
-        self.setWindowTitle("EchoQuality Studio")
+        preferences.use_saved_keys()  # the user's shortcuts, before captions are built
+        self.setWindowTitle("")  # Qt shows the application's name; a project's name goes first
         self.setWindowIcon(icon("app"))
         self.clip_list = ClipListPanel(self.session)
         self.player = CinePlayer(parent=self)
         self.label_panel = LabelPanel(self.session)
         self.label_page = QSplitter(Qt.Orientation.Horizontal)
+        self.label_page.setObjectName("labelSplitter")
         for widget in (self.clip_list, self.player, self.label_panel):
             self.label_page.addWidget(widget)
         self.label_page.setStretchFactor(0, 0)
         self.label_page.setStretchFactor(1, 1)
         self.label_page.setStretchFactor(2, 0)
-        self.label_page.setSizes([450, 660, 256])
+        self.label_page.setSizes([380, 740, 300])  # most of the width to the cine
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.label_page, "Label")
         self.tabs.currentChanged.connect(self._tab_changed)
-        self.setCentralWidget(self.tabs)
+        window_state.scrollable_centre(self, self.tabs)
         self.saved_label = QLabel("")
         self.statusBar().addPermanentWidget(self.saved_label)
         self._keys_dialog: KeysDialog | None = None
@@ -81,7 +85,10 @@ class MainWindow(QMainWindow):
         self.add_tab(self.adjudication, "Adjudicate")
         self.rater_menu = RaterMenu(self, self.session, self.show_tab)
         self._tab_changed(self.tabs.currentIndex())
-        self.resize(1360, 760)
+        self._prefs: preferences.PreferencesDialog | None = None
+        self.drop_opener = DropOpener(self, lambda root, csv: self.open_project(root, csv))
+        window_state.restore_state(self, self.tabs, self._headers())
+        self.set_autoplay(settings.autoplay())  # echo review stations play clips on opening
 
     # --- seams for later tabs --------------------------------------------------------------
     def add_tab(self, widget: QWidget, title: str) -> int:
@@ -99,7 +106,7 @@ class MainWindow(QMainWindow):
     # --- actions and menus -----------------------------------------------------------------
     def _make_actions(self) -> None:
         handlers = commands.handlers(self)
-        for bind in KEYBINDS:
+        for bind in keybinds():
             action = QAction(bind.help, self)
             action.setShortcuts(QKeySequence.listFromString(bind.key))
             action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
@@ -118,6 +125,7 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction("Load model…", lambda: choose_model(self, self.session))
         file_menu.addAction("Score a folder…", self.score_folder)
+        file_menu.addAction("Export report…", lambda: export_report(self, self.session))
         self.recent_menu = file_menu.addMenu("Recent projects")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         file_menu.addSeparator()
@@ -128,6 +136,8 @@ class MainWindow(QMainWindow):
         edit.addAction(self._rename(self.actions["redo"], "Redo label change"))
         edit.addSeparator()
         edit.addAction("Rater name…", self.change_rater)
+        edit.addAction("Preferences…", QKeySequence.StandardKey.Preferences,
+                       self.show_preferences)
 
         label = bar.addMenu("&Label")
         self.five_point_action = label.addAction("Five-point scale (1–5)")
@@ -146,6 +156,11 @@ class MainWindow(QMainWindow):
         self.show_score_action.setCheckable(True)
         self.show_score_action.setChecked(self.session.show_scores)
         self.show_score_action.toggled.connect(self.session.set_show_scores)
+        self.autoplay_action = view.addAction("Play clips when they open")
+        self.autoplay_action.setCheckable(True)
+        self.autoplay_action.setChecked(settings.autoplay())
+        self.autoplay_action.toggled.connect(self.set_autoplay)
+        view.addAction(self._rename(self.actions["fit_view"], "Fit clip to the player"))
         help_menu = bar.addMenu("&Help")
         help_menu.addAction(self._rename(self.actions["show_keys"], "Keyboard shortcuts"))
         self.about_action = help_menu.addAction("About EchoQuality Studio",
@@ -157,16 +172,15 @@ class MainWindow(QMainWindow):
         return action
 
     def _fill_recent(self) -> None:
-        self.recent_menu.clear()
-        for root in settings.recent_projects():
-            self.recent_menu.addAction(root, lambda _=False, r=root: self.open_project(r))
-        self.recent_menu.setEnabled(True)
+        window_state.fill_recent_menu(self.recent_menu, self.open_project)
+
+    def _headers(self) -> dict:
+        return {"clips": self.clip_list.view.horizontalHeader()}
 
     # --- wiring ----------------------------------------------------------------------------
     def _connect(self) -> None:
         s = self.session
-        s.project_opened.connect(
-            lambda p: self.setWindowTitle(f"EchoQuality Studio — {p.root.name}"))
+        s.project_opened.connect(lambda p: self.setWindowTitle(p.root.name))
         s.current_changed.connect(self._show_clip)
         s.saved.connect(lambda stamp: self.saved_label.setText(f"saved {stamp}"))
         s.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
@@ -288,13 +302,41 @@ class MainWindow(QMainWindow):
         self._score_dialog.raise_()
         return self._score_dialog
 
-    def change_rater(self) -> None:
-        self.rater_menu.ask()
+    def change_rater(self):
+        """Edit ▸ Rater name: a non-blocking dialog offering the current name (it also switches
+        the project's rater)."""
+        return self.rater_menu.ask()
+
+    def set_autoplay(self, on: bool) -> None:
+        """Clips play (looped) as they open; off also stops the one playing."""
+        settings.set_autoplay(on)
+        for player in (self.player, self.review.player):
+            player.set_autoplay(on)
+        if self.autoplay_action.isChecked() != bool(on):
+            self.autoplay_action.setChecked(bool(on))
+
+    def show_preferences(self) -> preferences.PreferencesDialog:
+        """Edit ▸ Preferences: shortcuts (saved per user) and autoplay."""
+        if self._prefs is None:
+            self._prefs = preferences.PreferencesDialog(self)
+            self._prefs.keys_changed.connect(self.apply_shortcuts)
+            self._prefs.autoplay_changed.connect(self.set_autoplay)
+        self._prefs.show()
+        self._prefs.raise_()
+        return self._prefs
+
+    def apply_shortcuts(self) -> None:
+        """Give every action its key from the registry (after Preferences changed one)."""
+        for bind in keybinds():
+            self.actions[bind.action].setShortcuts(QKeySequence.listFromString(bind.key))
+        if self._keys_dialog is not None:
+            self._keys_dialog.text.setText(cheat_sheet_html())
 
     def show_keys(self) -> KeysDialog:
         """Show the keyboard cheat-sheet (built from the keybind registry)."""
         if self._keys_dialog is None:
             self._keys_dialog = KeysDialog(self)
+        self._keys_dialog.text.setText(cheat_sheet_html())  # the user's keys
         self._keys_dialog.show()
         self._keys_dialog.raise_()
         return self._keys_dialog
@@ -307,6 +349,7 @@ class MainWindow(QMainWindow):
                 f"{self.train_panel.stage.text()} The window closes when it is done"
                 + ("." if self.train_panel.cancelling else "; close again to cancel it."))
             return
+        window_state.save_state(self, self.tabs, self._headers())
         self.train_panel.shutdown()  # a running training stops, keeping its best model
         self.review.shutdown()
         self.agreement_view.shutdown()

@@ -37,10 +37,26 @@ OVERLAY_OPACITY = 0.45
 Overlay = Callable[[int], "np.ndarray | None"] | np.ndarray
 
 
+class CineViewBox(pg.ViewBox):
+    """The image's box: Ctrl+wheel zooms, the plain wheel steps frames (``wheel_step``), a
+    left-button drag pans."""
+
+    wheel_step = Signal(int)
+
+    def wheelEvent(self, ev, axis=None):  # noqa: N802 (pyqtgraph's name)
+        if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            super().wheelEvent(ev, axis)
+            return
+        delta = ev.delta() if hasattr(ev, "delta") else ev.angleDelta().y()
+        if delta:
+            self.wheel_step.emit(-1 if delta > 0 else 1)
+        ev.accept()
+
+
 def _image_view() -> tuple[pg.GraphicsView, pg.ViewBox, pg.ImageItem]:
     view = pg.GraphicsView()
     view.setBackground(theme.VIDEO_BACKGROUND)
-    box = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
+    box = CineViewBox(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
     image = pg.ImageItem(axisOrder="row-major")
     box.addItem(image)
     view.setCentralItem(box)
@@ -70,6 +86,8 @@ class CinePlayer(QWidget):
         self.index = 0
         self.speed = 1.0
         self.loop = True
+        self.autoplay = False  # set_autoplay(True): a clip plays as soon as it opens
+        self.empty_text = "Open a folder of clips (File > Open folder…, or drop it here)"
         self.playing = False
         self.frames_shown = 0
         self.show_model_input = False
@@ -102,7 +120,8 @@ class CinePlayer(QWidget):
         self.model_view.setVisible(False)
         self.model_view.setToolTip("What the model sees: masked, cropped, 112 x 112")
 
-        self.message = QLabel("Open a folder of clips (File > Open folder…)")
+        self.view_box.wheel_step.connect(self.step)
+        self.message = QLabel(self.empty_text)
         self.message.setObjectName("playerMessage")
         self.message.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.message.setWordWrap(True)
@@ -135,7 +154,10 @@ class CinePlayer(QWidget):
         self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.slider.valueChanged.connect(self._on_slider)
         self.position = QLabel("0 / 0")
-        self.position.setMinimumWidth(70)
+        self.position.setObjectName("framePosition")
+        self.position.setToolTip("Frame / frames · time from the first frame (at the clip's "
+                                 "frame rate)")
+        self.position.setMinimumWidth(self.fontMetrics().horizontalAdvance("888 / 888 · 8888 ms"))
         self.speed_box = QComboBox()
         self.speed_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.speed_box.addItems([f"{s:g}×" for s in SPEEDS])
@@ -253,7 +275,7 @@ class CinePlayer(QWidget):
         self.importance_marker.setValue(0)
         self._refresh_overlay()
         if self.path is None:
-            self._show_message("No clip selected")
+            self._show_message(self.empty_text)
             return
         self.loader.open(self.path)
         clip = self.loader.header(self.path)
@@ -278,12 +300,14 @@ class CinePlayer(QWidget):
         self.slider.setRange(0, max(self.n_frames - 1, 0))
         self.slider.blockSignals(False)
         self.importance_plot.setXRange(0, max(self.n_frames - 1, 1), padding=0)
-        self.position.setText(f"{self.index + 1} / {self.n_frames}")
+        self._show_position()
         self.info.setText(f"{path.name} · {clip.n_frames} frames · {clip.width}×{clip.height}")
         self._update_rate_label()
         if first:
             self.stack.setCurrentIndex(1)
-            self.view_box.enableAutoRange()  # fit the new clip (zoom/pan turn this off)
+            self.fit()  # fit the new clip (zoom/pan turn this off)
+            if self.autoplay and self.isVisible():  # a player on a hidden tab waits
+                self.play()
 
     def _on_failed(self, path: Path, reason: str) -> None:
         if path != self.path:
@@ -337,12 +361,37 @@ class CinePlayer(QWidget):
         self.slider.setValue(index)
         self.slider.blockSignals(False)
         self.importance_marker.setValue(index)
-        self.position.setText(f"{index + 1} / {self.n_frames}")
+        self._show_position()
         frame = self.loader.cache.get(self.path, index)
         if frame is not None:
             self._display(index, frame)
         else:
             self.loader.request(self.path, index)
+
+    def _show_position(self) -> None:
+        ms = 1000.0 * self.index / self.fps if self.fps > 0 else 0.0
+        self.position.setText(f"{self.index + 1} / {self.n_frames} · {ms:.0f} ms")
+
+    def fit(self) -> None:
+        """Fit the whole clip in the player (undoes zoom and pan), keeping its aspect ratio."""
+        self.view_box.enableAutoRange()
+
+    def set_autoplay(self, on: bool) -> None:
+        """Play clips as soon as they open (off: they open paused; one playing now stops)."""
+        self.autoplay = bool(on)
+        if not self.autoplay:
+            self.pause()
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().showEvent(event)
+        if self.autoplay and self.n_frames > 1 and not self.playing:
+            self.play()  # back on its tab: the clip plays again, as it did on opening
+
+    def set_empty_text(self, text: str) -> None:
+        """What the player says while no clip is shown."""
+        self.empty_text = text
+        if self.path is None:
+            self._show_message(text)
 
     def _on_slider(self, value: int) -> None:
         self.seek(value)
@@ -409,7 +458,7 @@ class CinePlayer(QWidget):
         self._rate_updated = time.perf_counter()
         if not self.n_frames:
             return
-        text = f"{self.fps:.1f} fps ({self.fps_source})"
+        text = f"{self.fps:.1f} fps (from {self.fps_source or 'default'})"
         if self.speed != 1.0:
             text += f" × {self.speed:g}"
         if self.playing and len(self._shown_at) > 2:

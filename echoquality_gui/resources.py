@@ -21,4 +21,5 @@ def icon(name: str) -> QIcon:
 
 def stylesheet() -> str:
     """The dark theme (style.qss)."""
-    return (HERE / "style.qss").read_text(encoding="utf-8")
+    text = (HERE / "style.qss").read_text(encoding="utf-8")
+    return text.replace("@ICONS@", (HERE / "icons").as_posix())  # url() needs a full path

@@ -215,6 +215,8 @@ class ReviewTab(QWidget):
         self.clip_title.setObjectName("currentLabel")
         self.clip_title.setWordWrap(True)
         self.player = CinePlayer(parent=self)
+        self.player.set_empty_text("Select a clip on the left to play it with the model's "
+                                   "heat map")
         self.scores_row = QHBoxLayout()
         self.confirm_button = QPushButton(f"Confirm label  [{keybind('confirm_label').key}]")
         self.confirm_button.setToolTip("The label is right and the model is wrong: mark the "
@@ -243,12 +245,14 @@ class ReviewTab(QWidget):
         splitter.setStretchFactor(0, 0)
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([500, 860])
+        splitter.setObjectName("reviewSplitter")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(splitter)
 
     def _build_score_buttons(self, scale: str) -> None:
         for button in self._score_buttons:
+            button.hide()  # gone now, not only when the event loop deletes it
             button.deleteLater()
         self._score_buttons = []
         if scale == "five_point":

@@ -241,7 +241,8 @@ class RunsPanel(QWidget):
         self.runs_loaded.emit(len(rows))
 
     def _on_failed(self, message: str) -> None:
-        self.status_label.setText(f"Could not read the training runs: {message}")
+        self.status_label.setText(f"Could not read the training runs: {message}. Check that "
+                                  "the project's mlruns.db is readable, then press Refresh.")
 
     def _mark_loaded_model(self) -> None:
         current = self.session.model_path

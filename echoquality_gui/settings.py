@@ -64,3 +64,22 @@ def show_model_score() -> bool:
 
 def set_show_model_score(on: bool) -> None:
     app_settings().setValue("show_model_score", bool(on))
+
+
+def default_rater() -> str:
+    """The OS user name: the rater's name until they give another."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "rater"
+
+
+def autoplay() -> bool:
+    """Whether a clip starts playing (looped) when it opens, as on echo review stations."""
+    return app_settings().value("autoplay", True) not in (False, "false", "0", 0)
+
+
+def set_autoplay(on: bool) -> None:
+    app_settings().setValue("autoplay", bool(on))

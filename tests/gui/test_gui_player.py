@@ -75,13 +75,13 @@ def test_speed_scales_how_far_playback_gets(qtbot, player, clip_25fps):
 
 def test_step_seek_first_last_and_loop(qtbot, player, clip_25fps):
     open_fully_decoded(qtbot, player, clip_25fps)
-    assert player.position.text() == "1 / 50"
+    assert player.position.text() == "1 / 50 · 0 ms"
     player.step(1)
     assert player.index == 1 and player.slider.value() == 1
     player.step(-2)  # loop on: wraps to the last frame
     assert player.index == 49
     player.seek(10)
-    assert player.position.text() == "11 / 50"
+    assert player.position.text() == "11 / 50 · 400 ms"  # 10 frames at 25 fps
     player.first()
     assert player.index == 0
     player.last()

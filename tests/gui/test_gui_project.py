@@ -13,13 +13,14 @@ from PySide6.QtCore import Qt
 
 from echoquality_core.demo import synthetic_clip, write_dicom_clip
 from echoquality_core.labels import LabelStore
-from echoquality_gui.clip_list import COLUMNS
+from echoquality_gui.clip_list import COLUMNS, REL_ROLE
 
 
 def column(panel, name: str) -> list[str]:
     col = COLUMNS.index(name)
     proxy = panel.proxy
-    return [proxy.index(r, col).data() for r in range(proxy.rowCount())]
+    role = REL_ROLE if name == "File" else Qt.ItemDataRole.DisplayRole  # path, not the name
+    return [proxy.index(r, col).data(role) for r in range(proxy.rowCount())]
 
 
 def add_unreadable_files(root):
@@ -155,7 +156,8 @@ def test_main_window_screenshot_with_clip_playing(studio_window, open_project, p
     qtbot.waitUntil(lambda: player.frames_shown > 0, timeout=5000)
     with qtbot.waitSignal(player.loader.model_ready, timeout=10000):
         qtbot.keyClick(studio_window, "M")
-    qtbot.keyClick(studio_window, Qt.Key.Key_Space)
+    if not player.playing:  # clips play as they open (autoplay); Space plays otherwise
+        qtbot.keyClick(studio_window, Qt.Key.Key_Space)
     qtbot.wait(400)
     assert player.playing and player.index > 0
     assert "shown" in player.rate.text()
