@@ -2,8 +2,10 @@
 
 The output CSV has the columns ``video_path,score,pass,assessment,frames,fps,error``:
 ``score`` is sigmoid(logit) in 0..1 (1 = good quality), ``pass`` is ``score >= threshold``,
-``assessment`` the EchoQuality README's score band (:data:`SCORE_BANDS`). A clip that cannot be
-read or preprocessed gets a row with its ``error`` and an empty score instead of stopping the run.
+``assessment`` the EchoQuality README's score band (:data:`SCORE_BANDS`) on the same side of
+the threshold as ``pass``. A calibration saved in the checkpoint is applied to the scores first.
+A clip that cannot be read or preprocessed gets a row with its ``error`` and an empty score
+instead of stopping the run.
 A GradCAM strip that cannot be written leaves the score as it is and says
 ``gradcam failed: <reason>`` in ``error``.
 
@@ -58,13 +60,26 @@ DEFAULT_THRESHOLD = 0.3
 ProgressFn = Callable[[int, int, str], None]
 
 
-def assessment(score: float) -> str:
+#: The bands that pass and those that fail: with a threshold, assessment() only uses bands of
+#: the side of the threshold the score is on, so ``pass`` and ``assessment`` never contradict.
+PASS_BANDS = ("Excellent quality", "Good quality", "Acceptable quality")
+FAIL_BANDS = ("Poor quality", "Very poor quality")
+
+
+def assessment(score: float, threshold: float | None = None) -> str:
     """The guide's words for a score in 0..1: "Excellent quality" (>= 0.8) ... "Very poor
-    quality" (< 0.2); a band includes its lower bound."""
+    quality" (< 0.2); a band includes its lower bound. With a ``threshold`` the words agree
+    with the call: a passing score gets at worst "Acceptable quality", a failing one at best
+    "Poor quality"."""
     score = float(score)
     if not 0.0 <= score <= 1.0:
         raise ValueError(f"a quality score lies in 0..1, got {score!r}")
-    return next(text for lower, text in SCORE_BANDS if score >= lower)
+    band = next(text for lower, text in SCORE_BANDS if score >= lower)
+    if threshold is None:
+        return band
+    if score >= float(threshold):
+        return band if band in PASS_BANDS else PASS_BANDS[-1]
+    return band if band in FAIL_BANDS else FAIL_BANDS[0]
 
 
 # --- which clips -------------------------------------------------------------------------------
@@ -375,6 +390,7 @@ def score_clips(
     cache_dir: str | os.PathLike | None = None,
     gradcam_dir: str | os.PathLike | None = None,
     progress: ProgressFn | None = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Score clips and return one row per clip (columns :data:`COLUMNS`).
 
@@ -387,7 +403,8 @@ def score_clips(
     replaced; the result then holds every row of the file. ``gradcam_dir`` gets a GradCAM strip
     (explaining "poor") for each clip that fails the threshold; a strip that cannot be written
     is logged and noted in the clip's ``error`` ("gradcam failed: ...") without stopping the
-    run. ``progress(done, total, name)`` is called per clip. ``result.attrs`` holds the
+    run. ``progress(done, total, name)`` is called per clip. ``calibration``: default the
+    checkpoint's (see ``calibration.py``), applied to the scores before the threshold. ``result.attrs`` holds the
     threshold and the counts of this call: scored, passed, failed (unreadable), skipped (already
     scored in ``out_csv``), retried (unreadable in ``out_csv`` before, tried again).
     """
@@ -401,6 +418,7 @@ def score_clips(
     if gradcam_dir is not None and isinstance(net, torch.jit.ScriptModule):
         raise ValueError("GradCAM needs the model's checkpoint, not a TorchScript export")
     threshold = threshold_from_info(info, threshold)
+    calibration = calibration if calibration is not None else info.get("calibration")
     params = params or params_from_info(info)
     dev = resolve_device(device)
 
@@ -435,6 +453,10 @@ def score_clips(
         try:
             for ok, videos, failed in loader:
                 scores = _forward(net, videos, dev) if videos is not None else []
+                if calibration:
+                    from echoquality_core.calibration import apply_calibration
+
+                    scores = apply_calibration(scores, calibration).tolist()
                 by_index = {it["index"]: _row(todo[it["index"]].name, it, None, threshold)
                             for it in failed}
                 for it, score in zip(ok, scores):
@@ -452,7 +474,8 @@ def score_clips(
     result = read_scores(out.path) if out is not None else _typed(
         pd.DataFrame([{k: _cell(r[k]) for k in COLUMNS} for r in rows], columns=list(COLUMNS))
     )
-    result.attrs.update(threshold=threshold, skipped=skipped, retried=len(retry), **counts)
+    result.attrs.update(threshold=threshold, calibration=calibration, skipped=skipped,
+                        retried=len(retry), **counts)
     return result
 
 
@@ -470,7 +493,7 @@ def _row(name: str, item: Mapping[str, Any], score: float | None, threshold: flo
         "video_path": name,
         "score": score,
         "pass": None if score is None else bool(score >= threshold),
-        "assessment": "" if score is None else assessment(score),
+        "assessment": "" if score is None else assessment(score, threshold),
         "frames": item["frames"],
         "fps": None if item["fps"] is None else round(float(item["fps"]), 3),
         "error": item["error"] or "",

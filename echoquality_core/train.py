@@ -52,7 +52,8 @@ log = logging.getLogger(__name__)
 
 LOSSES = ("bce", "focal")
 SCHEDULERS = ("plateau", "cosine_restarts", "none")
-_PATH_FIELDS = ("annotations_csv", "videos_dir", "model_weights", "save_dir", "cache_dir")
+_PATH_FIELDS = ("annotations_csv", "videos_dir", "model_weights", "save_dir", "cache_dir",
+                "split_csv")
 MIN_CLIPS = 4
 STATE_DICT_FILE = "best_state_dict.pt"  # the best model as a plain state dict, like EchoPrime's
 
@@ -95,6 +96,7 @@ class TrainConfig:
     synthetic_pairs: bool = False  # degraded copies of good training clips, labelled 0
     n_frames: int = 16
     stride: int = 2
+    size: int = 112  # model input height/width (EchoPrime: 112)
     mask: str = "sector"
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     num_workers: int = 0
@@ -104,12 +106,14 @@ class TrainConfig:
     threshold: str | float = "youden"
     log_mlflow_model: bool = True
     run_name: str | None = None
+    split_csv: str | None = None  # a given split (video_path, split); clips not in it are unused
+    parent_run_id: str | None = None  # MLflow run this one is nested under (cross-validation)
 
     def __post_init__(self) -> None:
         self.split = tuple(float(f) for f in self.split)  # TOML gives a list
         problems = []
         for name in ("batch_size", "epochs", "grad_accum_steps", "n_frames", "stride",
-                     "cosine_t0", "cosine_t_mult"):
+                     "size", "cosine_t0", "cosine_t_mult"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be at least 1")
         if self.learning_rate <= 0:
@@ -135,7 +139,8 @@ class TrainConfig:
     @property
     def preprocess(self) -> PreprocessParams:
         """Preprocessing settings of this run."""
-        return PreprocessParams(n_frames=self.n_frames, stride=self.stride, mask=self.mask)
+        return PreprocessParams(n_frames=self.n_frames, stride=self.stride, size=self.size,
+                                mask=self.mask)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the settings (JSON/TOML/MLflow friendly)."""
@@ -439,6 +444,7 @@ class Trainer:
             experiment=config.experiment,
             run_name=self.run_name,
             artifact_location=artifacts,
+            tags={"mlflow.parentRunId": config.parent_run_id} if config.parent_run_id else None,
         ) as run_log:
             return state.fit(run_log)
 
@@ -512,7 +518,12 @@ class Trainer:
             raise _Abort(
                 "data", "All usable clips have the same label; training needs good and poor clips."
             )
-        split = split_by_patient(records, self.config.split, seed=self.config.seed)
+        if self.config.split_csv:
+            from echoquality_core.data import load_split
+
+            split = load_split(self._project_path(self.config.split_csv), records)
+        else:
+            split = split_by_patient(records, self.config.split, seed=self.config.seed)
         if not split["train"] or not split["val"]:
             raise _Abort(
                 "data", "Too few patients to make both a training and a validation split."

@@ -271,7 +271,7 @@ class LabelPanel(QWidget):
         if score is not None:
             verdict = "good" if score >= session.threshold else "poor"
             self.model_score.setText(
-                f"Model: {score:.2f} · {assessment(score)} · {verdict} at threshold "
+                f"Model: {score:.2f} · {assessment(score, session.threshold)} · {verdict} at threshold "
                 f"{session.threshold:.2f}")
 
     def mark_unreadable(self, reason: str) -> None:
