@@ -254,6 +254,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("evaluation"),
                    help="folder for plots, metrics.json and predictions.csv (default evaluation)")
     p.add_argument("--threshold", type=float, help="default: the checkpoint's, else 0.3")
+    p.add_argument("--all-clips", action="store_true",
+                   help="with --run: every labelled clip, not only the run's test split "
+                   "(training clips included: not a test measurement)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
@@ -261,7 +264,6 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_evaluate)
 
 
-_METRIC_ROWS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "brier", "threshold")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -276,7 +278,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="echoquality-eval-") as tmp:
         try:
             model = args.model if args.model else _run_checkpoint(args, Path(tmp))
-            metrics, table = _evaluate_labels(args, model)
+            only, source = _evaluation_scope(args, Path(tmp))
+            metrics, table = _evaluate_labels(args, model, only)
         except (OSError, ValueError, LabelError) as exc:
             return _fail("evaluate", exc)
     from echoquality_core.evaluate import save_evaluation_plots
@@ -289,11 +292,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     (args.out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
     failed = int((table["error"] != "").sum())
-    print(f"Evaluated {metrics['n']} labelled clip(s)"
+    print(f"Evaluated {metrics['n']} labelled clip(s) ({source})"
           + (f" ({failed} unreadable, left out: see predictions.csv)" if failed else ""))
-    for key in _METRIC_ROWS:
-        print(f"  {key:<10} {metrics[key]:.3f}")
-    print(f"  {'n':<10} {metrics['n']}")
+    from echoquality_core.cli_crossval import format_with_ci, patient_groups
+
+    records = metrics["records"]
+    print(format_with_ci([r["label"] for r in records], [r["score"] for r in records],
+                         patient_groups([r["file"] for r in records]), metrics["threshold"],
+                         source[0].upper() + source[1:]))
+    print(f"  {'f1':<21} {metrics['f1']:.3f}")
     (tn, fp), (fn, tp) = metrics["confusion_matrix"]
     print("Confusion matrix (rows: label, columns: predicted)")
     print(f"  {'':<6}{'poor':>8}{'good':>8}")
@@ -328,16 +335,32 @@ def _run_checkpoint(args: argparse.Namespace, folder: Path) -> Path:
     return Path(local)
 
 
-def _evaluate_labels(args: argparse.Namespace, model: Path):
-    """(metrics with records, predictions table) of ``model`` on the labelled clips."""
+def _evaluation_scope(args: argparse.Namespace, folder: Path) -> tuple[set[str] | None, str]:
+    """(clip names to evaluate or None for all, plain words for what they are)."""
+    if args.model:
+        return None, "labelled clips of the CSV: make sure the model never trained on them"
+    if args.all_clips:
+        return None, ("ALL labelled clips, including the run's training and validation clips: "
+                      "NOT a test measurement")
+    from echoquality_core.cli_crossval import run_test_split
+    from echoquality_core.tracking import default_tracking_uri
+
+    uri = args.tracking_uri or default_tracking_uri(args.csv.resolve().parent)
+    return run_test_split(args.run_id, uri, folder), f"test split of run {args.run_id}"
+
+
+def _evaluate_labels(args: argparse.Namespace, model: Path, only: set[str] | None = None):
+    """(metrics with records, predictions table) of ``model`` on the labelled clips (those
+    in ``only`` when given)."""
     from echoquality_core.evaluate import metrics_from_scores
     from echoquality_core.labels import LabelStore
     from echoquality_core.scoring import ClipInput, score_clips
 
     store = LabelStore(args.csv, root=args.videos)
-    names = store.paths()
+    names = [n for n in store.paths() if only is None or n in only]
     if not names:
-        raise ValueError(f"{args.csv.name}: no labelled clips")
+        raise ValueError(f"{args.csv.name}: no labelled clips"
+                         + (" of the run's test split" if only is not None else ""))
     labels = {name: float(store.get(name).quality_score) for name in names}
     clips = [ClipInput(store.resolve(name), name) for name in names]
     table = score_clips(clips, model, threshold=args.threshold, device=args.device,
@@ -351,7 +374,8 @@ def _evaluate_labels(args: argparse.Namespace, model: Path):
     threshold = table.attrs["threshold"]
     metrics = metrics_from_scores(ok["label"].to_numpy(), ok["score"].to_numpy(), threshold)
     metrics["records"] = [
-        {"path": p, "label": float(y), "score": float(s), "predicted": int(s >= threshold)}
+        {"path": p, "label": float(y), "score": float(s), "predicted": int(s >= threshold),
+         "file": store.resolve(p)}
         for p, y, s in zip(ok["video_path"], ok["label"], ok["score"], strict=True)
     ]
     return metrics, table
@@ -444,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_demo, _add_train, _add_evaluate, _add_score, _add_gradcam, _add_export,
                 _add_gui):
         add(sub)
+    from echoquality_core.cli_crossval import add_parsers as add_crossval
+
+    add_crossval(sub)
     return parser
 
 
