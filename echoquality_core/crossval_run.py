@@ -107,6 +107,9 @@ def _train_folds(cv: CrossValidator, records: list[dict], plans: list,
             if end.cancelled or cv._cancel.is_set():
                 return CrossValEnd(None, {}, parent_run_id, cancelled=True, n_folds=cv.n_folds,
                                    folds_done=done)
+            if end.stopped and end.best_checkpoint is None and end.error is None:
+                stopped = True  # stopped before this fold's first epoch ended: nothing kept
+                break
             if end.error is not None or end.run_dir is None:
                 return CrossValEnd(None, {}, parent_run_id, error=end.error or TrainError(
                     "error", f"fold {fold} ended without a model"), n_folds=cv.n_folds,

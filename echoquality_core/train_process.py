@@ -29,12 +29,20 @@ def cpu_threads() -> int:
 
 
 def _child(settings: dict[str, Any], events: Any, request: Any) -> None:
-    """The child process: build the config, train, send every event (the last is TrainEnd)."""
+    """The child process: build the config, train (or cross-validate, with ``crossval_folds``
+    in the settings), send every event (the last is a TrainEnd or CrossValEnd)."""
     try:
         from echoquality_core.train import TrainConfig, Trainer
 
+        settings = dict(settings)
+        folds = settings.pop("crossval_folds", None)  # the Train tab's "Cross-validate" mode
         config = TrainConfig(**settings)
-        trainer = Trainer(config, events.put)
+        if folds:
+            from echoquality_core.crossval import CrossValidator
+
+            trainer = CrossValidator(config, int(folds), callback=events.put)
+        else:
+            trainer = Trainer(config, events.put)
     except (ValueError, TypeError, RuntimeError, OSError) as exc:
         error = TrainError("settings", str(exc))
         events.put(error)
