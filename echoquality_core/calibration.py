@@ -9,6 +9,7 @@ always refers to calibrated scores when a calibration is saved with it.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 PRESETS = ("youden", "sensitivity_95", "specificity_95")
 CALIBRATIONS = ("none", "temperature", "platt")
@@ -149,22 +152,36 @@ def save_decision(checkpoint: str | os.PathLike, threshold: float, *,
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(target, "w", encoding="utf-8") as fh:
             fh.write(json.dumps(decision, indent=2) + "\n")
-    if tracking_uri and data.get("run_id"):
-        _record_in_mlflow(tracking_uri, str(data["run_id"]), decision)
+    decision["recorded_in_mlflow"] = bool(
+        tracking_uri and data.get("run_id")
+        and _record_in_mlflow(tracking_uri, str(data["run_id"]), decision))
     return decision
 
 
-def _record_in_mlflow(tracking_uri: str, run_id: str, decision: Mapping[str, Any]) -> None:
+def _record_in_mlflow(tracking_uri: str, run_id: str, decision: Mapping[str, Any]) -> bool:
+    """Tag the model's run with the decision; False (logged) when the store or the run is not
+    there (e.g. a checkpoint copied from another project): the checkpoint still has it."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     from echoquality_core.tracking import quiet_mlflow
 
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[10:]).is_file():
+        log.warning("threshold not recorded in MLflow: no store at %s", tracking_uri)
+        return False
     quiet_mlflow()
     client = MlflowClient(tracking_uri)
+    try:
+        client.get_run(run_id)
+    except MlflowException as exc:
+        log.warning("threshold not recorded in MLflow: run %s not found (%s)", run_id,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return False
     client.set_tag(run_id, "saved_threshold", f"{decision['threshold']:.6f}")
     client.set_tag(run_id, "saved_threshold_source", decision["source"] or "manual")
     calibration = decision.get("calibration")
     client.set_tag(run_id, "calibration", json.dumps(calibration) if calibration else "none")
+    return True
 
 
 def read_project_decision(project_dir: str | os.PathLike) -> dict[str, Any] | None:

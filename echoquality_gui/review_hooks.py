@@ -31,7 +31,8 @@ def show_scope_panels(tab: Any, rs: Any) -> None:
         choice.set_threshold(old.threshold)
     store = tab.session.project.store
     paths = None if groups else [store.resolve(c.rel) for c in clips]
-    panel.set_choice(choice, rs.source, paths)
+    panel.set_choice(choice, rs.source, paths,
+                     "Out-of-fold scores" if rs.groups else "Held-out scores")
     if rs.groups is None:
         issues.set_rows(None, set())
         return
@@ -62,7 +63,9 @@ def save_panel_threshold(tab: Any) -> CallWorker | None:
     def saved(decision: dict) -> None:
         cal = decision.get("calibration")
         session.message.emit(f"Threshold {decision['threshold']:.3f} saved in {model.name}"
-                             + (f" with {cal['method']} calibration" if cal else ""))
+                             + (f" with {cal['method']} calibration" if cal else "")
+                             + ("" if decision.get("recorded_in_mlflow") else
+                                " (its MLflow run is not in this project's store)"))
         session.set_model(model, run_dir=run_dir, threshold=decision["threshold"])
 
     worker = CallWorker(save, tab)

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QScrollArea,
     QSlider,
     QVBoxLayout,
     QWidget,
@@ -88,7 +89,7 @@ def _plot(title: str, x: str, y: str) -> pg.PlotWidget:
     plot.setTitle(title, size="9pt")
     plot.setLabel("bottom", x)
     plot.setLabel("left", y)
-    plot.setMinimumHeight(150)
+    plot.setMinimumHeight(170)
     return plot
 
 
@@ -179,23 +180,33 @@ class ThresholdPanel(QWidget):
             lambda item: self.open_clip.emit(item.data(Qt.ItemDataRole.UserRole)))
         self.flips.itemClicked.connect(
             lambda item: self.open_clip.emit(item.data(Qt.ItemDataRole.UserRole)))
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 4, 0, 0)
+        content = QWidget()
+        layout = QVBoxLayout(content)
+        layout.setContentsMargins(0, 4, 4, 0)
         layout.addWidget(self.basis)
-        layout.addLayout(charts, 2)
+        layout.addLayout(charts)
         layout.addLayout(slider_row)
         layout.addLayout(preset_row)
         layout.addWidget(self.stats)
         layout.addWidget(self.ci)
         layout.addWidget(self.flip_title)
-        layout.addWidget(self.flips, 1)
+        layout.addWidget(self.flips)
+        self.flips.setMinimumHeight(90)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
 
     # --- state -----------------------------------------------------------------------------
     def set_choice(self, choice: ThresholdChoice | None, source: str = "",
-                   paths: list[Path] | None = None) -> None:
-        """Show ``choice`` (None: nothing to choose on); ``paths`` let the CI worker read the
-        patient keys when the choice has no groups."""
-        self.choice, self.source, self._paths = choice, source, paths
+                   paths: list[Path] | None = None, kind: str = "Scores") -> None:
+        """Show ``choice`` (None: nothing to choose on); ``source`` says what the scores are,
+        ``kind`` in two words; ``paths`` let the CI worker read the patient keys when the
+        choice has no groups."""
+        self.choice, self.source, self._paths, self.kind = choice, source, paths, kind
         enabled = choice is not None
         for widget in (self.slider, self.calibration, self.save_button, *self.preset_buttons):
             widget.setEnabled(enabled)
@@ -210,7 +221,7 @@ class ThresholdPanel(QWidget):
         method = (choice.calibration or {}).get("method", "none")
         self.calibration.setCurrentIndex(max(0, self.calibration.findData(method)))
         self.calibration.blockSignals(False)
-        self.basis.setText(source)
+        self.basis.setText("")
         self._show_threshold(choice.threshold)
         self._draw()
         self._start_ci()
@@ -310,7 +321,7 @@ class ThresholdPanel(QWidget):
         self._request += 1
         self.ci.setText("95% confidence intervals: computing…")
         worker = CiWorker(self._request, c.labels, c.scores, c.threshold, c.groups,
-                          self._paths, self.source.split(" · ")[0] or "Scores", self)
+                          self._paths, self.kind, self)
         worker.ready.connect(self._ci_ready)
         worker.finished.connect(lambda w=worker: self._forget(w))
         self._workers.append(worker)
