@@ -209,9 +209,9 @@ class _ParentRun:
             _experiment_id(self.client, c.experiment, artifacts), run_name=self.cv.run_name,
             tags={"echoquality.kind": "crossval", "fold_method": self.method})
         self.run_id = run.info.run_id
-        from echoquality_core.train import _loggable_config
+        from echoquality_core.train_config import loggable_config
 
-        params = flatten(_loggable_config(c)) | {
+        params = flatten(loggable_config(c)) | {
             "n_folds": str(self.cv.n_folds), "repeats": str(self.cv.repeats),
             "n_clips": str(self.n_clips)}
         for key, value in params.items():

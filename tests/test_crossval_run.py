@@ -20,7 +20,8 @@ from echoquality_core.crossval import CrossValidator, read_oof
 from echoquality_core.demo import synthetic_clip, write_dicom_clip
 from echoquality_core.events import CrossValEnd, EpochEnd, FoldStart
 from echoquality_core.labels import LabelStore
-from echoquality_core.scoring import FAIL_BANDS, PASS_BANDS, score_clips
+from echoquality_core.review import FAIL_BANDS, PASS_BANDS
+from echoquality_core.scoring import score_clips
 from echoquality_core.tracking import default_tracking_uri
 from echoquality_core.train import TrainConfig
 

@@ -15,7 +15,7 @@ from echoquality_core.calibration import (
     reliability_curve,
     threshold_preset,
 )
-from echoquality_core.scoring import FAIL_BANDS, PASS_BANDS, assessment
+from echoquality_core.review import FAIL_BANDS, PASS_BANDS, assessment
 from echoquality_core.stats import metrics_with_ci, point_metrics
 
 # A fixed table: 20 clips of 8 patients (labels 1 = good), scores of a middling model.
