@@ -17,7 +17,7 @@ from echoquality_core.scoring import score_clips
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.filterwarnings("ignore:No weights given:UserWarning")]
-TIMEOUT = 60000
+TIMEOUT = 300000
 
 
 @pytest.fixture
