@@ -162,7 +162,7 @@ class CrossValidator:
 
         try:
             end = run_crossval(self)
-        except FoldError as exc:
+        except ValueError as exc:  # FoldError, or the labels CSV cannot be used (DataError)
             error = TrainError("data", f"Cross-validation: {exc}")
             self._emit(error)
             end = CrossValEnd(None, {}, None, error=error, n_folds=self.n_folds)

@@ -25,52 +25,21 @@ log = logging.getLogger(__name__)
 def prepare_records(cv: CrossValidator) -> list[dict[str, Any]]:
     """Usable labelled clips (decoded into the shared cache here, once for all folds) with
     their patient keys; unreadable clips are reported (a warning) and left out."""
-    from echoquality_core.data import prepare_clips
-    from echoquality_core.dicom import DicomReadError, read_clip
-    from echoquality_core.labels import LabelStore
+    from echoquality_core.data import ClipCache, prepare_training_data
 
-    store = LabelStore(cv.csv_path)
-    rows, failures = [], []
-    for rel in store.paths():
-        path = _clip_path(cv, rel)
-        if path is None:
-            failures.append(f"{rel}: file not found")
-        else:
-            rows.append((rel, str(path), float(store.get(rel).quality_score)))
-    cv.progress(0, len(rows), "decoding and caching clips")
-    ok, bad = prepare_clips([p for _, p, _ in rows], cv.config.preprocess, cv.cache_dir,
-                            lambda done, total, p: cv.progress(done, total, Path(p).name),
-                            should_stop=lambda: cv._cancel.is_set() or cv._stop.is_set())
-    failures += [msg for _, msg in bad]
-    ok_set = set(ok)
-    records = []
-    for rel, path, label in rows:
-        if path not in ok_set:
-            continue
-        try:
-            meta = read_clip(path).metadata
-        except DicomReadError as exc:
-            failures.append(str(exc))
-            continue
-        records.append({"path": rel, "file": path, "label": label,
-                        "patient_key": meta.get("patient_key"), "study_key": meta.get("study_key")})
-    if failures:
-        cv._emit(TrainError("data", f"{len(failures)} clip(s) could not be used and were left "
-                                    "out:\n" + "\n".join(f"  {m}" for m in failures), fatal=False))
-    return records
-
-
-def _clip_path(cv: CrossValidator, rel: str) -> Path | None:
-    """As the Trainer finds a CSV's clip: absolute; next to the CSV; under videos_dir."""
-    p = Path(rel).expanduser()
-    if p.is_absolute():
-        return p if p.is_file() else None
-    candidates = [cv.project_dir / p]
+    videos = None
     if cv.config.videos_dir:
         videos = Path(cv.config.videos_dir).expanduser()
         videos = videos if videos.is_absolute() else cv.project_dir / videos
-        candidates += [videos / p, videos / p.name]
-    return next((c.resolve() for c in candidates if c.is_file()), None)
+    records, failures = prepare_training_data(
+        cv.csv_path, videos, ClipCache(cv.cache_dir, cv.config.preprocess),
+        lambda done, total, p: cv.progress(done, total, Path(p).name if p else "decoding"),
+        lambda: cv._cancel.is_set() or cv._stop.is_set())
+    if failures:
+        cv._emit(TrainError("data", f"{len(failures)} clip(s) could not be used and were left "
+                            "out:\n" + "\n".join(f"  {rel}: {m}" for rel, m in failures),
+                            fatal=False))
+    return records
 
 
 def run_crossval(cv: CrossValidator) -> CrossValEnd:
