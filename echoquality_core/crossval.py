@@ -49,7 +49,8 @@ def _group(record: dict) -> str:
     return str(record.get("patient_key") or record.get("study_key") or f"path:{record['path']}")
 
 
-def make_folds(records: Sequence[dict], n_folds: int, seed: int = 42) -> tuple[list[list[int]], str]:
+def make_folds(records: Sequence[dict], n_folds: int,
+               seed: int = 42) -> tuple[list[list[int]], str]:
     """Test indices of each fold and the method used: no patient in two folds, both classes
     (label >= 0.5 is good) in every fold. scikit-learn's shuffled ``StratifiedGroupKFold`` when
     it gives both classes everywhere, else a per-class quota assignment of patients. Raises

@@ -11,7 +11,6 @@ from typing import Any
 from echoquality_core.crossval import (
     OOF_FILE,
     CrossValidator,
-    FoldError,
     make_folds,
     summary_json,
     write_fold_split,
@@ -67,7 +66,8 @@ def _train_folds(cv: CrossValidator, records: list[dict], plans: list,
     by_path = {r["path"]: i for i, r in enumerate(records)}
     for repeat, folds, _ in plans:
         for fold, test in enumerate(folds, start=1):
-            name = f"{cv.run_name}-r{repeat}-f{fold}" if cv.repeats > 1 else f"{cv.run_name}-f{fold}"
+            name = (f"{cv.run_name}-r{repeat}-f{fold}" if cv.repeats > 1
+                    else f"{cv.run_name}-f{fold}")
             split = cv.run_dir / "splits" / f"{name}.csv"
             sizes = write_fold_split(split, records, test, cv.val_fraction,
                                      cv.config.seed + fold)

@@ -330,7 +330,8 @@ def score_clips(
     (explaining "poor") for each clip that fails the threshold; a strip that cannot be written
     is logged and noted in the clip's ``error`` ("gradcam failed: ...") without stopping the
     run. ``progress(done, total, name)`` is called per clip. ``calibration``: default the
-    checkpoint's (see ``calibration.py``), applied to the scores before the threshold. ``result.attrs`` holds the
+    checkpoint's (see ``calibration.py``), applied to the scores before the threshold.
+    ``result.attrs`` holds the
     threshold and the counts of this call: scored, passed, failed (unreadable), skipped (already
     scored in ``out_csv``), retried (unreadable in ``out_csv`` before, tried again).
     """
