@@ -56,20 +56,20 @@ def cv_cli(tmp_path_factory):
     root = tmp_path_factory.mktemp("cv")
     csv_path = write_project(root)
     decodes = []
-    real = data_module.load_model_frames
+    real = data_module.clip_model_frames
 
-    def counting(path, params):
-        decodes.append(Path(path).name)
-        return real(path, params)
+    def counting(clip, params):  # a path or an opened Clip
+        decodes.append(Path(getattr(clip, "path", clip)).name)
+        return real(clip, params)
 
-    data_module.load_model_frames = counting
+    data_module.clip_model_frames = counting
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out):
             code = main(["crossval", "--csv", str(csv_path), "--folds", "3", "--name", "cv1",
                          *TINY])
     finally:
-        data_module.load_model_frames = real
+        data_module.clip_model_frames = real
     return root, code, out.getvalue(), decodes
 
 
