@@ -310,6 +310,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("evaluation"),
                    help="folder for plots, metrics.json and predictions.csv (default evaluation)")
     p.add_argument("--threshold", type=float, help="default: the checkpoint's, else 0.3")
+    p.add_argument("--all-clips", action="store_true",
+                   help="with --run: every labelled clip, not only the run's test split "
+                   "(training clips included: not a test measurement)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
@@ -317,7 +320,6 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_evaluate)
 
 
-_METRIC_ROWS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "brier", "threshold")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -336,13 +338,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         try:
             uri = args.tracking_uri or default_tracking_uri(args.csv.resolve().parent)
             model = args.model or download_checkpoint(args.run_id, uri, tmp)
+            only, source = _evaluation_scope(args, uri, Path(tmp))
             bar, progress = _clip_progress("Scoring labelled clips")
             try:
                 metrics, table = evaluate_labels(
                     args.csv, model, videos_dir=args.videos, threshold=args.threshold,
                     device=args.device, batch_size=args.batch_size, num_workers=args.workers,
                     cache_dir=args.cache, progress=progress,
-                    trust_exported=args.trust_exported)
+                    trust_exported=args.trust_exported, only=only)
             finally:
                 bar.close()
         except (OSError, ValueError, LabelError) as exc:
@@ -357,11 +360,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         fh.write(json.dumps(summary, indent=2) + "\n")
 
     failed = int((table["error"] != "").sum())
-    print(f"Evaluated {metrics['n']} labelled clip(s)"
+    print(f"Evaluated {metrics['n']} labelled clip(s) ({source})"
           + (f" ({failed} unreadable, left out: see predictions.csv)" if failed else ""))
-    for key in _METRIC_ROWS:
-        print(f"  {key:<10} {metrics[key]:.3f}")
-    print(f"  {'n':<10} {metrics['n']}")
+    from echoquality_core.cli_crossval import format_with_ci, patient_groups
+
+    records = metrics["records"]
+    print(format_with_ci([r["label"] for r in records], [r["score"] for r in records],
+                         patient_groups([r["file"] for r in records]), metrics["threshold"],
+                         source[0].upper() + source[1:]))
+    print(f"  {'f1':<21} {metrics['f1']:.3f}")
     (tn, fp), (fn, tp) = metrics["confusion_matrix"]
     print("Confusion matrix (rows: label, columns: predicted)")
     print(f"  {'':<6}{'poor':>8}{'good':>8}")
@@ -370,6 +377,19 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     print(f"Plots, metrics.json and predictions.csv in {args.out.resolve()}")
     print("  " + ", ".join(p.name for p in plots))
     return 0
+
+
+def _evaluation_scope(args: argparse.Namespace, uri: str,
+                      folder: Path) -> tuple[set[str] | None, str]:
+    """(clip names to evaluate or None for all, plain words for what they are)."""
+    if args.model:
+        return None, "labelled clips of the CSV: make sure the model never trained on them"
+    if args.all_clips:
+        return None, ("ALL labelled clips, including the run's training and validation clips: "
+                      "NOT a test measurement")
+    from echoquality_core.cli_crossval import run_test_split
+
+    return run_test_split(args.run_id, uri, folder), f"test split of run {args.run_id}"
 
 
 def _add_gradcam(sub: argparse._SubParsersAction) -> None:
@@ -466,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     from echoquality_core import cli_report
 
     cli_report.add_parsers(sub)
+    from echoquality_core.cli_crossval import add_parsers as add_crossval
+
+    add_crossval(sub)
     return parser
 
 

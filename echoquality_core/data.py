@@ -412,3 +412,27 @@ def save_split(split: dict[str, list[int]], records: Sequence[dict], path: str |
             for i in split.get(name, []):
                 writer.writerow([records[i]["path"], name, f"{float(records[i]['label']):g}"])
     return path
+
+
+def load_split(path: str | os.PathLike, records: Sequence[dict]) -> dict[str, list[int]]:
+    """A split written by :func:`save_split` (or by hand: columns video_path, split) as record
+    indices; records whose path is not in the file belong to no split (they are not used).
+    Raises ValueError for a missing file, a missing column or an unknown split name."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise ValueError(f"split file {path.name}: {exc.strerror or exc}") from exc
+    if rows and not {"video_path", "split"} <= set(rows[0]):
+        raise ValueError(f"split file {path.name}: needs the columns video_path and split")
+    where = {}
+    for n, row in enumerate(rows, start=1):
+        if row["split"] not in SPLITS:
+            raise ValueError(f"split file {path.name}, row {n}: split must be one of {SPLITS}")
+        where[row["video_path"]] = row["split"]
+    split: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for i, rec in enumerate(records):
+        if rec["path"] in where:
+            split[where[rec["path"]]].append(i)
+    return split

@@ -108,19 +108,22 @@ def evaluate_labels(
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     trust_exported: bool = False,
+    only: set[str] | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """(metrics with ``records``, predictions table) of ``model`` on the labelled clips of a
-    labels CSV (paths relative to ``videos_dir``, default the CSV's folder);
-    ``progress(done, total, name)`` as in ``score_clips``.
+    labels CSV (paths relative to ``videos_dir``, default the CSV's folder); with ``only``
+    just the labelled clips named there (e.g. a run's test split); ``progress(done, total,
+    name)`` as in ``score_clips``.
 
     The table has the scores CSV's columns plus ``label``; unreadable clips keep their row with
     an ``error`` and are left out of the metrics. ``threshold`` defaults to the checkpoint's.
     Raises ValueError when nothing is labelled or no labelled clip can be read.
     """
     store = LabelStore(csv_path, root=videos_dir)
-    names = store.paths()
+    names = [n for n in store.paths() if only is None or n in only]
     if not names:
-        raise ValueError(f"{Path(csv_path).name}: no labelled clips")
+        raise ValueError(f"{Path(csv_path).name}: no labelled clips"
+                         + (" of the run's test split" if only is not None else ""))
     labels = {name: float(store.get(name).quality_score) for name in names}
     clips = [ClipInput(store.resolve(name), name) for name in names]
     table = score_clips(clips, model, threshold=threshold, device=device, batch_size=batch_size,
@@ -134,7 +137,8 @@ def evaluate_labels(
     threshold = table.attrs["threshold"]
     metrics = metrics_from_scores(ok["label"].to_numpy(), ok["score"].to_numpy(), threshold)
     metrics["records"] = [
-        {"path": p, "label": float(y), "score": float(s), "predicted": int(s >= threshold)}
+        {"path": p, "label": float(y), "score": float(s), "predicted": int(s >= threshold),
+         "file": str(store.resolve(p))}
         for p, y, s in zip(ok["video_path"], ok["label"], ok["score"], strict=True)
     ]
     return metrics, table

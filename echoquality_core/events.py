@@ -73,7 +73,31 @@ class TrainEnd:
     error: TrainError | None = None
 
 
-TrainEvent = Progress | BatchEnd | EpochEnd | TrainError | TrainEnd
+@dataclass(frozen=True)
+class FoldStart:
+    """Cross-validation: fold ``fold`` of ``n_folds`` (1-based; ``repeat`` of ``n_repeats``)
+    starts; the Trainer events that follow belong to it. ``sizes``: clips per split."""
+
+    fold: int
+    n_folds: int
+    repeat: int = 1
+    n_repeats: int = 1
+    sizes: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CrossValEnd(TrainEnd):
+    """A cross-validation is over (always its last event). ``test_metrics`` are the
+    out-of-fold metrics, ``run_id`` the parent MLflow run, ``run_dir`` the crossval folder;
+    ``oof_csv`` holds one out-of-fold score per labelled clip; ``folds_done`` counts the
+    folds that finished."""
+
+    oof_csv: Path | None = None
+    n_folds: int = 0
+    folds_done: int = 0
+
+
+TrainEvent = Progress | BatchEnd | EpochEnd | TrainError | TrainEnd | FoldStart
 
 
 def summarize(end: TrainEnd) -> str:

@@ -35,13 +35,26 @@ SCORE_BANDS = (
 )
 
 
-def assessment(score: float) -> str:
+#: The bands that pass and those that fail: with a threshold, assessment() only uses bands of
+#: the side of the threshold the score is on, so ``pass`` and ``assessment`` never contradict.
+PASS_BANDS = ("Excellent quality", "Good quality", "Acceptable quality")
+FAIL_BANDS = ("Poor quality", "Very poor quality")
+
+
+def assessment(score: float, threshold: float | None = None) -> str:
     """The guide's words for a score in 0..1: "Excellent quality" (>= 0.8) ... "Very poor
-    quality" (< 0.2); a band includes its lower bound."""
+    quality" (< 0.2); a band includes its lower bound. With a ``threshold`` the words agree
+    with the call: a passing score gets at worst "Acceptable quality", a failing one at best
+    "Poor quality"."""
     score = float(score)
     if not 0.0 <= score <= 1.0:
         raise ValueError(f"a quality score lies in 0..1, got {score!r}")
-    return next(text for lower, text in SCORE_BANDS if score >= lower)
+    band = next(text for lower, text in SCORE_BANDS if score >= lower)
+    if threshold is None:
+        return band
+    if score >= float(threshold):
+        return band if band in PASS_BANDS else PASS_BANDS[-1]
+    return band if band in FAIL_BANDS else FAIL_BANDS[0]
 
 
 def labelled_good(label: float) -> bool:
@@ -100,6 +113,7 @@ class ReviewSet:
     threshold: float
     clips: list[ReviewClip]
     metrics: dict
+    groups: dict[str, str] | None = None  # anonymous patient per clip (out-of-fold scope)
 
     def cell(self, kind: str) -> list[ReviewClip]:
         """Clips of one confusion-matrix cell, the model's most confident call first."""

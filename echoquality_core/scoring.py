@@ -2,8 +2,10 @@
 
 The output CSV has the columns ``video_path,score,pass,assessment,frames,fps,error``:
 ``score`` is sigmoid(logit) in 0..1 (1 = good quality), ``pass`` is ``score >= threshold``,
-``assessment`` the EchoQuality README's score band (``review.SCORE_BANDS``). A clip that cannot be
-read or preprocessed gets a row with its ``error`` and an empty score instead of stopping the run.
+``assessment`` the EchoQuality README's score band (``review.SCORE_BANDS``) on the same side of
+the threshold as ``pass``. A calibration saved in the checkpoint is applied to the scores first.
+A clip that cannot be read or preprocessed gets a row with its ``error`` and an empty score
+instead of stopping the run.
 A GradCAM strip that cannot be written leaves the score as it is and says
 ``gradcam failed: <reason>`` in ``error``.
 
@@ -307,6 +309,7 @@ def score_clips(
     gradcam_dir: str | os.PathLike | None = None,
     progress: ProgressFn | None = None,
     trust_exported: bool = False,
+    calibration: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Score clips and return one row per clip (columns :data:`COLUMNS`).
 
@@ -319,7 +322,9 @@ def score_clips(
     replaced; the result then holds every row of the file. ``gradcam_dir`` gets a GradCAM strip
     (explaining "poor") for each clip that fails the threshold; a strip that cannot be written
     is logged and noted in the clip's ``error`` ("gradcam failed: ...") without stopping the
-    run. ``progress(done, total, name)`` is called per clip. ``result.attrs`` holds the
+    run. ``progress(done, total, name)`` is called per clip. ``calibration``: default the
+    checkpoint's (see ``calibration.py``), applied to the scores before the threshold.
+    ``result.attrs`` holds the
     threshold and the counts of this call: scored, passed, failed (unreadable), skipped (already
     scored in ``out_csv``), retried (unreadable in ``out_csv`` before, tried again).
     """
@@ -331,6 +336,7 @@ def score_clips(
     if gradcam_dir is not None:
         require_checkpoint(net, model)
     threshold = threshold_from_info(info, threshold)
+    calibration = calibration if calibration is not None else info.get("calibration")
     params = params or params_from_info(info)
     dev = resolve_device(device)
 
@@ -358,6 +364,10 @@ def score_clips(
         try:
             for ok, videos, failed in loader:
                 scores = forward_scores(net, videos, dev) if videos is not None else []
+                if calibration:
+                    from echoquality_core.calibration import apply_calibration
+
+                    scores = apply_calibration(scores, calibration).tolist()
                 by_index = {it["index"]: _row(todo[it["index"]].name, it, None, threshold)
                             for it in failed}
                 for it, score in zip(ok, scores):
@@ -375,7 +385,8 @@ def score_clips(
     result = read_scores(out.path) if out is not None else _typed(
         pd.DataFrame([{k: _cell(r[k]) for k in COLUMNS} for r in rows], columns=list(COLUMNS))
     )
-    result.attrs.update(threshold=threshold, skipped=skipped, retried=len(retry), **counts)
+    result.attrs.update(threshold=threshold, calibration=calibration, skipped=skipped,
+                        retried=len(retry), **counts)
     return result
 
 
@@ -399,7 +410,7 @@ def _row(name: str, item: Mapping[str, Any], score: float | None, threshold: flo
         "video_path": name,
         "score": score,
         "pass": None if score is None else bool(score >= threshold),
-        "assessment": "" if score is None else assessment(score),
+        "assessment": "" if score is None else assessment(score, threshold),
         "frames": item["frames"],
         "fps": None if item["fps"] is None else round(float(item["fps"]), 3),
         "error": item["error"] or "",

@@ -248,9 +248,11 @@ class Trainer:
             if uri.startswith(("sqlite:", "file:")) or "://" not in uri
             else None
         )
+        parent = {"mlflow.parentRunId": config.parent_run_id} if config.parent_run_id else None
         with start_run(loggable_config(config) | starting_point_params(self.start),
                        tracking_uri=uri, experiment=config.experiment,
-                       run_name=self.run_name, artifact_location=artifacts) as run_log:
+                       run_name=self.run_name, artifact_location=artifacts,
+                       tags=parent) as run_log:
             return self._fit(run_log)
 
     def preflight(self) -> None:
@@ -297,8 +299,13 @@ class Trainer:
         if self._stop.is_set():
             raise _StoppedEarly
         try:
-            split = split_training_data(records, self.config.split, self.config.seed)
-        except DataError as exc:
+            if self.config.split_csv:  # a given split, e.g. a cross-validation fold
+                from echoquality_core.data import load_split
+
+                split = load_split(self._project_path(self.config.split_csv), records)
+            else:
+                split = split_training_data(records, self.config.split, self.config.seed)
+        except (DataError, ValueError) as exc:
             raise _Abort("data", str(exc)) from exc
         return _Data(records, split, failures)
 

@@ -14,7 +14,8 @@ from echoquality_core.preprocess import PreprocessParams
 
 LOSSES = ("bce", "focal")
 SCHEDULERS = ("plateau", "cosine_restarts", "none")
-PATH_FIELDS = ("annotations_csv", "videos_dir", "model_weights", "save_dir", "cache_dir")
+PATH_FIELDS = ("annotations_csv", "videos_dir", "model_weights", "save_dir", "cache_dir",
+               "split_csv")
 
 
 @dataclass
@@ -55,6 +56,7 @@ class TrainConfig:
     synthetic_pairs: bool = False  # degraded copies of good training clips, labelled 0
     n_frames: int = 16
     stride: int = 2
+    size: int = 112  # model input height/width (EchoPrime: 112)
     mask: str = "sector"
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     num_workers: int = 0
@@ -64,11 +66,13 @@ class TrainConfig:
     threshold: str | float = "youden"
     log_mlflow_model: bool = True
     run_name: str | None = None
+    split_csv: str | None = None  # a given split (video_path, split); clips not in it are unused
+    parent_run_id: str | None = None  # MLflow run this one is nested under (cross-validation)
 
     def __post_init__(self) -> None:
         self.split = tuple(float(f) for f in self.split)  # TOML gives a list
         problems = []
-        for name in ("batch_size", "epochs", "grad_accum_steps", "n_frames", "stride",
+        for name in ("batch_size", "epochs", "grad_accum_steps", "n_frames", "stride", "size",
                      "cosine_t0", "cosine_t_mult"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be at least 1")
@@ -95,7 +99,8 @@ class TrainConfig:
     @property
     def preprocess(self) -> PreprocessParams:
         """Preprocessing settings of this run."""
-        return PreprocessParams(n_frames=self.n_frames, stride=self.stride, mask=self.mask)
+        return PreprocessParams(n_frames=self.n_frames, stride=self.stride, size=self.size,
+                                mask=self.mask)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the settings (JSON/TOML/MLflow friendly)."""

@@ -56,14 +56,22 @@ def _exit_soon() -> None:
 
 
 def _child(settings: dict[str, Any], events: Any, request: Any, parent: int) -> None:
-    """The child process: build the config, train, send every event (the last is TrainEnd)."""
+    """The child process: build the config, train (or cross-validate, with ``crossval_folds``
+    in the settings), send every event (the last is a TrainEnd or CrossValEnd)."""
     if _orphaned(parent):
         os._exit(3)
     try:
         from echoquality_core.train import TrainConfig, Trainer
 
+        settings = dict(settings)
+        folds = settings.pop("crossval_folds", None)  # the Train tab's "Cross-validate" mode
         config = TrainConfig(**settings)
-        trainer = Trainer(config, events.put)
+        if folds:
+            from echoquality_core.crossval import CrossValidator
+
+            trainer = CrossValidator(config, int(folds), callback=events.put)
+        else:
+            trainer = Trainer(config, events.put)
     except (ValueError, TypeError, RuntimeError, OSError) as exc:
         error = TrainError("settings", str(exc))
         events.put(error)

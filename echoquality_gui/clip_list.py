@@ -156,7 +156,7 @@ class ClipTableModel(QAbstractTableModel):
     def _score_tip(self, score: float) -> str:
         threshold = self.session.threshold
         verdict = "good" if called_good(score, threshold) else "poor"
-        return (f"Model score {score:.3f}: {assessment(score)}; {verdict} at threshold "
+        return (f"Model score {score:.3f}: {assessment(score, threshold)}; {verdict} at threshold "
                 f"{threshold:.2f}")
 
     def _sort_key(self, info: ClipInfo, col: str):

@@ -266,8 +266,8 @@ class LabelPanel(QWidget):
         if shown:
             verdict = "good" if called_good(score, session.threshold) else "poor"
             self.model_score.setText(
-                f"Model: {score:.2f} · {assessment(score)} · {verdict} at threshold "
-                f"{session.threshold:.2f}")
+                f"Model: {score:.2f} · {assessment(score, session.threshold)} · {verdict} at "
+                f"threshold {session.threshold:.2f}")
 
     def mark_unreadable(self, reason: str) -> None:
         """The player could not decode the clip: show why and pre-select the 'unreadable' tag."""

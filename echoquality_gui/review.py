@@ -9,6 +9,7 @@ reviewed with the issue tag ``reviewed`` in the labels CSV.
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QSplitter,
+    QTabWidget,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -48,19 +50,24 @@ from echoquality_gui.keybinds import FIVE_POINT, keybind
 from echoquality_gui.labeling import ask_rater
 from echoquality_gui.model_vs_raters import ModelVsRaters
 from echoquality_gui.player import CinePlayer
+from echoquality_gui.label_issues_panel import LabelIssuesPanel
+from echoquality_gui.review_hooks import save_panel_threshold, show_scope_panels
+from echoquality_gui.review_scope import ReviewScope
 from echoquality_gui.session import Session
 from echoquality_gui.widgets import section_title
+from echoquality_gui.threshold_panel import ThresholdPanel
 
 METRICS = (("accuracy", "Accuracy"), ("precision", "Precision"), ("recall", "Recall"),
            ("f1", "F1"), ("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"),
            ("brier", "Brier"), ("threshold", "Threshold"), ("n", "Clips"))
 
 
-def collect_review(session: Session) -> ReviewSet | None:
-    """What the Review tab shows for the session's model: the run's test split when the model
-    came from a training run, else the model's scores on the labelled clips."""
+def collect_review(session: Session, oof: Path | None = None) -> ReviewSet | None:
+    """What the Review tab shows: with ``oof`` (a cross-validation's out-of-fold table) all
+    labelled clips with their out-of-fold scores; else, for the session's model, the run's test
+    split when the model came from a training run, else its scores on the labelled clips."""
     project, run_dir = session.project, session.run_dir
-    if project is None or session.model_path is None:
+    if project is None or (session.model_path is None and oof is None):
         return None
 
     def rel(path: str) -> str | None:
@@ -68,6 +75,17 @@ def collect_review(session: Session) -> ReviewSet | None:
             return project.store.relative(path)
         except LabelError:
             return None
+
+    if oof is not None:
+        from echoquality_gui.review_scope import oof_scored
+
+        scored, groups = oof_scored(oof, rel)
+        threshold = session.threshold if session.model_path is not None else _oof_threshold(oof)
+        source = (f"All {len(scored)} labelled clips · out-of-fold scores of cross-validation "
+                  f"{oof.parent.name} (each scored by a model that never trained on it)")
+        rs = build_review(scored, threshold, source, {r: project.label(r) for r in scored})
+        rs.groups = groups
+        return rs
 
     if run_dir is not None and RunFolder(run_dir).predictions.is_file():
         recorded, threshold = read_run_predictions(Path(run_dir))
@@ -83,6 +101,14 @@ def collect_review(session: Session) -> ReviewSet | None:
                   "clips (no training run: these may include clips it was trained on)")
     labels = {r: project.label(r) for r in scored}
     return build_review(scored, threshold, source, labels)
+
+
+def _oof_threshold(oof: Path) -> float:
+    """The cross-validation's threshold (median of its folds'), else 0.5."""
+    try:
+        return float(json.loads((oof.parent / "summary.json").read_text())["threshold"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.5
 
 
 # --- the tab -----------------------------------------------------------------------------------
@@ -104,6 +130,8 @@ class ReviewTab(QWidget):
     def __init__(self, session: Session, parent: QWidget | None = None):
         super().__init__(parent)
         self.session = session
+        self.scope = ReviewScope()
+        self.scope.changed.connect(self.refresh)
         self.review_set: ReviewSet | None = None
         self.rel: str | None = None  # the clip in the player
         self.heat_map: ClipHeatMap | None = None
@@ -203,11 +231,11 @@ class ReviewTab(QWidget):
         column = QVBoxLayout(left)
         column.setContentsMargins(6, 4, 6, 4)
         column.addWidget(section_title("Model quality"))
+        column.addWidget(self.scope)
         column.addWidget(self.source)
         column.addLayout(metrics)
         column.addWidget(charts_box)
-        column.addLayout(list_bar)
-        column.addWidget(self.table, 1)
+        column.addWidget(self._build_lists(list_bar), 1)
         self.model_vs_raters = ModelVsRaters(self.session)
         column.addWidget(self.model_vs_raters)
 
@@ -250,6 +278,26 @@ class ReviewTab(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(splitter)
 
+    def _build_lists(self, list_bar: QHBoxLayout) -> QTabWidget:
+        """Tabs: the disagreements, the threshold panel, the possible label errors."""
+        disagreements = QWidget()
+        page = QVBoxLayout(disagreements)
+        page.setContentsMargins(0, 4, 0, 0)
+        page.addLayout(list_bar)
+        page.addWidget(self.table, 1)
+        self.threshold_panel = ThresholdPanel()
+        self.threshold_panel.open_clip.connect(self.show_clip)
+        self.threshold_panel.save_requested.connect(self.save_threshold)
+        self.label_issues = LabelIssuesPanel()
+        self.label_issues.open_clip.connect(self.show_clip)
+        self.label_issues.keep.connect(lambda rel: self._resolve(rel, flip=False))
+        self.label_issues.flip.connect(lambda rel: self._resolve(rel, flip=True))
+        self.lists = QTabWidget()
+        self.lists.addTab(disagreements, "Disagreements")
+        self.lists.addTab(self.threshold_panel, "Threshold && calibration")
+        self.lists.addTab(self.label_issues, "Possible label errors")
+        return self.lists
+
     def _build_score_buttons(self, scale: str) -> None:
         for button in self._score_buttons:
             button.hide()  # gone now, not only when the event loop deletes it
@@ -274,8 +322,11 @@ class ReviewTab(QWidget):
     def refresh(self) -> None:
         """Recompute from the session's model, run and labels (after any of them changed)."""
         blind = self.session.blind  # several raters label blind: no model score anywhere
-        self.review_set = None if blind else collect_review(self.session)
+        project = self.session.project
+        self.scope.update_entries(project.root if project else None)
+        self.review_set = None if blind else collect_review(self.session, self.scope.oof_csv())
         rs = self.review_set
+        show_scope_panels(self, rs)
         if blind:
             self.source.setText("Blind mode is on: the model's scores are hidden "
                                 "(Rater ▸ Blind mode).")
@@ -484,6 +535,21 @@ class ReviewTab(QWidget):
             return False
         return self._write(None)
 
+    def _resolve(self, rel: str, *, flip: bool) -> bool:
+        """Label-noise queue: keep (confirm) or flip the label of ``rel``, marked reviewed."""
+        clip = self._clip(rel)
+        if clip is None:
+            return False
+        if self.rel != rel:
+            self.show_clip(rel)
+        if flip:
+            return self.relabel(0.0 if clip.labelled_good else 1.0)
+        return self.confirm()
+
+    def save_threshold(self) -> None:
+        """Save the threshold panel's choice into the model (in a thread) and rescore."""
+        save_panel_threshold(self)
+
     # --- life cycle ------------------------------------------------------------------------
     def showEvent(self, event) -> None:
         super().showEvent(event)
@@ -497,6 +563,8 @@ class ReviewTab(QWidget):
 
     def shutdown(self) -> None:
         """Stop the GradCAM thread and the player (before the widget is destroyed)."""
+        self.threshold_panel.wait_for_ci()
+        self.label_issues.wait()
         self.worker.stop()
         self.model_vs_raters.shutdown()
         self.player.shutdown()

@@ -104,7 +104,8 @@ class ScoreWorker(QThread):
         try:
             table = score_clips(clips, net, out_csv=self.out_csv, threshold=threshold,
                                 batch_size=BATCH_SIZE, params=params_from_info(info),
-                                cache_dir=self.cache_dir, progress=self._progress)
+                                cache_dir=self.cache_dir, progress=self._progress,
+                                calibration=info.get("calibration"))
         except _Cancelled:
             self.cancelled.emit(self.id)
             return

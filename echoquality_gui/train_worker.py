@@ -10,7 +10,15 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError
+from echoquality_core.events import (
+    BatchEnd,
+    CrossValEnd,
+    EpochEnd,
+    FoldStart,
+    Progress,
+    TrainEnd,
+    TrainError,
+)
 from echoquality_core.train_process import TrainProcess, cpu_threads
 
 
@@ -38,14 +46,16 @@ class TrainWorker(QThread):
     batch_end = Signal(object)  # BatchEnd
     epoch_end = Signal(object)  # EpochEnd
     error = Signal(object)  # TrainError (fatal or a warning)
-    ended = Signal(object)  # TrainEnd, always the last signal
+    ended = Signal(object)  # TrainEnd (CrossValEnd for a cross-validation), always the last
+    fold_start = Signal(object)  # FoldStart (cross-validation)
 
     def __init__(self, settings: dict[str, Any], parent: QObject | None = None):
         super().__init__(parent)
         self.settings = dict(settings)
         self.run_process = TrainProcess(self.settings)
         self._signals = {Progress: self.progress, BatchEnd: self.batch_end,
-                         EpochEnd: self.epoch_end, TrainError: self.error, TrainEnd: self.ended}
+                         EpochEnd: self.epoch_end, TrainError: self.error, TrainEnd: self.ended,
+                         CrossValEnd: self.ended, FoldStart: self.fold_start}
 
     def stop(self) -> None:
         """Finish now, keeping and testing the best model so far."""

@@ -24,12 +24,22 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError, summarize
+from echoquality_core.events import (
+    BatchEnd,
+    CrossValEnd,
+    EpochEnd,
+    FoldStart,
+    Progress,
+    TrainEnd,
+    TrainError,
+    summarize,
+)
 from echoquality_core.project import Project
 from echoquality_gui import settings as app_settings
 from echoquality_gui import theme
 from echoquality_gui.raters_menu import PolicyLabel
 from echoquality_gui.session import Session
+from echoquality_gui.crossval_mode import CrossValMode, crossval_summary, fold_text
 from echoquality_gui.train_form import TrainForm
 from echoquality_gui.train_plots import TrainPlots
 from echoquality_gui.train_worker import TrainWorker, describe_device
@@ -107,6 +117,7 @@ class TrainPanel(QWidget):
         self.train_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
         self.cancel_button.clicked.connect(self.cancel)
+        self.crossval_mode = CrossValMode()
         buttons = QHBoxLayout()
         for button in (self.train_button, self.stop_button, self.cancel_button):
             buttons.addWidget(button)
@@ -131,6 +142,7 @@ class TrainPanel(QWidget):
         left.addWidget(self.data_label)
         left.addWidget(PolicyLabel(session))
         left.addSpacing(4)
+        left.addWidget(self.crossval_mode)
         left.addLayout(buttons)
         left.addWidget(self.progress)
         left.addWidget(self.stage)
@@ -217,7 +229,7 @@ class TrainPanel(QWidget):
         if project is None:
             raise ValueError("Open a project first")
         return {**self.form.values(), "annotations_csv": str(project.csv_path),
-                "videos_dir": str(project.root), **self.extra}
+                "videos_dir": str(project.root), **self.crossval_mode.values(), **self.extra}
 
     @property
     def running(self) -> bool:
@@ -225,6 +237,7 @@ class TrainPanel(QWidget):
 
     def _set_running(self, running: bool) -> None:
         self.form.setEnabled(not running)
+        self.crossval_mode.setEnabled(not running)
         self.train_button.setEnabled(not running and self.session.project is not None)
         self.stop_button.setEnabled(running)
         self.cancel_button.setEnabled(running)
@@ -255,6 +268,8 @@ class TrainPanel(QWidget):
         worker.epoch_end.connect(self._on_epoch)
         worker.error.connect(self._on_error)
         worker.ended.connect(self._on_end)
+        worker.fold_start.connect(self._on_fold)
+        self._fold = ""
         self.worker = worker
         self._set_running(True)
         self._set_stage("Starting (loading the training code)…", busy=True)
@@ -369,9 +384,17 @@ class TrainPanel(QWidget):
             return  # "Stopping…" / "Cancelling…" stays up
         done = (event.epoch - 1 + event.step / max(event.n_steps, 1)) / self._epochs
         eta = (now - self._first_batch_at) * (1 - done) / done if done > 0 else 0.0
-        self._set_stage(f"Epoch {event.epoch}/{self._epochs} · batch {event.step}/"
+        self._set_stage(f"{self._fold}Epoch {event.epoch}/{self._epochs} · batch {event.step}/"
                         f"{event.n_steps} · loss {event.loss:.3f} · about {_duration(eta)} left",
                         done)
+
+    def _on_fold(self, event: FoldStart) -> None:
+        self._fold = fold_text(event) + " · "
+        self._first_batch_at = None
+        self.plots.clear(self._epochs)
+        self._log(f"{fold_text(event)}: training on {event.sizes.get('train')} clips, "
+                  f"validating on {event.sizes.get('val')}, scoring the "
+                  f"{event.sizes.get('test')} held-out clips")
 
     def _on_epoch(self, event: EpochEnd) -> None:
         self._redraw_timer.stop()
@@ -404,6 +427,11 @@ class TrainPanel(QWidget):
         self.last_end = end
         self.state = RunState.IDLE
         self._set_running(False)
+        if isinstance(end, CrossValEnd):
+            self._set_stage(crossval_summary(end).splitlines()[0], 1.0)
+            self.summary.setPlainText(crossval_summary(end))
+            self.ended.emit(end)
+            return
         self._set_stage(self._outcome(end), 1.0)
         self.summary.setPlainText(self._summary(end).replace(f"{self._project_root}{os.sep}", ""))
         if (not self._closing and end.error is None and end.best_checkpoint is not None

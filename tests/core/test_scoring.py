@@ -91,7 +91,7 @@ def test_scoring_a_folder_gives_a_row_per_clip_and_an_error_row_for_a_corrupt_on
     assert (good["error"] == "").all()
     assert good["score"].between(0, 1).all()
     assert (good["pass"] == (good["score"] >= 0.42)).all()
-    assert list(good["assessment"]) == [assessment(s) for s in good["score"]]
+    assert list(good["assessment"]) == [assessment(s, 0.42) for s in good["score"]]
     first = pydicom.dcmread(clips[0], stop_before_pixels=True)
     assert (good["frames"] == first.get("NumberOfFrames")).all()
     assert (good["fps"] > 0).all()
@@ -235,7 +235,7 @@ def test_a_gradcam_strip_that_cannot_be_written_keeps_every_score(
 
     assert result.attrs["scored"] == 3 and result.attrs["failed"] == 0
     assert result["score"].between(0, 1).all() and not result["pass"].any()
-    assert list(result["assessment"]) == [assessment(s) for s in result["score"]]
+    assert list(result["assessment"]) == [assessment(s, 1.0) for s in result["score"]]
     assert result["error"].str.startswith("gradcam failed: ").all()
     assert out.read_text(encoding="utf-8").splitlines()[0] == ",".join(COLUMNS)
     assert caplog.text.count("GradCAM strip for") == 3
