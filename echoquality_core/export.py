@@ -31,6 +31,7 @@ from echoquality_core.checkpoint import (
     INFO_FILE,
     TORCHSCRIPT_FILE,
     is_export,
+    is_torchscript,
     jit_load,
     load_exported,
     load_scoring_model,
@@ -73,8 +74,9 @@ def export_model(
     if isinstance(checkpoint_or_model, torch.jit.ScriptModule):
         raise TypeError("this is already a TorchScript model; export the checkpoint instead")
     if not isinstance(checkpoint_or_model, torch.nn.Module) and is_export(checkpoint_or_model):
+        kind = ("a TorchScript export" if is_torchscript(checkpoint_or_model) else "an export")
         raise WeightsError(Path(checkpoint_or_model),
-                           "already an export; export the checkpoint instead")
+                           f"already {kind}; export the checkpoint instead")
     model, source_info = load_scoring_model(checkpoint_or_model)
     params = params_from_info(source_info)
     if int(example_frames) < 1:
