@@ -444,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_demo, _add_train, _add_evaluate, _add_score, _add_gradcam, _add_export,
                 _add_gui):
         add(sub)
+    from echoquality_core import cli_pacs
+
+    cli_pacs.add_parsers(sub)
     return parser
 
 

@@ -10,6 +10,8 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+from pacs_fixtures import orthanc, pacs_env, pacs_files, tiny_checkpoint  # noqa: E402,F401
+
 ARTIFACTS = Path(__file__).parent / "artifacts"
 RATER = "Test Rater"
 
