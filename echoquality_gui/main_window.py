@@ -22,6 +22,7 @@ from echoquality_gui.clip_list import ClipListPanel
 from echoquality_gui.keybinds import FIVE_POINT, ISSUE_KEYS, KEYBINDS
 from echoquality_gui.keys_dialog import KeysDialog
 from echoquality_gui.labeling import LabelPanel, ask_rater
+from echoquality_gui.pacs_dialog import show_pacs_dialog
 from echoquality_gui.player import CinePlayer
 from echoquality_gui.resources import icon
 from echoquality_gui.review import ReviewTab
@@ -136,6 +137,7 @@ class MainWindow(QMainWindow):
         file_menu = bar.addMenu("&File")
         file_menu.addAction(self._rename(self.actions["open_folder"], "Open folder…"))
         file_menu.addAction("Open labels CSV…", self.choose_csv)
+        file_menu.addAction("Import from PACS…", lambda: show_pacs_dialog(self))
         file_menu.addSeparator()
         file_menu.addAction("Load model…", lambda: choose_model(self, self.session))
         file_menu.addAction("Score a folder…", self.score_folder)
