@@ -73,6 +73,7 @@ def test_import_gets_exactly_the_us_clips_with_identical_pixel_data(
         original, copy = pydicom.dcmread(f.path), pydicom.dcmread(got[f.sop_uid])
         assert copy.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
         assert copy.PixelData == original.PixelData  # byte-identical, not transcoded
+        assert got[f.sop_uid].read_bytes() == f.path.read_bytes()  # the whole file, as stored
     for path in got.values():  # one folder per study, names from hashed UIDs
         assert len(path.stem) == 16 and len(path.parent.name) == 16
     assert f"Imported {len(expected)} clip(s)" in out
@@ -104,8 +105,7 @@ def test_an_import_killed_midway_resumes_without_downloading_again(
     n_expected = sum(f.expected for f in pacs_files)
     conn = PacsConnection(orthanc.url)
     again = import_studies(conn, search_studies(conn, since="2024-02-01"), project)
-    assert sorted(again.skipped) == sorted(p for p in before if p in again.skipped)
-    assert len(again.skipped) >= len(before) - 0 and not again.failed
+    assert not again.failed
     assert len(again.skipped) + len(again.downloaded) == n_expected
     for path, stamp in before.items():  # not downloaded again
         assert path in again.skipped

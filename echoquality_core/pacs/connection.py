@@ -130,17 +130,19 @@ class PacsConnection:
         self._local = threading.local()
 
     def session(self) -> requests.Session:
-        """A new requests session carrying the credentials."""
-        session = requests.Session()
-        creds = self.credentials
-        if creds.token:
-            session.headers["Authorization"] = f"Bearer {creds.token}"
-        elif creds.user:
-            session.auth = (creds.user, creds.password or "")
+        """This thread's requests session, carrying the credentials."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            creds = self.credentials
+            if creds.token:
+                session.headers["Authorization"] = f"Bearer {creds.token}"
+            elif creds.user:
+                session.auth = (creds.user, creds.password or "")
         return session
 
     def client(self):
-        """This thread's ``dicomweb_client.DICOMwebClient`` (one HTTP session per thread)."""
+        """This thread's ``dicomweb_client.DICOMwebClient`` (on this thread's session)."""
         client = getattr(self._local, "client", None)
         if client is None:
             from dicomweb_client import DICOMwebClient

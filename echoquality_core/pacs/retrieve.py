@@ -1,4 +1,4 @@
-"""WADO-RS import of clips into a project folder: one folder per study, file names from hashed
+"""WADO-RS import of clips into a project folder (files byte for byte as the PACS stores them): one folder per study, file names from hashed
 UIDs (``<project>/pacs/<study key>/<instance key>.dcm``), bounded parallel downloads, progress,
 cancel, resume (a clip already on disk with the same SOPInstanceUID is not downloaded again) and
 one clear error per instance that fails. Files are written atomically: an interrupted download
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import logging
 import os
 import threading
@@ -16,6 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import pydicom
+import requests
 
 from echoquality_core.atomic import atomic_write
 from echoquality_core.pacs.connection import PacsAuthError, PacsConnection, PacsError
@@ -26,7 +28,8 @@ log = logging.getLogger(__name__)
 PACS_FOLDER = "pacs"
 SALT_ENV = "ECHOQUALITY_SALT"
 _DEFAULT_SALT = "echoquality-pacs"
-ANY_TRANSFER_SYNTAX = (("application/dicom", "*"),)  # the stored file as it is, not transcoded
+# the stored file as it is, not transcoded
+ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 ProgressFn = Callable[[int, int, str], None]  # done, total, clip file name
 
@@ -70,18 +73,45 @@ class ImportResult:
         return self.skipped + self.downloaded
 
 
+def instance_url(conn: PacsConnection, ref: InstanceRef) -> str:
+    """The WADO-RS URL of one instance."""
+    return (f"{conn.url}/studies/{ref.study_uid}/series/{ref.series_uid}"
+            f"/instances/{ref.sop_uid}")
+
+
+def _part(response: requests.Response) -> memoryview:
+    """The single DICOM part of a WADO-RS answer (multipart/related, or a bare file)."""
+    body = memoryview(response.content)
+    media_type, *params = [p.strip() for p in response.headers.get("Content-Type", "").split(";")]
+    if media_type.lower() != "multipart/related":
+        return body
+    boundary = next((p.partition("=")[2].strip('"') for p in params
+                     if p.lower().startswith("boundary=")), "")
+    data = response.content
+    marker = b"--" + boundary.encode()
+    start = data.find(b"\r\n\r\n", data.find(marker)) + 4
+    end = data.find(b"\r\n" + marker, start)
+    if not boundary or start < 4 or end < 0:
+        raise ValueError("the PACS sent a malformed multipart answer")
+    return body[start:end]
+
+
 def download(conn: PacsConnection, ref: InstanceRef, path: Path) -> int:
-    """Retrieve one instance in its stored transfer syntax and write it atomically; its size."""
+    """Retrieve one instance as stored (any transfer syntax, no transcoding) and write the
+    file byte for byte, atomically; its size."""
     with conn.errors(f"{path.name}: retrieving"):
-        ds = conn.client().retrieve_instance(ref.study_uid, ref.series_uid, ref.sop_uid,
-                                             media_types=ANY_TRANSFER_SYNTAX)
-    if str(ds.get("SOPInstanceUID", "")) != ref.sop_uid:
+        response = conn.session().get(instance_url(conn, ref), headers={"Accept": ACCEPT},
+                                      timeout=conn.timeout)
+        response.raise_for_status()
+    part = _part(response)
+    header = pydicom.dcmread(io.BytesIO(part), stop_before_pixels=True,
+                             specific_tags=["SOPInstanceUID"])
+    if str(header.get("SOPInstanceUID", "")) != ref.sop_uid:
         raise PacsError(f"{path.name}: the PACS sent another instance than the one asked for")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as fh:
-        ds.save_as(fh, enforce_file_format=True)
-        size = fh.tell()
-    return size
+        fh.write(part)
+    return len(part)
 
 
 def _remove_stale_temporaries(folders: set[Path]) -> None:
