@@ -10,7 +10,8 @@ import warnings
 import torch
 from _timing import median_seconds
 
-from echoquality_core.gradcam import clip_frame_map, gradcam, maps_to_clip
+from echoquality_core.gradcam import gradcam
+from echoquality_core.heatmap import clip_frame_map, maps_to_clip
 from echoquality_core.model import build_model
 from echoquality_core.preprocess import PreprocessParams
 

@@ -1,4 +1,5 @@
-"""The `echoquality` command: demo, train, evaluate, score, gradcam, export, gui.
+"""The `echoquality` command: demo, train, evaluate, score, gradcam, export (the desktop app is
+`echoquality-gui`; the core never imports the GUI).
 
 Each subcommand is a pair `_add_<name>(subparsers)` / `_run_<name>(args)`; heavy imports happen
 inside `_run_*` so `echoquality --help` stays fast.
@@ -35,18 +36,6 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(f"Demo project written to {args.path.resolve()}")
     print(f"Labels CSV: {csv_path.resolve()}")
     return 0
-
-
-def _add_gui(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("gui", help="open the desktop app")
-    p.add_argument("project", nargs="?", type=Path, help="dataset folder to open")
-    p.set_defaults(run=_run_gui)
-
-
-def _run_gui(args: argparse.Namespace) -> int:
-    from echoquality_gui.app import main as gui_main
-
-    return gui_main([str(args.project)] if args.project else [])
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -108,9 +97,10 @@ def _run_train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainError
+    from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainError, summarize
     from echoquality_core.tracking import mlflow_ui_command
-    from echoquality_core.train import TrainConfig, Trainer, summarize
+    from echoquality_core.train import Trainer
+    from echoquality_core.train_config import TrainConfig
 
     options = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
     paths = {"annotations_csv": args.csv, "videos_dir": args.videos,
@@ -269,24 +259,31 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     import math
     import tempfile
 
+    from echoquality_core.atomic import atomic_write
+    from echoquality_core.evaluate import evaluate_labels, save_evaluation_plots
     from echoquality_core.labels import LabelError
+    from echoquality_core.tracking import default_tracking_uri, download_checkpoint
 
     if not args.csv.is_file():
         return _fail("evaluate", f"labels CSV not found: {args.csv}")
     with tempfile.TemporaryDirectory(prefix="echoquality-eval-") as tmp:
         try:
-            model = args.model if args.model else _run_checkpoint(args, Path(tmp))
-            metrics, table = _evaluate_labels(args, model)
+            uri = args.tracking_uri or default_tracking_uri(args.csv.resolve().parent)
+            model = args.model or download_checkpoint(args.run_id, uri, tmp)
+            metrics, table = evaluate_labels(
+                args.csv, model, videos_dir=args.videos, threshold=args.threshold,
+                device=args.device, batch_size=args.batch_size, num_workers=args.workers,
+                cache_dir=args.cache)
         except (OSError, ValueError, LabelError) as exc:
             return _fail("evaluate", exc)
-    from echoquality_core.evaluate import save_evaluation_plots
-
     args.out.mkdir(parents=True, exist_ok=True)
     plots = save_evaluation_plots(metrics, args.out)
-    table.to_csv(args.out / "predictions.csv", index=False)
+    with atomic_write(args.out / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
+        table.to_csv(fh, index=False)
     summary = {k: None if isinstance(v, float) and math.isnan(v) else v  # NaN is not JSON
                for k, v in metrics.items() if k != "records"}
-    (args.out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    with atomic_write(args.out / "metrics.json", "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(summary, indent=2) + "\n")
 
     failed = int((table["error"] != "").sum())
     print(f"Evaluated {metrics['n']} labelled clip(s)"
@@ -304,59 +301,6 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_checkpoint(args: argparse.Namespace, folder: Path) -> Path:
-    """Download the best checkpoint of MLflow run ``args.run_id`` (checkpoints/best.pt)."""
-    import os
-
-    from echoquality_core.tracking import default_tracking_uri, quiet_mlflow
-
-    quiet_mlflow()
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    uri = args.tracking_uri or default_tracking_uri(args.csv.resolve().parent)
-    try:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=args.run_id, artifact_path="checkpoints/best.pt", dst_path=str(folder),
-            tracking_uri=uri,
-        )
-    except (MlflowException, OSError) as exc:
-        raise ValueError(f"no best checkpoint for MLflow run {args.run_id!r} in {uri} "
-                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-                         ) from exc
-    return Path(local)
-
-
-def _evaluate_labels(args: argparse.Namespace, model: Path):
-    """(metrics with records, predictions table) of ``model`` on the labelled clips."""
-    from echoquality_core.evaluate import metrics_from_scores
-    from echoquality_core.labels import LabelStore
-    from echoquality_core.scoring import ClipInput, score_clips
-
-    store = LabelStore(args.csv, root=args.videos)
-    names = store.paths()
-    if not names:
-        raise ValueError(f"{args.csv.name}: no labelled clips")
-    labels = {name: float(store.get(name).quality_score) for name in names}
-    clips = [ClipInput(store.resolve(name), name) for name in names]
-    table = score_clips(clips, model, threshold=args.threshold, device=args.device,
-                        batch_size=args.batch_size, num_workers=args.workers,
-                        cache_dir=args.cache)
-    table.insert(1, "label", [labels[name] for name in table["video_path"]])
-    ok = table[table["error"] == ""]
-    if ok.empty:
-        raise ValueError(f"none of the {len(table)} labelled clips could be read; first error: "
-                         f"{table['error'].iloc[0]}")
-    threshold = table.attrs["threshold"]
-    metrics = metrics_from_scores(ok["label"].to_numpy(), ok["score"].to_numpy(), threshold)
-    metrics["records"] = [
-        {"path": p, "label": float(y), "score": float(s), "predicted": int(s >= threshold)}
-        for p, y, s in zip(ok["video_path"], ok["label"], ok["score"], strict=True)
-    ]
-    return metrics, table
-
-
 def _add_gradcam(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gradcam", help="GradCAM heat-map strip of one clip")
     p.add_argument("clip", type=Path, help="DICOM clip")
@@ -370,37 +314,25 @@ def _add_gradcam(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_gradcam(args: argparse.Namespace) -> int:
-    import torch
-
-    from echoquality_core.dicom import DicomReadError, read_clip
-    from echoquality_core.gradcam import visualize_gradcam
-    from echoquality_core.model import WeightsError, resolve_device
-    from echoquality_core.preprocess import preprocess_clip
-    from echoquality_core.scoring import (
-        assessment,
-        load_scoring_model,
-        params_from_info,
-        score_arrays,
-    )
+    from echoquality_core.checkpoint import load_scoring_model, params_from_info, require_checkpoint
+    from echoquality_core.data import ClipLoadError
+    from echoquality_core.dicom import DicomReadError
+    from echoquality_core.gradcam import explain_clip, save_explanation
+    from echoquality_core.model import resolve_device
+    from echoquality_core.scoring import assessment
 
     try:
         if not args.clip.is_file():
             raise FileNotFoundError(f"clip not found: {args.clip}")
         net, info = load_scoring_model(args.model)
-        if isinstance(net, torch.jit.ScriptModule):
-            raise WeightsError(args.model, "GradCAM needs the model's checkpoint, not a "
-                               "TorchScript export (it has no layers to look into)")
-        params = params_from_info(info)
-        clip = read_clip(args.clip)
-        regions = clip.regions if params.mask == "region" else None
-        video = torch.from_numpy(preprocess_clip(clip.frames, params, regions))
-        device = resolve_device(args.device)
-        score = float(score_arrays(net, video[None], device)[0])
+        require_checkpoint(net, args.model)
+        net.to(resolve_device(args.device))
+        result = explain_clip(net, args.clip, params_from_info(info), args.explain, args.layer)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        visualize_gradcam(net, video, args.layer, args.out, explain=args.explain)
-    except (OSError, ValueError, DicomReadError) as exc:
+        save_explanation(result, args.out)
+    except (OSError, ValueError, DicomReadError, ClipLoadError) as exc:
         return _fail("gradcam", exc)
-    print(f"{args.clip.name}: score {score:.3f} ({assessment(score)})")
+    print(f"{args.clip.name}: score {result.score:.3f} ({assessment(result.score)})")
     print(f"GradCAM ({args.layer}, explains '{args.explain}'): {args.out.resolve()}")
     return 0
 
@@ -416,7 +348,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from echoquality_core.export import FORMATS, INFO_FILE, export_model
+    from echoquality_core.checkpoint import INFO_FILE
+    from echoquality_core.export import FORMATS, export_model
 
     try:
         info = export_model(args.model, args.out, example_frames=args.frames,
@@ -441,8 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_train, _add_evaluate, _add_score, _add_gradcam, _add_export,
-                _add_gui):
+    for add in (_add_demo, _add_train, _add_evaluate, _add_score, _add_gradcam, _add_export):
         add(sub)
     from echoquality_core import cli_pacs
 

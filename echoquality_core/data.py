@@ -23,41 +23,35 @@ import torch
 from torch.utils.data import Dataset
 
 from echoquality_core.atomic import atomic_write
-from echoquality_core.dicom import DicomReadError, read_clip
+from echoquality_core.digest import file_digest
+from echoquality_core.dicom import Clip, DicomReadError, read_clip
+from echoquality_core.labels import LabelError, LabelStore
 from echoquality_core.preprocess import PreprocessParams, model_frames, normalize
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+MIN_CLIPS = 4  # fewest usable labelled clips a training run accepts
 _DEFAULT_PARAMS = PreprocessParams()
-_CHUNK = 1 << 20
 
 
 class ClipLoadError(RuntimeError):
     """A clip could be read as DICOM but not turned into model frames (message names the file)."""
 
 
-def file_sha1(path: str | os.PathLike) -> str:
-    """SHA-1 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def load_model_frames(path: str | os.PathLike, params: PreprocessParams) -> np.ndarray:
-    """Decode a DICOM clip and return its uint8 (T,S,S,3) model frames.
+def clip_model_frames(clip: str | os.PathLike | Clip, params: PreprocessParams) -> np.ndarray:
+    """A clip (a path, or a Clip already opened) as its uint8 (T,S,S,3) model frames: the one
+    recipe from DICOM to what the model sees (normalise with ``preprocess.normalize``).
 
     Raises DicomReadError for unreadable files and ClipLoadError when preprocessing fails.
     """
-    clip = read_clip(path)
-    frames = clip.frames
+    if not isinstance(clip, Clip):
+        clip = read_clip(clip)
     regions = clip.regions if params.mask == "region" else None
     try:
-        return model_frames(frames, params, regions)
+        return model_frames(clip.frames, params, regions)
     except (ValueError, TypeError) as exc:
-        raise ClipLoadError(f"{Path(path).name}: {exc}") from exc
+        raise ClipLoadError(f"{clip.path.name}: {exc}") from exc
 
 
 class ClipCache:
@@ -84,7 +78,7 @@ class ClipCache:
         known = self._hashes.get(key)
         if known is not None and known[:2] == (st.st_mtime_ns, st.st_size):
             return known[2]
-        sha = file_sha1(key)
+        sha = file_digest(key, "sha1")
         self._hashes[key] = (st.st_mtime_ns, st.st_size, sha)
         return sha
 
@@ -93,8 +87,9 @@ class ClipCache:
         name = hashlib.sha1(f"{self.file_hash(path)}|{self.params.key()}".encode()).hexdigest()
         return self.cache_dir / f"{name}.npy"
 
-    def get(self, path: str | os.PathLike) -> np.ndarray:
-        """uint8 (T,S,S,3) model frames of a clip, decoding and caching it on a miss."""
+    def get(self, path: str | os.PathLike, clip: Clip | None = None) -> np.ndarray:
+        """uint8 (T,S,S,3) model frames of a clip, decoding and caching it on a miss (from
+        ``clip``, the same file already opened, when given)."""
         try:
             entry = self.entry(path)
         except OSError as exc:
@@ -106,7 +101,7 @@ class ClipCache:
                 return frames
             except (OSError, ValueError) as exc:  # truncated or foreign file: rebuild it
                 log.warning("cache entry %s unreadable (%s); decoding again", entry.name, exc)
-        frames = load_model_frames(path, self.params)
+        frames = clip_model_frames(clip if clip is not None else path, self.params)
         self.misses += 1
         self._write(entry, frames)
         return frames
@@ -121,8 +116,8 @@ class EchoDataset(Dataset):
     """Labelled clips as (video float32 (3,T,S,S), label float32 scalar[, path str]).
 
     ``transform`` is applied to the normalised video tensor (e.g. EchoVideoAugmentation).
-    With ``cache_dir`` the model frames are cached on disk (see ClipCache); without it every
-    access decodes the DICOM.
+    With ``cache_dir`` (or a shared ``cache``) the model frames are cached on disk (see
+    ClipCache); without it every access decodes the DICOM.
     """
 
     def __init__(
@@ -133,6 +128,7 @@ class EchoDataset(Dataset):
         *,
         params: PreprocessParams = _DEFAULT_PARAMS,
         cache_dir: str | os.PathLike | None = None,
+        cache: ClipCache | None = None,
         return_path: bool = False,
     ):
         if len(paths) != len(labels):
@@ -142,7 +138,9 @@ class EchoDataset(Dataset):
         self.transform = transform
         self.params = params
         self.return_path = return_path
-        self.cache = ClipCache(cache_dir, params) if cache_dir is not None else None
+        if cache is None and cache_dir is not None:
+            cache = ClipCache(cache_dir, params)
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -152,7 +150,7 @@ class EchoDataset(Dataset):
         path = self.paths[index]
         if self.cache is not None:
             return self.cache.get(path)
-        return load_model_frames(path, self.params)
+        return clip_model_frames(path, self.params)
 
     def __getitem__(self, index: int):
         video = torch.from_numpy(normalize(self.frames(index)))
@@ -201,13 +199,15 @@ def prepare_clips(
     *,
     cache: ClipCache | None = None,
     should_stop: Callable[[], bool] | None = None,
+    headers: dict[str, dict] | None = None,
 ) -> tuple[list[str], list[tuple[str, str]]]:
     """Decode and cache every clip up front.
 
     Returns (paths that loaded, [(path, reason) for clips that did not]); the failures are
     meant to be reported and left out of the run. ``progress(done, total, path)`` is called
     after each clip; ``should_stop()`` returning True ends the loop early (the clips not
-    reached are in neither list).
+    reached are in neither list). ``headers``, when given, receives each loaded clip's
+    ``Clip.metadata`` (salted patient/study keys), from the one header read per clip.
     """
     cache = cache or ClipCache(cache_dir, params)
     ok: list[str] = []
@@ -218,7 +218,10 @@ def prepare_clips(
             break
         path = os.fspath(path)
         try:
-            cache.get(path)
+            clip = read_clip(path)
+            cache.get(path, clip)
+            if headers is not None:
+                headers[path] = clip.metadata
             ok.append(path)
         except (DicomReadError, ClipLoadError) as exc:
             failures.append((path, str(exc)))
@@ -228,6 +231,79 @@ def prepare_clips(
         if progress is not None:
             progress(done, total, path)
     return ok, failures
+
+
+class DataError(ValueError):
+    """The labelled clips cannot make a training run (the message says why)."""
+
+
+def find_clip(name: str, csv_dir: Path, videos_dir: Path | None) -> Path | None:
+    """Where a clip named in a labels CSV is: the absolute path; relative to the CSV's folder;
+    relative to ``videos_dir``; ``videos_dir``/file name. None when none of these is a file."""
+    p = Path(name).expanduser()
+    if p.is_absolute():
+        return p if p.is_file() else None
+    candidates = [csv_dir / p]
+    if videos_dir is not None:
+        candidates += [videos_dir / p, videos_dir / p.name]
+    return next((c.resolve() for c in candidates if c.is_file()), None)
+
+
+def prepare_training_data(
+    csv_path: Path,
+    videos_dir: Path | None,
+    cache: ClipCache,
+    progress: Callable[[int, int, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[list[dict], list[tuple[str, str]]]:
+    """The labelled clips of a CSV, decoded and cached: (records, failures).
+
+    A record is ``{"path": name in the CSV, "file", "label", "patient_key", "study_key"}``;
+    a failure ``(name, reason)`` for a clip not found or not readable (left out). Raises
+    DataError for an unreadable CSV or a score outside 0..1.
+    """
+    try:
+        store = LabelStore(csv_path)
+    except LabelError as exc:
+        raise DataError(f"{csv_path.name}: {exc}") from exc
+    rows, failures = [], []
+    for rel in store.paths():
+        score = float(store.get(rel).quality_score)
+        if not 0.0 <= score <= 1.0:
+            raise DataError(f"{rel}: quality_score {score:g} is outside 0..1; training needs 0/1 "
+                            "labels or scores between 0 and 1")
+        path = find_clip(rel, csv_path.parent, videos_dir)
+        if path is None:
+            failures.append((rel, f"{Path(rel).name}: file not found"))
+        else:
+            rows.append((rel, str(path), score))
+    if progress is not None:
+        progress(0, len(rows), "")
+    headers: dict[str, dict] = {}
+    ok, bad = prepare_clips([p for _, p, _ in rows], cache.params, cache.cache_dir, progress,
+                            cache=cache, should_stop=should_stop, headers=headers)
+    by_path = {path: (rel, score) for rel, path, score in rows}
+    failures += [(by_path[p][0], msg) for p, msg in bad]
+    records = [{"path": by_path[p][0], "file": p, "label": by_path[p][1],
+                "patient_key": headers[p].get("patient_key"),
+                "study_key": headers[p].get("study_key")} for p in ok]
+    return records, failures
+
+
+def split_training_data(records: Sequence[dict], fractions: Sequence[float],
+                        seed: int) -> dict[str, list[int]]:
+    """The patient split of usable records; DataError when they cannot make a run (fewer than
+    :data:`MIN_CLIPS`, one label only, or no patients left for training or validation)."""
+    n_good = sum(r["label"] >= 0.5 for r in records)
+    if len(records) < MIN_CLIPS:
+        raise DataError(
+            f"Only {len(records)} usable labelled clip(s); at least {MIN_CLIPS} are needed.")
+    if n_good in (0, len(records)):
+        raise DataError("All usable clips have the same label; training needs good and poor clips.")
+    split = split_by_patient(records, fractions, seed=seed)
+    if not split["train"] or not split["val"]:
+        raise DataError("Too few patients to make both a training and a validation split.")
+    return split
 
 
 def _group_key(record: dict) -> str:

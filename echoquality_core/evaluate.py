@@ -1,10 +1,7 @@
 """How good is a quality model on a labelled split: metrics, threshold choice, plots,
 MLflow logging and a look at the clips it got wrong.
 
-Scores are sigmoid(logit) in 0..1 (1 = good quality). Labels may be soft (0..1): the
-classification metrics use them binarised at 0.5, the Brier score uses them as they are.
-Every metric comes from scikit-learn; an empty split gives NaN metrics and a one-class split
-NaN ROC/PR AUC, never an exception.
+The metrics themselves and the threshold choice are in ``echoquality_core.metrics``.
 """
 from __future__ import annotations
 
@@ -19,126 +16,23 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import pandas as pd
 import torch
 from torch import nn
+
+from echoquality_core.atomic import atomic_write
+from echoquality_core.labels import LabelStore
+from echoquality_core.metrics import choose_threshold, metrics_from_scores
+from echoquality_core.scoring import ClipInput, score_clips
+
+__all__ = ["PLOT_FILES", "analyze_misclassifications", "choose_threshold", "evaluate_labels",
+           "evaluate_model", "log_evaluation_to_mlflow", "metrics_from_scores", "safe_stem",
+           "save_evaluation_plots"]  # the metric names are re-exported: callers know them here
 
 log = logging.getLogger(__name__)
 
 PLOT_FILES = ("roc.png", "precision_recall.png", "confusion_matrix.png", "score_histogram.png",
               "reliability.png")
-_NAN = float("nan")
-_SCALAR_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "brier")
-
-
-def _as_1d(values: Any, name: str) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    arr = np.asarray(values, dtype=np.float64).reshape(-1)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contain NaN or infinite values")
-    return arr
-
-
-def _labels_scores(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
-    y, s = _as_1d(labels, "labels"), _as_1d(scores, "scores")
-    if y.size != s.size:
-        raise ValueError(f"{y.size} labels but {s.size} scores")
-    if y.size and (y.min() < 0 or y.max() > 1):
-        raise ValueError(f"labels must lie in 0..1, got {y.min():g}..{y.max():g}")
-    if s.size and (s.min() < 0 or s.max() > 1):
-        raise ValueError(f"scores must be probabilities in 0..1, got {s.min():g}..{s.max():g}")
-    return y, s
-
-
-def metrics_from_scores(labels: Any, scores: Any, threshold: float = 0.5) -> dict[str, Any]:
-    """Classification metrics for quality scores against labels at a decision threshold.
-
-    Returns accuracy, precision, recall, f1, roc_auc, pr_auc (average precision), brier,
-    confusion_matrix [[tn, fp], [fn, tp]], threshold, n, n_pos, n_neg.
-    """
-    from sklearn.metrics import (
-        accuracy_score,
-        average_precision_score,
-        confusion_matrix,
-        f1_score,
-        mean_squared_error,
-        precision_score,
-        recall_score,
-        roc_auc_score,
-    )
-
-    y_soft, s = _labels_scores(labels, scores)
-    threshold = float(threshold)
-    y = (y_soft >= 0.5).astype(int)
-    predicted = (s >= threshold).astype(int)
-    n_pos = int(y.sum())
-    out: dict[str, Any] = dict.fromkeys(_SCALAR_METRICS, _NAN)
-    out.update(confusion_matrix=[[0, 0], [0, 0]], threshold=threshold, n=int(y.size),
-               n_pos=n_pos, n_neg=int(y.size) - n_pos)
-    if y.size == 0:
-        return out
-    out["accuracy"] = float(accuracy_score(y, predicted))
-    out["precision"] = float(precision_score(y, predicted, zero_division=0))
-    out["recall"] = float(recall_score(y, predicted, zero_division=0))
-    out["f1"] = float(f1_score(y, predicted, zero_division=0))
-    out["brier"] = float(mean_squared_error(y_soft, s))  # == brier_score_loss for 0/1 labels
-    out["confusion_matrix"] = confusion_matrix(y, predicted, labels=[0, 1]).tolist()
-    if 0 < n_pos < y.size:
-        out["roc_auc"] = float(roc_auc_score(y, s))
-        out["pr_auc"] = float(average_precision_score(y, s))
-    return out
-
-
-evaluate_scores = metrics_from_scores  # the name train.py uses
-
-
-def _closest_to_half(candidates: np.ndarray) -> float:
-    return float(candidates[np.argmin(np.abs(candidates - 0.5))])
-
-
-def choose_threshold(labels: Any, scores: Any, method: str | float = "youden") -> float:
-    """Decision threshold for "good" (score >= threshold).
-
-    ``"youden"``: the ROC point maximising sensitivity + specificity - 1; ``"f1"``: the
-    threshold maximising F1; a number: that fixed threshold. Ties go to the threshold closest
-    to 0.5; a split with one class (or none) gives 0.5.
-    """
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
-    if isinstance(method, numbers.Real) and not isinstance(method, bool):
-        fixed = float(method)
-    elif isinstance(method, str) and method.strip().lower() not in ("youden", "f1"):
-        try:
-            fixed = float(method)
-        except ValueError:
-            raise ValueError(
-                f"threshold method must be 'youden', 'f1' or a number in 0..1, got {method!r}"
-            ) from None
-    elif isinstance(method, str):
-        fixed = None
-        method = method.strip().lower()
-    else:
-        raise TypeError(f"threshold method must be a string or a number, got {method!r}")
-    if fixed is not None:
-        if not 0.0 <= fixed <= 1.0:
-            raise ValueError(f"a fixed threshold must lie in 0..1, got {fixed:g}")
-        return fixed
-
-    y_soft, s = _labels_scores(labels, scores)
-    y = (y_soft >= 0.5).astype(int)
-    if not 0 < y.sum() < y.size:
-        return 0.5
-    if method == "youden":
-        fpr, tpr, thresholds = roc_curve(y, s, drop_intermediate=False)
-        finite = np.isfinite(thresholds) & (thresholds <= 1.0)
-        j = (tpr - fpr)[finite]
-        return _closest_to_half(thresholds[finite][np.isclose(j, j.max(), rtol=0, atol=1e-12)])
-    precision, recall, thresholds = precision_recall_curve(y, s)
-    precision, recall = precision[:-1], recall[:-1]
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
-    return _closest_to_half(thresholds[np.isclose(f1, f1.max(), rtol=0, atol=1e-12)])
 
 
 def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
@@ -200,6 +94,46 @@ def evaluate_model(
         r["predicted"] = int(r["score"] >= metrics["threshold"])
     metrics["records"] = records
     return metrics
+
+
+def evaluate_labels(
+    csv_path: str | os.PathLike,
+    model: str | os.PathLike | nn.Module,
+    *,
+    videos_dir: str | os.PathLike | None = None,
+    threshold: float | None = None,
+    device: str = "auto",
+    batch_size: int = 8,
+    num_workers: int = 2,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """(metrics with ``records``, predictions table) of ``model`` on the labelled clips of a
+    labels CSV (paths relative to ``videos_dir``, default the CSV's folder).
+
+    The table has the scores CSV's columns plus ``label``; unreadable clips keep their row with
+    an ``error`` and are left out of the metrics. ``threshold`` defaults to the checkpoint's.
+    Raises ValueError when nothing is labelled or no labelled clip can be read.
+    """
+    store = LabelStore(csv_path, root=videos_dir)
+    names = store.paths()
+    if not names:
+        raise ValueError(f"{Path(csv_path).name}: no labelled clips")
+    labels = {name: float(store.get(name).quality_score) for name in names}
+    clips = [ClipInput(store.resolve(name), name) for name in names]
+    table = score_clips(clips, model, threshold=threshold, device=device, batch_size=batch_size,
+                        num_workers=num_workers, cache_dir=cache_dir)
+    table.insert(1, "label", [labels[name] for name in table["video_path"]])
+    ok = table[table["error"] == ""]
+    if ok.empty:
+        raise ValueError(f"none of the {len(table)} labelled clips could be read; first error: "
+                         f"{table['error'].iloc[0]}")
+    threshold = table.attrs["threshold"]
+    metrics = metrics_from_scores(ok["label"].to_numpy(), ok["score"].to_numpy(), threshold)
+    metrics["records"] = [
+        {"path": p, "label": float(y), "score": float(s), "predicted": int(s >= threshold)}
+        for p, y, s in zip(ok["video_path"], ok["label"], ok["score"], strict=True)
+    ]
+    return metrics, table
 
 
 def save_evaluation_plots(metrics: Mapping[str, Any], out_dir: str | os.PathLike) -> list[Path]:
@@ -321,7 +255,7 @@ def analyze_misclassifications(
             )
             results[kind].append({**record, "rank": rank, "image": image.name})
 
-    with open(save_dir / "misclassifications.csv", "w", newline="", encoding="utf-8") as fh:
+    with atomic_write(save_dir / "misclassifications.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=MISCLASSIFICATION_FIELDS)
         writer.writeheader()
         for kind in ("fp", "fn"):

@@ -74,3 +74,25 @@ class TrainEnd:
 
 
 TrainEvent = Progress | BatchEnd | EpochEnd | TrainError | TrainEnd
+
+
+def summarize(end: TrainEnd) -> str:
+    """A few human lines about a finished run (for the CLI and logs)."""
+    if end.cancelled:
+        return "Training cancelled; nothing was kept."
+    if end.stopped and end.best_checkpoint is None and end.error is None:
+        return "Training stopped before the first epoch ended; no model was kept."
+    lines = []
+    if end.error is not None:
+        lines.append(f"Training failed ({end.error.kind}): {end.error.message}")
+    if end.best_checkpoint:
+        lines.append(f"Best model (epoch {end.best_epoch}): {end.best_checkpoint}")
+        lines.append(f"Decision threshold (chosen on validation): {end.threshold:.3f}")
+    shown = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")
+    metrics = [f"{k}={end.test_metrics[k]:.3f}" for k in shown
+               if isinstance(end.test_metrics.get(k), (int, float))]
+    if metrics:
+        lines.append("Test: " + ", ".join(metrics))
+    if end.split_sizes:
+        lines.append("Split (clips): " + ", ".join(f"{k} {v}" for k, v in end.split_sizes.items()))
+    return "\n".join(lines)

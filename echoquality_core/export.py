@@ -3,8 +3,9 @@
 
 The exported model maps a normalised clip (N, 3, T, 112, 112) to one logit per clip;
 score = sigmoid(logit). ``model_info.json`` holds the preprocessing settings, MEAN/STD, the
-decision threshold and the input shape. Load a TorchScript export only from a source you trust:
-it is a program, not just weights.
+decision threshold and the input shape. Reading an export back
+(``load_exported``) lives in ``echoquality_core.checkpoint``. Load a TorchScript export only from a
+source you trust: it is a program, not just weights.
 """
 from __future__ import annotations
 
@@ -14,9 +15,7 @@ import io
 import json
 import logging
 import os
-import tempfile
 import warnings
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,26 +24,24 @@ import torch
 from torch import nn
 
 from echoquality_core.atomic import atomic_write
+from echoquality_core.checkpoint import (
+    INFO_FILE,
+    TORCHSCRIPT_FILE,
+    jit_load,
+    load_scoring_model,
+    params_from_info,
+    score_arrays,
+    threshold_from_info,
+)
+from echoquality_core.model import WeightsError
 from echoquality_core.preprocess import MEAN, STD
 
 log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "echoquality-export-v1"
-TORCHSCRIPT_FILE = "model.ts.pt"
 ONNX_FILE = "model.onnx"
-INFO_FILE = "model_info.json"
 FORMATS = ("torchscript", "onnx")
 TOLERANCE = 1e-4  # largest score difference allowed between the export and the original
-
-
-def is_torchscript(path: str | os.PathLike) -> bool:
-    """True for a TorchScript archive (a zip holding ``code/`` and ``constants.pkl``)."""
-    path = Path(path)
-    if not path.is_file() or not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-    return any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names)
 
 
 def export_model(
@@ -62,14 +59,6 @@ def export_model(
     within 1e-4. ONNX needs the ``onnx`` package; without it ONNX is skipped and
     ``info["skipped"]["onnx"]`` says why. ``threshold`` defaults to the checkpoint's.
     """
-    from echoquality_core.model import WeightsError
-    from echoquality_core.scoring import (
-        load_scoring_model,
-        params_from_info,
-        score_arrays,
-        threshold_from_info,
-    )
-
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise ValueError(f"formats must be some of {FORMATS}, got {tuple(formats)}")
@@ -105,7 +94,7 @@ def export_model(
     }
     if "torchscript" in formats:
         info["files"]["torchscript"] = _export_torchscript(model, example, out_dir)
-        exported = _jit_load(out_dir / TORCHSCRIPT_FILE)
+        exported = jit_load(out_dir / TORCHSCRIPT_FILE)
         original, copy = score_arrays(model, example), score_arrays(exported, example)
         difference = float(abs(original - copy).max())
         if difference > TOLERANCE:
@@ -138,58 +127,22 @@ def _export_onnx(model: nn.Module, example: torch.Tensor, out_dir: Path) -> str 
     if importlib.util.find_spec("onnx") is None:
         return ("the 'onnx' package is not installed (torch.onnx.export needs it); "
                 "install it with `pip install onnx` to export ONNX")
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{ONNX_FILE}.", suffix=".tmp")
-    os.close(fd)
+    buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model, (example,), tmp, dynamo=False, input_names=["video"],
+                model, (example,), buffer, dynamo=False, input_names=["video"],
                 output_names=["logit"],
                 dynamic_axes={"video": {0: "batch", 2: "frames"}, "logit": {0: "batch"}},
             )
-        os.replace(tmp, out_dir / ONNX_FILE)
     except Exception as exc:  # exporter limitations must not lose the TorchScript export
         log.exception("ONNX export failed")
         return f"torch.onnx.export failed ({type(exc).__name__}: {exc})"
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    _write_atomic(out_dir / ONNX_FILE, buffer.getvalue())
     return None
-
-
-def _jit_load(path: Path) -> torch.jit.ScriptModule:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.load. is deprecated",
-                                category=FutureWarning)
-        return torch.jit.load(str(path), map_location="cpu")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
     with atomic_write(path) as fh:
         fh.write(data)
-
-
-def load_exported(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    """(TorchScript model in eval mode on the CPU, its model_info.json or {}) from an export's
-    ``model.ts.pt`` or its folder. Raises WeightsError for anything else."""
-    from echoquality_core.model import WeightsError
-
-    path = Path(path)
-    file = path / TORCHSCRIPT_FILE if path.is_dir() else path
-    if not file.is_file():
-        where = f"no {TORCHSCRIPT_FILE} in this folder" if path.is_dir() else "file not found"
-        raise WeightsError(file if not path.is_dir() else path, f"{where} ({path})")
-    if not is_torchscript(file):
-        raise WeightsError(file, "not a TorchScript export (see `echoquality export`)")
-    try:
-        module = _jit_load(file)
-    except RuntimeError as exc:
-        raise WeightsError(file, f"TorchScript file could not be loaded ({exc})") from exc
-    info_path = file.parent / INFO_FILE
-    info: dict[str, Any] = {}
-    if info_path.is_file():
-        try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise WeightsError(info_path, f"not valid JSON ({exc})") from exc
-    return module.eval(), info

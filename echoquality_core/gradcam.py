@@ -21,7 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from echoquality_core.preprocess import MEAN, STD, PreprocessParams, map_to_original, sample_indices
+from echoquality_core.data import clip_model_frames
+from echoquality_core.dicom import read_clip
+from echoquality_core.heatmap import ClipExplanation
+from echoquality_core.preprocess import MEAN, STD, PreprocessParams, normalize
 
 EXPLAIN = ("good", "poor")
 
@@ -111,14 +114,6 @@ def gradcam(
     return gradcam_with_score(model, video, target_layer_name, explain)[0]
 
 
-def frame_importance(maps: np.ndarray) -> np.ndarray:
-    """Mean GradCAM activation of each frame, float32 (T,)."""
-    maps = np.asarray(maps, dtype=np.float32)
-    if maps.ndim != 3:
-        raise ValueError(f"maps must have shape (T,H,W), got {maps.shape}")
-    return maps.mean(axis=(1, 2))
-
-
 def denormalize(video: Any) -> np.ndarray:
     """Model input (3,T,H,W) or (1,3,T,H,W) back to viewable uint8 frames (T,H,W,3)."""
     x = _as_batch(video)[0].detach().float().cpu().numpy()
@@ -127,78 +122,37 @@ def denormalize(video: Any) -> np.ndarray:
     return np.clip(np.rint(x), 0, 255).astype(np.uint8).transpose(1, 2, 3, 0)
 
 
-def model_frame_index(
-    clip_index: int, n_clip_frames: int, params: PreprocessParams | None = None
-) -> int | None:
-    """Which model frame (0..params.n_frames-1) stands for original frame ``clip_index``.
+def explain_clip(
+    model: nn.Module,
+    path: str | os.PathLike,
+    params: PreprocessParams,
+    explain: str = "good",
+    target_layer_name: str = "layer4",
+) -> ClipExplanation:
+    """Read a DICOM clip, turn it into model input and explain the model's score on it.
 
-    The nearest sampled frame; None for frames after the stretch the model sampled from
-    (a clip longer than n_frames * stride: the model never saw them).
+    ``model`` must be a module with layers (not a TorchScript export; see
+    ``checkpoint.require_checkpoint``); ``params`` are the checkpoint's preprocessing settings.
     """
-    if not 0 <= clip_index < n_clip_frames:
-        raise IndexError(f"frame {clip_index} is outside the clip's 0..{n_clip_frames - 1}")
-    params = params or PreprocessParams()
-    sampled = sample_indices(n_clip_frames, params.n_frames, params.stride)
-    real = np.flatnonzero(sampled >= 0)
-    if clip_index >= sampled[real[-1]] + params.stride:
-        return None
-    return int(real[np.argmin(np.abs(sampled[real] - clip_index))])
+    clip = read_clip(path)
+    video = normalize(clip_model_frames(clip, params))
+    maps, score = gradcam_with_score(model, torch.from_numpy(video), target_layer_name, explain)
+    return ClipExplanation(Path(path), video, maps, score, explain, target_layer_name, params,
+                           clip.n_frames, (clip.height, clip.width))
 
 
-def _check_maps(maps: np.ndarray, params: PreprocessParams) -> np.ndarray:
-    maps = np.asarray(maps, dtype=np.float32)
-    if maps.ndim != 3 or maps.shape[0] != params.n_frames:
-        raise ValueError(
-            f"maps must have shape ({params.n_frames},H,W) for these preprocessing settings, "
-            f"got {maps.shape}"
-        )
-    return maps
+def save_explanation(result: ClipExplanation, save_path: str | os.PathLike,
+                     n_frames_shown: int = 8) -> Path:
+    """PNG strip of an explanation: model-input frames with the heat map, importance curve."""
+    from echoquality_core.plots import save_gradcam_strip
 
-
-def clip_frame_map(
-    maps: np.ndarray,
-    clip_index: int,
-    clip_shape_hw: tuple[int, int],
-    n_clip_frames: int,
-    params: PreprocessParams | None = None,
-) -> np.ndarray:
-    """The GradCAM map (H,W) float32 for one original frame of the clip, for an overlay.
-
-    Undoes the preprocessing: nearest sampled frame in time, crop box and scale in space
-    (zero outside the part of the frame the model saw, and for frames it never saw).
-    """
-    params = params or PreprocessParams()
-    maps = _check_maps(maps, params)
-    height, width = (int(v) for v in clip_shape_hw)
-    j = model_frame_index(clip_index, n_clip_frames, params)
-    if j is None:
-        return np.zeros((height, width), dtype=np.float32)
-    return map_to_original(maps[j], height, width, params.zoom)
-
-
-def maps_to_clip(
-    maps: np.ndarray,
-    clip_shape_hw: tuple[int, int],
-    n_clip_frames: int,
-    params: PreprocessParams | None = None,
-) -> np.ndarray:
-    """GradCAM maps for every original frame, float32 (n_clip_frames, H, W).
-
-    Takes n_clip_frames * H * W * 4 bytes (a 100-frame 600x800 clip: 190 MB); for long or large
-    clips use :func:`clip_frame_map` frame by frame instead.
-    """
-    params = params or PreprocessParams()
-    maps = _check_maps(maps, params)
-    height, width = (int(v) for v in clip_shape_hw)
-    out = np.zeros((n_clip_frames, height, width), dtype=np.float32)
-    placed: dict[int, np.ndarray] = {}
-    for i in range(n_clip_frames):
-        j = model_frame_index(i, n_clip_frames, params)
-        if j is not None:
-            if j not in placed:
-                placed[j] = map_to_original(maps[j], height, width, params.zoom)
-            out[i] = placed[j]
-    return out
+    save_path = Path(save_path)
+    save_gradcam_strip(
+        denormalize(result.video), result.maps, save_path, n_frames_shown=n_frames_shown,
+        title=f"GradCAM ({result.layer}, explains '{result.explain}') - score "
+              f"{result.score:.3f}",
+    )
+    return save_path
 
 
 def visualize_gradcam(

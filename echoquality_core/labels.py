@@ -43,6 +43,11 @@ if TYPE_CHECKING:
     import pandas
 
 ISSUE_TAGS = ("off_axis", "foreshortened", "poor_gain", "dropout", "partial_view")
+UNREADABLE = "unreadable"  # issue tag for a clip that cannot be decoded
+REVIEWED = "reviewed"  # issue tag: a person looked at the model's disagreement and decided
+GOOD = 0.5  # a label (quality_score) at or above this is "good"
+SCALES = ("binary", "five_point")  # the label scales a rater can work in
+FIVE_POINT_SCORES = (0.0, 0.25, 0.5, 0.75, 1.0)  # 1 (worst) .. 5 (best)
 
 PATH, SCORE, RATER, LABELED_AT, ISSUES, NOTES = (
     "video_path", "quality_score", "rater", "labeled_at", "issues", "notes")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,6 +252,50 @@ def model_frames(
     out = np.empty((params.n_frames, params.size, params.size, 3), dtype=np.uint8)
     out[real] = resized
     out[~real] = _PAD_COLOUR if params.pad == "mean" else 0
+    return out
+
+
+def model_view(
+    frame_at: Callable[[int], Any],
+    n_frames: int,
+    params: PreprocessParams = PreprocessParams(),
+    regions: Sequence[Region] | None = None,
+) -> np.ndarray | None:
+    """Every frame of a clip as the model sees it, uint8 (n_frames, size, size, 3), built
+    while holding one full-size frame at a time (for long clips in a viewer).
+
+    ``frame_at(i)`` gives frame ``i`` (uint8 (H,W,3) or (H,W)) or None to give up (then None
+    is returned). Equals ``model_frames`` of the whole clip with ``n_frames`` frames and
+    stride 1: the sector mask needs only each pixel's brightest value and the first and last
+    frames (see :func:`ultrasound_mask`), gathered in a first pass; a second pass masks, crops
+    and resizes each frame.
+    """
+    mask = None
+    if params.mask == "sector":
+        first = brightest = frame = None
+        for index in range(n_frames):
+            frame = frame_at(index)
+            if frame is None:
+                return None
+            frame = _as_frames(np.asarray(frame)[None])[0]
+            if brightest is None:
+                first, brightest = frame, frame.copy()
+            else:
+                np.maximum(brightest, frame, out=brightest)
+        mask = ultrasound_mask(np.stack([first, brightest, frame]))
+    out = np.empty((n_frames, params.size, params.size, 3), dtype=np.uint8)
+    for index in range(n_frames):
+        frame = frame_at(index)
+        if frame is None:
+            return None
+        frame = _as_frames(np.asarray(frame)[None])
+        if mask is None and params.mask == "region":
+            mask = _clip_mask(frame, params, regions)
+        h, w = frame.shape[1:3]
+        y0, x0, y1, x1 = crop_box(h, w, params.zoom)
+        box_mask = None if mask is None else np.ascontiguousarray(mask[y0:y1, x0:x1])
+        resized = _mask_and_resize(frame[:, y0:y1, x0:x1], box_mask, params.size)[0]
+        out[index] = resized[..., None] if resized.ndim == 2 else resized
     return out
 
 

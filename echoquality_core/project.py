@@ -8,14 +8,14 @@ written elsewhere is silently overwritten.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from echoquality_core.dicom import DicomReadError, find_clips, read_clip
 from echoquality_core.labels import Label, LabelConflictError, LabelStore
 
-UNREADABLE = "unreadable"  # issue tag for a clip that cannot be decoded
 
 
 @dataclass
@@ -94,6 +94,27 @@ class Project:
         self.set_paths(self.find_paths())
         for i, info in enumerate(self.clips):
             self.clips[i] = read_header(info.path, info.rel)
+
+    def scan_steps(self, batch_seconds: float = 0.1) -> Iterator[tuple | None]:
+        """The scan as steps for a background worker, without touching the clip list:
+        ``("found", paths)``, then ``("headers", [(row, ClipInfo), ...])`` every
+        ``batch_seconds`` and ``("progress", done, total)`` after each batch; ``None`` after
+        the other clips (a point where the worker can stop)."""
+        paths = self.find_paths()
+        yield ("found", paths)
+        batch: list[tuple[int, ClipInfo]] = []
+        last = time.perf_counter()
+        for row, path in enumerate(paths):
+            batch.append((row, read_header(path, self.store.relative(path))))
+            if time.perf_counter() - last > batch_seconds:
+                yield ("headers", batch)
+                yield ("progress", row + 1, len(paths))
+                batch, last = [], time.perf_counter()
+            else:
+                yield None
+        if batch:
+            yield ("headers", batch)
+        yield ("progress", len(paths), len(paths))
 
     def row(self, rel: str) -> int | None:
         """Index of clip ``rel`` in ``clips``."""

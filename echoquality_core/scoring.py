@@ -2,7 +2,7 @@
 
 The output CSV has the columns ``video_path,score,pass,assessment,frames,fps,error``:
 ``score`` is sigmoid(logit) in 0..1 (1 = good quality), ``pass`` is ``score >= threshold``,
-``assessment`` the EchoQuality README's score band (:data:`SCORE_BANDS`). A clip that cannot be
+``assessment`` the EchoQuality README's score band (``review.SCORE_BANDS``). A clip that cannot be
 read or preprocessed gets a row with its ``error`` and an empty score instead of stopping the run.
 A GradCAM strip that cannot be written leaves the score as it is and says
 ``gradcam failed: <reason>`` in ``error``.
@@ -29,42 +29,31 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from echoquality_core.atomic import atomic_write
-from echoquality_core.preprocess import PreprocessParams, model_frames, normalize
+from echoquality_core.checkpoint import (
+    forward_scores,
+    load_scoring_model,
+    params_from_info,
+    require_checkpoint,
+    threshold_from_info,
+)
+from echoquality_core.data import ClipCache, ClipLoadError, clip_model_frames
+from echoquality_core.dicom import DicomReadError, find_clips, read_clip
+from echoquality_core.gradcam import visualize_gradcam
+from echoquality_core.model import resolve_device
+from echoquality_core.preprocess import PreprocessParams, normalize
+from echoquality_core.review import assessment
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("video_path", "score", "pass", "assessment", "frames", "fps", "error")
 
-#: (lowest score of the band, assessment), best band first: the EchoQuality README's bands.
-SCORE_BANDS = (
-    (0.8, "Excellent quality"),
-    (0.6, "Good quality"),
-    (0.4, "Acceptable quality"),
-    (0.2, "Poor quality"),
-    (0.0, "Very poor quality"),
-)
-
-#: Decision threshold when neither the caller nor the checkpoint gives one: the value the
-#: original EchoQuality inference script used to call a clip "pass".
-DEFAULT_THRESHOLD = 0.3
-
 ProgressFn = Callable[[int, int, str], None]
-
-
-def assessment(score: float) -> str:
-    """The guide's words for a score in 0..1: "Excellent quality" (>= 0.8) ... "Very poor
-    quality" (< 0.2); a band includes its lower bound."""
-    score = float(score)
-    if not 0.0 <= score <= 1.0:
-        raise ValueError(f"a quality score lies in 0..1, got {score!r}")
-    return next(text for lower, text in SCORE_BANDS if score >= lower)
 
 
 # --- which clips -------------------------------------------------------------------------------
@@ -86,8 +75,6 @@ def collect_clips(
     Output names are relative to the folder when exactly one folder is given, otherwise the
     paths as given (as written in the CSV for CSV input). Duplicates are dropped.
     """
-    from echoquality_core.dicom import find_clips
-
     if isinstance(inputs, (str, os.PathLike, ClipInput)):
         inputs = [inputs]
     inputs = [p if isinstance(p, ClipInput) else Path(p) for p in inputs]
@@ -139,42 +126,6 @@ def _clips_from_csv(csv_path: Path) -> list[ClipInput]:
     return clips
 
 
-# --- which model -------------------------------------------------------------------------------
-
-def load_scoring_model(model: str | os.PathLike | nn.Module) -> tuple[nn.Module, dict[str, Any]]:
-    """(model in eval mode on the CPU, its info) from a module, a weights file or checkpoint
-    (see model.load_weights), or a TorchScript export (a ``.ts.pt`` file or its folder)."""
-    if isinstance(model, nn.Module):
-        return model, {}
-    from echoquality_core.export import is_torchscript, load_exported
-    from echoquality_core.model import build_model, load_weights
-
-    path = Path(model)
-    if path.is_dir() or is_torchscript(path):
-        return load_exported(path)
-    net = build_model(path)  # validates and loads; raises WeightsError for a bad file
-    info = load_weights(net, path)  # again, for the checkpoint's threshold and preprocessing
-    return net.eval(), info
-
-
-def params_from_info(info: Mapping[str, Any]) -> PreprocessParams:
-    """The checkpoint's preprocessing settings, or EchoPrime's defaults when it has none."""
-    saved = info.get("preprocess")
-    if not isinstance(saved, Mapping):
-        return PreprocessParams()
-    known = {f.name for f in dataclasses.fields(PreprocessParams)}
-    return PreprocessParams(**{k: v for k, v in saved.items() if k in known})
-
-
-def threshold_from_info(info: Mapping[str, Any], threshold: float | None = None) -> float:
-    """``threshold`` if given, else the checkpoint's, else :data:`DEFAULT_THRESHOLD` (0.3)."""
-    value = threshold if threshold is not None else info.get("threshold", DEFAULT_THRESHOLD)
-    value = float(DEFAULT_THRESHOLD if value is None else value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"threshold must lie in 0..1, got {value:g}")
-    return value
-
-
 # --- data --------------------------------------------------------------------------------------
 
 class ScoringSet(Dataset):
@@ -189,8 +140,6 @@ class ScoringSet(Dataset):
         params: PreprocessParams,
         cache_dir: str | os.PathLike | None = None,
     ):
-        from echoquality_core.data import ClipCache
-
         self.paths = [Path(p) for p in paths]
         self.params = params
         self.cache = ClipCache(cache_dir, params) if cache_dir is not None else None
@@ -199,9 +148,6 @@ class ScoringSet(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from echoquality_core.data import ClipLoadError
-        from echoquality_core.dicom import DicomReadError, read_clip
-
         path = self.paths[index]
         item: dict[str, Any] = {"index": index, "video": None, "frames": None, "fps": None,
                                 "error": None}
@@ -211,8 +157,7 @@ class ScoringSet(Dataset):
             if self.cache is not None:
                 frames = self.cache.get(path)
             else:
-                regions = clip.regions if self.params.mask == "region" else None
-                frames = model_frames(clip.frames, self.params, regions)
+                frames = clip_model_frames(clip, self.params)
             item["video"] = torch.from_numpy(normalize(frames))
         except (DicomReadError, ClipLoadError, OSError, ValueError) as exc:
             item["error"] = _error_text(path, exc)
@@ -350,12 +295,6 @@ def _typed(table: pd.DataFrame) -> pd.DataFrame:
 
 # --- scoring -----------------------------------------------------------------------------------
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return torch.autocast(device.type, enabled=False)
-
-
 def gradcam_file_name(name: str) -> str:
     """PNG file name for a clip's GradCAM strip, from its output name (folders joined by '__')."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace("\\", "/").replace("/", "__"))
@@ -391,15 +330,13 @@ def score_clips(
     threshold and the counts of this call: scored, passed, failed (unreadable), skipped (already
     scored in ``out_csv``), retried (unreadable in ``out_csv`` before, tried again).
     """
-    from echoquality_core.model import resolve_device
-
     if batch_size < 1 or num_workers < 0:
         raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, "
                          f"{num_workers}")
     clips = collect_clips(paths)
     net, info = load_scoring_model(model)
-    if gradcam_dir is not None and isinstance(net, torch.jit.ScriptModule):
-        raise ValueError("GradCAM needs the model's checkpoint, not a TorchScript export")
+    if gradcam_dir is not None:
+        require_checkpoint(net, model)
     threshold = threshold_from_info(info, threshold)
     params = params or params_from_info(info)
     dev = resolve_device(device)
@@ -434,7 +371,7 @@ def score_clips(
         net.to(dev).eval()
         try:
             for ok, videos, failed in loader:
-                scores = _forward(net, videos, dev) if videos is not None else []
+                scores = forward_scores(net, videos, dev) if videos is not None else []
                 by_index = {it["index"]: _row(todo[it["index"]].name, it, None, threshold)
                             for it in failed}
                 for it, score in zip(ok, scores):
@@ -454,15 +391,6 @@ def score_clips(
     )
     result.attrs.update(threshold=threshold, skipped=skipped, retried=len(retry), **counts)
     return result
-
-
-def _forward(net: nn.Module, videos: torch.Tensor, dev: torch.device) -> list[float]:
-    with torch.inference_mode(), _autocast(dev):
-        logits = net(videos.to(dev, non_blocking=True)).reshape(-1)
-    if logits.numel() != len(videos):
-        raise ValueError(f"model gave {logits.numel()} outputs for {len(videos)} clips; "
-                         "expected one logit per clip")
-    return torch.sigmoid(logits.float()).cpu().tolist()
 
 
 def _row(name: str, item: Mapping[str, Any], score: float | None, threshold: float) -> dict:
@@ -491,25 +419,8 @@ def _try_gradcam(net: nn.Module, video: torch.Tensor, out_dir: str | os.PathLike
 
 def _save_gradcam(net: nn.Module, video: torch.Tensor, out_dir: str | os.PathLike,
                   name: str) -> None:
-    from echoquality_core.gradcam import visualize_gradcam
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # e.g. autocast notes on CPU
         visualize_gradcam(net, video, "layer4", out_dir / gradcam_file_name(name), explain="poor")
-
-
-def score_arrays(net: nn.Module, videos: np.ndarray | torch.Tensor,
-                 device: str | torch.device = "cpu") -> np.ndarray:
-    """Scores (N,) for a batch of model-input clips (N,3,T,S,S): sigmoid of the logits."""
-    from echoquality_core.model import resolve_device
-
-    dev = resolve_device(device)
-    videos = torch.as_tensor(videos, dtype=torch.float32)
-    was_training = net.training
-    net.to(dev).eval()
-    try:
-        return np.asarray(_forward(net, videos, dev), dtype=np.float32)
-    finally:
-        net.train(was_training)

@@ -7,7 +7,6 @@ and models are logged: nothing from DICOM headers, no patient keys.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
+
+from echoquality_core.run_folder import RunFolder
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -45,15 +46,6 @@ def default_tracking_uri(project_dir: str | os.PathLike) -> str:
 def default_artifact_location(project_dir: str | os.PathLike) -> str:
     """``file://<abs project dir>/mlartifacts`` (where a new experiment keeps its artifacts)."""
     return (Path(project_dir).resolve() / "mlartifacts").as_uri()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (logged to tie a run to the exact labels and split)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -242,18 +234,32 @@ def run_checkpoint(run: Mapping[str, Any], project_dir: str | os.PathLike) -> Pa
     """The run's best model file (``best*.pt``; ``best.pt`` first) in its training folder or
     its artifacts' ``checkpoints/``; None when the run kept no model (cancelled, failed early,
     or deleted)."""
-    folders = []
-    folder = run_folder(run, project_dir)
-    if folder is not None:
-        folders += [folder, folder / "checkpoints"]
-    artifacts = local_artifact_dir(run)
-    if artifacts is not None:
-        folders.append(artifacts / "checkpoints")
-    for candidate in folders:
-        files = sorted(candidate.glob("best*.pt"), key=lambda p: (p.name != "best.pt", p.name))
-        if files:
-            return files[0]
+    folders = [run_folder(run, project_dir), local_artifact_dir(run)]
+    for folder in folders:
+        found = RunFolder(folder).find_checkpoint() if folder is not None else None
+        if found is not None:
+            return found
     return None
+
+
+def download_checkpoint(run_id: str, tracking_uri: str, dest: str | os.PathLike) -> Path:
+    """Download the best checkpoint of an MLflow run (``checkpoints/best.pt``) into ``dest``;
+    ValueError naming the run and store when there is none."""
+    quiet_mlflow()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="checkpoints/best.pt", dst_path=str(dest),
+            tracking_uri=tracking_uri,
+        )
+    except (MlflowException, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"no best checkpoint for MLflow run {run_id!r} in {tracking_uri} "
+                         f"({first})") from exc
+    return Path(local)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

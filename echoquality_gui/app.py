@@ -1,4 +1,4 @@
-"""Start EchoQuality Studio: ``echoquality-gui [PROJECT_DIR]`` or ``echoquality gui``."""
+"""Start EchoQuality Studio: ``echoquality-gui [PROJECT_DIR]``."""
 from __future__ import annotations
 
 import argparse

@@ -25,7 +25,8 @@ from PySide6.QtWidgets import (
 )
 
 from echoquality_core.project import ClipInfo
-from echoquality_core.scoring import assessment
+from echoquality_core.review import assessment, called_good, labelled_good
+from echoquality_gui import theme
 from echoquality_gui.session import Session
 
 COLUMNS = ("File", "Frames", "FPS", "Label", "Issues", "Rater", "Model")
@@ -40,9 +41,9 @@ FILTERS = {
     "Disagree with model": "disagree",
     "Unreadable": "unreadable",
 }
-_ERROR_BRUSH = QBrush(QColor("#ff8a80"))
-_GOOD_BRUSH = QBrush(QColor("#7bd88f"))
-_POOR_BRUSH = QBrush(QColor("#ffb74d"))
+_ERROR_BRUSH = QBrush(QColor(theme.ERROR))
+_GOOD_BRUSH = QBrush(QColor(theme.GOOD_LABEL))
+_POOR_BRUSH = QBrush(QColor(theme.POOR_LABEL))
 
 
 def label_text(score: float) -> str:
@@ -111,7 +112,7 @@ class ClipTableModel(QAbstractTableModel):
                 return _ERROR_BRUSH
             label = self.session.label(info.rel)
             if col == "Label" and label is not None:
-                return _GOOD_BRUSH if label.quality_score >= 0.5 else _POOR_BRUSH
+                return _GOOD_BRUSH if labelled_good(label.quality_score) else _POOR_BRUSH
         if role == Qt.ItemDataRole.TextAlignmentRole and col in ("Frames", "FPS", "Model"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
@@ -136,7 +137,7 @@ class ClipTableModel(QAbstractTableModel):
 
     def _score_tip(self, score: float) -> str:
         threshold = self.session.threshold
-        verdict = "good" if score >= threshold else "poor"
+        verdict = "good" if called_good(score, threshold) else "poor"
         return (f"Model score {score:.3f}: {assessment(score)}; {verdict} at threshold "
                 f"{threshold:.2f}")
 
@@ -190,8 +191,8 @@ class ClipFilterProxy(QSortFilterProxyModel):
             "all": True,
             "unlabelled": label is None,
             "labelled": label is not None,
-            "good": label is not None and label.quality_score >= 0.5,
-            "poor": label is not None and label.quality_score < 0.5,
+            "good": label is not None and labelled_good(label.quality_score),
+            "poor": label is not None and not labelled_good(label.quality_score),
             "disagree": self.session.disagrees(info.rel),
             "unreadable": info.error is not None,
         }[self.mode]

@@ -15,7 +15,7 @@ import numpy as np
 from PySide6.QtCore import QThread, Signal
 
 from echoquality_core.dicom import Clip, DicomReadError, read_clip
-from echoquality_core.preprocess import PreprocessParams, model_frames, ultrasound_mask
+from echoquality_core.preprocess import PreprocessParams, model_view
 
 READ_AHEAD = 64  # frames decoded ahead of the playhead while idle
 PREFETCH_FRAMES = 3  # first frames of the next clip decoded in advance
@@ -234,34 +234,17 @@ class FrameLoader(QThread):
 
     def _build_model_frames(self, path: Path) -> None:
         """Every frame as the model sees it (EchoPrime's sector mask, crop, 112 px), holding one
-        full-size frame at a time: a first pass gathers what the mask needs (each pixel's
-        brightest value, the first and the last frame), a second masks and resizes each frame,
-        mostly from the cache."""
+        full-size frame at a time (``preprocess.model_view``), mostly from the cache."""
         clip = self._clip(path)
         if clip is None:
             return
         try:
-            first = brightest = frame = None
-            for index in range(clip.n_frames):
-                frame = self._frame_for_model(path, index)
-                if frame is None:
-                    return
-                if brightest is None:
-                    first, brightest = frame, frame.copy()
-                else:
-                    np.maximum(brightest, frame, out=brightest)
-            # the same mask as from the whole clip: its max is `brightest`, its ends first/last
-            mask = ultrasound_mask(np.stack([first, brightest, frame])).view(np.uint8)
-            del first, brightest
-            one = PreprocessParams(n_frames=1, stride=1, mask="none")
-            frames = np.empty((clip.n_frames, one.size, one.size, 3), np.uint8)
-            for index in range(clip.n_frames):
-                frame = self._frame_for_model(path, index)
-                if frame is None:
-                    return
-                frames[index] = model_frames(cv2.bitwise_and(frame, frame, mask=mask)[None], one)[0]
+            frames = model_view(lambda index: self._frame_for_model(path, index), clip.n_frames,
+                                PreprocessParams(mask="sector"))
         except (ValueError, TypeError, cv2.error) as exc:
             self.failed.emit(path, f"model input: {exc}")
+            return
+        if frames is None:
             return
         with self._cond:
             if path == self._current:

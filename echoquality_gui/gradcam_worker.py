@@ -1,5 +1,6 @@
 """GradCAM off the GUI thread: a worker that computes the heat maps of one clip at a time and
-keeps only the NEWEST request (selecting clip after clip never queues work up)."""
+keeps only the NEWEST request (selecting clip after clip never queues work up). The core's
+model modules (torch) are imported in the worker thread, on the first request."""
 from __future__ import annotations
 
 import threading
@@ -7,25 +8,15 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any
+
 from PySide6.QtCore import QThread, Signal
 
+from echoquality_core.heatmap import ClipExplanation
 from echoquality_core.preprocess import PreprocessParams
 
-
-@dataclass(frozen=True)
-class GradcamResult:
-    """The maps of one clip: model frames (T,S,S) in 0..1 and what is needed to place them back
-    onto the clip's own frames."""
-
-    path: Path
-    maps: np.ndarray
-    score: float
-    explain: str  # "good" | "poor": what the maps explain
-    params: PreprocessParams
-    n_frames: int  # frames of the clip as stored
-    shape_hw: tuple[int, int]
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -38,7 +29,7 @@ class _Request:
 
 class GradcamWorker(QThread):
     """Computes GradCAM maps for the clip asked last. Call ``request`` from the GUI thread;
-    results come back as ``ready(id, GradcamResult)`` or ``failed(id, reason)``."""
+    results come back as ``ready(id, ClipExplanation)`` or ``failed(id, reason)``."""
 
     ready = Signal(int, object)
     failed = Signal(int, str)
@@ -49,7 +40,7 @@ class GradcamWorker(QThread):
         self._want: _Request | None = None
         self._stopped = False
         self._ids = 0
-        self._model: tuple[Path, float, torch.nn.Module, PreprocessParams] | None = None
+        self._model: tuple[Path, float, Any, PreprocessParams] | None = None
 
     def request(self, model_path: str | Path, clip_path: str | Path, explain: str) -> int:
         """Ask for the maps of ``clip_path`` explaining ``explain`` ("good" or "poor");
@@ -96,28 +87,24 @@ class GradcamWorker(QThread):
         if not stale:
             signal.emit(job_id, value)
 
-    def _load(self, path: Path) -> tuple[torch.nn.Module, PreprocessParams]:
-        from echoquality_core.scoring import load_scoring_model, params_from_info
+    def _load(self, path: Path) -> tuple[nn.Module, PreprocessParams]:
+        from echoquality_core.checkpoint import (
+            load_scoring_model,
+            params_from_info,
+            require_checkpoint,
+        )
 
         stamp = path.stat().st_mtime
         if self._model is None or self._model[:2] != (path, stamp):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 net, info = load_scoring_model(path)
-            if isinstance(net, torch.jit.ScriptModule):
-                raise ValueError("GradCAM needs the model's checkpoint, not a TorchScript export")
+            require_checkpoint(net)
             self._model = (path, stamp, net, params_from_info(info))
         return self._model[2], self._model[3]
 
-    def _compute(self, job: _Request) -> GradcamResult:
-        from echoquality_core.dicom import read_clip
-        from echoquality_core.gradcam import gradcam_with_score
-        from echoquality_core.preprocess import model_frames, normalize
+    def _compute(self, job: _Request) -> ClipExplanation:
+        from echoquality_core.gradcam import explain_clip
 
         net, params = self._load(job.model_path)
-        clip = read_clip(job.clip_path)
-        regions = clip.regions if params.mask == "region" else None
-        video = normalize(model_frames(clip.frames, params, regions))
-        maps, score = gradcam_with_score(net, torch.from_numpy(video), explain=job.explain)
-        return GradcamResult(job.clip_path, maps, score, job.explain, params, clip.n_frames,
-                             (clip.height, clip.width))
+        return explain_clip(net, job.clip_path, params, job.explain)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from echoquality_core.labels import FIVE_POINT_SCORES, ISSUE_TAGS, UNREADABLE
+
 
 @dataclass(frozen=True)
 class Keybind:
@@ -26,18 +28,12 @@ class Keybind:
         return self.key.split("; ")
 
 
-# Issue tags on letter keys (tag -> key). "unreadable" marks a clip that cannot be decoded.
-ISSUE_KEYS: dict[str, str] = {
-    "off_axis": "O",
-    "foreshortened": "S",
-    "poor_gain": "I",
-    "dropout": "D",
-    "partial_view": "P",
-    "unreadable": "X",
-}
+# The core's issue tags on letter keys (tag -> key); "unreadable" marks a clip that cannot be
+# decoded.
+ISSUE_KEYS: dict[str, str] = dict(zip((*ISSUE_TAGS, UNREADABLE), "OSIDPX", strict=True))
 
-# Five-point scale: key -> score.
-FIVE_POINT: dict[str, float] = {"1": 0.0, "2": 0.25, "3": 0.5, "4": 0.75, "5": 1.0}
+# The core's five-point scale on the number keys: key -> score.
+FIVE_POINT: dict[str, float] = {str(i): s for i, s in enumerate(FIVE_POINT_SCORES, start=1)}
 
 KEYBINDS: tuple[Keybind, ...] = (
     Keybind("1", "label_good", "Label good (score 1) and go to the next unlabelled clip",

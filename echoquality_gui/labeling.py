@@ -16,9 +16,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from echoquality_core.labels import Label
-from echoquality_core.project import UNREADABLE, ClipInfo
-from echoquality_core.scoring import assessment
+from echoquality_core.labels import UNREADABLE, Label
+from echoquality_core.project import ClipInfo
+from echoquality_core.review import assessment, called_good
 from echoquality_gui import settings
 from echoquality_gui.clip_list import label_text
 from echoquality_gui.keybinds import FIVE_POINT, ISSUE_KEYS, keybind
@@ -269,7 +269,7 @@ class LabelPanel(QWidget):
         self.uncertain_button.setEnabled(bool(session.scores))
         self.model_score.setVisible(score is not None and session.show_scores)
         if score is not None:
-            verdict = "good" if score >= session.threshold else "poor"
+            verdict = "good" if called_good(score, session.threshold) else "poor"
             self.model_score.setText(
                 f"Model: {score:.2f} · {assessment(score)} · {verdict} at threshold "
                 f"{session.threshold:.2f}")

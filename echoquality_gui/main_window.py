@@ -17,9 +17,9 @@ from PySide6.QtWidgets import (
 )
 
 from echoquality_core.project import ClipInfo
-from echoquality_gui import settings
+from echoquality_gui import commands, settings
 from echoquality_gui.clip_list import ClipListPanel
-from echoquality_gui.keybinds import FIVE_POINT, ISSUE_KEYS, KEYBINDS
+from echoquality_gui.keybinds import KEYBINDS
 from echoquality_gui.keys_dialog import KeysDialog
 from echoquality_gui.labeling import LabelPanel, ask_rater
 from echoquality_gui.pacs_dialog import show_pacs_dialog
@@ -85,42 +85,8 @@ class MainWindow(QMainWindow):
         return self.actions[name]
 
     # --- actions and menus -----------------------------------------------------------------
-    def _handlers(self) -> dict:
-        lp, s = self.label_panel, self.session
-        handlers = {
-            "label_good": lambda: self._give_score(1.0),
-            "label_poor": lambda: self._give_score(0.0),
-            "toggle_gradcam": lambda: self.review.toggle_overlay(),
-            "confirm_label": lambda: self.review.confirm(),
-            "save_label": lp.save,
-            "next_unlabelled": s.next_unlabelled,
-            "next_uncertain": s.next_most_uncertain,
-            "undo": s.undo,
-            "redo": s.redo,
-            "play_pause": lambda: self._active_player().toggle_play(),
-            "step_back": lambda: self._active_player().step(-1),
-            "step_forward": lambda: self._active_player().step(1),
-            "first_frame": lambda: self._active_player().first(),
-            "last_frame": lambda: self._active_player().last(),
-            "slower": lambda: self._active_player().change_speed(-1),
-            "faster": lambda: self._active_player().change_speed(1),
-            "toggle_loop": lambda: self._active_player().set_loop(not self._active_player().loop),
-            "reset_levels": lambda: self._active_player().reset_levels(),
-            "toggle_model_input": lambda: self._active_player().set_model_input(
-                not self._active_player().show_model_input),
-            "next_clip": lambda: self._open_neighbour(1),
-            "previous_clip": lambda: self._open_neighbour(-1),
-            "open_folder": self.choose_folder,
-            "show_keys": self.show_keys,
-        }
-        for key, score in FIVE_POINT.items():
-            handlers[f"label_{key}"] = lambda s_=score: self._give_score(s_)
-        for tag in ISSUE_KEYS:
-            handlers[f"issue_{tag}"] = lambda t=tag: lp.toggle_issue(t)
-        return handlers
-
     def _make_actions(self) -> None:
-        handlers = self._handlers()
+        handlers = commands.handlers(self)
         for bind in KEYBINDS:
             action = QAction(bind.help, self)
             action.setShortcuts(QKeySequence.listFromString(bind.key))
@@ -209,7 +175,7 @@ class MainWindow(QMainWindow):
         row = project.row(nxt) if nxt else None
         self.player.prefetch(project.clips[row].path if row is not None else None)
 
-    def _open_neighbour(self, step: int) -> None:
+    def open_neighbour(self, step: int) -> None:
         rel = self.clip_list.neighbour(step)
         if rel is not None:
             self.session.open_clip(rel)
@@ -221,11 +187,11 @@ class MainWindow(QMainWindow):
     def _on_review_tab(self) -> bool:
         return self.tabs.currentWidget() is getattr(self, "review", None)
 
-    def _active_player(self) -> CinePlayer:
+    def active_player(self) -> CinePlayer:
         """The player the player keys act on: the Review tab's while it shows."""
         return self.review.player if self._on_review_tab() else self.player
 
-    def _give_score(self, score: float) -> None:
+    def give_score(self, score: float) -> None:
         if self._on_review_tab():
             self.review.relabel(score)
         else:

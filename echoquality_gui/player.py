@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from echoquality_gui import theme
 from echoquality_gui.frame_loader import FrameLoader
 from echoquality_gui.keybinds import issue_key
 from echoquality_gui.resources import icon
@@ -38,7 +39,7 @@ Overlay = Callable[[int], "np.ndarray | None"] | np.ndarray
 
 def _image_view() -> tuple[pg.GraphicsView, pg.ViewBox, pg.ImageItem]:
     view = pg.GraphicsView()
-    view.setBackground("#000000")
+    view.setBackground(theme.VIDEO_BACKGROUND)
     box = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
     image = pg.ImageItem(axisOrder="row-major")
     box.addItem(image)
@@ -187,9 +188,9 @@ class CinePlayer(QWidget):
         plot.setContentsMargins(inset, 2, inset, 2)
         plot.setToolTip("How much each frame the model saw mattered to its score "
                         "(mean GradCAM activation)")
-        self.importance_curve = plot.plot(pen=pg.mkPen("#ffb74d", width=2), symbol="o",
-                                          symbolSize=5, symbolBrush="#ffb74d", symbolPen=None)
-        self.importance_marker = pg.InfiniteLine(angle=90, pen=pg.mkPen("#4fc3f7", width=1))
+        self.importance_curve = plot.plot(pen=pg.mkPen(theme.ORANGE, width=2), symbol="o",
+                                          symbolSize=5, symbolBrush=theme.ORANGE, symbolPen=None)
+        self.importance_marker = pg.InfiniteLine(angle=90, pen=pg.mkPen(theme.BLUE, width=1))
         plot.addItem(self.importance_marker)
         plot.setVisible(False)
         self.importance_plot = plot

@@ -9,14 +9,9 @@ reviewed with the issue tag ``reviewed`` in the labels CSV.
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor
@@ -35,120 +30,28 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from echoquality_core.evaluate import metrics_from_scores
-from echoquality_core.gradcam import clip_frame_map, frame_importance, model_frame_index
-from echoquality_core.labels import Label, LabelError
-from echoquality_core.preprocess import sample_indices
+from echoquality_core.heatmap import ClipExplanation, ClipHeatMap
+from echoquality_core.labels import REVIEWED, LabelError
+from echoquality_core.review import (
+    CELLS,
+    KINDS,
+    ReviewClip,
+    ReviewSet,
+    build_review,
+    read_run_predictions,
+)
+from echoquality_core.run_folder import RunFolder
+from echoquality_gui import theme
 from echoquality_gui.clip_list import label_text
-from echoquality_gui.gradcam_worker import GradcamResult, GradcamWorker
+from echoquality_gui.gradcam_worker import GradcamWorker
 from echoquality_gui.keybinds import FIVE_POINT, keybind
 from echoquality_gui.labeling import ask_rater
 from echoquality_gui.player import CinePlayer
 from echoquality_gui.session import Session
 
-REVIEWED = "reviewed"  # issue tag: a person looked at the model's disagreement and decided
-KINDS = {"tn": "true negative", "fp": "false positive", "fn": "false negative",
-         "tp": "true positive"}
-CELLS = {(0, 0): "tn", (0, 1): "fp", (1, 0): "fn", (1, 1): "tp"}  # (labelled good, called good)
 METRICS = (("accuracy", "Accuracy"), ("precision", "Precision"), ("recall", "Recall"),
            ("f1", "F1"), ("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"),
            ("brier", "Brier"), ("threshold", "Threshold"), ("n", "Clips"))
-
-
-# --- what is reviewed (plain Python) -----------------------------------------------------------
-
-@dataclass(frozen=True)
-class ReviewClip:
-    """One clip with its label (0..1, good >= 0.5) and the model's score."""
-
-    rel: str
-    label: float
-    score: float
-    threshold: float
-    reviewed: bool = False
-
-    @property
-    def labelled_good(self) -> bool:
-        return self.label >= 0.5
-
-    @property
-    def called_good(self) -> bool:
-        return self.score >= self.threshold
-
-    @property
-    def wrong(self) -> bool:
-        return self.labelled_good != self.called_good
-
-    @property
-    def kind(self) -> str:
-        """"tp", "tn", "fp" (labelled poor, called good) or "fn" (labelled good, called poor)."""
-        return ("f" if self.wrong else "t") + ("p" if self.called_good else "n")
-
-    @property
-    def margin(self) -> float:
-        """How far the score is from the threshold: how sure the model was of its call."""
-        return abs(self.score - self.threshold)
-
-
-@dataclass
-class ReviewSet:
-    """The clips under review, their metrics and what they come from."""
-
-    source: str
-    threshold: float
-    clips: list[ReviewClip]
-    metrics: dict
-
-    def cell(self, kind: str) -> list[ReviewClip]:
-        """Clips of one confusion-matrix cell, the model's most confident call first."""
-        return sorted((c for c in self.clips if c.kind == kind), key=lambda c: (-c.margin, c.rel))
-
-    def mistakes(self) -> list[ReviewClip]:
-        """False positives and negatives, the most confident mistake (score furthest from the
-        threshold on the wrong side) first."""
-        return sorted((c for c in self.clips if c.wrong), key=lambda c: (-c.margin, c.rel))
-
-    def roc(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(false positive rate, true positive rate) of the ROC curve; None with one class."""
-        from sklearn.metrics import roc_curve
-
-        y = [int(c.labelled_good) for c in self.clips]
-        if not 0 < sum(y) < len(y):
-            return None
-        fpr, tpr, _ = roc_curve(y, [c.score for c in self.clips])
-        return fpr, tpr
-
-
-def read_run_predictions(run_dir: Path) -> tuple[dict[str, tuple[float, float]], float | None]:
-    """({video_path: (label, score)} of the run's test split, the run's threshold or None)."""
-    predictions: dict[str, tuple[float, float]] = {}
-    with open(run_dir / "test_predictions.csv", newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            try:
-                label, score = float(row["label"]), float(row["score"])
-            except (KeyError, TypeError, ValueError):
-                continue
-            if math.isfinite(label) and math.isfinite(score):
-                predictions[row["video_path"]] = (label, score)
-    threshold = None
-    try:
-        threshold = float(json.loads((run_dir / "summary.json").read_text())["threshold"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return predictions, threshold
-
-
-def build_review(scored: Mapping[str, tuple[float, float]], threshold: float, source: str,
-                 labels: Mapping[str, Label | None]) -> ReviewSet:
-    """ReviewSet of clips ``{rel: (label, score)}``; the CSV's label (``labels``), when there is
-    one, replaces the given label, and its ``reviewed`` tag marks the clip as reviewed."""
-    clips = []
-    for rel, (label, score) in scored.items():
-        now = labels.get(rel)
-        clips.append(ReviewClip(rel, now.quality_score if now else label, score, threshold,
-                                bool(now and REVIEWED in now.issues)))
-    metrics = metrics_from_scores([c.label for c in clips], [c.score for c in clips], threshold)
-    return ReviewSet(source, threshold, clips, metrics)
 
 
 def collect_review(session: Session) -> ReviewSet | None:
@@ -164,7 +67,7 @@ def collect_review(session: Session) -> ReviewSet | None:
         except LabelError:
             return None
 
-    if run_dir is not None and (Path(run_dir) / "test_predictions.csv").is_file():
+    if run_dir is not None and RunFolder(run_dir).predictions.is_file():
         recorded, threshold = read_run_predictions(Path(run_dir))
         scored = {r: v for p, v in recorded.items() if (r := rel(p)) is not None}
         threshold = session.threshold if threshold is None else threshold
@@ -180,36 +83,11 @@ def collect_review(session: Session) -> ReviewSet | None:
     return build_review(scored, threshold, source, labels)
 
 
-class ClipHeatMap:
-    """The player's overlay: frame index -> GradCAM map placed on that clip frame (crop and
-    scale undone, nearest sampled frame in time), computed once per model frame."""
-
-    def __init__(self, result: GradcamResult):
-        self.result = result
-        self._maps: dict[int | None, np.ndarray] = {}
-
-    def __call__(self, index: int) -> np.ndarray | None:
-        r = self.result
-        if not 0 <= index < r.n_frames:
-            return None
-        j = model_frame_index(index, r.n_frames, r.params)
-        if j not in self._maps:
-            self._maps[j] = clip_frame_map(r.maps, index, r.shape_hw, r.n_frames, r.params)
-        return self._maps[j]
-
-    def importance(self) -> tuple[np.ndarray, np.ndarray]:
-        """(clip frame indices the model saw, their importance)."""
-        r = self.result
-        frames = sample_indices(r.n_frames, r.params.n_frames, r.params.stride)
-        seen = frames >= 0
-        return frames[seen], frame_importance(r.maps)[seen]
-
-
 # --- the tab -----------------------------------------------------------------------------------
 
-_WRONG_BRUSH = QBrush(QColor("#4a2622"))
-_RIGHT_BRUSH = QBrush(QColor("#1f3d2b"))
-_DONE_BRUSH = QBrush(QColor("#7f8a9c"))
+_WRONG_BRUSH = QBrush(QColor(theme.WRONG_ROW))
+_RIGHT_BRUSH = QBrush(QColor(theme.RIGHT_ROW))
+_DONE_BRUSH = QBrush(QColor(theme.DONE_ROW))
 
 
 def _fmt(value) -> str:
@@ -266,16 +144,16 @@ class ReviewTab(QWidget):
             self.metric_labels[key] = value
 
         self.roc_plot = pg.PlotWidget(enableMenu=False)
-        self.roc_plot.setBackground("#15181e")
+        self.roc_plot.setBackground(theme.BACKGROUND)
         self.roc_plot.setMouseEnabled(False, False)
         self.roc_plot.hideButtons()
         self.roc_plot.setLabel("bottom", "False positive rate")
         self.roc_plot.setLabel("left", "True positive rate")
         self.roc_plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0.03)
-        self.roc_plot.plot([0, 1], [0, 1], pen=pg.mkPen("#4d5566", style=Qt.PenStyle.DashLine))
-        self.roc_curve = self.roc_plot.plot(pen=pg.mkPen("#4fc3f7", width=2))
+        self.roc_plot.plot([0, 1], [0, 1], pen=pg.mkPen(theme.GRID_DASH, style=Qt.PenStyle.DashLine))
+        self.roc_curve = self.roc_plot.plot(pen=pg.mkPen(theme.BLUE, width=2))
         self.roc_point = self.roc_plot.plot(pen=None, symbol="o", symbolSize=8,
-                                            symbolBrush="#ffb74d", symbolPen=None)
+                                            symbolBrush=theme.ORANGE, symbolPen=None)
         self.roc_plot.setMinimumWidth(190)
         self.roc_plot.setToolTip("ROC curve; the dot is the model at its threshold")
 
@@ -532,7 +410,7 @@ class ReviewTab(QWidget):
             f"{Path(clip.rel).name} · labelled {label_text(clip.label)} · model {clip.score:.3f}"
             f" ({'good' if clip.called_good else 'poor'}) · {KINDS[clip.kind]}{done}")
 
-    def _on_gradcam(self, request: int, result: GradcamResult) -> None:
+    def _on_gradcam(self, request: int, result: ClipExplanation) -> None:
         if request != self._request or self.rel is None:
             return
         self.heat_map = ClipHeatMap(result)

@@ -1,23 +1,21 @@
 """Scoring clips with a model in a QThread around the core's ``score_clips``: the model is
 loaded first (``loaded``), then ``progress(done, total)`` per clip; cancellable between clips
-(the batch being scored is finished and, with an output CSV, written)."""
+(the batch being scored is finished and, with an output CSV, written).
+
+The core's model modules (torch) are imported in the worker thread when a run starts, so the
+window opens without loading torch."""
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
 from PySide6.QtCore import QObject, QThread, Signal
 
-from echoquality_core.scoring import (
-    COLUMNS,
-    ClipInput,
-    load_scoring_model,
-    params_from_info,
-    score_clips,
-    threshold_from_info,
-)
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +33,8 @@ def scores_by_clip(table: pd.DataFrame) -> dict[str, float]:
 
 
 class ScoreWorker(QThread):
-    """Load ``model`` and score ``clips`` (folders, files or ClipInputs, as the core takes;
-    an empty list only loads the model).
+    """Load ``model`` and score ``clips`` (a folder, or a list of (path, name) pairs; an empty
+    list only loads the model).
 
     Signals carry the worker's ``id`` so that a replaced worker's queued signals can be told
     apart. Exactly one of ``finished_scoring``, ``failed`` or ``cancelled`` ends a run.
@@ -50,7 +48,7 @@ class ScoreWorker(QThread):
 
     _ids = 0
 
-    def __init__(self, clips: str | os.PathLike | list[str | os.PathLike | ClipInput],
+    def __init__(self, clips: str | os.PathLike | list[tuple[Path, str]],
                  model: str | os.PathLike, *, threshold: float | None = None,
                  out_csv: str | os.PathLike | None = None,
                  cache_dir: str | os.PathLike | None = None, parent: QObject | None = None):
@@ -74,6 +72,15 @@ class ScoreWorker(QThread):
             raise _Cancelled
 
     def run(self) -> None:
+        import pandas as pd
+
+        from echoquality_core.checkpoint import (
+            load_scoring_model,
+            params_from_info,
+            threshold_from_info,
+        )
+        from echoquality_core.scoring import COLUMNS, ClipInput, score_clips
+
         try:
             net, info = load_scoring_model(self.model_path)
             threshold = threshold_from_info(info, self.threshold)
@@ -90,8 +97,10 @@ class ScoreWorker(QThread):
         if isinstance(self.clips, list) and not self.clips:  # only check that the model loads
             self.finished_scoring.emit(self.id, pd.DataFrame(columns=list(COLUMNS)))
             return
+        clips = ([ClipInput(Path(p), name) for p, name in self.clips]
+                 if isinstance(self.clips, list) else self.clips)
         try:
-            table = score_clips(self.clips, net, out_csv=self.out_csv, threshold=threshold,
+            table = score_clips(clips, net, out_csv=self.out_csv, threshold=threshold,
                                 batch_size=BATCH_SIZE, params=params_from_info(info),
                                 cache_dir=self.cache_dir, progress=self._progress)
         except _Cancelled:

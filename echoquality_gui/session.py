@@ -7,61 +7,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import QObject, Signal
 
-from echoquality_core.labels import Label
-from echoquality_core.project import ClipInfo, LabelChange, Project, read_header
-from echoquality_core.scoring import DEFAULT_THRESHOLD, ClipInput
+from echoquality_core.labels import SCALES, Label
+from echoquality_core.project import ClipInfo, LabelChange, Project
 from echoquality_gui import settings
-from echoquality_gui.score_worker import ScoreWorker, scores_by_clip
-
-SCALES = ("binary", "five_point")
-
-
-class ScanWorker(QThread):
-    """Finds the clips under a folder and reads their headers, reporting progress; cancellable."""
-
-    found = Signal(int, list)  # scan id, list[Path]
-    headers = Signal(int, list)  # scan id, list[(row, ClipInfo)]
-    progress = Signal(int, int, int)  # scan id, done, total (done == -1: cancelled)
-    done = Signal(int)  # scan id
-
-    _ids = 0
-
-    BATCH_SECONDS = 0.1
-
-    def __init__(self, project: Project, parent: QObject | None = None):
-        super().__init__(parent)
-        ScanWorker._ids += 1
-        self.id = ScanWorker._ids
-        self._project = project
-        self._cancelled = False
-
-    def cancel(self) -> None:
-        self._cancelled = True
-
-    def run(self) -> None:
-        paths = self._project.find_paths()
-        self.found.emit(self.id, paths)
-        batch: list[tuple[int, ClipInfo]] = []
-        last = time.perf_counter()
-        relative = self._project.store.relative
-        for row, path in enumerate(paths):
-            if self._cancelled:
-                break
-            batch.append((row, read_header(path, relative(path))))
-            if time.perf_counter() - last > self.BATCH_SECONDS:
-                self.headers.emit(self.id, batch)
-                self.progress.emit(self.id, row + 1, len(paths))
-                batch, last = [], time.perf_counter()
-        if batch:
-            self.headers.emit(self.id, batch)
-        self.progress.emit(self.id, -1 if self._cancelled else len(paths), len(paths))
-        self.done.emit(self.id)
+from echoquality_gui.model_state import ModelState
+from echoquality_gui.workers import Worker, retire
 
 
-class Session(QObject):
-    """State of the open project: clips, labels, current clip, model scores, undo/redo."""
+class Session(ModelState, QObject):
+    """State of the open project: clips, labels, current clip, undo/redo; the model, its
+    threshold and scores come from :class:`ModelState` (``model_state.py``)."""
 
     project_opened = Signal(object)  # Project
     clips_reset = Signal()  # the clip list was replaced
@@ -85,19 +42,11 @@ class Session(QObject):
         super().__init__(parent)
         self.project: Project | None = None
         self.current: ClipInfo | None = None
-        self.scores: dict[str, float] = {}
-        self.threshold = DEFAULT_THRESHOLD
-        self.model_path: Path | None = None
-        self.run_dir: Path | None = None  # training run folder (summary.json, ...) if known
-        self.show_scores = settings.show_model_score()
+        self._init_model_state()
         self.scale = "binary"
         self.auto_advance = True
         self.clip_order: Callable[[], list[str]] | None = None  # the clip list's visible order
-        self._scan: ScanWorker | None = None
-        self._scoring: ScoreWorker | None = None
-        self._background: set[ScoreWorker] = set()  # cancelled or not the project's
-        self._given_threshold: float | None = None
-        self._confirmed: tuple[Path | None, Path | None, float] = (None, None, self.threshold)
+        self._scan: Worker | None = None
 
     # --- project ---------------------------------------------------------------------------
     def open_project(self, root: str | Path, csv_path: str | Path | None = None) -> Project:
@@ -120,43 +69,33 @@ class Session(QObject):
         return project
 
     def _start_scan(self, project: Project) -> None:
-        worker = ScanWorker(project, self)
-        worker.found.connect(self._on_found)
-        worker.headers.connect(self._on_headers)
-        worker.progress.connect(self._on_progress)
-        worker.done.connect(self._on_scan_done)
-        self._scan = worker
-        worker.start()
+        self._scan = Worker(project.scan_steps, parent=self).connect(
+            yielded=self._on_scan_step, returned=lambda _: self._on_scan_done(),
+            errored=self._on_scan_failed)
+        self._scan.start()
 
-    def _is_current_scan(self, scan_id: int) -> bool:
-        """Signals of a cancelled or replaced scan may still be queued: ignore them."""
-        return self._scan is not None and self._scan.id == scan_id
+    def _on_scan_step(self, step: tuple) -> None:
+        kind = step[0]
+        if kind == "found":
+            self.project.set_paths(step[1])
+            self.clips_reset.emit()
+            self.message.emit(f"Found {len(step[1])} clips in {self.project.root.name}")
+        elif kind == "headers":
+            for row, info in step[1]:
+                self.project.clips[row] = info
+            self.clips_updated.emit([row for row, _ in step[1]])
+        else:
+            self.scan_progress.emit(step[1], step[2])
 
-    def _on_found(self, scan_id: int, paths: list[Path]) -> None:
-        if not self._is_current_scan(scan_id):
-            return
-        self.project.set_paths(paths)
-        self.clips_reset.emit()
-        self.message.emit(f"Found {len(paths)} clips in {self.project.root.name}")
+    def _on_scan_done(self) -> None:
+        scan, self._scan = self._scan, None
+        retire(scan)
+        self.scan_finished.emit()
+        self.score_project()
 
-    def _on_headers(self, scan_id: int, batch: list[tuple[int, ClipInfo]]) -> None:
-        if not self._is_current_scan(scan_id):
-            return
-        for row, info in batch:
-            self.project.clips[row] = info
-        self.clips_updated.emit([row for row, _ in batch])
-
-    def _on_progress(self, scan_id: int, done: int, total: int) -> None:
-        if self._is_current_scan(scan_id):
-            self.scan_progress.emit(done, total)
-
-    def _on_scan_done(self, scan_id: int) -> None:
-        if self._is_current_scan(scan_id):
-            scan, self._scan = self._scan, None
-            scan.wait()
-            scan.deleteLater()
-            self.scan_finished.emit()
-            self.score_project()
+    def _on_scan_failed(self, exc: BaseException) -> None:
+        self.message.emit(f"Reading the clip list stopped: {exc}")
+        self._on_scan_done()
 
     @property
     def scanning(self) -> bool:
@@ -170,9 +109,7 @@ class Session(QObject):
     def _stop_scan(self) -> None:
         if self._scan is not None:
             scan, self._scan = self._scan, None
-            scan.cancel()
-            scan.wait()
-            scan.deleteLater()
+            retire(scan)
             self.scan_finished.emit()
 
     def set_scale(self, scale: str) -> None:
@@ -296,165 +233,6 @@ class Session(QObject):
             return False
         self.open_clip(rel)
         return True
-
-    # --- model -----------------------------------------------------------------------------
-    def set_model(self, path: str | Path | None, *, run_dir: str | Path | None = None,
-                  threshold: float | None = None) -> None:
-        """Make ``path`` (weights, checkpoint or TorchScript export) the current model and score
-        every clip of the project in the background; ``None`` clears model and scores.
-
-        ``threshold`` defaults to the checkpoint's saved one, else the core's default. The model
-        is loaded in the background: if it cannot be used, ``message`` says why and the previous
-        model is put back.
-        """
-        self.cancel_scoring()
-        if path is None:
-            self.model_path, self.run_dir, self._given_threshold = None, None, None
-            self._confirmed = (None, None, self.threshold)
-            self.model_changed.emit(None)
-            self.set_scores({})
-            return
-        path = Path(path)
-        if not path.exists():
-            self.message.emit(f"Cannot use the model {path.name}: file not found")
-            return
-        self.model_path, self.run_dir = path, Path(run_dir) if run_dir else None
-        self._given_threshold = None if threshold is None else float(threshold)
-        if threshold is not None:
-            self.threshold = float(threshold)
-        self.model_changed.emit(path)
-        self.score_project(loading=True)
-
-    def adopt_scores(self, model: str | Path, scores: dict[str, float],
-                     threshold: float) -> None:
-        """Scores of the project's clips made with ``model`` elsewhere (Score a folder): that
-        model becomes the current one, with these scores (nothing is scored again)."""
-        model = Path(model)
-        self.cancel_scoring()
-        if model != self.model_path:
-            self.model_path, self.run_dir, self._given_threshold = model, None, None
-            self.model_changed.emit(model)
-        self.threshold = float(threshold)
-        self._confirmed = (self.model_path, self.run_dir, self.threshold)
-        self.set_scores(scores, threshold)
-
-    def score_project(self, *, loading: bool = False) -> bool:
-        """Score every clip of the project with the current model in the background (after
-        the header scan, if one is running); False if there is nothing to do."""
-        project = self.project
-        if project is None or self.model_path is None or self.scanning or not project.clips:
-            if loading:  # nothing to score: still check that the model loads
-                self._start_scoring([])
-            return False
-        self._start_scoring([ClipInput(c.path, c.rel) for c in project.clips])
-        return True
-
-    def _start_scoring(self, clips: list[ClipInput]) -> None:
-        self.cancel_scoring()
-        worker = ScoreWorker(clips, self.model_path, threshold=self._given_threshold,
-                             cache_dir=self.project.cache_dir if self.project else None,
-                             parent=self)
-        worker.loaded.connect(self._on_model_loaded)
-        worker.progress.connect(self._on_scoring_progress)
-        worker.finished_scoring.connect(self._on_scored)
-        worker.failed.connect(self._on_scoring_failed)
-        worker.cancelled.connect(self._on_scoring_ended)
-        worker.finished.connect(self._on_worker_finished)
-        self._scoring = worker
-        self.scoring_progress.emit(0, 0)
-        worker.start()
-
-    @property
-    def scoring(self) -> bool:
-        return self._scoring is not None
-
-    def cancel_scoring(self) -> None:
-        """Stop the project's scoring (the worker finishes its batch in the background)."""
-        worker, self._scoring = self._scoring, None
-        if worker is not None:
-            worker.cancel()
-            self._background.add(worker)
-            self.scoring_finished.emit()
-
-    def keep_alive(self, worker: QThread) -> None:
-        """Own a background worker with ``cancel()`` (e.g. Score a folder, a training run
-        that is finishing) until its thread ends; ``close`` cancels and waits for it."""
-        worker.setParent(self)
-        self._background.add(worker)
-        worker.finished.connect(self._on_worker_finished)
-        if worker.isFinished():  # ended before we connected
-            self._background.discard(worker)
-            worker.deleteLater()
-
-    def _on_worker_finished(self) -> None:
-        worker = self.sender()
-        if worker in self._background:
-            self._background.discard(worker)
-            worker.deleteLater()
-
-    def _is_current_scoring(self, worker_id: int) -> bool:
-        return self._scoring is not None and self._scoring.id == worker_id
-
-    def _on_model_loaded(self, worker_id: int, threshold: float) -> None:
-        if self._is_current_scoring(worker_id):
-            self.threshold = threshold
-            self._confirmed = (self.model_path, self.run_dir, threshold)
-            if self.scores:
-                self.set_scores({})
-
-    def _on_scoring_progress(self, worker_id: int, done: int, total: int) -> None:
-        if self._is_current_scoring(worker_id):
-            self.scoring_progress.emit(done, total)
-
-    def _on_scored(self, worker_id: int, table) -> None:
-        if not self._is_current_scoring(worker_id):
-            return
-        scores = scores_by_clip(table)
-        self._on_scoring_ended(worker_id)
-        if not table.empty:
-            unreadable = len(table) - len(scores)
-            self.message.emit(f"Scored {len(scores)} clips with {self.model_path.name}"
-                              + (f" ({unreadable} unreadable)" if unreadable else ""))
-            self.set_scores(scores, table.attrs["threshold"])
-
-    def _on_scoring_failed(self, worker_id: int, text: str) -> None:
-        if not self._is_current_scoring(worker_id):
-            return
-        self._on_scoring_ended(worker_id)
-        self.message.emit(text)
-        if self._confirmed[0] != self.model_path:  # the model did not load: put the last back
-            self.model_path, self.run_dir, self.threshold = self._confirmed
-            self._given_threshold = self.threshold if self.model_path else None
-            self.model_changed.emit(self.model_path)
-            if self.model_path is not None and not self.scores:
-                self.score_project()
-
-    def _on_scoring_ended(self, worker_id: int) -> None:
-        if self._is_current_scoring(worker_id):
-            worker, self._scoring = self._scoring, None
-            worker.wait()
-            worker.deleteLater()
-            self.scoring_finished.emit()
-
-    def set_show_scores(self, on: bool) -> None:
-        """Show or hide the model's score while labelling (and in the clip list); remembered."""
-        self.show_scores = bool(on)
-        settings.set_show_model_score(self.show_scores)
-        self.score_visibility_changed.emit(self.show_scores)
-
-    def set_scores(self, scores: dict[str, float], threshold: float | None = None) -> None:
-        """Model scores by clip rel path (shown in the list; 'disagreements' filter)."""
-        self.scores = dict(scores)
-        if threshold is not None:
-            self.threshold = float(threshold)
-        self.scores_changed.emit()
-
-    def disagrees(self, rel: str) -> bool:
-        """True if the clip is labelled and the model's call (score >= threshold) differs."""
-        label, score = self.label(rel), self.scores.get(rel)
-        if label is None or score is None:
-            return False
-        return (score >= self.threshold) != (label.quality_score >= 0.5)
 
     def close(self) -> None:
         """Write the clip's pending edits and stop background work (call before the window

@@ -28,22 +28,6 @@ def describe_device(device: str = "auto") -> str:
     return f"CPU, {cpu_threads()} of {os.cpu_count() or 1} cores"
 
 
-class DeviceProbe(QThread):
-    """Finds the training device in the background (importing torch takes seconds)."""
-
-    found = Signal(str)
-
-    def __init__(self, device: str = "auto", parent: QObject | None = None):
-        super().__init__(parent)
-        self.device = device
-
-    def run(self) -> None:
-        try:
-            self.found.emit(describe_device(self.device))
-        except (ValueError, RuntimeError) as exc:
-            self.found.emit(f"unavailable ({exc})")
-
-
 class TrainWorker(QThread):
     """One training run of ``TrainConfig(**settings)`` in a child process (core
     ``TrainProcess``); this thread only relays its events as signals. ``stop()`` /

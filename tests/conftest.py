@@ -16,6 +16,14 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 RATER = "Test Rater"
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """Every test that needs the session's real training run (``trained_run``, also through
+    another fixture) is ``slow``: ``-m "not slow"`` gives a quick loop."""
+    for item in items:
+        if "trained_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def demo_project(tmp_path_factory) -> Path:
     """A small demo project written once per test session (10 clips, 24 frames, 120x160, 6 unlabelled):
@@ -25,6 +33,41 @@ def demo_project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo_project")
     write_demo_project(root, n_clips=10, n_frames=24, height=120, width=160, unlabelled=0.6)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory):
+    """Factory: ``tiny_project(n_clips, n_frames, height, width, seed, unlabelled)`` writes a
+    small demo project into a new temporary folder and returns its labels CSV."""
+    from echoquality_core.demo import write_demo_project
+
+    def make(n_clips: int = 10, n_frames: int = 6, height: int = 64, width: int = 80,
+             seed: int = 0, unlabelled: float = 0.0) -> Path:
+        root = tmp_path_factory.mktemp(f"tiny_project_{n_clips}x{n_frames}_s{seed}")
+        return write_demo_project(root, n_clips=n_clips, n_frames=n_frames, height=height,
+                                  width=width, seed=seed, unlabelled=unlabelled)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def random_model():
+    """Factory: ``random_model(seed)``, an untrained R(2+1)D-18 with one logit (``build_model``
+    without weights) seeded with ``seed``, in eval mode."""
+
+    def make(seed: int = 0):
+        import warnings
+
+        import torch
+
+        from echoquality_core.model import build_model
+
+        torch.manual_seed(seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # random initialisation, on purpose
+            return build_model().eval()
+
+    return make
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +16,7 @@ import pytest
 import torch
 
 from echoquality_core.cli import main
-from echoquality_core.model import build_model, save_checkpoint
+from echoquality_core.model import save_checkpoint
 from echoquality_core.preprocess import PreprocessParams
 
 PARAMS = PreprocessParams(n_frames=4, stride=1, size=48)
@@ -25,12 +24,9 @@ SCRIPT = Path(sys.executable).parent / "echoquality"
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
+def checkpoint(tmp_path_factory, random_model) -> Path:
     torch.set_num_threads(1)
-    torch.manual_seed(3)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # random initialisation, on purpose
-        model = build_model()
+    model = random_model(3)
     path = tmp_path_factory.mktemp("cli_model") / "best.pt"
     return save_checkpoint(model, path, threshold=0.5, preprocess=PARAMS)
 
@@ -74,6 +70,7 @@ def test_score_with_a_missing_model_or_input_exits_2_with_one_line(
     assert "missing" in _error_line(capsys)
 
 
+@pytest.mark.slow
 def test_installed_script_scores_with_an_exported_model(demo_project, checkpoint, tmp_path):
     export_dir = tmp_path / "export"
     assert main(["export", "--model", str(checkpoint), "--out", str(export_dir),

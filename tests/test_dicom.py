@@ -457,6 +457,7 @@ for path in sys.argv[1:]:
 """
 
 
+@pytest.mark.slow
 def test_missing_decoder_plugin_names_the_package_to_install():
     files = [data_file("emri_small_jpeg_ls_lossless.dcm"), data_file("US1_J2KI.dcm")]
     assert [str(pydicom.dcmread(f).file_meta.TransferSyntaxUID) for f in files] == [

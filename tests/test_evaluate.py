@@ -22,7 +22,6 @@ from echoquality_core.evaluate import (
     safe_stem,
     save_evaluation_plots,
 )
-from echoquality_core.model import build_model
 from echoquality_core.tracking import default_artifact_location, default_tracking_uri, start_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -30,15 +29,11 @@ SHAPE = (3, 4, 32, 32)  # tiny clips: r2plus1d_18 still runs all its layers
 
 
 @pytest.fixture(scope="module")
-def small_model():
+def small_model(random_model):
     """A seeded, untrained R(2+1)D-18 (what build_model gives without weights)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
-    torch.manual_seed(7)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "no weights: random initialisation"
-        model = build_model()
-    yield model.eval()
+    yield random_model(7)
     torch.set_num_threads(threads)
 
 

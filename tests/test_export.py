@@ -4,35 +4,25 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from echoquality_core.export import (
-    EXPORT_FORMAT,
-    INFO_FILE,
-    ONNX_FILE,
-    TORCHSCRIPT_FILE,
-    export_model,
-    load_exported,
-)
-from echoquality_core.model import WeightsError, build_model, save_checkpoint
+from echoquality_core.checkpoint import INFO_FILE, TORCHSCRIPT_FILE, load_exported, score_arrays
+from echoquality_core.export import EXPORT_FORMAT, ONNX_FILE, export_model
+from echoquality_core.model import WeightsError, save_checkpoint
 from echoquality_core.preprocess import PreprocessParams
-from echoquality_core.scoring import score_arrays, score_clips
+from echoquality_core.scoring import score_clips
 
 PARAMS = PreprocessParams(n_frames=4, stride=1, size=48)
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(random_model):
     torch.set_num_threads(1)
-    torch.manual_seed(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # random initialisation, on purpose
-        return build_model().eval()
+    return random_model(1)
 
 
 @pytest.fixture(scope="module")

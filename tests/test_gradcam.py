@@ -13,15 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from echoquality_core.gradcam import (
-    clip_frame_map,
-    denormalize,
-    frame_importance,
-    gradcam,
-    maps_to_clip,
-    model_frame_index,
-    visualize_gradcam,
-)
+from echoquality_core.gradcam import denormalize, gradcam, visualize_gradcam
+from echoquality_core.heatmap import clip_frame_map, frame_importance, maps_to_clip, model_frame_index
 from echoquality_core.model import build_model
 from echoquality_core.preprocess import PreprocessParams, crop_box, model_frames, normalize
 

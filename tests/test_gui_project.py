@@ -162,6 +162,7 @@ def test_main_window_screenshot_with_clip_playing(studio_window, open_project, p
     assert path.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_app_entry_point_opens_a_project_and_exits_cleanly(project_copy, tmp_path):
     # its own process: after QApplication.exec() returns, Qt runs no further event loops
     png = tmp_path / "window.png"

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from echoquality_core.gradcam import clip_frame_map, frame_importance
+from echoquality_core.heatmap import clip_frame_map, frame_importance
 from echoquality_core.labels import LabelStore
-from echoquality_gui.review import REVIEWED
+from echoquality_core.labels import REVIEWED
 
 TIMEOUT = 60000
 

@@ -27,6 +27,7 @@ def _open_with_runs(qtbot, studio_window, open_project, root):
     return panel
 
 
+@pytest.mark.slow
 def test_runs_table_shows_run_settings_and_loads_its_model(
         qtbot, studio_window, open_project, trained_run, screenshot):
     root, end = trained_run
@@ -63,6 +64,7 @@ def test_runs_table_shows_run_settings_and_loads_its_model(
     screenshot(studio_window, "runs_tab.png")
 
 
+@pytest.mark.slow
 def test_mlflow_ui_starts_on_free_port_answers_and_stops_with_window(
         qtbot, studio_window, open_project, trained_run):
     root, end = trained_run

@@ -84,6 +84,7 @@ def test_set_model_scores_every_clip_into_the_clip_list(qtbot, studio_window, op
     assert panel.view.isColumnHidden(COLUMNS.index("Model"))
 
 
+@pytest.mark.slow
 def test_u_opens_the_most_uncertain_clip_and_the_score_can_be_hidden(
         qtbot, studio_window, open_project, trained_run, trained_copy, screenshot):
     root, end = trained_copy
@@ -153,6 +154,7 @@ def run_dialog(qtbot, dialog, folder, model):
     return progress
 
 
+@pytest.mark.slow
 def test_score_a_folder_writes_every_clip_with_errors_and_progress(
         qtbot, studio_window, trained_run, tmp_path, screenshot):
     root, end = trained_run
@@ -175,6 +177,7 @@ def test_score_a_folder_writes_every_clip_with_errors_and_progress(
     dialog.close()
 
 
+@pytest.mark.slow
 def test_score_a_folder_cancel_stops_and_a_second_run_resumes(qtbot, studio_window, trained_run,
                                                               tmp_path):
     root, end = trained_run
@@ -197,6 +200,7 @@ def test_score_a_folder_cancel_stops_and_a_second_run_resumes(qtbot, studio_wind
     assert f"{len(partial)} already there" in dialog.status.text()
 
 
+@pytest.mark.slow
 def test_scoring_the_project_folder_with_another_model_makes_it_the_model_and_runs_closed(
         qtbot, studio_window, open_project, trained_run, trained_copy):
     root, end = trained_copy

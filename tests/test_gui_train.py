@@ -123,6 +123,7 @@ def test_form_defaults_are_the_core_defaults(studio_window, open_project, projec
     assert "not a number" in panel.error_banner.text() and panel.error_banner.isVisibleTo(panel)
 
 
+@pytest.mark.slow
 def test_train_click_plots_summary_model_and_scores(studio_window, open_project, qtbot, tmp_path,
                                                     screenshot):
     from echoquality_core.tracking import default_tracking_uri, list_runs
@@ -171,6 +172,7 @@ def test_train_click_plots_summary_model_and_scores(studio_window, open_project,
     screenshot(studio_window, "train_tab_finished.png")
 
 
+@pytest.mark.slow
 def test_stop_in_epoch_two_keeps_epoch_one_model(studio_window, open_project, qtbot, tmp_path,
                                                  screenshot):
     open_project(demo_root(tmp_path))
@@ -197,6 +199,7 @@ def test_stop_in_epoch_two_keeps_epoch_one_model(studio_window, open_project, qt
     assert watch.max_gap_ms <= MAX_UI_STALL * 1000
 
 
+@pytest.mark.slow
 def test_cancel_in_epoch_two_discards_everything(studio_window, open_project, qtbot, tmp_path):
     from echoquality_core.tracking import default_tracking_uri, list_runs
 
@@ -221,6 +224,7 @@ def test_cancel_in_epoch_two_discards_everything(studio_window, open_project, qt
     assert panel.train_button.isEnabled() and not panel.stop_button.isEnabled()
 
 
+@pytest.mark.slow
 def test_closing_the_window_during_a_run_finishes_it_then_closes(studio_window, open_project,
                                                                 qtbot, tmp_path):
     open_project(demo_root(tmp_path))
@@ -241,6 +245,7 @@ def test_closing_the_window_during_a_run_finishes_it_then_closes(studio_window, 
     assert end.stopped and not end.cancelled and end.error is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("broken", ["missing", "corrupt"])
 def test_errors_show_in_the_tab(studio_window, qtbot, tmp_path, broken):
     root = demo_root(tmp_path)

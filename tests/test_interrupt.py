@@ -6,7 +6,7 @@ import torch
 
 from echoquality_core.interrupt import Interrupted, checkpoints, interruptible
 from echoquality_core.model import build_model, freeze_model_except_final_layers
-from echoquality_core.train import _run_epoch
+from echoquality_core.train_loop import run_epoch as _run_epoch
 
 
 @pytest.fixture(scope="module")

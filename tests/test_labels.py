@@ -381,6 +381,7 @@ def test_save_keeps_the_file_mode_and_leaves_no_temp_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.name != "posix", reason="process probe is POSIX-only")
 def test_save_removes_temp_files_left_by_dead_writers(tmp_path):
     path = tmp_path / "labels.csv"

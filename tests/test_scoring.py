@@ -10,7 +10,6 @@ import csv
 import io
 import math
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,27 +20,18 @@ import torch
 
 from echoquality_core.demo import synthetic_clip, write_dicom_clip
 from echoquality_core.dicom import find_clips
-from echoquality_core.model import build_model, save_checkpoint
+from echoquality_core.model import save_checkpoint
 from echoquality_core.preprocess import PreprocessParams
-from echoquality_core.scoring import (
-    COLUMNS,
-    DEFAULT_THRESHOLD,
-    SCORE_BANDS,
-    assessment,
-    read_scores,
-    score_clips,
-)
+from echoquality_core.review import DEFAULT_THRESHOLD, SCORE_BANDS, assessment
+from echoquality_core.scoring import COLUMNS, read_scores, score_clips
 
 PARAMS = PreprocessParams(n_frames=4, stride=1, size=48)
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(random_model):
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # random initialisation, on purpose
-        return build_model().eval()
+    return random_model(0)
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
+from echoquality_core.digest import file_digest as file_sha256
 from echoquality_core.tracking import (
     default_tracking_uri,
-    file_sha256,
     flatten,
     free_port,
     list_runs,
@@ -80,6 +80,7 @@ def test_list_runs_newest_first_with_metrics_and_params(tmp_path):
     assert runs[0]["status"] == "FINISHED" and runs[0]["start_time"]
 
 
+@pytest.mark.slow
 def test_logged_pytorch_model_loads_back_offline(tmp_path):
     import mlflow.pytorch
 
@@ -102,6 +103,7 @@ def test_file_sha256_matches_hashlib(tmp_path):
     assert file_sha256(f) == hashlib.sha256(f.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_mlflow_ui_command_is_runnable(tmp_path):
     argv = mlflow_ui_command(default_tracking_uri(tmp_path), port=5123)
     assert argv[:4] == [sys.executable, "-m", "mlflow", "ui"]
@@ -119,6 +121,7 @@ def test_list_runs_does_not_create_a_store(tmp_path):
     assert not (tmp_path / "mlruns.db").exists()
 
 
+@pytest.mark.slow
 def test_run_files_of_a_real_training_run(trained_run):
     root, end = trained_run
     run = next(r for r in list_runs(default_tracking_uri(root)) if r["run_id"] == end.run_id)

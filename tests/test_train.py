@@ -57,6 +57,7 @@ def _collect(config: TrainConfig, react=None) -> tuple[TrainEnd, list]:
     return end, events
 
 
+@pytest.mark.slow
 def test_run_saves_best_model_logs_finished_mlflow_run_and_loss_decreases(project, tmp_path):
     config = _config(project, tmp_path, epochs=3, log_mlflow_model=True)
     end, events = _collect(config)
@@ -91,6 +92,7 @@ def test_run_saves_best_model_logs_finished_mlflow_run_and_loss_decreases(projec
     assert any(m.source_run_id == end.run_id for m in logged_models)
 
 
+@pytest.mark.slow
 def test_stop_mid_epoch_keeps_best_model_and_finishes_run(project, tmp_path):
     stop_seen = []
 
@@ -109,6 +111,7 @@ def test_stop_mid_epoch_keeps_best_model_and_finishes_run(project, tmp_path):
     assert any(k.startswith("test_") for k in run.data.metrics)
 
 
+@pytest.mark.slow
 def test_cancel_kills_mlflow_run_and_deletes_checkpoints(project, tmp_path):
     config = _config(project, tmp_path, epochs=4)
     trainer = Trainer(config)
@@ -128,6 +131,7 @@ def test_cancel_kills_mlflow_run_and_deletes_checkpoints(project, tmp_path):
     assert run.info.status == "KILLED"
 
 
+@pytest.mark.slow
 def test_nan_loss_reports_error_and_fails_run_without_crashing(project, tmp_path):
     config = _config(project, tmp_path, learning_rate=1e30, epochs=3)
     end, events = _collect(config)
@@ -138,6 +142,7 @@ def test_nan_loss_reports_error_and_fails_run_without_crashing(project, tmp_path
     assert MlflowClient(config.tracking_uri).get_run(end.run_id).info.status == "FAILED"
 
 
+@pytest.mark.slow
 def test_unreadable_clip_is_reported_and_left_out(project, tmp_path):
     root = tmp_path / "proj"
     shutil.copytree(project.parent, root, ignore=shutil.ignore_patterns(".echoquality", "mlruns*"))
@@ -159,6 +164,7 @@ def test_unreadable_clip_is_reported_and_left_out(project, tmp_path):
         "broken.dcm", "missing.dcm"}
 
 
+@pytest.mark.slow
 def test_too_few_usable_clips_fails_clearly(tmp_path):
     csv_path = write_demo_project(tmp_path / "p", n_clips=3, n_frames=4, height=64, width=80,
                                   unlabelled=0.0)
@@ -206,6 +212,7 @@ def test_config_from_toml_resolves_paths_next_to_the_file(tmp_path):
         TrainConfig(loss="hinge")
 
 
+@pytest.mark.slow
 def test_cli_train_reports_model_and_mlflow_run(project, tmp_path, capsys):
     from echoquality_core.cli import main
 
@@ -235,6 +242,7 @@ def test_fine_tuned_model_separates_good_from_poor_clips_on_held_out_patients(tm
     assert end.test_metrics["roc_auc"] >= 0.9, end.test_metrics
 
 
+@pytest.mark.slow
 def test_split_of_a_real_run_keeps_every_patient_in_one_split(project, tmp_path):
     """split.csv of a real run, its clips grouped by the patient key read from their DICOM
     headers: every patient's clips are in one split only."""
@@ -304,6 +312,7 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 def test_no_patient_data_reaches_mlflow_run_files_or_logs(tmp_path, caplog, capsys):
     root = tmp_path / "sentinel"
     csv_path = _sentinel_project(root)

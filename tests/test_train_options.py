@@ -99,6 +99,7 @@ def fc_only(project, tracking) -> Run:
     return _train(project, tracking, epochs=2, learning_rate=1e-3, scheduler="cosine_restarts")
 
 
+@pytest.mark.slow
 def test_plain_run_takes_one_step_per_training_clip(plain):
     n_train = plain.end.split_sizes["train"]
     assert len(plain.losses) == n_train == len(plain.train_labels()) >= 4
@@ -106,6 +107,7 @@ def test_plain_run_takes_one_step_per_training_clip(plain):
     assert all(math.isfinite(loss) and loss > 0 for loss in plain.losses)
 
 
+@pytest.mark.slow
 def test_focal_loss_is_the_guides_formula_applied_to_each_clips_bce(plain, project, tracking):
     run = _train(project, tracking, loss="focal", focal_alpha=0.5, focal_gamma=1.5)
     assert run.params["loss"] == "focal" and run.params["focal_gamma"] == "1.5"
@@ -113,6 +115,7 @@ def test_focal_loss_is_the_guides_formula_applied_to_each_clips_bce(plain, proje
     assert run.losses == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_class_weighting_weights_good_clips_by_poor_to_good_ratio(plain, project, tracking):
     run = _train(project, tracking, class_weighting=True)
     labels = run.train_labels()
@@ -125,6 +128,7 @@ def test_class_weighting_weights_good_clips_by_poor_to_good_ratio(plain, project
     assert run.params["class_weighting"] == "True"
 
 
+@pytest.mark.slow
 def test_augmentation_changes_what_the_model_sees_in_training(plain, project, tracking):
     run = _train(project, tracking, augment=True)
     assert len(run.losses) == len(plain.losses)
@@ -135,6 +139,7 @@ def test_augmentation_changes_what_the_model_sees_in_training(plain, project, tr
     assert run.params["augment"] == "True"
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_steps_the_optimiser_every_second_clip(plain, project, tracking):
     """With a real learning rate the first 2 clips both meet the starting model (no optimiser
     step yet), the third one a changed model."""
@@ -144,6 +149,7 @@ def test_gradient_accumulation_steps_the_optimiser_every_second_clip(plain, proj
     assert run.params["grad_accum_steps"] == "2"
 
 
+@pytest.mark.slow
 def test_synthetic_pairs_add_a_poor_copy_of_each_good_training_clip(plain, project, tracking):
     run = _train(project, tracking, synthetic_pairs=True)
     labels = run.train_labels()
@@ -156,6 +162,7 @@ def test_synthetic_pairs_add_a_poor_copy_of_each_good_training_clip(plain, proje
     assert run.params["n_train"] == str(len(labels)) == str(run.end.split_sizes["train"])
 
 
+@pytest.mark.slow
 def test_cosine_restarts_lowers_the_learning_rate_after_each_epoch(fc_only, tracking):
     lrs = [e.lr for e in fc_only.epochs]
     assert lrs[0] == pytest.approx(1e-3) and 0 < lrs[1] < lrs[0]
@@ -164,6 +171,7 @@ def test_cosine_restarts_lowers_the_learning_rate_after_each_epoch(fc_only, trac
     assert fc_only.params["scheduler"] == "cosine_restarts"
 
 
+@pytest.mark.slow
 def test_unfreeze_schedule_trains_layer4_from_the_second_epoch(fc_only, project, tracking):
     """fc@0 alone is the fc-only run; once layer4 trains too (epoch 2), the runs part at once:
     layer4's BatchNorm switches to training mode and its weights start to change."""
@@ -188,6 +196,7 @@ def _blind_model(path: Path) -> Path:
     return save_checkpoint(model, path)
 
 
+@pytest.mark.slow
 def test_early_stopping_ends_the_run_at_the_first_epoch_without_improvement(project, tracking,
                                                                             tmp_path):
     run = _train(project, tracking, epochs=3, early_stopping_patience=1,

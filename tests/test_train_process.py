@@ -7,22 +7,20 @@ import signal
 
 import pytest
 
-from echoquality_core.demo import write_demo_project
 from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError
 from echoquality_core.tracking import default_tracking_uri
 from echoquality_core.train_process import TrainProcess
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("process_demo")
-    csv_path = write_demo_project(root, n_clips=10, n_frames=6, height=64, width=80, seed=7,
-                                  unlabelled=0.0)
+def settings(tiny_project) -> dict:
+    csv_path = tiny_project(n_clips=10, n_frames=6, height=64, width=80, seed=7)
     return {"annotations_csv": str(csv_path), "videos_dir": None, "n_frames": 4, "stride": 1,
                 "batch_size": 2, "epochs": 2, "learning_rate": 1e-3, "device": "cpu",
                 "log_mlflow_model": False, "tracking_uri": default_tracking_uri(root)}
 
 
+@pytest.mark.slow
 def test_a_run_in_a_child_process_sends_its_events_in_order(settings):
     run = TrainProcess(settings | {"epochs": 1})
     run.start()
@@ -36,6 +34,7 @@ def test_a_run_in_a_child_process_sends_its_events_in_order(settings):
     assert run.process.exitcode == 0
 
 
+@pytest.mark.slow
 def test_cancel_reaches_the_child(settings):
     run = TrainProcess(settings)
     run.start()
@@ -47,6 +46,7 @@ def test_cancel_reaches_the_child(settings):
     assert isinstance(last, TrainEnd) and last.cancelled and last.best_checkpoint is None
 
 
+@pytest.mark.slow
 def test_bad_settings_and_a_dead_child_are_reported(settings):
     run = TrainProcess(settings | {"epochs": 0})
     run.start()

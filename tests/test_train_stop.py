@@ -7,7 +7,6 @@ import torch
 from mlflow import MlflowClient
 
 from echoquality_core.cli import main
-from echoquality_core.demo import write_demo_project
 from echoquality_core.events import BatchEnd, Progress
 from echoquality_core.model import build_model
 from echoquality_core.tracking import default_tracking_uri
@@ -17,10 +16,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:No weights given:UserWarning")
 
 
 @pytest.fixture(scope="module")
-def csv_path(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stop_demo")
-    return write_demo_project(root, n_clips=10, n_frames=6, height=64, width=80, seed=5,
-                              unlabelled=0.0)
+def csv_path(tiny_project):
+    return tiny_project(n_clips=10, n_frames=6, height=64, width=80, seed=5)
 
 
 def config(csv_path, tmp_path, **overrides) -> TrainConfig:
@@ -44,6 +41,7 @@ def run(cfg: TrainConfig, stop_when) -> tuple:
     return trainer.run(), events, trainer
 
 
+@pytest.mark.slow
 def test_stop_while_clips_are_prepared_ends_at_once_with_nothing_kept(csv_path, tmp_path):
     end, events, trainer = run(config(csv_path, tmp_path),
                                lambda e: isinstance(e, Progress) and e.done == 1)
@@ -53,6 +51,7 @@ def test_stop_while_clips_are_prepared_ends_at_once_with_nothing_kept(csv_path, 
     assert not trainer.run_dir.exists()
 
 
+@pytest.mark.slow
 def test_stop_in_the_first_epoch_keeps_nothing_and_kills_the_run(csv_path, tmp_path):
     end, events, trainer = run(config(csv_path, tmp_path),
                                lambda e: isinstance(e, BatchEnd) and e.epoch == 1)
@@ -62,6 +61,7 @@ def test_stop_in_the_first_epoch_keeps_nothing_and_kills_the_run(csv_path, tmp_p
     assert MlflowClient(default_tracking_uri(tmp_path)).get_run(end.run_id).info.status == "KILLED"
 
 
+@pytest.mark.slow
 def test_best_model_is_also_saved_as_a_plain_state_dict(csv_path, tmp_path):
     end = Trainer(config(csv_path, tmp_path, epochs=1)).run()
     assert end.error is None and end.best_checkpoint.is_file()
@@ -84,6 +84,7 @@ def test_an_unfreeze_schedule_must_start_at_epoch_zero():
     assert TrainConfig(unfreeze_schedule="fc@0,layer4@3", cosine_t0=3).cosine_t0 == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, message", [
     (["--config", "missing.toml"], "missing.toml"),
     (["--epochs", "0"], "epochs must be at least 1"),

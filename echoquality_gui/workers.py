@@ -1,0 +1,88 @@
+"""One way to run work off the GUI thread (napari's / superqt's ``thread_worker`` idea, in a
+few lines of our own): a function or generator runs in a ``QThread``; a generator's yields
+arrive as ``yielded``, the return value as ``returned``, an exception as ``errored``.
+
+``abort()`` asks a generator to stop at its next yield (yield ``None`` as a heartbeat where
+there is nothing to report: it is not emitted). Results of an aborted worker are dropped where
+they are delivered, in the GUI thread, so a replaced run can never report after its successor
+started (no id bookkeeping needed). ``finished`` (QThread's) always ends a run.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal
+
+log = logging.getLogger(__name__)
+
+
+class Worker(QThread):
+    """Runs ``func(*args, **kwargs)`` in its own thread once ``start()`` is called."""
+
+    yielded = Signal(object)
+    returned = Signal(object)
+    errored = Signal(object)  # the exception
+
+    def __init__(self, func: Callable[..., Any], *args: Any, parent: QObject | None = None,
+                 **kwargs: Any):
+        super().__init__(parent)
+        self._call = (func, args, kwargs)
+        self._aborted = False
+
+    def abort(self) -> None:
+        """Stop at the next yield and drop every result not yet delivered (GUI thread)."""
+        self._aborted = True
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted
+
+    def connect(self, *, yielded: Callable[[Any], None] | None = None,
+                returned: Callable[[Any], None] | None = None,
+                errored: Callable[[BaseException], None] | None = None) -> Worker:
+        """Connect handlers that are skipped once the worker was aborted; returns self."""
+        for signal, handler in ((self.yielded, yielded), (self.returned, returned),
+                                (self.errored, errored)):
+            if handler is not None:
+                signal.connect(lambda value, handler=handler: None if self._aborted
+                               else handler(value))
+        return self
+
+    def run(self) -> None:
+        func, args, kwargs = self._call
+        try:
+            result = func(*args, **kwargs)
+            if inspect.isgenerator(result):
+                result = self._drain(result)
+        except Exception as exc:  # noqa: BLE001 - every failure goes to the errored handler
+            if not isinstance(exc, (OSError, ValueError, RuntimeError)):
+                log.exception("unexpected error in a background worker")
+            self.errored.emit(exc)
+            return
+        if not self._aborted:
+            self.returned.emit(result)
+
+    def _drain(self, generator) -> Any:
+        while True:
+            if self._aborted:
+                generator.close()
+                return None
+            try:
+                value = next(generator)
+            except StopIteration as stop:
+                return stop.value
+            if value is not None:
+                self.yielded.emit(value)
+
+
+def retire(worker: QThread | None) -> None:
+    """Abort (if it can be), wait for and delete a worker; None is ignored."""
+    if worker is None:
+        return
+    if isinstance(worker, Worker):
+        worker.abort()
+    worker.wait()
+    worker.deleteLater()
