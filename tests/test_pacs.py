@@ -221,8 +221,14 @@ def test_results_sent_by_stow_are_found_by_qido_and_parse_with_the_score(
     series = found[0]["0020000E"]["Value"][0]
     sop = found[0]["00080018"]["Value"][0]
     ds = client.retrieve_instance(feb.study_uid, series, sop)
-    assert ds.StudyInstanceUID == feb.study_uid and ds.PatientID == f"{SENTINELS[3]}-2"
-    assert str(ds.PatientName) == "" and ds.PatientBirthDate == ""  # only the identifiers
+    source = pydicom.dcmread(feb.path, stop_before_pixels=True)
+    assert ds.StudyInstanceUID == feb.study_uid and ds.PatientID == source.PatientID
+    for keyword in ("PatientName", "PatientBirthDate", "StudyDate", "AccessionNumber"):
+        assert ds.get(keyword) == source.get(keyword)  # consistent with its study
+    assert "PixelData" not in ds and "InstitutionName" not in ds
+    # the study still lists with its date (an SR with empty study values blanks it in QIDO-RS)
+    (listed,) = search_studies(PacsConnection(orthanc.url), study_uids=[feb.study_uid])
+    assert listed.date.isoformat() == "2024-02-10"
     sr = hd.sr.ComprehensiveSR.from_dataset(ds)
     group = sr.content.get_image_measurement_groups()[0]
     score = group.get_measurements(name=QUALITY_SCORE)[0].value

@@ -16,12 +16,9 @@ import pydicom
 
 from echoquality_core.pacs.connection import PacsConnection, PacsError
 from echoquality_core.pacs.retrieve import uid_key
-from echoquality_core.pacs.sr import ClipResult, build_sr
+from echoquality_core.pacs.sr import HEADER_TAGS, ClipResult, build_sr
 
 log = logging.getLogger(__name__)
-
-_HEADER_TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
-                "PatientID"]
 
 
 def model_version(model: str | os.PathLike, info: Mapping[str, Any] | None = None) -> str:
@@ -70,7 +67,7 @@ def results_from_scores(scores_csv: str | os.PathLike, *, threshold: float, vers
             continue
         path = Path(name) if Path(name).is_absolute() else root / name
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
             out.results.append(ClipResult.from_header(ds, score, threshold, version))
             out.names.append(name)
         except (OSError, AttributeError, pydicom.errors.InvalidDicomError) as exc:

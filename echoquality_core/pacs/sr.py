@@ -3,9 +3,13 @@
 One SR per clip, in one "EchoQuality QC" series per study and model version. Its single
 measurement group (TID 1501) references the clip's SOP Instance and holds the quality score and
 the threshold (numeric, unit "1"), pass/fail (coded) and the model (algorithm name and version).
-It copies only what files it with the study: Study/Series/SOP UIDs and the Patient ID as in the
-source; patient name, birth date, sex, accession and study date stay empty. Its UIDs derive from
-the clip's UID and the model version, so sending it twice stores it once.
+It files with the study by the Study/Series/SOP UIDs and copies the Patient and General Study
+module values (:data:`IDENTITY`) exactly as in the clip: Orthanc's DICOMweb plugin answers
+study-level QIDO-RS from an instance of the study, so an SR with empty names and dates blanks
+the study's patient name and date in every DICOMweb viewer (and DICOM wants them consistent
+within a study anyway). These values go only into the DICOM file for the same PACS, never into a
+log, CSV or file name. Its UIDs derive from the clip's UID and the model version, so sending it
+twice stores it once.
 
 Why Comprehensive SR and not Key Object Selection: a KOS can only flag instances (with a title
 and free text), it has no place for a number; a TID 1500 measurement report is what OHIF's SR
@@ -38,15 +42,24 @@ SERIES_NUMBER = 9901
 SERIES_DESCRIPTION = "EchoQuality QC"
 
 
+#: Patient / General Study module values the SR copies from its clip, as they are there.
+IDENTITY = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
+            "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName")
+#: What to read from a clip's header to write its SR.
+HEADER_TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
+               "SpecificCharacterSet", *IDENTITY]
+
+
 @dataclasses.dataclass(frozen=True)
 class ClipResult:
-    """One scored clip: the UIDs that file the SR, the patient ID as in the source, the verdict."""
+    """One scored clip: the UIDs that file the SR, its identity values (never shown), the
+    verdict."""
 
     study_uid: str
     series_uid: str
     sop_uid: str
     sop_class_uid: str
-    patient_id: str = dataclasses.field(repr=False)
+    identity: dict = dataclasses.field(repr=False, compare=False)
     score: float
     threshold: float
     model_version: str
@@ -58,10 +71,11 @@ class ClipResult:
     @classmethod
     def from_header(cls, ds: Dataset, score: float, threshold: float,
                     model_version: str) -> ClipResult:
-        """From a clip's DICOM header (only its UIDs and Patient ID are read)."""
+        """From a clip's DICOM header (its UIDs and :data:`IDENTITY` values are read)."""
+        identity = {k: ds[k].value for k in (*IDENTITY, "SpecificCharacterSet") if k in ds}
         return cls(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID),
-                   str(ds.SOPClassUID), str(ds.get("PatientID", "") or ""), float(score),
-                   float(threshold), str(model_version))
+                   str(ds.SOPClassUID), identity, float(score), float(threshold),
+                   str(model_version))
 
 
 def sr_uids(result: ClipResult) -> tuple[str, str]:
@@ -73,14 +87,14 @@ def sr_uids(result: ClipResult) -> tuple[str, str]:
 
 
 def _evidence(result: ClipResult) -> Dataset:
-    """The clip as highdicom's evidence, stripped to the identifiers the SR may copy."""
+    """The clip as highdicom's evidence: its UIDs and :data:`IDENTITY` values, nothing else."""
     ds = Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID = result.sop_class_uid, result.sop_uid
     ds.StudyInstanceUID, ds.SeriesInstanceUID = result.study_uid, result.series_uid
-    ds.PatientID = result.patient_id
-    for keyword in ("PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
-                    "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName"):
-        setattr(ds, keyword, "")
+    for keyword in IDENTITY:
+        setattr(ds, keyword, result.identity.get(keyword, ""))
+    if "SpecificCharacterSet" in result.identity:
+        ds.SpecificCharacterSet = result.identity["SpecificCharacterSet"]
     return ds
 
 

@@ -26,7 +26,7 @@ from echoquality_core.pacs.connection import PacsConnection
 from echoquality_core.pacs.retrieve import clip_path, import_clips, uid_key
 from echoquality_core.pacs.search import InstanceRef, StudySummary, list_clips, search_studies
 from echoquality_core.pacs.send import model_version, require_sent, send_results
-from echoquality_core.pacs.sr import ClipResult
+from echoquality_core.pacs.sr import HEADER_TAGS, ClipResult
 
 log = logging.getLogger(__name__)
 
@@ -170,10 +170,8 @@ class Watcher:
         import pydicom
 
         ds = pydicom.dcmread(clip_path(self.folder, ref), stop_before_pixels=True,
-                             specific_tags=["PatientID"])
-        return ClipResult(ref.study_uid, ref.series_uid, ref.sop_uid, ref.sop_class_uid,
-                          str(ds.get("PatientID", "") or ""), float(score),
-                          self.scorer.threshold, self.scorer.version)
+                             specific_tags=HEADER_TAGS)
+        return ClipResult.from_header(ds, score, self.scorer.threshold, self.scorer.version)
 
     def run(self, *, interval: float = 30.0, iterations: int | None = None,
             stop: threading.Event | None = None) -> PollResult:
