@@ -489,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     from echoquality_core.cli_crossval import add_parsers as add_crossval
 
     add_crossval(sub)
+    from echoquality_core import cli_pacs
+
+    cli_pacs.add_parsers(sub)
     return parser
 
 

@@ -26,6 +26,7 @@ from echoquality_gui.drop import DropOpener
 from echoquality_gui.keybinds import KEYBINDS, keybinds
 from echoquality_gui.keys_dialog import KeysDialog, cheat_sheet_html
 from echoquality_gui.labeling import LabelPanel
+from echoquality_gui.pacs_dialog import show_pacs_dialog
 from echoquality_gui.report_export import export_report
 from echoquality_gui.player import CinePlayer
 from echoquality_gui.raters_menu import RaterMenu
@@ -122,6 +123,7 @@ class MainWindow(QMainWindow):
         file_menu = bar.addMenu("&File")
         file_menu.addAction(self._rename(self.actions["open_folder"], "Open folder…"))
         file_menu.addAction("Open labels CSV…", self.choose_csv)
+        file_menu.addAction("Import from PACS…", lambda: show_pacs_dialog(self))
         file_menu.addSeparator()
         file_menu.addAction("Load model…", lambda: choose_model(self, self.session))
         file_menu.addAction("Score a folder…", self.score_folder)

@@ -13,6 +13,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # Downloaded starting weights: a private, empty cache (child processes inherit it).
 os.environ["ECHOQUALITY_CACHE"] = tempfile.mkdtemp(prefix="echoquality-test-cache-")
 
+from pacs_fixtures import orthanc, pacs_env, pacs_files, tiny_checkpoint  # noqa: E402,F401
+
 ARTIFACTS = Path(__file__).parent / "artifacts"
 RATER = "Test Rater"
 
