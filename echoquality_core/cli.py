@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+from echoquality_core.progress import finish, progress_bar, working
+
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="write a synthetic demo project (DICOM clips + labels CSV)")
@@ -117,8 +119,6 @@ class _TrainPrinter:
         from tqdm import tqdm
 
         from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainError
-        from echoquality_core.progress import progress_bar
-
         if isinstance(event, Progress) and event.stage in ("finish", "test"):
             self.close_bar()
             if event.stage == "test":
@@ -259,9 +259,10 @@ def _run_score(args: argparse.Namespace) -> int:
             trust_exported=args.trust_exported,
         )
     except (OSError, ValueError) as exc:
+        finish(bar, failed=True)
         return _fail("score", exc)
     finally:
-        bar.close()
+        finish(bar)
     info = result.attrs
     print(f"Scored {info['scored']} clip(s): {info['passed']} pass, "
           f"{info['scored'] - info['passed']} below the threshold {info['threshold']:.2f}"
@@ -274,8 +275,6 @@ def _run_score(args: argparse.Namespace) -> int:
 
 def _clip_progress(desc: str):
     """A progress bar (or plain lines) and the ``progress(done, total, name)`` that moves it."""
-    from echoquality_core.progress import progress_bar
-
     bar = progress_bar(None, desc, "clip")
 
     def progress(done: int, total: int, name: str) -> None:
@@ -346,8 +345,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                     device=args.device, batch_size=args.batch_size, num_workers=args.workers,
                     cache_dir=args.cache, progress=progress,
                     trust_exported=args.trust_exported, only=only)
+            except BaseException:
+                finish(bar, failed=True)
+                raise
             finally:
-                bar.close()
+                finish(bar)
         except (OSError, ValueError, LabelError) as exc:
             return _fail("evaluate", exc)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -410,7 +412,6 @@ def _run_gradcam(args: argparse.Namespace) -> int:
     from echoquality_core.dicom import DicomReadError
     from echoquality_core.gradcam import explain_clip, save_explanation
     from echoquality_core.model import resolve_device
-    from echoquality_core.progress import working
     from echoquality_core.scoring import assessment
 
     try:
@@ -445,7 +446,6 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from echoquality_core.checkpoint import INFO_FILE
     from echoquality_core.export import DEFAULT_FORMATS, export_model
-    from echoquality_core.progress import working
 
     formats = tuple(args.format or DEFAULT_FORMATS)
     try:

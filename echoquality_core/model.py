@@ -65,6 +65,7 @@ def load_model_file(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
         model.fc = nn.Linear(512, 1)
     expected = model.state_dict()
     _check_state_matches(path, state, expected)
+    _check_finite(path, state)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     for key in expected:  # counters older files lack
         state.setdefault(key, torch.zeros((), dtype=torch.long))

@@ -59,14 +59,14 @@ class LineProgress:
         print(text, file=file or self.file, flush=True)
 
     def close(self, failed: bool = False) -> None:
-        """A last line, if the work counted something or lines were printed (a command that
-        fails at once prints only its error); ``failed`` says it stopped rather than finished."""
+        """A last line, if the work counted something or lines were printed; none when
+        ``failed``: the command's one-line error says why it stopped."""
         if not self._closed:
             self._closed = True
-            if self.n or self._printed:
-                self._line(final=True, failed=failed)
+            if (self.n or self._printed) and not failed:
+                self._line(final=True)
 
-    def _line(self, final: bool = False, failed: bool = False) -> None:
+    def _line(self, final: bool = False) -> None:
         self._printed = True
         elapsed = time.monotonic() - self._start
         if self.total:
@@ -75,8 +75,7 @@ class LineProgress:
             parts = [f"{self.n} {self.unit}"] if self.n else ([] if final else ["working"])
         if self.postfix:
             parts.append(self.postfix)
-        end = "stopped after" if failed else "done in"
-        parts.append(f"{end} {elapsed:.0f} s" if final else f"{elapsed:.0f} s")
+        parts.append(f"done in {elapsed:.0f} s" if final else f"{elapsed:.0f} s")
         print(f"{self.desc}: {', '.join(parts)}", file=self.file, flush=True)
 
     def __enter__(self) -> LineProgress:
@@ -117,4 +116,9 @@ def working(desc: str, file: IO[str] | None = None, every: float = EVERY_S) -> I
     finally:
         done.set()
         thread.join()
-        bar.close(failed) if isinstance(bar, LineProgress) else bar.close()
+        finish(bar, failed)
+
+
+def finish(bar: Any, failed: bool = False) -> None:
+    """Close a :func:`progress_bar` (again is harmless); a failed one prints no last line."""
+    bar.close(failed) if isinstance(bar, LineProgress) else bar.close()

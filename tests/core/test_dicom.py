@@ -445,9 +445,10 @@ import sys
 from pydicom.pixels import get_decoder
 from pydicom.uid import JPEG2000, JPEGLSLossless
 from echoquality_core.dicom import DicomReadError, read_clip
-for syntax, labels in ((JPEGLSLossless, ["pylibjpeg"]), (JPEG2000, ["pylibjpeg", "pillow"])):
-    for label in labels:
-        get_decoder(syntax).remove_plugin(label)
+for syntax in (JPEGLSLossless, JPEG2000):  # every decoder, pyjpegls (highdicom's) included
+    decoder = get_decoder(syntax)
+    for label in list(decoder.available_plugins):
+        decoder.remove_plugin(label)
 for path in sys.argv[1:]:
     try:
         read_clip(path).frames

@@ -103,7 +103,8 @@ def test_one_rater_project_round_trips_byte_for_byte(tmp_path):
     assert (tmp_path / "labels.csv").read_bytes() == data
     change = project.set_label("x/d.dcm", 1, rater="ann")
     assert change.rater is None and not project.raters.exists  # the labels CSV alone
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv"]
+    # the labels CSV alone, beside the hidden lock that keeps two writers apart
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".labels.csv.lock", "labels.csv"]
     plain = tmp_path / "plain" / "labels.csv"  # the label store alone writes the same bytes
     plain.parent.mkdir()
     plain.write_bytes(data)

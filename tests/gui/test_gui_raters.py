@@ -4,7 +4,7 @@ model's scores in any widget; the Agreement tab, model vs raters and adjudicatio
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtWidgets import (
     QAbstractButton,
     QAbstractItemView,
@@ -44,11 +44,12 @@ def shown_texts(window) -> list[str]:
             texts += [w.itemText(i) for i in range(w.count())]
         elif isinstance(w, QAbstractItemView) and w.model() is not None:
             model = w.model()
-            for c in range(model.columnCount()):
+            root = QModelIndex()
+            for c in range(model.columnCount(root)):
                 if isinstance(w, QTableView) and w.isColumnHidden(c):
                     continue
                 texts.append(str(model.headerData(c, Qt.Orientation.Horizontal) or ""))
-                texts += [str(model.index(r, c).data() or "") for r in range(model.rowCount())]
+                texts += [str(model.index(r, c).data() or "") for r in range(model.rowCount(root))]
     return texts
 
 

@@ -10,14 +10,15 @@ from PySide6.QtCore import Qt
 
 from echoquality_core.labels import LabelStore
 from echoquality_core.scoring import ClipInput, read_scores, score_clips
-from echoquality_gui.clip_list import COLUMNS
+from echoquality_gui.clip_list import COLUMNS, REL_ROLE
 
 TIMEOUT = 60000
 
 
 def column(panel, name: str) -> list[str]:
     col = COLUMNS.index(name)
-    return [panel.proxy.index(r, col).data() for r in range(panel.proxy.rowCount())]
+    role = REL_ROLE if name == "File" else Qt.ItemDataRole.DisplayRole  # path, not the name
+    return [panel.proxy.index(r, col).data(role) for r in range(panel.proxy.rowCount())]
 
 
 @pytest.fixture

@@ -81,7 +81,7 @@ def bomb_jpeg(tmp_path_factory) -> Path:
 
 
 PROBE = textwrap.dedent("""
-    import json, resource, sys, time
+    import json, sys, time
     import psutil
     from echoquality_core.dicom import DicomReadError, read_clip
     from echoquality_core.preprocess import model_frames
@@ -100,7 +100,9 @@ PROBE = textwrap.dedent("""
             reasons.append(None)
         except DicomReadError as exc:
             reasons.append(exc.reason)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM: this process's own peak; ru_maxrss would carry the forking parent's over exec
+    status = open("/proc/self/status").read()
+    peak = int(status.split("VmHWM:")[1].split()[0]) * 1024
     print(json.dumps({"reasons": reasons, "seconds": time.monotonic() - began,
                       "before_mb": before / 2**20, "peak_mb": peak / 2**20}))
 """)
