@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from echoquality_core.checkpoint import (
     threshold_from_info,
 )
 from echoquality_core.model import WeightsError
+from echoquality_core.precision import precision
 from echoquality_core.preprocess import MEAN, STD
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,15 @@ def export_model(
         "files": {},
         "skipped": {},
     }
+    with precision("fp32"):  # the files hold fp32 graphs: compare them with the fp32 eager model
+        _write_formats(model, example, out_dir, formats, info)
+    _write_atomic(out_dir / INFO_FILE, (json.dumps(info, indent=2) + "\n").encode("utf-8"))
+    return info
+
+
+def _write_formats(model: nn.Module, example: torch.Tensor, out_dir: Path,
+                   formats: Iterable[str], info: dict[str, Any]) -> None:
+    """Write each asked format and check its scores against the original's."""
     original = score_arrays(model, example)
     info["max_score_difference"] = {}
     if "export" in formats:
@@ -122,8 +132,6 @@ def export_model(
         else:
             info["skipped"]["onnx"] = reason
             log.info("ONNX export skipped: %s", reason)
-    _write_atomic(out_dir / INFO_FILE, (json.dumps(info, indent=2) + "\n").encode("utf-8"))
-    return info
 
 
 def _check(info: dict[str, Any], fmt: str, original, copy) -> None:

@@ -21,11 +21,20 @@ from echoquality_core.data import clip_model_frames
 from echoquality_core.dicom import find_clips
 from echoquality_core.export import ONNX_FILE, export_model, onnx_score_arrays
 from echoquality_core.model import WeightsError, build_model, save_checkpoint
+from echoquality_core.precision import precision
 from echoquality_core.preprocess import PreprocessParams, normalize
 from echoquality_core.scoring import score_clips
 
 PARAMS = PreprocessParams(n_frames=4, stride=1, size=32)
 HAVE_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
+
+
+@pytest.fixture(autouse=True)
+def fp32():
+    """The exports hold fp32 graphs: compare them with the eager model in fp32 (on a CPU with
+    native bf16 the eager model would otherwise run in bf16, ~1e-4 away)."""
+    with precision("fp32"):
+        yield
 
 
 @pytest.fixture(scope="module")
