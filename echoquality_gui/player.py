@@ -76,8 +76,7 @@ class CinePlayer(QWidget):
         self.loader.clip_opened.connect(self._on_clip_opened)
         self.loader.failed.connect(self._on_failed)
         self.loader.model_ready.connect(self._on_model_frames)
-        if not self.loader.isRunning():
-            self.loader.start()
+        self.loader.start()
 
         self.path: Path | None = None
         self.n_frames = 0
