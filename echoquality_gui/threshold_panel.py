@@ -85,6 +85,43 @@ class ThresholdPanel(QWidget):
         self.basis = QLabel("")
         self.basis.setWordWrap(True)
         self.basis.setObjectName("clipInfo")
+        charts = self._build_charts()
+        slider_row, preset_row = self._build_controls()
+        self.stats = QLabel("")
+        self.stats.setObjectName("clipInfo")
+        self.stats.setWordWrap(True)
+        self.ci = QLabel("")
+        self.ci.setObjectName("clipInfo")
+        self.ci.setWordWrap(True)
+        self.flip_title = QLabel("")
+        self.flips = QListWidget()
+        self.flips.setToolTip("Clips whose call changes from the saved threshold to this one")
+        self.flips.itemActivated.connect(
+            lambda item: self.open_clip.emit(item.data(Qt.ItemDataRole.UserRole)))
+        self.flips.itemClicked.connect(
+            lambda item: self.open_clip.emit(item.data(Qt.ItemDataRole.UserRole)))
+        content = QWidget()
+        layout = QVBoxLayout(content)
+        layout.setContentsMargins(0, 4, 4, 0)
+        layout.addWidget(self.basis)
+        layout.addLayout(charts)
+        layout.addLayout(slider_row)
+        layout.addLayout(preset_row)
+        layout.addWidget(self.stats)
+        layout.addWidget(self.ci)
+        layout.addWidget(self.flip_title)
+        layout.addWidget(self.flips)
+        self.flips.setMinimumHeight(90)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+
+    def _build_charts(self) -> QHBoxLayout:
+        """The reliability curve (with clip counts) and the score histograms per label."""
         self.reliability = _plot("Reliability (numbers: clips per bin)", "Mean score",
                                  "Share labelled good")
         self.reliability.setRange(xRange=(0, 1), yRange=(0, 1), padding=0.05)
@@ -104,7 +141,10 @@ class ThresholdPanel(QWidget):
         charts = QHBoxLayout()
         charts.addWidget(self.reliability, 1)
         charts.addWidget(self.histogram, 1)
+        return charts
 
+    def _build_controls(self) -> tuple[QHBoxLayout, QHBoxLayout]:
+        """The threshold slider row; the presets, calibration and Save row."""
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, STEPS)
         self.slider.setToolTip("Decision threshold: a clip is called good if its score is at "
@@ -138,39 +178,7 @@ class ThresholdPanel(QWidget):
                                     "project's; recorded in the model's MLflow run")
         self.save_button.clicked.connect(self.save_requested)
         preset_row.addWidget(self.save_button)
-
-        self.stats = QLabel("")
-        self.stats.setObjectName("clipInfo")
-        self.stats.setWordWrap(True)
-        self.ci = QLabel("")
-        self.ci.setObjectName("clipInfo")
-        self.ci.setWordWrap(True)
-        self.flip_title = QLabel("")
-        self.flips = QListWidget()
-        self.flips.setToolTip("Clips whose call changes from the saved threshold to this one")
-        self.flips.itemActivated.connect(
-            lambda item: self.open_clip.emit(item.data(Qt.ItemDataRole.UserRole)))
-        self.flips.itemClicked.connect(
-            lambda item: self.open_clip.emit(item.data(Qt.ItemDataRole.UserRole)))
-        content = QWidget()
-        layout = QVBoxLayout(content)
-        layout.setContentsMargins(0, 4, 4, 0)
-        layout.addWidget(self.basis)
-        layout.addLayout(charts)
-        layout.addLayout(slider_row)
-        layout.addLayout(preset_row)
-        layout.addWidget(self.stats)
-        layout.addWidget(self.ci)
-        layout.addWidget(self.flip_title)
-        layout.addWidget(self.flips)
-        self.flips.setMinimumHeight(90)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setWidget(content)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        return slider_row, preset_row
 
     # --- state -----------------------------------------------------------------------------
     def set_choice(self, choice: ThresholdChoice | None, source: str = "",
