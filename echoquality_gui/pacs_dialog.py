@@ -3,9 +3,9 @@ accession, description), pick some, import their clips into a project folder in 
 with progress and Cancel, then open (or refresh) that project.
 
 The dialog only shows and forwards: searching and importing are the core's ``search_studies``
-and ``import_studies``, run in ``workers.Worker``s. The URL is remembered in the settings; the user name
-and password are used for this session only (empty: ECHOQUALITY_PACS_USER/PASSWORD/TOKEN or the
-OS keyring) and never stored.
+and ``import_studies``, each run in a ``workers.Worker``. The URL is remembered in the
+settings; the user name and password are used for this session only (empty:
+ECHOQUALITY_PACS_USER/PASSWORD/TOKEN or the OS keyring) and never stored.
 """
 from __future__ import annotations
 
