@@ -30,7 +30,8 @@ KEEP_KEY, FLIP_KEY = "K", "F"
 
 
 def _rank(rows: list[dict]) -> list[dict]:
-    """cleanlab's ranking of (rel, label, out-of-fold score) rows (run in a Worker)."""
+    """cleanlab's ranking of (rel, label, out-of-fold score) rows; run in a Worker, so
+    cleanlab is imported there, not when the window starts."""
     from echoquality_core.label_issues import rank_label_issues
 
     return rank_label_issues(rows)
