@@ -2,10 +2,7 @@
 computed in a background thread; empty while blind mode is on."""
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
-from PySide6.QtCore import QThread, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -22,32 +19,12 @@ from PySide6.QtWidgets import (
 from echoquality_core.agreement import AgreementReport, agreement_report
 from echoquality_gui.clip_list import label_text
 from echoquality_gui.session import Session
+from echoquality_gui.workers import Latest, Worker
 
 N_BOOT = 1000
 SEED = 0
 BLIND_TEXT = ("Blind mode is on: agreement, other raters' labels and model scores are hidden. "
               "Turn it off in Rater ▸ Blind mode to see them.")
-
-
-class Job(QThread):
-    """Runs ``fn()`` off the GUI thread; ``done(id, result)`` or ``failed(id, message)``."""
-
-    done = Signal(int, object)
-    failed = Signal(int, str)
-    _ids = 0
-
-    def __init__(self, fn: Callable[[], object], parent=None):
-        super().__init__(parent)
-        Job._ids += 1
-        self.id, self._fn = Job._ids, fn
-
-    def run(self) -> None:
-        try:
-            result = self._fn()
-        except Exception as exc:  # noqa: BLE001 - shown to the user
-            self.failed.emit(self.id, str(exc) or type(exc).__name__)
-        else:
-            self.done.emit(self.id, result)
 
 
 def table(headers: list[str]) -> QTableWidget:
@@ -82,7 +59,7 @@ class AgreementView(QWidget):
         super().__init__(parent)
         self.session = session
         self.report: AgreementReport | None = None
-        self._job: Job | None = None
+        self.job = Latest()
         self._stale = True
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -131,6 +108,7 @@ class AgreementView(QWidget):
     # --- computing -------------------------------------------------------------------------
     def _changed(self, *_args) -> None:
         self._stale = True
+        self.job.abort()  # a report of the labels before the change is never shown
         if self.session.blind or self.session.project is None:
             self.show_report(None)
         elif self.isVisible():
@@ -141,7 +119,7 @@ class AgreementView(QWidget):
         if self._stale and not self.session.blind:
             self.compute()
 
-    def compute(self) -> Job | None:
+    def compute(self) -> Worker | None:
         """Recompute the report in the background (from the per-rater labels as now)."""
         project = self.session.project
         if project is None or self.session.blind:
@@ -152,15 +130,13 @@ class AgreementView(QWidget):
             return None
         self._stale = False
         self.status.setText(f"Computing agreement ({N_BOOT} bootstrap resamples)…")
-        job = Job(lambda: agreement_report(labels, n_boot=N_BOOT, seed=SEED), self)
-        job.done.connect(self._done)
-        job.failed.connect(lambda _id, text: self.status.setText(f"Agreement failed: {text}"))
-        self._job = job
-        job.start()
-        return job
+        return self.job.start(Worker(agreement_report, labels, n_boot=N_BOOT, seed=SEED,
+                                     parent=self).connect(
+            returned=self._done, errored=lambda exc: self.status.setText(
+                f"Agreement failed: {exc or type(exc).__name__}")))
 
-    def _done(self, job_id: int, report: AgreementReport) -> None:
-        if self._job is not None and job_id == self._job.id and not self.session.blind:
+    def _done(self, report: AgreementReport) -> None:
+        if not self.session.blind:
             self.show_report(report)
 
     # --- showing ---------------------------------------------------------------------------
@@ -211,5 +187,4 @@ class AgreementView(QWidget):
 
     def shutdown(self) -> None:
         """Wait for a computation still running (before the widget goes)."""
-        for job in self.findChildren(Job):
-            job.wait()
+        self.job.wait()

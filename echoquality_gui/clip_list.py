@@ -249,7 +249,24 @@ class ClipListPanel(QWidget):
         self.scoring_cancel = QPushButton("Cancel", visible=False)
         self.scoring_cancel.setToolTip("Stop scoring the clips with the model")
         self.scoring_cancel.clicked.connect(session.cancel_scoring)
+        self._build_view()
+        self._lay_out()
 
+        session.scan_progress.connect(self._scan_progress)
+        session.scan_finished.connect(self._scan_finished)
+        for signal in (session.clips_reset, session.clips_updated, session.label_changed,
+                       session.project_opened, session.scale_changed):
+            signal.connect(self._update_counter)
+        session.current_changed.connect(self._select_current)
+        session.scoring_progress.connect(self._scoring_progress)
+        session.scoring_finished.connect(self._scoring_finished)
+        for signal in (session.scores_changed, session.score_visibility_changed,
+                       session.project_opened):
+            signal.connect(self._show_model_column)
+        self._show_model_column()
+
+    def _build_view(self) -> None:
+        """The clip table (sortable, one row selected, the name elided in the middle)."""
         self.view = QTableView()
         self.view.setModel(self.proxy)
         self.view.setSortingEnabled(True)
@@ -269,6 +286,7 @@ class ClipListPanel(QWidget):
             header.resizeSection(col, WIDTHS[name])
         self.view.activated.connect(self._activated)
 
+    def _lay_out(self) -> None:
         top = QHBoxLayout()
         top.addWidget(self.filter_box)
         top.addWidget(self.search, 1)
@@ -290,19 +308,6 @@ class ClipListPanel(QWidget):
         layout.addLayout(scan)
         layout.addLayout(scoring)
         layout.addWidget(self.view, 1)
-
-        session.scan_progress.connect(self._scan_progress)
-        session.scan_finished.connect(self._scan_finished)
-        for signal in (session.clips_reset, session.clips_updated, session.label_changed,
-                       session.project_opened, session.scale_changed):
-            signal.connect(self._update_counter)
-        session.current_changed.connect(self._select_current)
-        session.scoring_progress.connect(self._scoring_progress)
-        session.scoring_finished.connect(self._scoring_finished)
-        for signal in (session.scores_changed, session.score_visibility_changed,
-                       session.project_opened):
-            signal.connect(self._show_model_column)
-        self._show_model_column()
 
     def _show_model_column(self, *_args) -> None:
         """The Model column appears once a model has scored clips (unless scores are hidden)."""

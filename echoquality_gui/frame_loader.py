@@ -12,10 +12,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PySide6.QtCore import QThread, Signal
+from PySide6.QtCore import QObject, Signal
 
 from echoquality_core.dicom import Clip, DicomReadError, read_clip
 from echoquality_core.preprocess import PreprocessParams, model_view
+from echoquality_gui.workers import Worker
 
 READ_AHEAD = 64  # frames decoded ahead of the playhead while idle
 PREFETCH_FRAMES = 3  # first frames of the next clip decoded in advance
@@ -66,9 +67,10 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class FrameLoader(QThread):
-    """Background decoder. Call its public methods from the GUI thread; results come back as
-    signals. Only the clip being shown and the one prefetched are kept open."""
+class FrameLoader(QObject):
+    """Background decoder (one long-lived ``Worker`` running ``_serve``). Call its public
+    methods from the GUI thread; results come back as signals. Only the clip being shown and the
+    one prefetched are kept open."""
 
     clip_opened = Signal(object, object)  # path, Clip (header)
     frame_ready = Signal(object, int, object)  # path, index, (H,W,3) uint8
@@ -78,6 +80,7 @@ class FrameLoader(QThread):
     def __init__(self, budget_bytes: int = DEFAULT_BUDGET, parent=None):
         super().__init__(parent)
         self.cache = FrameCache(budget_bytes)
+        self._thread = Worker(self._serve, parent=self)
         self._cond = threading.Condition()
         self._stopped = False
         self._current: Path | None = None
@@ -90,6 +93,10 @@ class FrameLoader(QThread):
         self._models: dict[Path, np.ndarray] = {}
 
     # --- GUI-thread API --------------------------------------------------------------------
+    def start(self) -> None:
+        """Start decoding (nothing happens if it runs already)."""
+        self._thread.start()
+
     def open(self, path: Path) -> None:
         """Make ``path`` the clip being shown and ask for its first frame."""
         with self._cond:
@@ -133,7 +140,7 @@ class FrameLoader(QThread):
         with self._cond:
             self._stopped = True
             self._cond.notify()
-        self.wait()
+        self._thread.wait()
 
     # --- worker thread ---------------------------------------------------------------------
     def _forget_except(self, keep: set[Path]) -> None:
@@ -142,7 +149,7 @@ class FrameLoader(QThread):
                 del store[path]
         self.cache.keep_only(keep)
 
-    def run(self) -> None:
+    def _serve(self) -> None:
         while True:
             with self._cond:
                 job = self._next_job()

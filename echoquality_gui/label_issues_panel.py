@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -24,26 +24,17 @@ from PySide6.QtWidgets import (
 )
 
 from echoquality_gui.clip_list import label_text
+from echoquality_gui.workers import Latest, Worker
 
 KEEP_KEY, FLIP_KEY = "K", "F"
 
 
-class RankWorker(QThread):
-    """cleanlab's ranking of (rel, label, out-of-fold score) rows, off the GUI thread."""
+def _rank(rows: list[dict]) -> list[dict]:
+    """cleanlab's ranking of (rel, label, out-of-fold score) rows; run in a Worker, so
+    cleanlab is imported there, not when the window starts."""
+    from echoquality_core.label_issues import rank_label_issues
 
-    ready = Signal(int, list, str)  # request id, ranked issues, error text ("" if none)
-
-    def __init__(self, request: int, rows: list[dict], parent: QObject | None = None):
-        super().__init__(parent)
-        self.request, self.rows = request, rows
-
-    def run(self) -> None:
-        from echoquality_core.label_issues import rank_label_issues
-
-        try:
-            self.ready.emit(self.request, rank_label_issues(self.rows), "")
-        except ValueError as exc:
-            self.ready.emit(self.request, [], str(exc))
+    return rank_label_issues(rows)
 
 
 class LabelIssuesPanel(QWidget):
@@ -58,8 +49,7 @@ class LabelIssuesPanel(QWidget):
         super().__init__(parent)
         self.issues: list[dict] = []
         self.reviewed: set[str] = set()
-        self._request = 0
-        self._workers: list[RankWorker] = []
+        self.ranking = Latest()
         self.title = QLabel("Possible label errors need out-of-fold scores: choose a "
                             "cross-validation as the scope (or run one in the Train tab).")
         self.title.setWordWrap(True)
@@ -102,29 +92,23 @@ class LabelIssuesPanel(QWidget):
 
     def set_rows(self, rows: list[dict] | None, reviewed: set[str]) -> None:
         """Rank ``rows`` ({video_path, label, score}, out-of-fold) in a thread; None clears."""
-        self._request += 1
         self.reviewed = set(reviewed)
         if rows is None:
+            self.ranking.abort()
             self.issues = []
             self._fill()
             return
         self.title.setText("Ranking with cleanlab…")
-        worker = RankWorker(self._request, rows, self)
-        worker.ready.connect(self._ranked)
-        worker.finished.connect(lambda w=worker: self._forget(w))
-        self._workers.append(worker)
-        worker.start()
+        self.ranking.start(Worker(_rank, rows, parent=self).connect(
+            returned=self._ranked, errored=self._not_ranked))
 
-    def _forget(self, worker: RankWorker) -> None:
-        if worker in self._workers:
-            self._workers.remove(worker)
-            worker.deleteLater()
-
-    def _ranked(self, request: int, issues: list, error: str) -> None:
-        if request != self._request:
-            return
+    def _ranked(self, issues: list) -> None:
         self.issues = issues
-        self._fill(error)
+        self._fill()
+
+    def _not_ranked(self, exc: BaseException) -> None:
+        self.issues = []
+        self._fill(str(exc))
 
     def _fill(self, error: str = "") -> None:
         flagged = sum(r["flagged"] for r in self.issues)
@@ -175,5 +159,4 @@ class LabelIssuesPanel(QWidget):
             signal.emit(rel)
 
     def wait(self) -> None:
-        for worker in list(self._workers):
-            worker.wait()
+        self.ranking.wait()

@@ -66,14 +66,7 @@ class LabelPanel(QWidget):
         self.model_score.setObjectName("modelScore")
         self.model_score.setWordWrap(True)
         self.scores_box = QGridLayout()
-        self.tag_buttons: dict[str, QPushButton] = {}
-        tags = QGridLayout()
-        for i, (tag, key) in enumerate(ISSUE_KEYS.items()):
-            button = QPushButton(f"{tag.replace('_', ' ')}  [{key}]", checkable=True)
-            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-            button.clicked.connect(lambda _=False, t=tag: self._tags_edited(t))
-            self.tag_buttons[tag] = button
-            tags.addWidget(button, i // 2, i % 2)
+        tags = self._build_tags()
         self.notes = QLineEdit(placeholderText="Notes (Enter keeps them)")
         self.notes.setToolTip(NOTES_TIP)
         self.notes.textEdited.connect(lambda _text: setattr(self, "_edited", True))
@@ -83,20 +76,7 @@ class LabelPanel(QWidget):
                                       checked=True)
         self.auto_advance.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.auto_advance.toggled.connect(lambda on: setattr(session, "auto_advance", on))
-        save = QPushButton(f"Save  [{keybind('save_label').keys[0]}]")
-        save.setToolTip(keybind("save_label").help)
-        save.clicked.connect(self.save)
-        nxt = QPushButton(f"Next unlabelled  [{keybind('next_unlabelled').key}]")
-        nxt.clicked.connect(session.next_unlabelled)
-        self.uncertain_button = QPushButton(
-            f"Next most uncertain (model)  [{keybind('next_uncertain').key}]")
-        self.uncertain_button.setToolTip(keybind("next_uncertain").help)
-        self.uncertain_button.clicked.connect(session.next_most_uncertain)
-        for button in (save, nxt, self.uncertain_button):
-            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        actions = QHBoxLayout()
-        actions.addWidget(save)
-        actions.addWidget(nxt)
+        actions = self._build_actions()
         self.hint = QLabel("")
         self.hint.setWordWrap(True)
 
@@ -125,6 +105,36 @@ class LabelPanel(QWidget):
             signal.connect(self._show_model_score)
         self._build_scores(session.scale)
         self._show_clip(None)
+
+    def _build_tags(self) -> QGridLayout:
+        """One checkable button per issue tag, two columns."""
+        self.tag_buttons: dict[str, QPushButton] = {}
+        tags = QGridLayout()
+        for i, (tag, key) in enumerate(ISSUE_KEYS.items()):
+            button = QPushButton(f"{tag.replace('_', ' ')}  [{key}]", checkable=True)
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            button.clicked.connect(lambda _=False, t=tag: self._tags_edited(t))
+            self.tag_buttons[tag] = button
+            tags.addWidget(button, i // 2, i % 2)
+        return tags
+
+    def _build_actions(self) -> QHBoxLayout:
+        """Save and Next unlabelled (returned as a row); Next most uncertain on its own."""
+        save = QPushButton(f"Save  [{keybind('save_label').keys[0]}]")
+        save.setToolTip(keybind("save_label").help)
+        save.clicked.connect(self.save)
+        nxt = QPushButton(f"Next unlabelled  [{keybind('next_unlabelled').key}]")
+        nxt.clicked.connect(self.session.next_unlabelled)
+        self.uncertain_button = QPushButton(
+            f"Next most uncertain (model)  [{keybind('next_uncertain').key}]")
+        self.uncertain_button.setToolTip(keybind("next_uncertain").help)
+        self.uncertain_button.clicked.connect(self.session.next_most_uncertain)
+        for button in (save, nxt, self.uncertain_button):
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        actions = QHBoxLayout()
+        actions.addWidget(save)
+        actions.addWidget(nxt)
+        return actions
 
     def _build_scores(self, scale: str) -> None:
         self.flush()

@@ -7,8 +7,9 @@ from __future__ import annotations
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from echoquality_core.agreement import model_vs_raters
-from echoquality_gui.agreement_view import Job, fill, table
+from echoquality_gui.agreement_view import fill, table
 from echoquality_gui.session import Session
+from echoquality_gui.workers import Latest, Worker
 
 N_BOOT = 300
 
@@ -35,7 +36,7 @@ class ModelVsRaters(QWidget):
     def __init__(self, session: Session, parent: QWidget | None = None):
         super().__init__(parent)
         self.session = session
-        self._job: Job | None = None
+        self.job = Latest()
         self._stale = True
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
@@ -54,10 +55,11 @@ class ModelVsRaters(QWidget):
             signal.connect(lambda *_: self.refresh())
         self.refresh()
 
-    def refresh(self) -> Job | None:
+    def refresh(self) -> Worker | None:
         """Recompute from the raters' labels and the model's scores (in the background, and
         only while the Review tab shows: else when it is next shown)."""
         s, project = self.session, self.session.project
+        self.job.abort()
         fill(self.table, [])
         if s.blind or project is None or len(project.raters.raters()) < 2 or not s.scores:
             self.setVisible(False)
@@ -68,19 +70,18 @@ class ModelVsRaters(QWidget):
             return None
         labels, scores, threshold = project.raters.labels(), dict(s.scores), s.threshold
         self.summary.setText("Computing…")
-        job = Job(lambda: model_vs_raters(labels, scores, threshold, n_boot=N_BOOT), self)
-        job.done.connect(self._done)
-        self._job = job
-        job.start()
-        return job
+        return self.job.start(Worker(model_vs_raters, labels, scores, threshold, n_boot=N_BOOT,
+                                     parent=self).connect(
+            returned=self._done, errored=lambda exc: self.summary.setText(
+                f"Model vs raters failed: {exc or type(exc).__name__}")))
 
     def refresh_if_stale(self) -> None:
         """The Review tab is shown: compute what changed while it was hidden."""
         if self._stale:
             self.refresh()
 
-    def _done(self, job_id: int, result) -> None:
-        if self._job is None or job_id != self._job.id or self.session.blind:
+    def _done(self, result) -> None:
+        if self.session.blind:
             return
         with_model, between = result
         fill(self.table, [[f"{p.a} vs {p.b}", str(p.n), p.kappa.text(),
@@ -88,5 +89,4 @@ class ModelVsRaters(QWidget):
         self.summary.setText(verdict(with_model, between))
 
     def shutdown(self) -> None:
-        for job in self.findChildren(Job):
-            job.wait()
+        self.job.wait()

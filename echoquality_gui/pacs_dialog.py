@@ -3,16 +3,15 @@ accession, description), pick some, import their clips into a project folder in 
 with progress and Cancel, then open (or refresh) that project.
 
 The dialog only shows and forwards: searching and importing are the core's ``search_studies``
-and ``import_studies``, run in QThreads. The URL is remembered in the settings; the user name
-and password are used for this session only (empty: ECHOQUALITY_PACS_USER/PASSWORD/TOKEN or the
-OS keyring) and never stored.
+and ``import_studies``, each run in a ``workers.Worker``. The URL is remembered in the
+settings; the user name and password are used for this session only (empty:
+ECHOQUALITY_PACS_USER/PASSWORD/TOKEN or the OS keyring) and never stored.
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
-from PySide6.QtCore import QDate, Qt, QThread, Signal
+from PySide6.QtCore import QDate, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -40,48 +39,31 @@ from echoquality_core.pacs import (
 )
 from echoquality_core.pacs.connection import check_url
 from echoquality_gui import settings
+from echoquality_gui.workers import Worker
 
 URL_KEY = "pacs/url"
 COLUMNS = ("Date", "Description", "Modalities", "Series", "Instances")
 
 
-class _SearchWorker(QThread):
-    found = Signal(object)  # list[StudySummary]
-    failed = Signal(str)
-
-    def __init__(self, url: str, creds: Credentials | None, query: dict, parent=None):
-        super().__init__(parent)
-        self.url, self.creds, self.query = url, creds, query
-
-    def run(self) -> None:
-        try:  # the connection looks up the keyring: not in the GUI thread
-            conn = PacsConnection(self.url, self.creds)
-            self.found.emit(search_studies(conn, **self.query))
-        except Exception as exc:  # any failure is shown in the dialog, never raised
-            self.failed.emit(str(exc) or type(exc).__name__)
+def _search(url: str, creds: Credentials | None, query: dict) -> list[StudySummary]:
+    conn = PacsConnection(url, creds)  # looks up the keyring: not in the GUI thread
+    return search_studies(conn, **query)
 
 
-class _ImportWorker(QThread):
-    progress = Signal(int, int)
-    done = Signal(object)  # ImportResult
-    failed = Signal(str)
+def _import_worker(url: str, creds: Credentials | None, studies: list[StudySummary],
+                   into: Path, modality: str | None, parent=None) -> Worker:
+    """A worker (not started) that imports ``studies`` into ``into``: it yields (done, total),
+    returns the ImportResult and stops after the downloads under way on ``cancel()``."""
 
-    def __init__(self, url: str, creds: Credentials | None, studies: list[StudySummary],
-                 into: Path, modality: str | None, parent=None):
-        super().__init__(parent)
-        self.url, self.creds, self.studies = url, creds, studies
-        self.into, self.modality = into, modality
-        self.cancel_event = threading.Event()
+    def run():
+        conn = PacsConnection(url, creds)
+        into.mkdir(parents=True, exist_ok=True)
+        return import_studies(conn, studies, into, modality=modality,
+                              progress=lambda d, t, _n: worker.yielded.emit((d, t)),
+                              cancel=worker.cancelled)
 
-    def run(self) -> None:
-        try:
-            conn = PacsConnection(self.url, self.creds)
-            self.into.mkdir(parents=True, exist_ok=True)
-            self.done.emit(import_studies(
-                conn, self.studies, self.into, modality=self.modality,
-                progress=lambda d, t, _n: self.progress.emit(d, t), cancel=self.cancel_event))
-        except Exception as exc:  # shown in the dialog
-            self.failed.emit(str(exc) or type(exc).__name__)
+    worker = Worker(run, parent=parent)
+    return worker
 
 
 class PacsImportDialog(QDialog):
@@ -93,7 +75,8 @@ class PacsImportDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Import from PACS")
         self.studies: list[StudySummary] = []
-        self.worker: QThread | None = None
+        self.worker: Worker | None = None
+        self.importing = False  # the worker is an import (it can be cancelled)
         self._build(project_root)
 
     def _build(self, project_root) -> None:
@@ -171,9 +154,8 @@ class PacsImportDialog(QDialog):
                  "modality": self.modality.currentText().strip() or None,
                  "accession": self.accession.text().strip() or None,
                  "description": self.description.text().strip() or None}
-        worker = _SearchWorker(url, creds, query, self)
-        worker.found.connect(self._show_studies)
-        worker.failed.connect(self._failed)
+        worker = Worker(_search, url, creds, query, parent=self).connect(
+            returned=self._show_studies, errored=self._failed)
         self._run(worker, "Searching…")
 
     def _show_studies(self, studies: list[StudySummary]) -> None:
@@ -210,30 +192,31 @@ class PacsImportDialog(QDialog):
         except ValueError as exc:
             self.status.setText(str(exc))
             return
-        worker = _ImportWorker(url, creds, self.picked(), Path(folder),
-                               self.modality.currentText().strip() or None, self)
-        worker.progress.connect(self._progress)
-        worker.done.connect(self._imported)
-        worker.failed.connect(self._failed)
+        worker = _import_worker(url, creds, self.picked(), Path(folder),
+                                self.modality.currentText().strip() or None, self).connect(
+            yielded=lambda step: self._progress(*step), returned=self._imported,
+            errored=self._failed)
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
-        self._run(worker, "Listing the clips…")
+        self._run(worker, "Listing the clips…", importing=True)
 
     def cancel(self) -> None:
         """Stop the import after the downloads under way (what is on disk is kept)."""
-        if isinstance(self.worker, _ImportWorker):
-            self.worker.cancel_event.set()
+        if self.worker is not None and self.importing:
+            self.worker.cancel()
             self.status.setText("Cancelling…")
 
-    def _run(self, worker: QThread, text: str) -> None:
-        self.worker = worker
+    def _run(self, worker: Worker, text: str, importing: bool = False) -> None:
+        self.worker, self.importing = worker, importing
         worker.finished.connect(self._worker_finished)
         self.status.setText(text)
         self._update_buttons()
         worker.start()
 
     def _worker_finished(self) -> None:
-        self.worker = None
+        worker, self.worker, self.importing = self.worker, None, False
+        if worker is not None:
+            worker.deleteLater()
         self.progress.setVisible(False)
         self._update_buttons()
 
@@ -251,14 +234,14 @@ class PacsImportDialog(QDialog):
         if result.clips:
             self.imported.emit(self.folder.text().strip())
 
-    def _failed(self, text: str) -> None:
-        self.status.setText(" ".join(text.split()))
+    def _failed(self, exc: BaseException) -> None:
+        self.status.setText(" ".join((str(exc) or type(exc).__name__).split()))
 
     def _update_buttons(self) -> None:
         busy = self.worker is not None
         self.search_button.setEnabled(not busy)
         self.import_button.setEnabled(not busy and bool(self.studies) and bool(self.picked()))
-        self.cancel_button.setEnabled(isinstance(self.worker, _ImportWorker))
+        self.cancel_button.setEnabled(self.worker is not None and self.importing)
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Import into folder", self.folder.text())

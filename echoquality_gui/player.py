@@ -76,8 +76,7 @@ class CinePlayer(QWidget):
         self.loader.clip_opened.connect(self._on_clip_opened)
         self.loader.failed.connect(self._on_failed)
         self.loader.model_ready.connect(self._on_model_frames)
-        if not self.loader.isRunning():
-            self.loader.start()
+        self.loader.start()
 
         self.path: Path | None = None
         self.n_frames = 0
@@ -110,6 +109,28 @@ class CinePlayer(QWidget):
 
     # --- layout ----------------------------------------------------------------------------
     def _build(self) -> None:
+        self._build_images()
+        self.info = QLabel("")
+        self.info.setObjectName("clipInfo")
+        self.rate = QLabel("")
+        self.rate.setObjectName("fpsInfo")
+        header = QHBoxLayout()
+        header.addWidget(self.info, 1)
+        header.addWidget(self.rate)
+        controls = self._build_controls()
+        levels = self._build_levels()
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(header)
+        layout.addWidget(self.stack, 1)
+        layout.addLayout(controls)
+        layout.addLayout(levels)
+        layout.addWidget(self._overlay_controls())
+
+    def _build_images(self) -> None:
+        """The clip view (with the GradCAM overlay), the model-input view beside it, and the
+        message shown instead of both (``self.stack``)."""
         self.view, self.view_box, self.image = _image_view()
         self.overlay_item = pg.ImageItem(axisOrder="row-major")
         self.overlay_item.setLookupTable(pg.colormap.get("inferno").getLookupTable(0, 1, 256))
@@ -134,14 +155,8 @@ class CinePlayer(QWidget):
         self.stack.addWidget(self.message)
         self.stack.addWidget(images)
 
-        self.info = QLabel("")
-        self.info.setObjectName("clipInfo")
-        self.rate = QLabel("")
-        self.rate.setObjectName("fpsInfo")
-        header = QHBoxLayout()
-        header.addWidget(self.info, 1)
-        header.addWidget(self.rate)
-
+    def _build_controls(self) -> QGridLayout:
+        """Frame buttons, scrub bar, position, speed, loop; the importance strip below."""
         self.play_button = self._tool("play", "Play / pause (Space)", self.toggle_play)
         buttons = [
             self._tool("first", "First frame (Home)", self.first),
@@ -173,7 +188,10 @@ class CinePlayer(QWidget):
             controls.addWidget(widget, 0, col)
         controls.setColumnStretch(len(buttons), 1)
         controls.addWidget(self._importance_plot(), 1, len(buttons))
+        return controls
 
+    def _build_levels(self) -> QHBoxLayout:
+        """Brightness, contrast, reset and the model-input toggle."""
         self.brightness = self._level_slider(-100, 100, "Brightness")
         self.contrast = self._level_slider(-100, 100, "Contrast")
         self.model_box_toggle = QCheckBox("Model input (M)")
@@ -186,14 +204,7 @@ class CinePlayer(QWidget):
         levels.addWidget(self.contrast, 1)
         levels.addWidget(self._text_button("Reset (R)", self.reset_levels))
         levels.addWidget(self.model_box_toggle)
-
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.addLayout(header)
-        layout.addWidget(self.stack, 1)
-        layout.addLayout(controls)
-        layout.addLayout(levels)
-        layout.addWidget(self._overlay_controls())
+        return levels
 
     def _importance_plot(self) -> pg.PlotWidget:
         """A strip under the scrub bar, x aligned with it (frame index), with a frame marker."""

@@ -166,7 +166,35 @@ class ReviewTab(QWidget):
             metrics.addWidget(QLabel(name), i // 3, 2 * (i % 3))
             metrics.addWidget(value, i // 3, 2 * (i % 3) + 1)
             self.metric_labels[key] = value
+        charts_box = self._build_charts()
+        list_bar = self._build_table()
 
+        left = QWidget()
+        column = QVBoxLayout(left)
+        column.setContentsMargins(6, 4, 6, 4)
+        column.addWidget(section_title("Model quality"))
+        column.addWidget(self.scope)
+        column.addWidget(self.source)
+        column.addLayout(metrics)
+        column.addWidget(charts_box)
+        column.addWidget(self._build_lists(list_bar), 1)
+        self.model_vs_raters = ModelVsRaters(self.session)
+        column.addWidget(self.model_vs_raters)
+        right = self._build_side()
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(left)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(0, 0)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([500, 860])
+        splitter.setObjectName("reviewSplitter")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(splitter)
+
+    def _build_charts(self) -> QWidget:
+        """The ROC curve (a dot at the threshold) beside the clickable confusion matrix."""
         self.roc_plot = pg.PlotWidget(enableMenu=False)
         self.roc_plot.setBackground(theme.BACKGROUND)
         self.roc_plot.setMouseEnabled(False, False)
@@ -199,7 +227,10 @@ class ReviewTab(QWidget):
         charts.setContentsMargins(0, 4, 0, 4)
         charts.addWidget(self.roc_plot, 1)
         charts.addWidget(self.confusion, 1)
+        return charts_box
 
+    def _build_table(self) -> QHBoxLayout:
+        """The clip table of the disagreements (or of a confusion cell); returns its title bar."""
         self.list_title = section_title("Disagreements")
         self.hide_reviewed = QCheckBox("Hide reviewed")
         self.hide_reviewed.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -226,19 +257,10 @@ class ReviewTab(QWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.table.itemSelectionChanged.connect(self._selection_changed)
+        return list_bar
 
-        left = QWidget()
-        column = QVBoxLayout(left)
-        column.setContentsMargins(6, 4, 6, 4)
-        column.addWidget(section_title("Model quality"))
-        column.addWidget(self.scope)
-        column.addWidget(self.source)
-        column.addLayout(metrics)
-        column.addWidget(charts_box)
-        column.addWidget(self._build_lists(list_bar), 1)
-        self.model_vs_raters = ModelVsRaters(self.session)
-        column.addWidget(self.model_vs_raters)
-
+    def _build_side(self) -> QWidget:
+        """The right side: the clip's title, the player with the heat map, relabel/confirm."""
         self.clip_title = QLabel("Select a clip to see where the model looked")
         self.clip_title.setObjectName("currentLabel")
         self.clip_title.setWordWrap(True)
@@ -266,17 +288,7 @@ class ReviewTab(QWidget):
         side.addWidget(self.player, 1)
         side.addLayout(actions)
         side.addWidget(self.status)
-
-        splitter = QSplitter(Qt.Orientation.Horizontal)
-        splitter.addWidget(left)
-        splitter.addWidget(right)
-        splitter.setStretchFactor(0, 0)
-        splitter.setStretchFactor(1, 1)
-        splitter.setSizes([500, 860])
-        splitter.setObjectName("reviewSplitter")
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(splitter)
+        return right
 
     def _build_lists(self, list_bar: QHBoxLayout) -> QTabWidget:
         """Tabs: the disagreements, the threshold panel, the possible label errors."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from echoquality_core.threshold_choice import ThresholdChoice
-from echoquality_gui.threshold_panel import CallWorker
+from echoquality_gui.workers import Worker
 
 
 def show_scope_panels(tab: Any, rs: Any) -> None:
@@ -40,7 +40,7 @@ def show_scope_panels(tab: Any, rs: Any) -> None:
     issues.set_rows(rows, {c.rel for c in clips if c.reviewed})
 
 
-def save_panel_threshold(tab: Any) -> CallWorker | None:
+def save_panel_threshold(tab: Any) -> Worker | None:
     """Save the panel's threshold (and calibration) into the session's model checkpoint, the
     project and its MLflow run, in a thread; then the model is used with it (rescoring)."""
     from echoquality_core.tracking import default_tracking_uri
@@ -68,9 +68,9 @@ def save_panel_threshold(tab: Any) -> CallWorker | None:
                                 " (its MLflow run is not in this project's store)"))
         session.set_model(model, run_dir=run_dir, threshold=decision["threshold"])
 
-    worker = CallWorker(save, tab)
-    worker.done.connect(saved)
-    worker.failed.connect(lambda text: session.message.emit(f"Threshold not saved: {text}"))
+    worker = Worker(save, parent=tab).connect(
+        returned=saved, errored=lambda exc: session.message.emit(
+            f"Threshold not saved: {type(exc).__name__}: {exc}"))
     tab.save_worker = worker
     worker.start()
     return worker

@@ -3,7 +3,7 @@ histograms per label, a threshold slider with live sensitivity/specificity/PPV/N
 whose call flips, presets, optional calibration, 95% CIs (computed in a thread), and Save.
 
 The state is a core ``ThresholdChoice``; this widget only shows it and forwards the user's
-actions. Bootstrap CIs take ~0.5 s, so they run in ``CiWorker`` (a QThread), never in the GUI
+actions. Bootstrap CIs take ~0.5 s, so they run in a ``workers.Worker``, never in the GUI
 thread.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, Qt, QThread, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from echoquality_core.threshold_choice import ThresholdChoice
+from echoquality_gui.workers import Latest, Worker
 
 STEPS = 1000  # slider resolution: thresholds 0.000 .. 1.000
 PRESETS = (("youden", "Youden"), ("sensitivity_95", "Sens ≥ 0.95"),
@@ -36,49 +37,21 @@ CALIBRATIONS = (("none", "No calibration"), ("temperature", "Temperature scaling
                 ("platt", "Platt scaling"))
 
 
-class CallWorker(QThread):
-    """Run ``fn()`` off the GUI thread (e.g. rewriting a 100 MB checkpoint); ``done`` carries
-    its result, ``failed`` the error text."""
+def confidence_intervals(labels: list[float], scores: list[float], threshold: float, groups,
+                         paths: list[Path] | None, source: str) -> tuple[dict[str, Any], str]:
+    """Bootstrap 95% CIs of one score table ({} with one class only) and the text saying what
+    they are based on (run in a Worker). Patient keys are read from the clips' headers when no
+    groups are given."""
+    from echoquality_core.stats import describe_basis, metrics_with_ci
 
-    done = Signal(object)
-    failed = Signal(str)
+    if groups is None and paths is not None:
+        from echoquality_core.cli_crossval import patient_groups
 
-    def __init__(self, fn, parent: QObject | None = None):
-        super().__init__(parent)
-        self.fn = fn
-
-    def run(self) -> None:
-        try:
-            self.done.emit(self.fn())
-        except Exception as exc:  # shown to the user, never a dead thread
-            self.failed.emit(f"{type(exc).__name__}: {exc}")
-
-
-class CiWorker(QThread):
-    """Bootstrap 95% CIs of one score table, off the GUI thread. Patient keys are read from
-    the clips' headers when no groups are given."""
-
-    ready = Signal(int, object, str)  # request id, {metric: Estimate}, basis text
-
-    def __init__(self, request: int, labels, scores, threshold: float, groups, paths,
-                 source: str, parent: QObject | None = None):
-        super().__init__(parent)
-        self.args = (request, list(labels), list(scores), float(threshold), groups, paths,
-                     source)
-
-    def run(self) -> None:
-        from echoquality_core.stats import describe_basis, metrics_with_ci
-
-        request, labels, scores, threshold, groups, paths, source = self.args
-        if groups is None and paths is not None:
-            from echoquality_core.cli_crossval import patient_groups
-
-            groups = patient_groups(paths)
-        basis = describe_basis(labels, groups, source)
-        if not 0 < sum(y >= 0.5 for y in labels) < len(labels):
-            self.ready.emit(request, {}, basis)
-            return
-        self.ready.emit(request, metrics_with_ci(labels, scores, groups, threshold), basis)
+        groups = patient_groups(paths)
+    basis = describe_basis(labels, groups, source)
+    if not 0 < sum(y >= 0.5 for y in labels) < len(labels):
+        return {}, basis
+    return metrics_with_ci(labels, scores, groups, threshold), basis
 
 
 def _plot(title: str, x: str, y: str) -> pg.PlotWidget:
@@ -104,8 +77,7 @@ class ThresholdPanel(QWidget):
         self.choice: ThresholdChoice | None = None
         self.source = ""
         self._paths: list[Path] | None = None
-        self._request = 0
-        self._workers: list[CiWorker] = []
+        self.ci_work = Latest()
         self._build()
         self.set_choice(None)
 
@@ -113,60 +85,8 @@ class ThresholdPanel(QWidget):
         self.basis = QLabel("")
         self.basis.setWordWrap(True)
         self.basis.setObjectName("clipInfo")
-        self.reliability = _plot("Reliability (numbers: clips per bin)", "Mean score",
-                                 "Share labelled good")
-        self.reliability.setRange(xRange=(0, 1), yRange=(0, 1), padding=0.05)
-        self.reliability.plot([0, 1], [0, 1], pen=pg.mkPen("#4d5566", style=Qt.PenStyle.DashLine))
-        self.reliability_curve = self.reliability.plot(pen=pg.mkPen("#4fc3f7", width=2),
-                                                       symbol="o", symbolSize=7,
-                                                       symbolBrush="#4fc3f7")
-        self._count_items: list[pg.TextItem] = []
-        self.histogram = _plot("Scores by label", "Score", "Clips")
-        self.histogram.addLegend(offset=(5, 5), labelTextSize="8pt")
-        self.good_hist = self.histogram.plot(stepMode="center", pen=pg.mkPen("#66bb6a", width=2),
-                                             name="labelled good")
-        self.poor_hist = self.histogram.plot(stepMode="center", pen=pg.mkPen("#ef5350", width=2),
-                                             name="labelled poor")
-        self.threshold_line = pg.InfiniteLine(angle=90, pen=pg.mkPen("#ffb74d", width=2))
-        self.histogram.addItem(self.threshold_line)
-        charts = QHBoxLayout()
-        charts.addWidget(self.reliability, 1)
-        charts.addWidget(self.histogram, 1)
-
-        self.slider = QSlider(Qt.Orientation.Horizontal)
-        self.slider.setRange(0, STEPS)
-        self.slider.setToolTip("Decision threshold: a clip is called good if its score is at "
-                               "least this")
-        self.slider.valueChanged.connect(self._slider_moved)
-        self.slider.sliderReleased.connect(self._start_ci)
-        self.value = QLabel("–")
-        self.value.setObjectName("counter")
-        self.value.setMinimumWidth(48)
-        slider_row = QHBoxLayout()
-        slider_row.addWidget(QLabel("Threshold"))
-        slider_row.addWidget(self.slider, 1)
-        slider_row.addWidget(self.value)
-        self.preset_buttons = []
-        preset_row = QHBoxLayout()
-        for key, text in PRESETS:
-            button = QPushButton(text)
-            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-            button.clicked.connect(lambda _=False, k=key: self.apply_preset(k))
-            preset_row.addWidget(button)
-            self.preset_buttons.append(button)
-        self.calibration = QComboBox()
-        for key, text in CALIBRATIONS:
-            self.calibration.addItem(text, key)
-        self.calibration.setToolTip("Fit a calibration on these held-out scores; it is saved "
-                                    "with the model and applied by scoring")
-        self.calibration.currentIndexChanged.connect(self._calibration_changed)
-        preset_row.addWidget(self.calibration)
-        self.save_button = QPushButton("Save threshold")
-        self.save_button.setToolTip("Make this threshold (and calibration) the model's and the "
-                                    "project's; recorded in the model's MLflow run")
-        self.save_button.clicked.connect(self.save_requested)
-        preset_row.addWidget(self.save_button)
-
+        charts = self._build_charts()
+        slider_row, preset_row = self._build_controls()
         self.stats = QLabel("")
         self.stats.setObjectName("clipInfo")
         self.stats.setWordWrap(True)
@@ -200,6 +120,66 @@ class ThresholdPanel(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
 
+    def _build_charts(self) -> QHBoxLayout:
+        """The reliability curve (with clip counts) and the score histograms per label."""
+        self.reliability = _plot("Reliability (numbers: clips per bin)", "Mean score",
+                                 "Share labelled good")
+        self.reliability.setRange(xRange=(0, 1), yRange=(0, 1), padding=0.05)
+        self.reliability.plot([0, 1], [0, 1], pen=pg.mkPen("#4d5566", style=Qt.PenStyle.DashLine))
+        self.reliability_curve = self.reliability.plot(pen=pg.mkPen("#4fc3f7", width=2),
+                                                       symbol="o", symbolSize=7,
+                                                       symbolBrush="#4fc3f7")
+        self._count_items: list[pg.TextItem] = []
+        self.histogram = _plot("Scores by label", "Score", "Clips")
+        self.histogram.addLegend(offset=(5, 5), labelTextSize="8pt")
+        self.good_hist = self.histogram.plot(stepMode="center", pen=pg.mkPen("#66bb6a", width=2),
+                                             name="labelled good")
+        self.poor_hist = self.histogram.plot(stepMode="center", pen=pg.mkPen("#ef5350", width=2),
+                                             name="labelled poor")
+        self.threshold_line = pg.InfiniteLine(angle=90, pen=pg.mkPen("#ffb74d", width=2))
+        self.histogram.addItem(self.threshold_line)
+        charts = QHBoxLayout()
+        charts.addWidget(self.reliability, 1)
+        charts.addWidget(self.histogram, 1)
+        return charts
+
+    def _build_controls(self) -> tuple[QHBoxLayout, QHBoxLayout]:
+        """The threshold slider row; the presets, calibration and Save row."""
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(0, STEPS)
+        self.slider.setToolTip("Decision threshold: a clip is called good if its score is at "
+                               "least this")
+        self.slider.valueChanged.connect(self._slider_moved)
+        self.slider.sliderReleased.connect(self._start_ci)
+        self.value = QLabel("–")
+        self.value.setObjectName("counter")
+        self.value.setMinimumWidth(48)
+        slider_row = QHBoxLayout()
+        slider_row.addWidget(QLabel("Threshold"))
+        slider_row.addWidget(self.slider, 1)
+        slider_row.addWidget(self.value)
+        self.preset_buttons = []
+        preset_row = QHBoxLayout()
+        for key, text in PRESETS:
+            button = QPushButton(text)
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            button.clicked.connect(lambda _=False, k=key: self.apply_preset(k))
+            preset_row.addWidget(button)
+            self.preset_buttons.append(button)
+        self.calibration = QComboBox()
+        for key, text in CALIBRATIONS:
+            self.calibration.addItem(text, key)
+        self.calibration.setToolTip("Fit a calibration on these held-out scores; it is saved "
+                                    "with the model and applied by scoring")
+        self.calibration.currentIndexChanged.connect(self._calibration_changed)
+        preset_row.addWidget(self.calibration)
+        self.save_button = QPushButton("Save threshold")
+        self.save_button.setToolTip("Make this threshold (and calibration) the model's and the "
+                                    "project's; recorded in the model's MLflow run")
+        self.save_button.clicked.connect(self.save_requested)
+        preset_row.addWidget(self.save_button)
+        return slider_row, preset_row
+
     # --- state -----------------------------------------------------------------------------
     def set_choice(self, choice: ThresholdChoice | None, source: str = "",
                    paths: list[Path] | None = None, kind: str = "Scores") -> None:
@@ -211,6 +191,7 @@ class ThresholdPanel(QWidget):
         for widget in (self.slider, self.calibration, self.save_button, *self.preset_buttons):
             widget.setEnabled(enabled)
         if choice is None:
+            self.ci_work.abort()
             self.basis.setText("No held-out scores: train a model or cross-validate.")
             self.stats.setText("")
             self.ci.setText("")
@@ -318,23 +299,15 @@ class ThresholdPanel(QWidget):
         c = self.choice
         if c is None:
             return
-        self._request += 1
         self.ci.setText("95% confidence intervals: computing…")
-        worker = CiWorker(self._request, c.labels, c.scores, c.threshold, c.groups,
-                          self._paths, self.kind, self)
-        worker.ready.connect(self._ci_ready)
-        worker.finished.connect(lambda w=worker: self._forget(w))
-        self._workers.append(worker)
-        worker.start()
+        self.ci_work.start(Worker(
+            confidence_intervals, list(c.labels), list(c.scores), float(c.threshold), c.groups,
+            self._paths, self.kind, parent=self).connect(
+                returned=self._ci_ready,
+                errored=lambda exc: self.ci.setText(f"No confidence intervals: {exc}")))
 
-    def _forget(self, worker: CiWorker) -> None:
-        if worker in self._workers:
-            self._workers.remove(worker)
-            worker.deleteLater()
-
-    def _ci_ready(self, request: int, estimates: dict[str, Any], basis: str) -> None:
-        if request != self._request:
-            return
+    def _ci_ready(self, result: tuple[dict[str, Any], str]) -> None:
+        estimates, basis = result
         if not estimates:
             self.ci.setText(basis + ": one class only, no confidence intervals.")
             return
@@ -345,5 +318,4 @@ class ThresholdPanel(QWidget):
 
     def wait_for_ci(self) -> None:
         """Wait for running CI threads (before the widget goes away)."""
-        for worker in list(self._workers):
-            worker.wait()
+        self.ci_work.wait()

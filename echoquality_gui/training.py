@@ -103,6 +103,36 @@ class TrainPanel(QWidget):
         self._closing = False  # the window is closing: a finished model is not adopted
         self._close_requested = False  # closed_down is owed once the run has ended
 
+        side = self._build_side()
+        right = self._build_results()
+
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(10, 8, 10, 8)
+        layout.setSpacing(12)
+        layout.addWidget(side)
+        layout.addLayout(right, 1)
+
+        self.setStyleSheet(_STYLE)
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.setInterval(REDRAW_MS)
+        self._redraw_timer.timeout.connect(self.plots.redraw)
+        self._close_limit = QTimer(self)
+        self._close_limit.setSingleShot(True)
+        self._close_limit.setInterval(CLOSE_LIMIT_MS)
+        self._close_limit.timeout.connect(self.cancel)
+        session.project_opened.connect(self._project_opened)
+        session.label_changed.connect(lambda _rel: self._show_data())
+        session.scores_changed.connect(self._scores_arrived)
+        self._probe = Worker(describe_device, parent=self).connect(  # started when the tab
+            returned=self.form.device.setText,  # is first shown: it imports torch
+            errored=lambda exc: self.form.device.setText(f"unavailable ({exc})"))
+        if session.project is not None:
+            self._project_opened(session.project)
+        self._set_running(False)
+
+    def _build_side(self) -> QWidget:
+        """The left column: settings, data, cross-validation, Train/Stop/Cancel, progress."""
         self.form = TrainForm()
         self.form.weights.changed.connect(self._remember_weights)
         self.data_label = QLabel("Open a project to train on its labels.")
@@ -140,7 +170,7 @@ class TrainPanel(QWidget):
         left.addWidget(self.form)
         left.addWidget(section_title("Data"))
         left.addWidget(self.data_label)
-        left.addWidget(PolicyLabel(session))
+        left.addWidget(PolicyLabel(self.session))
         left.addSpacing(4)
         left.addWidget(self.crossval_mode)
         left.addLayout(buttons)
@@ -151,7 +181,10 @@ class TrainPanel(QWidget):
         side = QWidget()
         side.setLayout(left)
         side.setFixedWidth(340)
+        return side
 
+    def _build_results(self) -> QVBoxLayout:
+        """The right column: the live plots above the messages and the result."""
         self.plots = TrainPlots()
         self.messages = QPlainTextEdit(readOnly=True)
         self.messages.setObjectName("trainMessages")
@@ -175,31 +208,7 @@ class TrainPanel(QWidget):
         right.setSpacing(4)
         right.addWidget(self.plots, 1)
         right.addLayout(bottom)
-
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(10, 8, 10, 8)
-        layout.setSpacing(12)
-        layout.addWidget(side)
-        layout.addLayout(right, 1)
-
-        self.setStyleSheet(_STYLE)
-        self._redraw_timer = QTimer(self)
-        self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.setInterval(REDRAW_MS)
-        self._redraw_timer.timeout.connect(self.plots.redraw)
-        self._close_limit = QTimer(self)
-        self._close_limit.setSingleShot(True)
-        self._close_limit.setInterval(CLOSE_LIMIT_MS)
-        self._close_limit.timeout.connect(self.cancel)
-        session.project_opened.connect(self._project_opened)
-        session.label_changed.connect(lambda _rel: self._show_data())
-        session.scores_changed.connect(self._scores_arrived)
-        self._probe = Worker(describe_device, parent=self).connect(  # started when the tab
-            returned=self.form.device.setText,  # is first shown: it imports torch
-            errored=lambda exc: self.form.device.setText(f"unavailable ({exc})"))
-        if session.project is not None:
-            self._project_opened(session.project)
-        self._set_running(False)
+        return right
 
     # --- project ---------------------------------------------------------------------------
     def _project_opened(self, project: Project) -> None:

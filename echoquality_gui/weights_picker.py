@@ -1,18 +1,17 @@
 """The Train tab's "Starting weights": EchoPrime quality model / Kinetics-400 / a file… / none,
 with a Download button whose progress shows in the tab and can be cancelled.
 
-The download runs in a :class:`DownloadWorker` thread (the core's verified, resumable
-``download_starting_point``); the widget only shows its state and forwards clicks.
+The download runs in a ``workers.Worker`` (the core's verified, resumable ``download``); the
+widget only shows its state and forwards clicks.
 ``spec()`` is what ``TrainConfig.model_weights`` takes: a starting point's name, a file's path,
 or None.
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -23,39 +22,25 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from echoquality_core.download import DownloadError, DownloadProgress
+from echoquality_core.download import DownloadProgress, download
 from echoquality_core.weights import FILE, NONE, REGISTRY, StartingPoint, cache_dir
+from echoquality_gui.workers import Worker
 
 _ORDER = ("echoprime-quality", "kinetics400", FILE, NONE)
 
 
-class DownloadWorker(QThread):
-    """Downloads one starting point into the cache; ``cancel()`` from any thread."""
+def download_worker(point: StartingPoint, parent=None) -> Worker:
+    """A worker (not started) that downloads one starting point into the cache: it yields
+    ``DownloadProgress``, returns the cached file's path, stops on ``cancel()`` (DownloadError
+    "cancelled") and reports any failure as one sentence (offline, wrong hash, ...)."""
 
-    progress = Signal(object)  # DownloadProgress
-    done = Signal(str)  # the cached file's path
-    failed = Signal(str)  # one sentence (offline, wrong hash, cancelled, ...)
+    def fetch() -> str:
+        return str(download(point.url, cache_dir() / point.filename, sha256=point.sha256,
+                            size=point.size, progress=worker.yielded.emit,
+                            should_cancel=worker.cancelled, manual_hint=_hint(point)))
 
-    def __init__(self, point: StartingPoint, parent: QObject | None = None):
-        super().__init__(parent)
-        self.point = point
-        self._cancel = threading.Event()
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def run(self) -> None:
-        from echoquality_core.download import download
-
-        try:
-            path = download(self.point.url, cache_dir() / self.point.filename,
-                            sha256=self.point.sha256, size=self.point.size,
-                            progress=self.progress.emit, should_cancel=self._cancel.is_set,
-                            manual_hint=_hint(self.point))
-        except (DownloadError, OSError) as exc:
-            self.failed.emit(str(exc))
-        else:
-            self.done.emit(str(path))
+    worker = Worker(fetch, parent=parent)
+    return worker
 
 
 def _hint(point: StartingPoint) -> str:
@@ -75,7 +60,7 @@ class WeightsPicker(QWidget):
         super().__init__(parent)
         self.registry = dict(registry)
         self.file: str = ""
-        self.worker: DownloadWorker | None = None
+        self.worker: Worker | None = None
         self.choice = QComboBox()
         for key in _ORDER:
             self.choice.addItem("A file…" if key == FILE else self.registry[key].title, key)
@@ -183,10 +168,9 @@ class WeightsPicker(QWidget):
         point = self.registry.get(self.key())
         if self.worker is not None or point is None or point.url is None:
             return
-        worker = DownloadWorker(point, self)
-        worker.progress.connect(self._on_progress)
-        worker.done.connect(self._on_done)
-        worker.failed.connect(self._on_failed)
+        worker = download_worker(point, self).connect(
+            yielded=self._on_progress, returned=self._on_done,
+            errored=lambda exc: self._on_failed(str(exc)))
         worker.finished.connect(self._on_finished)
         self.worker = worker
         self.failure = ""
@@ -220,7 +204,9 @@ class WeightsPicker(QWidget):
         self.changed.emit()
 
     def _on_finished(self) -> None:
-        self.worker = None
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.deleteLater()
         self._refresh_buttons()
         self.changed.emit()
 

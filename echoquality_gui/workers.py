@@ -5,12 +5,18 @@ arrive as ``yielded``, the return value as ``returned``, an exception as ``error
 ``abort()`` asks a generator to stop at its next yield (yield ``None`` as a heartbeat where
 there is nothing to report: it is not emitted). Results of an aborted worker are dropped where
 they are delivered, in the GUI thread, so a replaced run can never report after its successor
-started (no id bookkeeping needed). ``finished`` (QThread's) always ends a run.
+started (no id bookkeeping needed); ``Latest`` does this for work that a newer request replaces.
+``finished`` (QThread's) always ends a run.
+
+A core function that reports through a callback rather than by yielding gets
+``worker.yielded.emit`` as that callback, and ``worker.cancelled`` as its stop test: ``cancel()``
+asks it to stop early while, unlike ``abort()``, its outcome is still delivered.
 """
 from __future__ import annotations
 
 import inspect
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -31,10 +37,20 @@ class Worker(QThread):
         super().__init__(parent)
         self._call = (func, args, kwargs)
         self._aborted = False
+        self._cancel = threading.Event()
 
     def abort(self) -> None:
         """Stop at the next yield and drop every result not yet delivered (GUI thread)."""
         self._aborted = True
+        self._cancel.set()
+
+    def cancel(self) -> None:
+        """Ask the work to stop early (it polls ``cancelled()``); its outcome still arrives."""
+        self._cancel.set()
+
+    def cancelled(self) -> bool:
+        """Whether ``cancel()`` or ``abort()`` was called (any thread)."""
+        return self._cancel.is_set()
 
     @property
     def aborted(self) -> bool:
@@ -86,3 +102,38 @@ def retire(worker: QThread | None) -> None:
         worker.abort()
     worker.wait()
     worker.deleteLater()
+
+
+class Latest:
+    """The newest of a series of workers that replace each other (a recomputation per user
+    change): ``start`` aborts the one before, so only the newest result is delivered; each
+    worker is deleted once finished; ``wait()`` before the owner goes away."""
+
+    def __init__(self) -> None:
+        self.worker: Worker | None = None
+        self._running: list[Worker] = []
+
+    def start(self, worker: Worker) -> Worker:
+        self.abort()
+        self.worker = worker
+        self._running.append(worker)
+        worker.finished.connect(lambda: self._finished(worker))
+        worker.start()
+        return worker
+
+    def abort(self) -> None:
+        """Drop the newest worker's result too (nothing to show any more)."""
+        if self.worker is not None:
+            self.worker.abort()
+
+    def _finished(self, worker: Worker) -> None:
+        if worker in self._running:
+            self._running.remove(worker)
+            worker.deleteLater()
+        if self.worker is worker:
+            self.worker = None
+
+    def wait(self) -> None:
+        """Wait for every worker still running."""
+        for worker in list(self._running):
+            worker.wait()

@@ -51,7 +51,7 @@ def test_choose_download_cancel_retry(studio_window, qtbot, served, cache, scree
 
         seen = []
         picker.start_download()
-        picker.worker.progress.connect(seen.append)
+        picker.worker.yielded.connect(seen.append)
         qtbot.waitUntil(lambda: len(seen) >= 1, timeout=10000)
         assert picker.cancel_button.isVisible() and not picker.choice.isEnabled()
         qtbot.waitUntil(lambda: "MB/s" in picker.status.text(), timeout=5000)
