@@ -60,16 +60,21 @@ def _add_crossval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_crossval)
 
 
+def _add_crossval_source(p: argparse.ArgumentParser) -> None:
+    """``--crossval RUN`` and ``--project``: where the out-of-fold scores are."""
+    p.add_argument("--crossval", required=True, metavar="RUN",
+                   help="cross-validation run name (under <project>/crossval), its folder, "
+                   "or its oof_scores.csv")
+    p.add_argument("--project", type=Path, default=Path("."), help="project folder (default .)")
+
+
 def _add_label_issues(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser(
         "label-issues", help="labelled clips whose label the out-of-fold score disputes",
         description="Rank labelled clips by cleanlab's label quality of their out-of-fold "
         "scores (most likely mislabelled first); cleanlab's find_label_issues flags the ones "
         "it estimates to be label errors.")
-    q.add_argument("--crossval", required=True, metavar="RUN",
-                   help="cross-validation run name (under <project>/crossval), its folder, "
-                   "or its oof_scores.csv")
-    q.add_argument("--project", type=Path, default=Path("."), help="project folder (default .)")
+    _add_crossval_source(q)
     q.add_argument("--out", type=Path, required=True, help="CSV to write the ranked queue to")
     q.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
     q.set_defaults(run=run_label_issues)
@@ -81,8 +86,7 @@ def _add_threshold(sub: argparse._SubParsersAction) -> None:
         description="Choose the decision threshold on out-of-fold scores (a preset or a "
         "number), optionally fit a calibration, and save both into the checkpoint, the "
         "project (.echoquality/decision.json) and the model's MLflow run; score uses them.")
-    t.add_argument("--crossval", required=True, metavar="RUN")
-    t.add_argument("--project", type=Path, default=Path("."))
+    _add_crossval_source(t)
     t.add_argument("--model", type=Path, required=True, help="checkpoint (best.pt) to update")
     t.add_argument("--preset", default="youden",
                    help="youden, sensitivity_95, specificity_95, or a number in 0..1")
