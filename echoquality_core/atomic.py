@@ -5,6 +5,7 @@ one, never half of one.
   (``.NAME.tmp-PID-RANDOM``), fsync, ``os.replace``, fsync of the folder. A new file gets the
   user's umask (as ``open`` would); a replaced file keeps its mode. Temporary files of writes
   that died (their process is gone, or older than an hour) are removed on the next write.
+* ``write_csv_rows``: a table of dicts as a CSV, through ``atomic_write``.
 * ``append_atomic``: bytes appended to a file in one write + fsync; on any failure the file is
   cut back to its old length, so it never ends in a torn row.
 
@@ -20,7 +21,7 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -71,6 +72,21 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> os.stat_result:
     with atomic_write(path) as fh:
         fh.write(data)
     return os.stat(os.path.realpath(path))
+
+
+def write_csv_rows(path: str | os.PathLike, fieldnames: Sequence[str],
+                   rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Write ``rows`` (dicts with the ``fieldnames`` as keys, values as written) as a CSV with a
+    header, atomically; the folder is created if needed."""
+    import csv
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(fieldnames))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def append_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from echoquality_core.cli_common import fail
+
 _CV_OPTIONS = ("epochs", "batch_size", "learning_rate", "num_unfrozen_layers", "n_frames",
                "stride", "size", "device", "seed", "tracking_uri", "experiment", "use_mlflow",
                "augment", "loss", "class_weighting", "scheduler")
@@ -16,14 +18,14 @@ _SHOWN = (("roc_auc", "roc_auc"), ("pr_auc", "pr_auc"), ("sensitivity", "sensiti
           ("accuracy", "accuracy"), ("brier", "brier"))
 
 
-def _fail(command: str, error: BaseException | str) -> int:
-    from echoquality_core.cli import _fail as fail
-
-    return fail(command, error)
-
-
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``crossval``, ``label-issues`` and ``threshold`` to the echoquality command."""
+    _add_crossval(sub)
+    _add_label_issues(sub)
+    _add_threshold(sub)
+
+
+def _add_crossval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "crossval", help="patient-grouped k-fold cross-validation: an out-of-fold score per clip",
         description="Train one model per fold (patients grouped, labels stratified), each an "
@@ -57,26 +59,34 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-mlflow", action="store_false", dest="use_mlflow", default=None)
     p.set_defaults(run=run_crossval)
 
+
+def _add_crossval_source(p: argparse.ArgumentParser) -> None:
+    """``--crossval RUN`` and ``--project``: where the out-of-fold scores are."""
+    p.add_argument("--crossval", required=True, metavar="RUN",
+                   help="cross-validation run name (under <project>/crossval), its folder, "
+                   "or its oof_scores.csv")
+    p.add_argument("--project", type=Path, default=Path("."), help="project folder (default .)")
+
+
+def _add_label_issues(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser(
         "label-issues", help="labelled clips whose label the out-of-fold score disputes",
         description="Rank labelled clips by cleanlab's label quality of their out-of-fold "
         "scores (most likely mislabelled first); cleanlab's find_label_issues flags the ones "
         "it estimates to be label errors.")
-    q.add_argument("--crossval", required=True, metavar="RUN",
-                   help="cross-validation run name (under <project>/crossval), its folder, "
-                   "or its oof_scores.csv")
-    q.add_argument("--project", type=Path, default=Path("."), help="project folder (default .)")
+    _add_crossval_source(q)
     q.add_argument("--out", type=Path, required=True, help="CSV to write the ranked queue to")
     q.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
     q.set_defaults(run=run_label_issues)
 
+
+def _add_threshold(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser(
         "threshold", help="make a threshold (and calibration) the model's, from held-out scores",
         description="Choose the decision threshold on out-of-fold scores (a preset or a "
         "number), optionally fit a calibration, and save both into the checkpoint, the "
         "project (.echoquality/decision.json) and the model's MLflow run; score uses them.")
-    t.add_argument("--crossval", required=True, metavar="RUN")
-    t.add_argument("--project", type=Path, default=Path("."))
+    _add_crossval_source(t)
     t.add_argument("--model", type=Path, required=True, help="checkpoint (best.pt) to update")
     t.add_argument("--preset", default="youden",
                    help="youden, sensitivity_95, specificity_95, or a number in 0..1")
@@ -95,17 +105,17 @@ def run_crossval(args: argparse.Namespace) -> int:
     if args.name:
         options["run_name"] = args.name
     if not args.csv.is_file():
-        return _fail("crossval", f"labels CSV not found: {args.csv}")
+        return fail("crossval", f"labels CSV not found: {args.csv}")
     try:
         config = (TrainConfig.from_toml(args.config, **options) if args.config
                   else TrainConfig(**options))
         cv = CrossValidator(config, args.folds, args.repeats, _printer(),
                             val_fraction=args.val_fraction)
     except (OSError, ValueError, TypeError) as exc:
-        return _fail("crossval", exc)
+        return fail("crossval", exc)
     end = cv.run()
     if end.error is not None and end.folds_done == 0 and end.error.kind == "data":
-        return _fail("crossval", end.error.message)
+        return fail("crossval", end.error.message)
     if end.cancelled:
         print("Cross-validation cancelled; nothing was kept.")
         return 1
@@ -173,7 +183,7 @@ def run_label_issues(args: argparse.Namespace) -> int:
         oof = find_crossval(args.project, args.crossval)
         issues = rank_label_issues(read_oof(oof))
     except (OSError, ValueError) as exc:
-        return _fail("label-issues", exc)
+        return fail("label-issues", exc)
     write_label_issues(args.out, issues)
     flagged = sum(r["flagged"] for r in issues)
     print(f"{len(issues)} labelled clip(s) ranked; cleanlab flags {flagged} as likely "
@@ -210,7 +220,7 @@ def run_threshold(args: argparse.Namespace) -> int:
                                  source=f"crossval {args.crossval}: {args.preset}",
                                  project_dir=args.project, tracking_uri=uri)
     except (OSError, ValueError, KeyError) as exc:
-        return _fail("threshold", exc)
+        return fail("threshold", exc)
     cal = decision["calibration"]
     print(f"Threshold {decision['threshold']:.3f} saved in {args.model.name}"
           + (f" with {cal['method']} calibration (a={cal['a']:.3f}, b={cal['b']:.3f})"

@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from echoquality_core.cli_common import fail
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``pacs`` and its sub-commands to the ``echoquality`` parser."""
@@ -64,12 +66,6 @@ def _url(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", required=True, help="DICOMweb base URL, e.g. http://pacs/dicom-web")
 
 
-def _fail(command: str, error: BaseException | str) -> int:
-    text = " ".join(str(error).split()) or type(error).__name__
-    print(f"echoquality pacs {command}: error: {text}", file=sys.stderr)
-    return 2
-
-
 def _user_errors() -> tuple[type[BaseException], ...]:
     from echoquality_core.pacs.connection import PacsError
 
@@ -97,7 +93,7 @@ def _run_import(args: argparse.Namespace) -> int:
             result = import_studies(conn, studies, args.into, modality=args.modality,
                                     workers=args.workers, progress=progress)
     except _user_errors() as exc:
-        return _fail("import", exc)
+        return fail("pacs import", exc)
     mb = result.n_bytes / 1e6
     print(f"Imported {len(result.downloaded)} clip(s) ({mb:.1f} MB in {result.seconds:.1f} s), "
           f"{len(result.skipped)} already there, {len(result.failed)} failed")
@@ -144,7 +140,7 @@ def _run_send(args: argparse.Namespace) -> int:
             require_sent(sent)
             print(f"Sent {len(sent.sent)} SR(s) to the PACS")
     except _user_errors() as exc:
-        return _fail("send-results", exc)
+        return fail("pacs send-results", exc)
     passed = sum(r.passed for r in collected.results)
     print(f"{passed} pass, {len(collected.results) - passed} below the threshold "
           f"{threshold:.2f}; {len(collected.skipped)} row(s) without a result")
@@ -171,6 +167,6 @@ def _run_watch(args: argparse.Namespace) -> int:
             f"{args.into.resolve()}")
         total = watcher.run(interval=args.interval, iterations=args.iterations)
     except _user_errors() as exc:
-        return _fail("watch", exc)
+        return fail("pacs watch", exc)
     say(f"Done: {total.scored} clip(s) scored, {total.sent} result(s) sent")
     return 0

@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from echoquality_core.cli_common import fail
 
 SUFFIX = "_by_rater.csv"
 
@@ -49,11 +50,6 @@ def _csv_option(p: argparse.ArgumentParser) -> None:
                    help="the labels CSV (or its <stem>_by_rater.csv)")
 
 
-def _fail(command: str, text: str) -> int:
-    print(f"echoquality {command}: error: {' '.join(str(text).split())}", file=sys.stderr)
-    return 2
-
-
 def _table_path(path: Path) -> Path:
     """The training table of ``--csv`` (the per-rater file names its table)."""
     if path.name.endswith(SUFFIX):
@@ -68,13 +64,13 @@ def _open(command: str, path: Path):
 
     table = _table_path(path)
     if not table.is_file():
-        return None, _fail(command, f"labels CSV not found: {table}")
+        return None, fail(command, f"labels CSV not found: {table}")
     try:
         project = Project(table.parent, table)
     except (LabelError, OSError) as exc:
-        return None, _fail(command, f"{table.name}: {exc}")
+        return None, fail(command, f"{table.name}: {exc}")
     if not project.raters.exists:
-        return None, _fail(command, f"{table.name} has no per-rater labels "
+        return None, fail(command, f"{table.name} has no per-rater labels "
                                     f"({project.raters.path.name} not found): one rater only")
     return project, None
 
@@ -87,9 +83,9 @@ def run_agreement(args: argparse.Namespace) -> int:
         return code
     labels = project.raters.labels()
     if len(project.raters.raters()) < 2:
-        return _fail("agreement", f"{project.raters.path.name} has labels of one rater only")
+        return fail("agreement", f"{project.raters.path.name} has labels of one rater only")
     if args.n_boot < 0:
-        return _fail("agreement", "--n-boot must be 0 or more")
+        return fail("agreement", "--n-boot must be 0 or more")
     print(agreement_report(labels, n_boot=args.n_boot, seed=args.seed,
                            tags=not args.no_tags).format())
     return 0
@@ -130,11 +126,11 @@ def run_adjudicate(args: argparse.Namespace) -> int:
             print(f"{d.rel}  spread {d.spread:g}  {given}{final}")
         return 0
     if args.score is None or not (args.by or "").strip():
-        return _fail("adjudicate", "--clip needs --score and --by")
+        return fail("adjudicate", "--clip needs --score and --by")
     try:
         change = project.adjudicate(args.clip, args.score, by=args.by.strip(), notes=args.notes)
     except (LabelError, ValueError) as exc:
-        return _fail("adjudicate", str(exc))
+        return fail("adjudicate", str(exc))
     row = project.store.get(change.rel)
     print(f"{change.rel}: final label {change.after.quality_score:g} by {change.after.rater} at "
           f"{change.after.labeled_at}; training table {row.quality_score:g}")

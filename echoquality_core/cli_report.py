@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from echoquality_core.cli_common import fail
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add the ``report`` sub-command."""
@@ -22,13 +24,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from echoquality_core.cli import _fail
     from echoquality_core.report import write_report
 
     try:
         out = write_report(args.run_dir, args.out, project_root=args.project,
                            gradcam_limit=args.gradcam)
     except (OSError, ValueError) as exc:
-        return _fail("report", exc)
+        return fail("report", exc)
     print(f"Report written to {out.resolve()}")
     return 0

@@ -6,9 +6,9 @@ the download itself.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from echoquality_core.cli_common import fail
 from echoquality_core.download import DownloadError, DownloadProgress
 from echoquality_core.progress import progress_bar
 
@@ -40,12 +40,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     v.set_defaults(run=_run_verify)
 
 
-def _fail(command: str, error: BaseException | str) -> int:
-    text = " ".join(str(error).split()) or type(error).__name__
-    print(f"echoquality {command}: error: {text}", file=sys.stderr)
-    return 2
-
-
 def _run_list(args: argparse.Namespace) -> int:
     from echoquality_core.weights import REGISTRY, cache_dir, cached_path
 
@@ -66,9 +60,9 @@ def _run_path(args: argparse.Namespace) -> int:
     try:
         path = cached_path(args.name)
     except ValueError as exc:
-        return _fail("weights path", exc)
+        return fail("weights path", exc)
     if path is None:
-        return _fail("weights path", f"{args.name!r} has no file")
+        return fail("weights path", f"{args.name!r} has no file")
     print(path)
     return 0 if path.is_file() else 1
 
@@ -77,7 +71,7 @@ def _run_download(args: argparse.Namespace) -> int:
     try:
         path = fetch(args.name, sha256=args.sha256, url=args.url)
     except (ValueError, DownloadError) as exc:
-        return _fail("weights download", exc)
+        return fail("weights download", exc)
     print(path)
     return 0
 
@@ -89,7 +83,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     try:
         check_weights_file(args.file, new_head=args.backbone)
     except WeightsError as exc:
-        return _fail("weights verify", exc)
+        return fail("weights verify", exc)
     print(f"{args.file}: weights for this model (SHA-256 {file_sha256(args.file)})")
     return 0
 

@@ -240,16 +240,11 @@ def read_oof(path: str | Path) -> list[dict[str, Any]]:
 
 def write_oof(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     """Write the out-of-fold table atomically."""
-    from echoquality_core.atomic import atomic_write
+    from echoquality_core.atomic import write_csv_rows
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(OOF_COLUMNS))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "label": f"{row['label']:g}", "score": f"{row['score']:.6f}",
-                             "threshold": f"{row['threshold']:.6f}"})
-    return path
+    return write_csv_rows(path, OOF_COLUMNS, (
+        {**row, "label": f"{row['label']:g}", "score": f"{row['score']:.6f}",
+         "threshold": f"{row['threshold']:.6f}"} for row in rows))
 
 
 def find_crossval(project_dir: str | Path, run: str) -> Path:

@@ -5,7 +5,6 @@ The metrics themselves and the threshold choice are in ``echoquality_core.metric
 """
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import numbers
@@ -20,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from echoquality_core.atomic import atomic_write
+from echoquality_core.atomic import write_csv_rows
 from echoquality_core.labels import LabelStore
 from echoquality_core.metrics import choose_threshold, metrics_from_scores
 from echoquality_core.scoring import ClipInput, score_clips
@@ -263,12 +262,9 @@ def analyze_misclassifications(
             )
             results[kind].append({**record, "rank": rank, "image": image.name})
 
-    with atomic_write(save_dir / "misclassifications.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=MISCLASSIFICATION_FIELDS)
-        writer.writeheader()
-        for kind in ("fp", "fn"):
-            for r in results[kind]:
-                writer.writerow({"kind": kind, **{k: r[k] for k in MISCLASSIFICATION_FIELDS[1:]}})
+    write_csv_rows(save_dir / "misclassifications.csv", MISCLASSIFICATION_FIELDS, (
+        {"kind": kind, **{k: r[k] for k in MISCLASSIFICATION_FIELDS[1:]}}
+        for kind in ("fp", "fn") for r in results[kind]))
     log.info("%d false positives, %d false negatives at threshold %.3f -> %s",
              len(results["fp"]), len(results["fn"]), threshold, save_dir)
     return results["fp"], results["fn"]

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from echoquality_core.checkpoint import (
 )
 from echoquality_core.model import WeightsError
 from echoquality_core.precision import precision
-from echoquality_core.preprocess import MEAN, STD
+from echoquality_core.preprocess import MEAN, STD, PreprocessParams
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +69,7 @@ def export_model(
     is checked with ``onnxruntime`` when that is installed; without ``onnx`` it is skipped and
     ``info["skipped"]["onnx"]`` says why. ``threshold`` defaults to the checkpoint's.
     """
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown or not formats:
-        raise ValueError(f"formats must be some of {FORMATS}, got {tuple(formats)}")
-    if isinstance(checkpoint_or_model, torch.jit.ScriptModule):
-        raise TypeError("this is already a TorchScript model; export the checkpoint instead")
-    if not isinstance(checkpoint_or_model, torch.nn.Module) and is_export(checkpoint_or_model):
-        kind = ("a TorchScript export" if is_torchscript(checkpoint_or_model) else "an export")
-        raise WeightsError(Path(checkpoint_or_model),
-                           f"already {kind}; export the checkpoint instead")
+    _refuse(checkpoint_or_model, formats)
     model, source_info = load_scoring_model(checkpoint_or_model)
     params = params_from_info(source_info)
     if int(example_frames) < 1:
@@ -88,50 +80,70 @@ def export_model(
     model = model.cpu().eval()
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(2, 3, int(example_frames), params.size, params.size, generator=generator)
-    info: dict[str, Any] = {
+    info = _info(params, int(example_frames), threshold_from_info(source_info, threshold))
+    with precision("fp32"):  # the files hold fp32 graphs: compare them with the fp32 eager model
+        original = score_arrays(model, example)
+        if "export" in formats:
+            info["files"]["export"] = _export_program(model, example, out_dir)
+            _check(info, "export", original, score_arrays(
+                load_exported(out_dir / EXPORT_FILE)[0], example))
+        if "torchscript" in formats:
+            info["files"]["torchscript"] = _export_torchscript(model, example, out_dir)
+            _check(info, "torchscript", original,
+                   score_arrays(jit_load(out_dir / TORCHSCRIPT_FILE), example))
+        if "onnx" in formats:
+            _export_and_check_onnx(model, example, out_dir, info, original)
+    _write_atomic(out_dir / INFO_FILE, (json.dumps(info, indent=2) + "\n").encode("utf-8"))
+    return info
+
+
+def _refuse(checkpoint_or_model: str | os.PathLike | nn.Module, formats: Sequence[str]) -> None:
+    """ValueError for unknown formats; a TorchScript model or an export is not re-exported."""
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ValueError(f"formats must be some of {FORMATS}, got {tuple(formats)}")
+    if isinstance(checkpoint_or_model, torch.jit.ScriptModule):
+        raise TypeError("this is already a TorchScript model; export the checkpoint instead")
+    if not isinstance(checkpoint_or_model, torch.nn.Module) and is_export(checkpoint_or_model):
+        kind = ("a TorchScript export" if is_torchscript(checkpoint_or_model) else "an export")
+        raise WeightsError(Path(checkpoint_or_model),
+                           f"already {kind}; export the checkpoint instead")
+
+
+def _info(params: PreprocessParams, frames: int, threshold: float) -> dict[str, Any]:
+    """``model_info.json`` before any file is written (``files``, ``skipped`` and
+    ``max_score_difference`` are filled in as the formats are exported)."""
+    return {
         "format": EXPORT_FORMAT,
-        "input_shape": [1, 3, int(example_frames), params.size, params.size],
+        "input_shape": [1, 3, frames, params.size, params.size],
         "input": "normalised clip float32 (N, 3, T, S, S): (uint8 RGB - mean) / std per channel; "
                  "any N; T as in input_shape for model.pt2",
         "output": "one logit per clip, shape (N, 1)",
         "score": "sigmoid(logit)",
-        "threshold": threshold_from_info(source_info, threshold),
+        "threshold": threshold,
         "preprocess": dataclasses.asdict(params),
         "mean": list(MEAN),
         "std": list(STD),
         "torch_version": torch.__version__,
         "files": {},
         "skipped": {},
+        "max_score_difference": {},
     }
-    with precision("fp32"):  # the files hold fp32 graphs: compare them with the fp32 eager model
-        _write_formats(model, example, out_dir, formats, info)
-    _write_atomic(out_dir / INFO_FILE, (json.dumps(info, indent=2) + "\n").encode("utf-8"))
-    return info
 
 
-def _write_formats(model: nn.Module, example: torch.Tensor, out_dir: Path,
-                   formats: Iterable[str], info: dict[str, Any]) -> None:
-    """Write each asked format and check its scores against the original's."""
-    original = score_arrays(model, example)
-    info["max_score_difference"] = {}
-    if "export" in formats:
-        info["files"]["export"] = _export_program(model, example, out_dir)
-        _check(info, "export", original, score_arrays(
-            load_exported(out_dir / EXPORT_FILE)[0], example))
-    if "torchscript" in formats:
-        info["files"]["torchscript"] = _export_torchscript(model, example, out_dir)
-        _check(info, "torchscript", original,
-               score_arrays(jit_load(out_dir / TORCHSCRIPT_FILE), example))
-    if "onnx" in formats:
-        reason = _export_onnx(model, example, out_dir)
-        if reason is None:
-            info["files"]["onnx"] = ONNX_FILE
-            onnx_scores = onnx_score_arrays(out_dir / ONNX_FILE, example)
-            if onnx_scores is not None:
-                _check(info, "onnx", original, onnx_scores)
-        else:
-            info["skipped"]["onnx"] = reason
-            log.info("ONNX export skipped: %s", reason)
+def _export_and_check_onnx(model: nn.Module, example: torch.Tensor, out_dir: Path,
+                           info: dict[str, Any], original) -> None:
+    """``model.onnx``, checked through onnxruntime when installed; skipped (with the reason in
+    ``info["skipped"]``) when ONNX export does not work here."""
+    reason = _export_onnx(model, example, out_dir)
+    if reason is None:
+        info["files"]["onnx"] = ONNX_FILE
+        onnx_scores = onnx_score_arrays(out_dir / ONNX_FILE, example)
+        if onnx_scores is not None:
+            _check(info, "onnx", original, onnx_scores)
+    else:
+        info["skipped"]["onnx"] = reason
+        log.info("ONNX export skipped: %s", reason)
 
 
 def _check(info: dict[str, Any], fmt: str, original, copy) -> None:

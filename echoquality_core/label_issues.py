@@ -8,7 +8,6 @@ held-out): a model's scores on its own training clips agree with their labels, w
 """
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -47,18 +46,12 @@ def rank_label_issues(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
 
 def write_label_issues(path: str | os.PathLike, issues: Sequence[Mapping[str, Any]]) -> Path:
     """Write the ranked queue as CSV (atomically)."""
-    from echoquality_core.atomic import atomic_write
+    from echoquality_core.atomic import write_csv_rows
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(ISSUE_COLUMNS))
-        writer.writeheader()
-        for row in issues:
-            writer.writerow({**row, "label": f"{row['label']:g}", "score": f"{row['score']:.6f}",
-                             "label_quality": f"{row['label_quality']:.6f}",
-                             "flagged": "yes" if row["flagged"] else "no"})
-    return path
+    return write_csv_rows(path, ISSUE_COLUMNS, (
+        {**row, "label": f"{row['label']:g}", "score": f"{row['score']:.6f}",
+         "label_quality": f"{row['label_quality']:.6f}",
+         "flagged": "yes" if row["flagged"] else "no"} for row in issues))
 
 
 REVIEWED_TAG = "reviewed"

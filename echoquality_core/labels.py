@@ -27,98 +27,54 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import csv
 import hashlib
-import io
 import math
 import os
 import posixpath
-import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from filelock import FileLock, Timeout
 
 from echoquality_core.atomic import write_atomic
+from echoquality_core.label_csv import CsvRow, CsvTable, parse_csv, render_csv
+from echoquality_core.label_values import (
+    FIVE_POINT_SCORES,
+    GOOD,
+    ISSUE_TAGS,
+    ISSUES,
+    LABELED_AT,
+    NOTES,
+    OPTIONAL_COLUMNS,
+    PATH,
+    RATER,
+    REVIEWED,
+    SCALES,
+    SCORE,
+    UNREADABLE,
+    Label,
+    LabelClash,
+    LabelConflictError,
+    LabelError,
+    _check_labeled_at,
+    _check_score,
+    _format_score,
+    _now_iso,
+    check_issues,
+)
 
 if TYPE_CHECKING:
     import pandas
 
-ISSUE_TAGS = ("off_axis", "foreshortened", "poor_gain", "dropout", "partial_view")
-UNREADABLE = "unreadable"  # issue tag for a clip that cannot be decoded
-REVIEWED = "reviewed"  # issue tag: a person looked at the model's disagreement and decided
-GOOD = 0.5  # a label (quality_score) at or above this is "good"
-SCALES = ("binary", "five_point")  # the label scales a rater can work in
-FIVE_POINT_SCORES = (0.0, 0.25, 0.5, 0.75, 1.0)  # 1 (worst) .. 5 (best)
+# the label vocabulary and values live in label_values, the CSV text in label_csv; this module
+# stays their public home (``from echoquality_core.labels import Label, ISSUE_TAGS, ...``)
+__all__ = ["FIVE_POINT_SCORES", "GOOD", "ISSUES", "ISSUE_TAGS", "LABELED_AT", "NOTES",
+           "OPTIONAL_COLUMNS", "PATH", "RATER", "REVIEWED", "SCALES", "SCORE", "UNREADABLE",
+           "Label", "LabelClash", "LabelConflictError", "LabelError", "LabelStore",
+           "check_issues"]
 
-PATH, SCORE, RATER, LABELED_AT, ISSUES, NOTES = (
-    "video_path", "quality_score", "rater", "labeled_at", "issues", "notes")
-OPTIONAL_COLUMNS = (RATER, LABELED_AT, ISSUES, NOTES)
-_TAG = re.compile(r"[a-z0-9_]+")
-_MAX_LISTED_PROBLEMS = 5
 _LOCK_TIMEOUT = 15.0  # seconds to wait for another program's save (it takes milliseconds)
-
-
-class LabelError(ValueError):
-    """A problem with the labels CSV or a label; names the spreadsheet row (header = row 1).
-
-    ``problems`` lists every (row, problem) found; ``row`` is the first row (None when the
-    problem is not tied to a row of the file)."""
-
-    def __init__(self, problem: str, row: int | None = None,
-                 problems: list[tuple[int | None, str]] | None = None) -> None:
-        self.problems = problems or [(row, problem)]
-        self.row, self.problem = self.problems[0]
-        shown = "; ".join(_row_text(r, p) for r, p in self.problems[:_MAX_LISTED_PROBLEMS])
-        more = len(self.problems) - _MAX_LISTED_PROBLEMS
-        super().__init__(shown + (f" (and {more} more problems)" if more > 0 else ""))
-
-
-class LabelConflictError(LabelError):
-    """The CSV was changed by another program since we last read or wrote it."""
-
-
-@dataclass(frozen=True)
-class LabelClash:
-    """A clip labelled both here and by another program since we read the CSV: their label
-    (None = they removed it) and ours (None = we removed it); ``save_merged`` keeps ours."""
-
-    video_path: str
-    theirs: Label | None
-    ours: Label | None
-
-    def __str__(self) -> str:
-        def text(label: Label | None) -> str:
-            return "unlabelled" if label is None else _format_score(label.quality_score)
-        return (f"{self.video_path}: also changed by another program ({text(self.theirs)}); "
-                f"yours ({text(self.ours)}) was kept")
-
-
-def _row_text(row: int | None, problem: str) -> str:
-    return problem if row is None else f"row {row}: {problem}"
-
-
-@dataclass(frozen=True)
-class Label:
-    """One clip's label as stored in the CSV (video_path relative to the dataset root)."""
-
-    video_path: str
-    quality_score: float
-    rater: str | None = None
-    labeled_at: str | None = None
-    issues: tuple[str, ...] = ()
-    notes: str | None = None
-
-
-@dataclass
-class _Row:
-    cells: list[str]
-    raw: str | None  # the row's text (line end included) while unchanged since load/save
-    key: str | None = None  # canonical relative path; None for a blank row
-    label: Label | None = None  # None when unlabelled (empty quality_score) or blank
 
 
 class _DiskState(NamedTuple):
@@ -128,60 +84,6 @@ class _DiskState(NamedTuple):
     sha1: str
 
 
-def _now_iso() -> str:
-    """The local time now, ISO 8601 with UTC offset, to the second (the ``labeled_at`` format)."""
-    return datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def _format_score(score: float) -> str:
-    """``1``/``0`` for binary scores, the shortest exact decimal otherwise (``0.75``)."""
-    return str(int(score)) if float(score).is_integer() else repr(float(score))
-
-
-def _check_score(score: object) -> float:
-    """``score`` as a float in [0, 1], or LabelError."""
-    try:
-        value = float(score)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise LabelError(f"quality_score {score!r} is not a number") from None
-    if not math.isfinite(value):
-        raise LabelError(f"quality_score {score!r} is not a number")
-    if not 0.0 <= value <= 1.0:
-        raise LabelError(f"quality_score {value:g} is out of range (must be between 0 and 1)")
-    return value
-
-
-def check_issues(issues: Iterable[str] | str | None) -> tuple[str, ...]:
-    """Issue tags as a tuple (a string is split on ';'), each of lowercase letters, digits, _."""
-    if issues is None:
-        return ()
-    items = issues.split(";") if isinstance(issues, str) else list(issues)
-    tags = []
-    for item in items:
-        tag = str(item).strip()
-        if not tag:
-            continue
-        if not _TAG.fullmatch(tag):
-            raise LabelError(f"issue tag {tag!r} is not valid: use lowercase letters, digits and _ "
-                             f"(e.g. {', '.join(ISSUE_TAGS)})")
-        if tag not in tags:
-            tags.append(tag)
-    return tuple(tags)
-
-
-def _check_labeled_at(text: str | None) -> str | None:
-    """``text`` if it is an ISO 8601 date-time (None stays None), else LabelError."""
-    if text is None or not str(text).strip():
-        return None
-    text = str(text).strip()
-    try:
-        datetime.fromisoformat(text)
-    except ValueError:
-        raise LabelError(f"labeled_at {text!r} is not an ISO 8601 date-time "
-                         f"(e.g. 2025-01-31T14:05:09+01:00)") from None
-    return text
-
-
 class LabelStore:
     """The labels CSV of one dataset: read, query, change and save it atomically."""
 
@@ -189,7 +91,7 @@ class LabelStore:
         self.csv_path = Path(os.path.abspath(csv_path))
         self.root = Path(os.path.abspath(root if root is not None else self.csv_path.parent))
         self._real_root = self.root.resolve()
-        self._set_empty()
+        self._table = CsvTable()
         self._disk: _DiskState | None = None
         self._pending: dict[str, Label | None] = {}  # changes since the last load/save
         self._base: dict[str, Label | None] = {}  # the pending clips' labels as last read
@@ -208,11 +110,11 @@ class LabelStore:
                 data = f.read()
                 st = os.fstat(f.fileno())
         except FileNotFoundError:
-            self._set_empty()
+            self._table = CsvTable()
             self._disk = None
             self._forget_changes()
             return
-        self._parse(data)
+        self._table = parse_csv(data, self.relative)
         self._disk = _DiskState(st.st_ino, st.st_mtime_ns, st.st_size,
                                 hashlib.sha1(data).hexdigest())
         self._forget_changes()
@@ -220,127 +122,23 @@ class LabelStore:
     def _forget_changes(self) -> None:
         self._pending, self._base, self._clashes = {}, {}, []
 
-    def _set_empty(self) -> None:
-        self._header = [PATH, SCORE]
-        self._header_raw: str | None = None
-        self._rows: list[_Row] = []
-        self._index: dict[str, int] = {}
-        self._bom = False
-        self._newline = "\n"
-        self._delimiter = ","
-
-    def _parse(self, data: bytes) -> None:
-        bom = data.startswith(codecs.BOM_UTF8)
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise LabelError(f"the file is not UTF-8 text (byte {exc.start}); in Excel save it "
-                             f"as 'CSV UTF-8'") from None
-        if not text.strip():
-            self._set_empty()
-            self._bom = bom
-            return
-        first_line = next(iter(io.StringIO(text, newline="")))
-        delimiter = next((d for d in (",", ";", "\t") if d in first_line), ",")
-        records = _records(text, delimiter)
-        try:
-            header, header_raw = next(records)
-        except csv.Error as exc:
-            raise LabelError(f"cannot read the header: {exc}", row=1) from None
-        names = [name.strip() for name in header]
-        problems: list[tuple[int | None, str]] = []
-        for required in (PATH, SCORE):
-            if required not in names:
-                missing = f"missing column {required!r} (header has: {', '.join(names)})"
-                problems.append((1, missing))
-        for name in sorted({n for n in names if n and names.count(n) > 1}):
-            problems.append((1, f"column {name!r} appears more than once"))
-        if problems:
-            raise LabelError(problems[0][1], problems=problems)
-        columns = {name: i for i, name in enumerate(names)}
-
-        rows: list[_Row] = []
-        index: dict[str, int] = {}
-        first_seen: dict[str, int] = {}
-        row_number = 1
-        while True:
-            row_number += 1
-            try:
-                cells, raw = next(records)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                problems.append((row_number, f"cannot read the row: {exc}"))
-                break
-            if (problem := _broken_record(cells, raw, columns)) is not None:
-                problems.append((row_number, problem))
-                continue
-            if len(cells) > len(names):
-                if any(c.strip() for c in cells[len(names):]):
-                    extra = f"{len(cells)} values but the header has {len(names)} columns"
-                    problems.append((row_number, extra))
-                    continue
-                cells = cells[:len(names)]
-            cells += [""] * (len(names) - len(cells))
-            row = _Row(cells, raw)
-            if any(c.strip() for c in cells):
-                try:
-                    row.key, row.label = self._read_row(cells, columns, delimiter != ",")
-                except LabelError as exc:
-                    problems.append((row_number, exc.problem))
-                    continue
-                if row.key in first_seen:
-                    twice = f"duplicate video_path {row.key!r} (also on row {first_seen[row.key]})"
-                    problems.append((row_number, twice))
-                    continue
-                first_seen[row.key] = row_number
-                index[row.key] = len(rows)
-            rows.append(row)
-        if problems:
-            raise LabelError(problems[0][1], problems=problems)
-
-        self._header, self._header_raw = header, header_raw
-        self._rows, self._index = rows, index
-        self._bom, self._delimiter = bom, delimiter
-        self._newline = _line_end(header_raw) or "\n"
-
-    def _read_row(self, cells: list[str], columns: dict[str, int],
-                  decimal_comma: bool) -> tuple[str, Label | None]:
-        def cell(name: str) -> str:
-            return cells[columns[name]].strip() if name in columns else ""
-
-        if not cell(PATH):
-            raise LabelError(f"empty video_path (quality_score {cell(SCORE)!r})")
-        key = self.relative(cell(PATH))
-        issues = check_issues(cell(ISSUES))
-        labeled_at = _check_labeled_at(cell(LABELED_AT))
-        score_text = cell(SCORE)
-        if not score_text:
-            return key, None
-        if decimal_comma and re.fullmatch(r"\d*,\d+", score_text):
-            score_text = score_text.replace(",", ".")  # decimal comma of a ';'-separated file
-        score = _check_score(score_text)
-        notes = cells[columns[NOTES]] if NOTES in columns else ""
-        return key, Label(key, score, cell(RATER) or None, labeled_at, issues,
-                          notes if notes.strip() else None)
-
     # --- queries ------------------------------------------------------------------------------
     def get(self, path: str | os.PathLike) -> Label | None:
         """The label of clip ``path`` (absolute or relative to the root); None if unlabelled."""
-        i = self._index.get(self.relative(path))
-        return None if i is None else self._rows[i].label
+        i = self._table.index.get(self.relative(path))
+        return None if i is None else self._table.rows[i].label
 
     def paths(self) -> list[str]:
         """Relative paths of the labelled clips, in CSV order."""
-        return [row.key for row in self._rows if row.label is not None]
+        return [row.key for row in self._table.rows if row.label is not None]
 
     def __len__(self) -> int:
-        return sum(row.label is not None for row in self._rows)
+        return sum(row.label is not None for row in self._table.rows)
 
     def is_continuous(self) -> bool:
         """True if any score is neither 0 nor 1."""
         return any(row.label.quality_score not in (0.0, 1.0)
-                   for row in self._rows if row.label is not None)
+                   for row in self._table.rows if row.label is not None)
 
     def resolve(self, rel: str | os.PathLike) -> Path:
         """Absolute path of clip ``rel`` (relative to the root, or already absolute)."""
@@ -376,9 +174,9 @@ class LabelStore:
         quality_score as float (NaN when unlabelled), every other column as text."""
         import pandas
 
-        names = [name.strip() for name in self._header]
+        names = [name.strip() for name in self._table.header]
         records = []
-        for row in self._rows:
+        for row in self._table.rows:
             if row.key is None or (row.label is None and not include_unlabelled):
                 continue
             record = dict(zip(names, row.cells))
@@ -428,16 +226,16 @@ class LabelStore:
                   ISSUES: ";".join(label.issues), NOTES: label.notes or ""}
         for name, value in values.items():
             if value:
-                self._ensure_column(name)
-        columns = self._columns()
-        i = self._index.get(label.video_path)
+                self._table.ensure_column(name)
+        columns = self._table.columns()
+        i = self._table.index.get(label.video_path)
         if i is None:
-            cells = [""] * len(self._header)
+            cells = [""] * len(self._table.header)
             cells[columns[PATH]] = label.video_path
-            self._index[label.video_path] = len(self._rows)
-            self._rows.append(_Row(cells, None, label.video_path))
-            i = len(self._rows) - 1
-        row = self._rows[i]
+            self._table.index[label.video_path] = len(self._table.rows)
+            self._table.rows.append(CsvRow(cells, None, label.video_path))
+            i = len(self._table.rows) - 1
+        row = self._table.rows[i]
         old_score = row.label.quality_score if row.label else None
         if old_score != label.quality_score:
             row.cells[columns[SCORE]] = _format_score(label.quality_score)
@@ -447,9 +245,9 @@ class LabelStore:
         row.label, row.raw = label, None
 
     def _drop(self, key: str) -> None:
-        columns = self._columns()
-        i = self._index[key]
-        row = self._rows[i]
+        columns = self._table.columns()
+        i = self._table.index[key]
+        row = self._table.rows[i]
         ours = {PATH, SCORE, *OPTIONAL_COLUMNS}
         if any(row.cells[j].strip() for name, j in columns.items() if name not in ours):
             for name in (SCORE, *OPTIONAL_COLUMNS):
@@ -457,20 +255,9 @@ class LabelStore:
                     row.cells[columns[name]] = ""
             row.label, row.raw = None, None
             return
-        del self._rows[i]
-        self._index = {row.key: j for j, row in enumerate(self._rows) if row.key is not None}
-
-    def _columns(self) -> dict[str, int]:
-        return {name.strip(): i for i, name in enumerate(self._header)}
-
-    def _ensure_column(self, name: str) -> None:
-        if name in self._columns():
-            return
-        self._header.append(name)
-        self._header_raw = None
-        for row in self._rows:
-            row.cells.append("")
-            row.raw = None
+        del self._table.rows[i]
+        rows = self._table.rows
+        self._table.index = {row.key: j for j, row in enumerate(rows) if row.key is not None}
 
     # --- saving -------------------------------------------------------------------------------
     def changed_on_disk(self) -> bool:
@@ -553,69 +340,9 @@ class LabelStore:
             self._write()
 
     def _write(self) -> None:
-        text = self._render()
-        data = (codecs.BOM_UTF8 if self._bom else b"") + text.encode("utf-8")
+        text = render_csv(self._table)
+        data = (codecs.BOM_UTF8 if self._table.bom else b"") + text.encode("utf-8")
         st = write_atomic(self.csv_path, data)
         self._disk = _DiskState(st.st_ino, st.st_mtime_ns, st.st_size,
                                 hashlib.sha1(data).hexdigest())
         self._forget_changes()
-
-    def _render(self) -> str:
-        """The CSV text; rows changed since the last load/save are formatted anew."""
-        def fmt(cells: list[str]) -> str:
-            buf = io.StringIO()
-            csv.writer(buf, delimiter=self._delimiter, lineterminator=self._newline).writerow(cells)
-            return buf.getvalue()
-
-        if self._header_raw is None:
-            self._header_raw = fmt(self._header)
-        for row in self._rows:
-            if row.raw is None:
-                row.raw = fmt(row.cells)
-        parts = [self._header_raw] + [row.raw for row in self._rows]
-        for i in range(len(parts) - 1):
-            if not _line_end(parts[i]):
-                parts[i] += self._newline  # the old last line had no line end
-        return "".join(parts)
-
-
-def _records(text: str, delimiter: str) -> Iterator[tuple[list[str], str]]:
-    """(cells, raw text) of each CSV record; a record may span several lines (quoted newlines)."""
-    consumed: list[str] = []
-
-    def lines() -> Iterator[str]:
-        for line in io.StringIO(text, newline=""):
-            consumed.append(line)
-            yield line
-
-    for cells in csv.reader(lines(), delimiter=delimiter):
-        raw = "".join(consumed)
-        consumed.clear()
-        yield cells, raw
-
-
-def _broken_record(cells: list[str], raw: str, columns: dict[str, int]) -> str | None:
-    """Why a record cannot be a row of the file (an unbalanced quote, too few values), or None."""
-    if '"' in raw and ("\n" in raw.rstrip("\r\n") or not _line_end(raw)):
-        try:
-            for _ in csv.reader(io.StringIO(raw, newline=""), strict=True):
-                pass
-        except csv.Error:
-            return ('a quote (") opened on this row is never closed, so every later row would '
-                    'be read as part of it; fix the quote')
-        path = cells[columns[PATH]] if len(cells) > columns[PATH] else ""
-        if "\n" in path or "\r" in path:
-            return ("video_path runs over several lines: an unbalanced quote (\") swallows the "
-                    "rows after it; fix the quote")
-    needed = max(columns[PATH], columns[SCORE]) + 1
-    if any(c.strip() for c in cells) and len(cells) < needed:
-        return (f"{len(cells)} value{'s' if len(cells) != 1 else ''} but the header has "
-                f"{len(columns)} columns (no {SCORE!r} value); add the missing commas")
-    return None
-
-
-def _line_end(text: str) -> str:
-    for end in ("\r\n", "\n", "\r"):
-        if text.endswith(end):
-            return end
-    return ""

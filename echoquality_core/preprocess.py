@@ -282,15 +282,8 @@ def _streamed_model_frames(clip: Any, params: PreprocessParams,
         mask = sector.mask()
     else:
         mask = _clip_mask(np.empty((1, *shape[:2]), np.uint8), params, regions)
-    y0, x0, y1, x1 = crop_box(shape[0], shape[1], params.zoom)
-    box_mask = None if mask is None else np.ascontiguousarray(mask[y0:y1, x0:x1])
-    resized = _mask_and_resize([crops[int(i)] for i in idx[real]], box_mask, params.size)
-    if resized.ndim == 3:
-        resized = np.repeat(resized[..., None], 3, axis=-1)
-    out = np.empty((params.n_frames, params.size, params.size, 3), dtype=np.uint8)
-    out[real] = resized
-    out[~real] = _PAD_COLOUR if params.pad == "mean" else 0
-    return out
+    box = crop_box(shape[0], shape[1], params.zoom)
+    return _assemble([crops[int(i)] for i in idx[real]], mask, box, real, params)
 
 
 def model_frames(
@@ -310,13 +303,20 @@ def model_frames(
     t, h, w = frames.shape[:3]
     idx = sample_indices(t, params.n_frames, params.stride)
     real = idx >= 0
-    y0, x0, y1, x1 = crop_box(h, w, params.zoom)
+    y0, x0, y1, x1 = box = crop_box(h, w, params.zoom)
+    return _assemble(frames[idx[real], y0:y1, x0:x1], mask, box, real, params)
 
+
+def _assemble(crops: Any, mask: np.ndarray | None, box: tuple[int, int, int, int],
+              real: np.ndarray, params: PreprocessParams) -> np.ndarray:
+    """The sampled frames' crops masked (``mask`` of the whole frame, cut to ``box``), resized,
+    made RGB and placed at the ``real`` slots of (n_frames, size, size, 3); padding slots get
+    the pad colour."""
+    y0, x0, y1, x1 = box
     box_mask = None if mask is None else np.ascontiguousarray(mask[y0:y1, x0:x1])
-    resized = _mask_and_resize(frames[idx[real], y0:y1, x0:x1], box_mask, params.size)
-    if frames.ndim == 3:
+    resized = _mask_and_resize(crops, box_mask, params.size)
+    if resized.ndim == 3:  # grey frames
         resized = np.repeat(resized[..., None], 3, axis=-1)
-
     out = np.empty((params.n_frames, params.size, params.size, 3), dtype=np.uint8)
     out[real] = resized
     out[~real] = _PAD_COLOUR if params.pad == "mean" else 0

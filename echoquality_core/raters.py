@@ -34,15 +34,15 @@ from datetime import datetime
 from pathlib import Path
 
 from echoquality_core.atomic import atomic_write
-from echoquality_core.labels import (
+from echoquality_core.label_values import (
     Label,
     LabelError,
-    LabelStore,
     _check_labeled_at,
     _check_score,
     _now_iso,
     check_issues,
 )
+from echoquality_core.labels import LabelStore
 
 COLUMNS = ("video_path", "rater", "role", "quality_score", "issues", "notes", "labeled_at")
 RATER, ADJUDICATOR = "rater", "adjudicator"

@@ -170,16 +170,10 @@ def mark_stale_runs(tracking_uri: str, experiment: str = "echoquality") -> list[
     """Mark KILLED the runs still RUNNING whose training process (on this computer) is gone:
     a training killed with ``kill -9``, or by a power cut, cannot end its own run. Returns
     their run ids. Runs of other computers, and of living processes, are left alone."""
-    db = _sqlite_file(tracking_uri)
-    if db is not None and not db.is_file():
+    found = _experiment(tracking_uri, experiment)
+    if found is None:
         return []
-    quiet_mlflow()
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
+    client, exp = found
     stale = []
     for run in client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'"):
         tags = run.data.tags
@@ -208,6 +202,20 @@ def _iso(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
 
 
+def _experiment(tracking_uri: str, experiment: str) -> tuple[Any, Any] | None:
+    """(MlflowClient, experiment) of a store, or None when the experiment, or the SQLite store
+    file, does not exist (the file is not created)."""
+    db = _sqlite_file(tracking_uri)
+    if db is not None and not db.is_file():
+        return None
+    quiet_mlflow()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    return None if exp is None else (client, exp)
+
+
 def _sqlite_file(tracking_uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI (None for other stores)."""
     if not tracking_uri.startswith("sqlite:///"):
@@ -220,16 +228,10 @@ def list_runs(tracking_uri: str, experiment: str = "echoquality") -> list[dict[s
     UTC), metrics (latest values), params, tags (without MLflow's own ``mlflow.*``) and
     artifact_uri. Empty if the experiment, or the SQLite store file, does not exist yet (the
     file is not created)."""
-    db = _sqlite_file(tracking_uri)
-    if db is not None and not db.is_file():
+    found = _experiment(tracking_uri, experiment)
+    if found is None:
         return []
-    quiet_mlflow()
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
+    client, exp = found
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
     return [
         {

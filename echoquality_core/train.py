@@ -28,26 +28,15 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import torch
-from torch.utils.data import ConcatDataset, DataLoader
 
 from echoquality_core.atomic import DiskFullError
-from echoquality_core.augment import EchoVideoAugmentation, create_synthetic_low_quality
-from echoquality_core.data import (
-    ClipCache,
-    DataError,
-    EchoDataset,
-    SyntheticLowQuality,
-    prepare_training_data,
-    save_split,
-    split_training_data,
-)
+from echoquality_core.data import ClipCache, save_split
 from echoquality_core.evaluate import evaluate_model, metrics_from_scores, save_evaluation_plots
 from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError, summarize
 from echoquality_core.interrupt import Interrupted, interruptible
@@ -70,8 +59,17 @@ from echoquality_core.train_loop import (
     predict,
     run_epoch,
     seed_everything,
-    seed_worker,
     train_epoch,
+)
+from echoquality_core.train_setup import (
+    RunData,
+    SetupError,
+    _Abort,
+    _Cancelled,
+    _StoppedEarly,
+    check_setup,
+    make_loaders,
+    prepare_run_data,
 )
 from echoquality_core.weights import build_start_model, starting_point_params
 
@@ -79,45 +77,6 @@ __all__ = ["LOSSES", "SCHEDULERS", "STATE_DICT_FILE", "SetupError", "TrainConfig
            "summarize", "train_epoch"]  # re-exported: the names callers know from this module
 
 log = logging.getLogger(__name__)
-
-
-class SetupError(ValueError):
-    """The labels CSV or the starting weights cannot be used (``kind``: "data" | "weights");
-    found by ``Trainer.preflight`` before any clip is prepared."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
-
-
-class _Abort(Exception):
-    """Ends a run with a fatal TrainError."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.error = TrainError(kind, message, fatal=True)
-
-
-class _Cancelled(Exception):
-    """The user cancelled while data was being prepared or the model evaluated."""
-
-
-class _StoppedEarly(Exception):
-    """The user stopped before the first epoch ended: there is no model to keep."""
-
-
-@dataclass
-class _Data:
-    records: list[dict]
-    split: dict[str, list[int]]
-    failures: list[tuple[str, str]] = field(default_factory=list)
-
-    def part(self, name: str) -> list[dict]:
-        return [self.records[i] for i in self.split[name]]
-
-    @property
-    def sizes(self) -> dict[str, int]:
-        return {name: len(idx) for name, idx in self.split.items()}
 
 
 class Trainer:
@@ -233,13 +192,18 @@ class Trainer:
         return TrainEnd(None, {}, None, error=error)
 
     def _run(self) -> TrainEnd:
-        config = self.config
         self.preflight()  # before any clip is prepared
-        generator = seed_everything(config.seed)
+        generator = seed_everything(self.config.seed)
         cache = ClipCache(self.cache_dir, self.params)
         self.data = self._prepare_data(cache)
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(self.config.device)
         self._make_loaders(cache, generator)
+        return self._fit_tracked(starting_point_params(self.start))
+
+    def _fit_tracked(self, params: dict[str, Any]) -> TrainEnd:
+        """Fit inside an MLflow run logging the config and ``params`` (without one when
+        ``use_mlflow`` is off); a cross-validation fold is nested under its parent run."""
+        config = self.config
         if not config.use_mlflow:
             return self._fit(None)
         uri = self.tracking_uri
@@ -249,7 +213,7 @@ class Trainer:
             else None
         )
         parent = {"mlflow.parentRunId": config.parent_run_id} if config.parent_run_id else None
-        with start_run(loggable_config(config) | starting_point_params(self.start),
+        with start_run(loggable_config(config) | params,
                        tracking_uri=uri, experiment=config.experiment,
                        run_name=self.run_name, artifact_location=artifacts,
                        tags=parent) as run_log:
@@ -259,81 +223,22 @@ class Trainer:
         """Check the labels CSV and the starting weights (``model_weights``: a starting point's
         name or a file) in milliseconds, before any clip is read or MLflow run opened; raises
         :class:`SetupError` with a one-line reason. ``run()`` does it first."""
-        from echoquality_core.labels import LabelStore
-        from echoquality_core.weights import check_starting_weights
+        self.start = check_setup(self.csv_path, self.config.model_weights, self.project_dir)
 
-        if not self.csv_path.is_file():
-            raise SetupError("data", f"Labels CSV not found: {self.csv_path}")
-        try:
-            LabelStore(self.csv_path)
-        except (ValueError, OSError) as exc:
-            raise SetupError("data", f"{self.csv_path.name}: {exc}") from exc
-        try:
-            self.start = check_starting_weights(self.config.model_weights, self.project_dir)
-        except ValueError as exc:
-            raise SetupError("weights", str(exc)) from exc
-
-    def _prepare_data(self, cache: ClipCache) -> _Data:
+    def _prepare_data(self, cache: ClipCache) -> RunData:
         """Labels → usable clips (decoded and cached, headers read once) → patient split."""
-        if not self.csv_path.is_file():
-            raise _Abort("data", f"Labels CSV not found: {self.csv_path}")
-        videos = self._project_path(self.config.videos_dir) if self.config.videos_dir else None
-
-        def progress(done: int, total: int, path: str) -> None:
-            name = Path(path).name if path else "decoding and caching clips"
-            self._emit(Progress("prepare", done, total, name))
-
-        try:
-            records, failures = prepare_training_data(self.csv_path, videos, cache, progress,
-                                                      self._halted)
-        except DataError as exc:
-            raise _Abort("data", str(exc)) from exc
-        if failures:
-            listing = "\n".join(f"  {rel}: {msg}" for rel, msg in failures)
-            self._emit(TrainError(
-                "data", f"{len(failures)} clip(s) could not be used and were left out:\n{listing}",
-                fatal=False,
-            ))
-        if self._cancel.is_set():
-            raise _Cancelled
-        if self._stop.is_set():
-            raise _StoppedEarly
-        try:
-            if self.config.split_csv:  # a given split, e.g. a cross-validation fold
-                from echoquality_core.data import load_split
-
-                split = load_split(self._project_path(self.config.split_csv), records)
-            else:
-                split = split_training_data(records, self.config.split, self.config.seed)
-        except (DataError, ValueError) as exc:
-            raise _Abort("data", str(exc)) from exc
-        return _Data(records, split, failures)
+        c = self.config
+        return prepare_run_data(
+            self.csv_path, self._project_path(c.videos_dir) if c.videos_dir else None,
+            self._project_path(c.split_csv) if c.split_csv else None, c, cache, self._emit,
+            self._stop, self._cancel)
 
     def _make_loaders(self, cache: ClipCache, generator: torch.Generator) -> None:
         """Train/val/test loaders over one shared clip cache."""
-        c, data = self.config, self.data
-
-        def dataset(name: str, transform=None) -> EchoDataset:
-            part = data.part(name)
-            return EchoDataset([r["file"] for r in part], [r["label"] for r in part], transform,
-                               params=self.params, cache=cache, return_path=True)
-
-        train_set = dataset("train", EchoVideoAugmentation() if c.augment else None)
-        self.train_labels = [r["label"] for r in data.part("train")]
-        if c.synthetic_pairs:
-            good = [i for i, y in enumerate(train_set.labels) if y >= 0.5]
-            train_set = ConcatDataset(
-                [train_set, SyntheticLowQuality(train_set, good, create_synthetic_low_quality)]
-            )
-            self.train_labels += [0.0] * len(good)
-        args = {"batch_size": c.batch_size, "num_workers": c.num_workers,
-                "pin_memory": self.device.type == "cuda"}
-        if c.num_workers > 0:
-            args["worker_init_fn"] = seed_worker
-        self.train_loader = DataLoader(train_set, shuffle=True, generator=generator, **args)
-        self.val_loader = DataLoader(dataset("val"), shuffle=False, **args)
-        self.test_loader = (DataLoader(dataset("test"), shuffle=False, **args)
-                            if data.split["test"] else None)
+        loaders = make_loaders(self.config, self.data, self.params, cache, generator,
+                               self.device)
+        self.train_loader, self.val_loader = loaders.train, loaders.val
+        self.test_loader, self.train_labels = loaders.test, loaders.train_labels
 
     # --- model ---------------------------------------------------------------------------
     def _build(self) -> None:
@@ -427,11 +332,13 @@ class Trainer:
             unfreeze(self.model, self.schedule.get(epoch - 1, []))
             start = time.perf_counter()
             train_loss, done = self._train_one(epoch)
+            self._agree_on_halt()
             if self._cancel.is_set():
                 return False
             if done < len(self.train_loader):
                 return True  # stopped mid-epoch: keep the best model saved so far, if any
-            val = predict(self.model, self.val_loader, self.criterion, self.device, self._halted)
+            val = self._validate()
+            self._agree_on_halt()
             if self._cancel.is_set():
                 return False
             if self._stop.is_set():
@@ -442,11 +349,21 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_epoch_end(self, event)
             self._emit(event)
-            if self._stop.is_set():
+            if self.stop_between_epochs and self._stop.is_set():
                 return True
             if self.early_stopped_at is not None:
                 return False
         return False
+
+    # hooks of the epoch loop that a distributed run replaces
+    stop_between_epochs = True  # a Stop pressed during the epoch's callbacks ends the loop
+
+    def _agree_on_halt(self) -> None:
+        """Where ranks agree on Stop/Cancel; one process has nothing to agree on."""
+
+    def _validate(self) -> dict[str, Any]:
+        """Predictions on the validation clips (loss, labels, scores, paths)."""
+        return predict(self.model, self.val_loader, self.criterion, self.device, self._halted)
 
     def _train_one(self, epoch: int) -> tuple[float, int]:
         def on_batch(step, n_steps, loss, seconds):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,12 +23,11 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from echoquality_core import distributed as dist
 from echoquality_core.data import ClipCache
 from echoquality_core.events import BatchEnd
-from echoquality_core.model import unfreeze
-from echoquality_core.tracking import default_artifact_location, start_run
-from echoquality_core.train import Trainer, _Abort
+from echoquality_core.train import Trainer
 from echoquality_core.train_callbacks import BestCheckpoint
-from echoquality_core.train_config import TrainConfig, loggable_config
-from echoquality_core.train_loop import predict, run_epoch, seed_everything, seed_worker
+from echoquality_core.train_config import TrainConfig
+from echoquality_core.train_loop import predict, run_epoch, seed_everything
+from echoquality_core.train_setup import _Abort, loader_args
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +48,8 @@ class _BestOnOtherRanks(BestCheckpoint):
 
 class DistributedTrainer(Trainer):
     """One rank of a DDP training run (see the module docstring)."""
+
+    stop_between_epochs = False  # a Stop holds only once the ranks agreed on it
 
     def __init__(self, config: TrainConfig, callback: Callable[[Any], None] | None = None):
         super().__init__(config, callback)
@@ -78,15 +78,9 @@ class DistributedTrainer(Trainer):
         cache = ClipCache(self.cache_dir, self.params)
         self.data = self._prepare_data_once(cache)
         self._make_loaders(cache, generator)
-        if not config.use_mlflow or not dist.is_main():
+        if not dist.is_main():
             return self._fit(None)
-        uri = self.tracking_uri
-        artifacts = (default_artifact_location(self.project_dir)
-                     if uri.startswith(("sqlite:", "file:")) or "://" not in uri else None)
-        with start_run(loggable_config(config) | {"world_size": dist.world_size()},
-                       tracking_uri=uri, experiment=config.experiment, run_name=self.run_name,
-                       artifact_location=artifacts) as run_log:
-            return self._fit(run_log)
+        return self._fit_tracked({"world_size": dist.world_size()})
 
     def _prepare_data_once(self, cache: ClipCache):
         """Rank 0 decodes, caches and splits; every rank gets its records and split."""
@@ -104,10 +98,7 @@ class DistributedTrainer(Trainer):
     def _make_loaders(self, cache: ClipCache, generator: torch.Generator) -> None:
         super()._make_loaders(cache, generator)
         c, rank, world = self.config, dist.rank(), dist.world_size()
-        args = {"batch_size": c.batch_size, "num_workers": c.num_workers,
-                "pin_memory": self.device.type == "cuda"}
-        if c.num_workers > 0:
-            args["worker_init_fn"] = seed_worker
+        args = loader_args(c, self.device)
         train_set = self.train_loader.dataset
         self.sampler = DistributedSampler(train_set, num_replicas=world, rank=rank,
                                           shuffle=True, seed=c.seed)
@@ -172,34 +163,6 @@ class DistributedTrainer(Trainer):
         loss = sum(p["loss"] * len(p["labels"]) for p in parts if p["labels"]) / max(1, n)
         return {"loss": loss if n else float("nan"),
                 **{k: [v for p in parts for v in p[k]] for k in ("labels", "scores", "paths")}}
-
-    def _epochs(self) -> bool:
-        """The epoch loop of Trainer, with collective validation and halting."""
-        for epoch in range(1, self.config.epochs + 1):
-            self.epoch = epoch
-            unfreeze(self.model, self.schedule.get(epoch - 1, []))
-            start = time.perf_counter()
-            train_loss, done = self._train_one(epoch)
-            self._agree_on_halt()
-            if self._cancel.is_set():
-                return False
-            if done < len(self.train_loader):
-                return True
-            val = self._validate()
-            self._agree_on_halt()
-            if self._cancel.is_set():
-                return False
-            if self._stop.is_set():
-                return True
-            for callback in self.callbacks:
-                callback.on_validation_end(self, epoch, val)
-            event = self._epoch_end(epoch, train_loss, val, time.perf_counter() - start)
-            for callback in self.callbacks:
-                callback.on_epoch_end(self, event)
-            self._emit(event)
-            if self.early_stopped_at is not None:
-                return False
-        return False
 
     def _finish(self) -> dict[str, Any]:
         """Rank 0 tests and saves the best model; the others wait for it."""

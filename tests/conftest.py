@@ -74,6 +74,29 @@ def random_model():
 
 
 @pytest.fixture
+def weights_cache(tmp_path, monkeypatch) -> Path:
+    """The starting weights' cache folder (``ECHOQUALITY_CACHE``), private to the test, not
+    created."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("ECHOQUALITY_CACHE", str(folder))
+    return folder
+
+
+@pytest.fixture
+def served_weights(tmp_path) -> Path:
+    """A 4 MB state dict in a folder to serve (``tmp_path/www``): a download of it takes several
+    chunks."""
+    import torch
+
+    folder = tmp_path / "www"
+    folder.mkdir()
+    path = folder / "video_quality_model.pt"
+    torch.manual_seed(1)
+    torch.save({"w": torch.randn(1_000_000)}, path)
+    return path
+
+
+@pytest.fixture
 def project_copy(demo_project, tmp_path) -> Path:
     """A private copy of the demo project."""
     return Path(shutil.copytree(demo_project, tmp_path / "project"))

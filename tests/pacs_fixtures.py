@@ -106,19 +106,11 @@ def pacs_env(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
+def tiny_checkpoint(random_model, tmp_path_factory) -> Path:
     """A seeded, randomly initialised R(2+1)D-18 that sees 4 frames of 48x48 (fast on a CPU)."""
-    import warnings
-
-    import torch
-
-    from echoquality_core.model import build_model, save_checkpoint
+    from echoquality_core.model import save_checkpoint
     from echoquality_core.preprocess import PreprocessParams
 
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # random initialisation, on purpose
-        model = build_model().eval()
     path = tmp_path_factory.mktemp("model") / "best.pt"
-    return save_checkpoint(model, path, threshold=0.42,
+    return save_checkpoint(random_model(0), path, threshold=0.42,
                            preprocess=PreprocessParams(n_frames=4, stride=1, size=48))

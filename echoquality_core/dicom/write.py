@@ -26,7 +26,6 @@ def _uid(*parts: object) -> str:
     return generate_uid(entropy_srcs=["echoquality-demo", *map(str, parts)])
 
 
-
 def write_dicom_clip(
     path: str | os.PathLike,
     frames: np.ndarray,
@@ -51,19 +50,44 @@ def write_dicom_clip(
     gives the same file. Patient values must be fake: this is for synthetic data only.
     """
     frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not frames.size:
-        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    if compression not in ("jpeg", "none"):
-        raise ValueError(f"compression must be 'jpeg' or 'none', got {compression!r}")
-    if not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    n_frames, height, width = frames.shape[:3]
+    _check_inputs(frames, compression, fps)
     path = Path(path)
     study_uid = study_uid or _uid("study", patient_id)
     digest = hashlib.sha1(frames.tobytes()).hexdigest()
     series_uid = _uid("series", study_uid, instance_number, digest)
     sop_uid = _uid("instance", series_uid, fps, compression)
 
+    ds = _header(sop_uid, compression)
+    _describe(ds, patient_id, patient_name, study_uid, series_uid, instance_number)
+    _describe_frames(ds, frames.shape, fps)
+    if regions:
+        ds.SequenceOfUltrasoundRegions = [_region_item(box, cm_per_px, apex) for box in regions]
+    if compression == "jpeg":
+        _put_jpeg_pixels(ds, frames, path.name)
+    else:
+        ds.PhotometricInterpretation = "RGB"
+        ds.LossyImageCompression = "00"
+        ds.PixelData = np.ascontiguousarray(frames).tobytes()
+        ds["PixelData"].VR = "OB"
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    ds.save_as(partial, enforce_file_format=True)
+    os.replace(partial, path)
+    return path
+
+
+def _check_inputs(frames: np.ndarray, compression: str, fps: float) -> None:
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not frames.size:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    if compression not in ("jpeg", "none"):
+        raise ValueError(f"compression must be 'jpeg' or 'none', got {compression!r}")
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+
+
+def _header(sop_uid: str, compression: str) -> Dataset:
+    """A dataset with its file meta information and SOP identity (Ultrasound Multi-frame)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = US_MULTIFRAME_SOP_CLASS
     meta.MediaStorageSOPInstanceUID = sop_uid
@@ -77,6 +101,12 @@ def write_dicom_clip(
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.SOPClassUID = US_MULTIFRAME_SOP_CLASS
     ds.SOPInstanceUID = sop_uid
+    return ds
+
+
+def _describe(ds: Dataset, patient_id: str, patient_name: str, study_uid: str,
+              series_uid: str, instance_number: int) -> None:
+    """Study, series and (fake) patient attributes."""
     ds.StudyDate = ds.ContentDate = "20000101"
     ds.StudyTime = ds.ContentTime = "120000"
     ds.AccessionNumber = ""
@@ -95,6 +125,11 @@ def write_dicom_clip(
     ds.StudyID = "1"
     ds.SeriesNumber = instance_number
     ds.InstanceNumber = instance_number
+
+
+def _describe_frames(ds: Dataset, shape: tuple[int, ...], fps: float) -> None:
+    """Frame timing and the Image Pixel module (8-bit, 3 samples, interleaved)."""
+    n_frames, height, width = shape[:3]
     ds.FrameTime = f"{1000.0 / fps:.13g}"  # ms, 13 digits: fits a DS, keeps the fps
     ds.CineRate = round(fps)
     ds.RecommendedDisplayFrameRate = round(fps)
@@ -106,35 +141,24 @@ def write_dicom_clip(
     ds.BitsAllocated = ds.BitsStored = 8
     ds.HighBit = 7
     ds.PixelRepresentation = 0
-    if regions:
-        ds.SequenceOfUltrasoundRegions = [_region_item(box, cm_per_px, apex) for box in regions]
-    if compression == "jpeg":
-        ds.PhotometricInterpretation = "YBR_FULL_422"
-        ds.LossyImageCompression = "01"
-        ds.LossyImageCompressionMethod = "ISO_10918_1"
-        params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY,
-                  cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422]
-        encoded = []
-        for frame in frames:
-            ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(frame[..., ::-1]), params)
-            if not ok:
-                raise RuntimeError(f"{path.name}: JPEG encoding failed")
-            encoded.append(jpeg.tobytes())
-        ds.LossyImageCompressionRatio = f"{frames.nbytes / sum(map(len, encoded)):.2f}"[:16]
-        ds.PixelData = encapsulate(encoded, has_bot=True)
-        ds["PixelData"].VR = "OB"
-    else:
-        ds.PhotometricInterpretation = "RGB"
-        ds.LossyImageCompression = "00"
-        ds.PixelData = np.ascontiguousarray(frames).tobytes()
-        ds["PixelData"].VR = "OB"
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    ds.save_as(partial, enforce_file_format=True)
-    os.replace(partial, path)
-    return path
 
+def _put_jpeg_pixels(ds: Dataset, frames: np.ndarray, name: str) -> None:
+    """JPEG baseline (YBR_FULL_422), one fragment per frame with a basic offset table."""
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionMethod = "ISO_10918_1"
+    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY,
+              cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422]
+    encoded = []
+    for frame in frames:
+        ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(frame[..., ::-1]), params)
+        if not ok:
+            raise RuntimeError(f"{name}: JPEG encoding failed")
+        encoded.append(jpeg.tobytes())
+    ds.LossyImageCompressionRatio = f"{frames.nbytes / sum(map(len, encoded)):.2f}"[:16]
+    ds.PixelData = encapsulate(encoded, has_bot=True)
+    ds["PixelData"].VR = "OB"
 
 
 def _region_item(box: Sequence[int], cm_per_px: float | None,

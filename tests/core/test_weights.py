@@ -36,24 +36,6 @@ from echoquality_core.weights_file import expected_shapes, read_shapes
 MB = 1 << 20
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("ECHOQUALITY_CACHE", str(folder))
-    return folder
-
-
-@pytest.fixture
-def served(tmp_path) -> Path:
-    """A small state dict (3 MB, so the download takes several chunks) in a served folder."""
-    folder = tmp_path / "www"
-    folder.mkdir()
-    path = folder / "video_quality_model.pt"
-    torch.manual_seed(0)
-    torch.save({"layer.weight": torch.randn(750_000), "layer.bias": torch.randn(3)}, path)
-    return path
-
-
 def _point_at(monkeypatch, server: FileServer, path: Path, **changes) -> None:
     """Make the registry's echoprime-quality entry point at the local server's copy."""
     values = {"url": server.url(path.name), "sha256": file_sha256(path),
@@ -101,7 +83,7 @@ def test_cache_folder_follows_the_environment_variable(monkeypatch, tmp_path):
                                                                     appauthor=False)) / "weights"
 
 
-def test_resolving_names_and_paths(cache, tmp_path):
+def test_resolving_names_and_paths(weights_cache, tmp_path):
     assert resolve_starting_weights(None) == StartingWeights("none", None, "new")
     assert resolve_starting_weights("none").path is None
     with pytest.raises(WeightsError, match="echoquality weights download echoprime-quality"):
@@ -114,75 +96,78 @@ def test_resolving_names_and_paths(cache, tmp_path):
 
 # --- download ------------------------------------------------------------------------------
 
-def test_download_with_progress_into_the_cache(served, cache, monkeypatch):
+def test_download_with_progress_into_the_cache(served_weights, weights_cache, monkeypatch):
     seen = []
-    with FileServer(served.parent) as server:
-        _point_at(monkeypatch, server, served)
+    with FileServer(served_weights.parent) as server:
+        _point_at(monkeypatch, server, served_weights)
         path = download_starting_point("echoprime-quality", progress=seen.append)
-        assert path == cache / "video_quality_model.pt"
-        assert file_sha256(path) == file_sha256(served)
+        assert path == weights_cache / "video_quality_model.pt"
+        assert file_sha256(path) == file_sha256(served_weights)
         assert server.requests == [("video_quality_model.pt", None)]
         again = download_starting_point("echoprime-quality")  # cached: no request
         assert again == path and len(server.requests) == 1
-    size = served.stat().st_size
+    size = served_weights.stat().st_size
     assert len(seen) >= 2 and seen[-1].done == size and seen[-1].total == size
     assert all(a.done <= b.done for a, b in zip(seen, seen[1:], strict=False))
     assert seen[-1].speed > 0
     assert re.fullmatch(r"[\d.]+ MB of [\d.]+ MB \(100\.0 %\), [\d.]+ MB/s", seen[-1].text())
-    assert not list(cache.glob("*.part"))
+    assert not list(weights_cache.glob("*.part"))
 
 
-def test_an_interrupted_download_is_resumed_with_a_range_request(served, cache, monkeypatch):
+def test_an_interrupted_download_is_resumed_with_a_range_request(served_weights, weights_cache,
+                                                                 monkeypatch):
     cut = int(1.5 * MB)
-    with FileServer(served.parent, cut_after=cut) as server:
-        _point_at(monkeypatch, server, served)
+    with FileServer(served_weights.parent, cut_after=cut) as server:
+        _point_at(monkeypatch, server, served_weights)
         path = download_starting_point("echoprime-quality")
         assert server.requests == [("video_quality_model.pt", None),
                                    ("video_quality_model.pt", f"bytes={cut}-")]
-    assert file_sha256(path) == file_sha256(served)
+    assert file_sha256(path) == file_sha256(served_weights)
 
 
-def test_a_cancelled_download_resumes_next_time(served, cache, monkeypatch):
-    with FileServer(served.parent, chunk_delay=0.002) as server:
-        _point_at(monkeypatch, server, served)
+def test_a_cancelled_download_resumes_next_time(served_weights, weights_cache, monkeypatch):
+    with FileServer(served_weights.parent, chunk_delay=0.002) as server:
+        _point_at(monkeypatch, server, served_weights)
         with pytest.raises(DownloadCancelled, match="resumes from there"):
             download_starting_point("echoprime-quality", should_cancel=lambda: True)
-        part = cache / "video_quality_model.pt.part"
+        part = weights_cache / "video_quality_model.pt.part"
         kept = part.stat().st_size
-        assert 0 < kept < served.stat().st_size
-        assert not (cache / "video_quality_model.pt").exists()
+        assert 0 < kept < served_weights.stat().st_size
+        assert not (weights_cache / "video_quality_model.pt").exists()
         path = download_starting_point("echoprime-quality")
         assert server.requests[-1] == ("video_quality_model.pt", f"bytes={kept}-")
-    assert file_sha256(path) == file_sha256(served) and not part.exists()
+    assert file_sha256(path) == file_sha256(served_weights) and not part.exists()
 
 
-def test_a_wrong_hash_is_refused_and_nothing_stays_in_the_cache(served, cache, monkeypatch):
-    with FileServer(served.parent) as server:
-        _point_at(monkeypatch, server, served, sha256="ab" * 32)
+def test_a_wrong_hash_is_refused_and_nothing_stays_in_the_cache(served_weights, weights_cache,
+                                                                monkeypatch):
+    with FileServer(served_weights.parent) as server:
+        _point_at(monkeypatch, server, served_weights, sha256="ab" * 32)
         with pytest.raises(DownloadError) as info:
             download_starting_point("echoprime-quality")
     message = str(info.value)
-    assert f"expected {'ab' * 32}" in message and file_sha256(served) in message
+    assert f"expected {'ab' * 32}" in message and file_sha256(served_weights) in message
     assert "--sha256" in message and "\n" not in message
-    assert list(cache.iterdir()) == []
+    assert list(weights_cache.iterdir()) == []
 
 
-def test_a_wrong_size_is_refused(served, cache, monkeypatch):
-    with FileServer(served.parent) as server:
-        _point_at(monkeypatch, server, served, size=123)
+def test_a_wrong_size_is_refused(served_weights, weights_cache, monkeypatch):
+    with FileServer(served_weights.parent) as server:
+        _point_at(monkeypatch, server, served_weights, size=123)
         with pytest.raises(DownloadError, match=r"size is [\d,]+ bytes, expected 123"):
             download_starting_point("echoprime-quality")
-    assert list(cache.iterdir()) == []
+    assert list(weights_cache.iterdir()) == []
 
 
-def test_sha256_override_accepts_a_newer_release(served, cache, monkeypatch):
-    with FileServer(served.parent) as server:
-        _point_at(monkeypatch, server, served, sha256="00" * 32, size=1)
-        path = download_starting_point("echoprime-quality", sha256=file_sha256(served))
-    assert file_sha256(path) == file_sha256(served)
+def test_sha256_override_accepts_a_newer_release(served_weights, weights_cache, monkeypatch):
+    with FileServer(served_weights.parent) as server:
+        _point_at(monkeypatch, server, served_weights, sha256="00" * 32, size=1)
+        path = download_starting_point("echoprime-quality", sha256=file_sha256(served_weights))
+    assert file_sha256(path) == file_sha256(served_weights)
 
 
-def test_offline_gives_one_sentence_saying_where_to_get_and_put_the_file(cache, monkeypatch):
+def test_offline_gives_one_sentence_saying_where_to_get_and_put_the_file(weights_cache,
+                                                                         monkeypatch):
     entry = dataclasses.replace(REGISTRY["echoprime-quality"],
                                 url=f"http://127.0.0.1:{_closed_port()}/video_quality_model.pt")
     monkeypatch.setitem(REGISTRY, "echoprime-quality", entry)
@@ -191,15 +176,15 @@ def test_offline_gives_one_sentence_saying_where_to_get_and_put_the_file(cache, 
     message = str(info.value)
     assert "\n" not in message and message.count(". ") == 0 and message.endswith(".")
     assert entry.url in message and "github.com/patniko/ghl" in message
-    assert str(cache / "video_quality_model.pt") in message
-    assert list(cache.iterdir()) == []
+    assert str(weights_cache / "video_quality_model.pt") in message
+    assert list(weights_cache.iterdir()) == []
 
 
-def test_download_without_a_size_checks_the_hash_prefix(served, tmp_path):
-    with FileServer(served.parent) as server:
-        dest = download(server.url(served.name), tmp_path / "out.pt",
-                        sha256=file_sha256(served)[:8])
-    assert dest.read_bytes() == served.read_bytes()
+def test_download_without_a_size_checks_the_hash_prefix(served_weights, tmp_path):
+    with FileServer(served_weights.parent) as server:
+        dest = download(server.url(served_weights.name), tmp_path / "out.pt",
+                        sha256=file_sha256(served_weights)[:8])
+    assert dest.read_bytes() == served_weights.read_bytes()
 
 
 # --- checking a weights file before training ----------------------------------------------

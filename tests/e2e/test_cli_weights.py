@@ -84,14 +84,13 @@ def test_bad_csv_and_bad_config_key_are_one_line_exit_2(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-def test_weights_list_path_verify(tmp_path, monkeypatch, capsys, other_architecture):
-    monkeypatch.setenv("ECHOQUALITY_CACHE", str(tmp_path / "cache"))
+def test_weights_list_path_verify(weights_cache, capsys, other_architecture):
     assert main(["weights", "list"]) == 0
     out = capsys.readouterr().out
-    assert f"Cache folder: {tmp_path / 'cache'}" in out
+    assert f"Cache folder: {weights_cache}" in out
     assert "echoprime-quality" in out and "not downloaded, 125 MB" in out and "kinetics400" in out
     assert main(["weights", "path", "echoprime-quality"]) == 1  # not there yet
-    assert capsys.readouterr().out.strip() == str(tmp_path / "cache" / "video_quality_model.pt")
+    assert capsys.readouterr().out.strip() == str(weights_cache / "video_quality_model.pt")
     assert main(["weights", "path", "resnet"]) == 2
     assert "unknown starting point 'resnet'" in capsys.readouterr().err
     assert main(["weights", "verify", str(other_architecture)]) == 2
@@ -100,10 +99,10 @@ def test_weights_list_path_verify(tmp_path, monkeypatch, capsys, other_architect
     assert "\n" not in err
 
 
-def test_weights_download_from_a_local_server_then_train_uses_it(tmp_path, monkeypatch, capsys):
+def test_weights_download_from_a_local_server_then_train_uses_it(tmp_path, weights_cache,
+                                                                  capsys):
     from echoquality_core.model import build_model
 
-    monkeypatch.setenv("ECHOQUALITY_CACHE", str(tmp_path / "cache"))
     www = tmp_path / "www"
     www.mkdir()
     torch.manual_seed(2)
@@ -121,7 +120,7 @@ def test_weights_download_from_a_local_server_then_train_uses_it(tmp_path, monke
         assert main(["weights", "download", "echoprime-quality", "--url", url,
                      "--sha256", digest]) == 0
     captured = capsys.readouterr()
-    cached = tmp_path / "cache" / "video_quality_model.pt"
+    cached = weights_cache / "video_quality_model.pt"
     assert captured.out.strip() == str(cached) and file_sha256(cached) == digest
     assert "Downloading echoprime-quality" in captured.err  # plain lines: not a terminal
     assert "\r" not in captured.err
@@ -131,10 +130,9 @@ def test_weights_download_from_a_local_server_then_train_uses_it(tmp_path, monke
     assert 'model_weights = "echoprime-quality"' in capsys.readouterr().out
 
 
-def test_offline_download_is_one_sentence(tmp_path, monkeypatch, capsys):
+def test_offline_download_is_one_sentence(weights_cache, capsys):
     import socket
 
-    monkeypatch.setenv("ECHOQUALITY_CACHE", str(tmp_path / "cache"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -142,7 +140,7 @@ def test_offline_download_is_one_sentence(tmp_path, monkeypatch, capsys):
                  f"http://127.0.0.1:{port}/r2plus1d_18-91a641e6.pth"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "download that file by hand" in err[0]
-    assert str(tmp_path / "cache" / "r2plus1d_18-91a641e6.pth") in err[0]
+    assert str(weights_cache / "r2plus1d_18-91a641e6.pth") in err[0]
 
 
 def test_print_config_round_trips(tmp_path, capsys):

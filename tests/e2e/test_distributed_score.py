@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import torch
 from echoquality_core import distributed as dist
 from echoquality_core.cli_distributed import read_list
 from echoquality_core.dicom import find_clips
-from echoquality_core.model import build_model, save_checkpoint
+from echoquality_core.model import save_checkpoint
 from echoquality_core.preprocess import PreprocessParams
 from echoquality_core.score_distributed import merge_parts, part_files, part_path
 from echoquality_core.scoring import read_scores, score_clips
@@ -33,13 +32,9 @@ PARAMS = PreprocessParams(n_frames=4, stride=1, size=32)
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # random initialisation, on purpose
-        net = build_model().eval()
+def checkpoint(random_model, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "best.pt"
-    return save_checkpoint(net, path, threshold=0.5, preprocess=PARAMS)
+    return save_checkpoint(random_model(0), path, threshold=0.5, preprocess=PARAMS)
 
 
 @pytest.fixture

@@ -3,10 +3,8 @@ cancel, retry; the choice is remembered per project; Help ▸ About shows the ve
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
-import torch
 from file_server import FileServer
 
 from echoquality_core import __version__
@@ -14,23 +12,8 @@ from echoquality_core.download import file_sha256
 from echoquality_core.weights import FILE, NONE, cache_dir
 
 
-@pytest.fixture
-def served(tmp_path) -> Path:
-    folder = tmp_path / "www"
-    folder.mkdir()
-    path = folder / "video_quality_model.pt"
-    torch.manual_seed(1)
-    torch.save({"w": torch.randn(1_000_000)}, path)  # 4 MB
-    return path
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("ECHOQUALITY_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-def test_choose_download_cancel_retry(studio_window, qtbot, served, cache, screenshot):
+def test_choose_download_cancel_retry(studio_window, qtbot, served_weights, weights_cache,
+                                      screenshot):
     window = studio_window
     window.tabs.setCurrentWidget(window.train_panel)
     picker = window.train_panel.form.weights
@@ -38,10 +21,10 @@ def test_choose_download_cancel_retry(studio_window, qtbot, served, cache, scree
     assert picker.spec() is None and picker.key() == NONE  # nothing cached: random start
     assert form.weights_warning.isVisibleTo(form)
 
-    with FileServer(served.parent, chunk_delay=0.02) as server:
+    with FileServer(served_weights.parent, chunk_delay=0.02) as server:
         picker.registry["echoprime-quality"] = dataclasses.replace(
-            picker.registry["echoprime-quality"], url=server.url(served.name),
-            sha256=file_sha256(served), size=served.stat().st_size)
+            picker.registry["echoprime-quality"], url=server.url(served_weights.name),
+            sha256=file_sha256(served_weights), size=served_weights.stat().st_size)
         picker.choice.setCurrentIndex(picker.choice.findData("echoprime-quality"))
         assert picker.spec() == "echoprime-quality" and not picker.ready()
         assert "Not downloaded yet" in form.weights_warning.text()
@@ -60,17 +43,17 @@ def test_choose_download_cancel_retry(studio_window, qtbot, served, cache, scree
         picker.cancel_download()
         qtbot.waitUntil(lambda: picker.worker is None, timeout=10000)
         assert picker.status.text() == "Download cancelled."
-        part = cache / "video_quality_model.pt.part"
-        assert 0 < part.stat().st_size < served.stat().st_size
+        part = weights_cache / "video_quality_model.pt.part"
+        assert 0 < part.stat().st_size < served_weights.stat().st_size
         assert not picker.ready() and picker.download_button.isEnabled()
 
         kept = part.stat().st_size
         server.chunk_delay = 0.0
         picker.download_button.click()  # retry: resumes the part
         qtbot.waitUntil(lambda: picker.worker is None, timeout=20000)
-        assert server.requests[-1] == (served.name, f"bytes={kept}-")
+        assert server.requests[-1] == (served_weights.name, f"bytes={kept}-")
     assert "Downloaded and verified" in picker.status.text()
-    assert file_sha256(cache / "video_quality_model.pt") == file_sha256(served)
+    assert file_sha256(weights_cache / "video_quality_model.pt") == file_sha256(served_weights)
     assert picker.ready() and picker.progress.value() == 1000
     assert not form.weights_warning.isVisibleTo(form)
     assert form.values()["model_weights"] == "echoprime-quality"
@@ -78,7 +61,7 @@ def test_choose_download_cancel_retry(studio_window, qtbot, served, cache, scree
     screenshot(window.train_panel, "train_tab_weights.png")
 
 
-def test_offline_download_says_where_to_put_the_file(studio_window, qtbot, cache):
+def test_offline_download_says_where_to_put_the_file(studio_window, qtbot, weights_cache):
     import socket
 
     picker = studio_window.train_panel.form.weights
@@ -98,7 +81,7 @@ def test_offline_download_says_where_to_put_the_file(studio_window, qtbot, cache
 
 
 def test_choice_is_remembered_per_project(studio_window, open_project, project_copy, tmp_path,
-                                          cache):
+                                          weights_cache):
     panel = studio_window.train_panel
     picker = panel.form.weights
     project = open_project(project_copy)
