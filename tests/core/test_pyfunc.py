@@ -71,6 +71,18 @@ def test_logged_model_has_a_signature_and_one_copy_of_the_weights(logged, tmp_pa
     assert "score" in model.metadata.get_output_schema().input_names()
 
 
+def test_the_run_finds_and_downloads_the_checkpoint_the_model_holds(logged, tmp_path):
+    from echoquality_core.digest import file_digest
+    from echoquality_core.tracking import download_checkpoint, list_runs, run_checkpoint
+
+    uri, _, checkpoint, _ = logged
+    (run,) = list_runs(uri, "pyfunc")
+    found = run_checkpoint(run, tmp_path)  # no training folder: the model's own copy
+    assert found is not None and found.name == "best.pt" and "models" in found.parts
+    downloaded = download_checkpoint(run["run_id"], uri, tmp_path / "dl")
+    assert file_digest(found) == file_digest(downloaded) == file_digest(checkpoint)
+
+
 @pytest.mark.slow
 def test_predict_matches_echoquality_score(logged, tmp_path, one_torch_thread):
     uri, model_uri, checkpoint, clips = logged
