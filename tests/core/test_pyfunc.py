@@ -24,7 +24,7 @@ from echoquality_core.preprocess import PreprocessParams
 from echoquality_core.scoring import read_scores
 from echoquality_core.tracking import default_tracking_uri, free_port, start_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (tests/<room>/../..)
 PARAMS = PreprocessParams(n_frames=4, stride=1, size=32)
 
 

@@ -18,7 +18,7 @@ from echoquality_core.tracking import default_tracking_uri
 from echoquality_core.train_config import TrainConfig
 from echoquality_core.train_distributed import make_trainer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (tests/<room>/../..)
 
 
 @pytest.fixture(scope="module")
