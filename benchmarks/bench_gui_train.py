@@ -86,7 +86,9 @@ def main() -> int:
             window.open_project(root)
             spin(app, lambda: not window.session.scanning, timeout=900.0)
             panel, player = window.train_panel, window.player
+            window.tabs.setCurrentWidget(panel)  # showing the tab starts its device probe
             spin(app, lambda: "finding" not in panel.form.device_info.text(), timeout=600)
+            window.tabs.setCurrentIndex(0)  # the Label tab stays in front
             player.open_clip(cine)
             spin(app, lambda: player.first_frame_seconds is not None, timeout=900.0)
             played_fps(app, player, 3.0)  # decode and cache the clip once
