@@ -2,7 +2,8 @@
 rank and with ``--distributed 2`` (torchrun, gloo on CPU / NCCL on GPUs), the whole command's
 time against the bare model forward on the same clips (goal <= 1.3x), fp32 against the chosen
 precision, and the MLflow artifact size per run with the old logging (best.pt, the plain state
-dict and an ``mlflow.pytorch`` pickle) against the new (best.pt and the pyfunc holding it).
+dict and an ``mlflow.pytorch`` pickle), with best.pt next to a pyfunc holding a copy, and with
+the pyfunc alone holding best.pt (what training logs now).
 
     .venv/bin/python benchmarks/bench_distributed.py [--clips 10] [--frames 24]
 
@@ -57,8 +58,10 @@ def _artifact_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def _mlflow_sizes(checkpoint: Path, work: Path) -> tuple[int, int]:
-    """Bytes stored per run: (old logging, new logging)."""
+def _mlflow_sizes(checkpoint: Path, work: Path) -> dict[str, int]:
+    """Bytes stored per run by three ways of logging the model: the old one (best.pt, the plain
+    state dict and an ``mlflow.pytorch`` pickle), best.pt next to a pyfunc holding a copy of
+    it, and what training logs now (the pyfunc alone holds best.pt)."""
     from echoquality_core.model import load_model_file
     from echoquality_core.pyfunc import log_pyfunc_model
     from echoquality_core.tracking import default_tracking_uri, start_run
@@ -66,19 +69,21 @@ def _mlflow_sizes(checkpoint: Path, work: Path) -> tuple[int, int]:
     state = work / "best_state_dict.pt"
     net, _ = load_model_file(checkpoint)
     torch.save(net.state_dict(), state)
-    sizes = []
-    for name in ("before", "after"):
-        store = work / name
-        with start_run(tracking_uri=default_tracking_uri(store), experiment=name,
+    sizes = {}
+    for name in ("old", "checkpoint + pyfunc", "pyfunc only (now)"):
+        store = work / name.split()[0]
+        with start_run(tracking_uri=default_tracking_uri(store), experiment="bench",
                        artifact_location=(store / "mlartifacts").as_uri()) as run:
-            run.log_artifact(checkpoint, "checkpoints")
-            if name == "before":
+            if name == "old":
+                run.log_artifact(checkpoint, "checkpoints")
                 run.log_artifact(state, "checkpoints")
                 run.log_model(net)
             else:
+                if name.startswith("checkpoint"):
+                    run.log_artifact(checkpoint, "checkpoints")
                 log_pyfunc_model(checkpoint)
-        sizes.append(_artifact_bytes(store / "mlartifacts"))
-    return sizes[0], sizes[1]
+        sizes[name] = _artifact_bytes(store / "mlartifacts")
+    return sizes
 
 
 def main() -> None:
@@ -112,9 +117,9 @@ def main() -> None:
               f"whole command / bare forward = {one / bare:.2f}x (goal <= 1.3x)")
         print(f"echoquality score --distributed 2: {two:.2f} s ({n / two:.2f} clips/s); "
               f"speed-up over 1 rank {one / two:.2f}x")
-        before, after = _mlflow_sizes(checkpoint, work)
-        print(f"MLflow artifacts per run: before {before / 1e6:.0f} MB, after "
-              f"{after / 1e6:.0f} MB ({before / after:.1f}x less)")
+        sizes = _mlflow_sizes(checkpoint, work)
+        print("MLflow artifacts per run: " + ", ".join(
+            f"{name} {size / 1e6:.0f} MB" for name, size in sizes.items()))
 
 
 if __name__ == "__main__":

@@ -86,7 +86,9 @@ def main() -> int:
             window.open_project(root)
             spin(app, lambda: not window.session.scanning, timeout=900.0)
             panel, player = window.train_panel, window.player
-            spin(app, lambda: "finding" not in panel.form.device.text(), timeout=600)
+            window.tabs.setCurrentWidget(panel)  # showing the tab starts its device probe
+            spin(app, lambda: "finding" not in panel.form.device_info.text(), timeout=600)
+            window.tabs.setCurrentIndex(0)  # the Label tab stays in front
             player.open_clip(cine)
             spin(app, lambda: player.first_frame_seconds is not None, timeout=900.0)
             played_fps(app, player, 3.0)  # decode and cache the clip once
@@ -111,7 +113,7 @@ def main() -> int:
             took = time.perf_counter() - clicked
             stalls = gaps.stop()
             end = panel.last_end
-            print(f"training ({form.device.text()}, {args.clips} clips, {args.epochs} epochs, "
+            print(f"training ({form.device_info.text()}, {args.clips} clips, {args.epochs} epochs, "
                   f"batch 2, 4 frames): {took:.1f} s, outcome: {panel.stage.text()}")
             print(f"  Train click -> first plotted point: {first_point[0]:.1f} s")
             print(f"  while training: cine {fps:.1f} frames/s shown; UI timer {stalls}")

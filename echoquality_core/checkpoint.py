@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,12 @@ import torch
 from torch import nn
 
 from echoquality_core import precision
-from echoquality_core.model import WeightsError, load_model_file, resolve_device
+from echoquality_core.model import (
+    WeightsError,
+    model_from_state,
+    read_model_file,
+    resolve_device,
+)
 from echoquality_core.model_files import (
     EXPORT_FILE,
     INFO_FILE,
@@ -115,15 +120,26 @@ def load_scoring_model(model: str | os.PathLike | nn.Module, *,
     (see model.load_weights: ``weights_only=True``, no code runs). An export (its folder,
     a TorchScript ``.ts.pt`` or a torch.export ``.pt2`` file) may run code when loaded: it is
     refused with ``UntrustedModelError`` unless ``trust_exported``."""
+    build, info = read_scoring_model(model, trust_exported=trust_exported)
+    return build(), info
+
+
+def read_scoring_model(model: str | os.PathLike | nn.Module, *, trust_exported: bool = False,
+                       ) -> tuple[Callable[[], nn.Module], dict[str, Any]]:
+    """:func:`load_scoring_model` in two steps: (build, info), the file read once and its info
+    known at once; ``build()`` then makes the model in eval mode (for a checkpoint: imports
+    torchvision, makes the layers on the ``meta`` device and gives them the file's tensors), so
+    clips can be decoded meanwhile. Same files and errors."""
     if isinstance(model, nn.Module):
-        return model, {}
+        return lambda: model, {}
     path = Path(model)
     if is_export(path):
         if not trust_exported:
             raise UntrustedModelError(path, TRUST_HINT)
-        return load_exported(path)
-    net, info = load_model_file(path)  # read once, no random init; WeightsError for a bad file
-    return net.eval(), info
+        net, info = load_exported(path)
+        return lambda: net, info
+    state, info = read_model_file(path)  # WeightsError for a bad file
+    return lambda: model_from_state(path, state).eval(), info
 
 
 def require_checkpoint(net: nn.Module | str | os.PathLike,

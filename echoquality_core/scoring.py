@@ -40,14 +40,13 @@ from echoquality_core import precision
 from echoquality_core.atomic import append_atomic, atomic_write
 from echoquality_core.checkpoint import (
     forward_scores,
-    load_scoring_model,
     params_from_info,
+    read_scoring_model,
     require_checkpoint,
     threshold_from_info,
 )
 from echoquality_core.data import ClipCache, ClipLoadError, clip_model_frames
 from echoquality_core.dicom import DicomReadError, find_clips, read_clip
-from echoquality_core.gradcam import visualize_gradcam
 from echoquality_core.model import resolve_device
 from echoquality_core.preprocess import PreprocessParams, normalize
 from echoquality_core.review import assessment
@@ -332,9 +331,9 @@ def score_clips(
         raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, "
                          f"{num_workers}")
     clips = collect_clips(paths)
-    net, info = load_scoring_model(model, trust_exported=trust_exported)
     if gradcam_dir is not None:
-        require_checkpoint(net, model)
+        require_checkpoint(model)
+    build_net, info = read_scoring_model(model, trust_exported=trust_exported)
     threshold = threshold_from_info(info, threshold)
     calibration = calibration if calibration is not None else info.get("calibration")
     params = params or params_from_info(info)
@@ -342,43 +341,22 @@ def score_clips(
 
     out = ScoresFile(out_csv) if out_csv is not None else None
     todo, skipped, retry = _resume(out, clips)
+    batches = iter(_loader(todo, params, cache_dir, batch_size, num_workers, dev))
+    net = build_net()  # the loader's workers decode the first batches meanwhile
+    scorer = _BatchScorer(net, dev, threshold, calibration, gradcam_dir)
     rows: list[dict[str, Any]] = []
-    counts = {"scored": 0, "passed": 0, "failed": 0}
-
-    def rows_done(new: list[dict[str, Any]]) -> None:
-        if out is not None:
-            out.append(new)
-        for row in new:
-            rows.append(row)
-            if progress is not None:
-                progress(len(rows), len(todo), row["video_path"])
-
     if todo:
-        loader = DataLoader(
-            ScoringSet([c.path for c in todo], params, cache_dir), batch_size=batch_size,
-            shuffle=False, num_workers=num_workers, collate_fn=collate_scoring,
-            pin_memory=dev.type == "cuda",
-        )
         was_training = net.training
         precision.prepare_model(net, dev).eval()
         try:
-            for ok, videos, failed in loader:
-                scores = forward_scores(net, videos, dev) if videos is not None else []
-                if calibration:
-                    from echoquality_core.calibration import apply_calibration
-
-                    scores = apply_calibration(scores, calibration).tolist()
-                by_index = {it["index"]: _row(todo[it["index"]].name, it, None, threshold)
-                            for it in failed}
-                for it, score in zip(ok, scores):
-                    name = todo[it["index"]].name
-                    row = by_index[it["index"]] = _row(name, it, score, threshold)
-                    if gradcam_dir is not None and score < threshold:
-                        row["error"] = _try_gradcam(net, it["video"], gradcam_dir, name)
-                counts["scored"] += len(ok)
-                counts["passed"] += sum(score >= threshold for score in scores)
-                counts["failed"] += len(failed)
-                rows_done([by_index[i] for i in sorted(by_index)])
+            for ok, videos, failed in batches:
+                new = scorer.rows(todo, ok, videos, failed)
+                if out is not None:
+                    out.append(new)
+                for row in new:
+                    rows.append(row)
+                    if progress is not None:
+                        progress(len(rows), len(todo), row["video_path"])
         finally:
             net.train(was_training)
 
@@ -386,8 +364,54 @@ def score_clips(
         pd.DataFrame([{k: _cell(r[k]) for k in COLUMNS} for r in rows], columns=list(COLUMNS))
     )
     result.attrs.update(threshold=threshold, calibration=calibration, skipped=skipped,
-                        retried=len(retry), **counts)
+                        retried=len(retry), **scorer.counts)
     return result
+
+
+def _loader(todo: Sequence[ClipInput], params: PreprocessParams,
+            cache_dir: str | os.PathLike | None, batch_size: int, num_workers: int,
+            dev: torch.device) -> DataLoader | list:
+    """Batches of the clips still to score (``collate_scoring``); [] when there are none."""
+    if not todo:
+        return []
+    return DataLoader(
+        ScoringSet([c.path for c in todo], params, cache_dir), batch_size=batch_size,
+        shuffle=False, num_workers=num_workers, collate_fn=collate_scoring,
+        pin_memory=dev.type == "cuda",
+    )
+
+
+class _BatchScorer:
+    """Scores one batch at a time into output rows (in the clips' order) and keeps the counts
+    (scored, passed, failed); GradCAM strips for the clips below the threshold."""
+
+    def __init__(self, net: nn.Module, dev: torch.device, threshold: float,
+                 calibration: Mapping[str, Any] | None,
+                 gradcam_dir: str | os.PathLike | None):
+        self.net, self.dev, self.threshold = net, dev, threshold
+        self.calibration, self.gradcam_dir = calibration, gradcam_dir
+        self.counts = {"scored": 0, "passed": 0, "failed": 0}
+
+    def rows(self, todo: Sequence[ClipInput], ok: list[dict], videos: torch.Tensor | None,
+             failed: list[dict]) -> list[dict[str, Any]]:
+        """The rows of one batch from ``collate_scoring`` (``todo``: the loader's clips)."""
+        scores = forward_scores(self.net, videos, self.dev) if videos is not None else []
+        if self.calibration:
+            from echoquality_core.calibration import apply_calibration
+
+            scores = apply_calibration(scores, self.calibration).tolist()
+        threshold = self.threshold
+        by_index = {it["index"]: _row(todo[it["index"]].name, it, None, threshold)
+                    for it in failed}
+        for it, score in zip(ok, scores):
+            name = todo[it["index"]].name
+            row = by_index[it["index"]] = _row(name, it, score, threshold)
+            if self.gradcam_dir is not None and score < threshold:
+                row["error"] = _try_gradcam(self.net, it["video"], self.gradcam_dir, name)
+        self.counts["scored"] += len(ok)
+        self.counts["passed"] += sum(score >= threshold for score in scores)
+        self.counts["failed"] += len(failed)
+        return [by_index[i] for i in sorted(by_index)]
 
 
 def _resume(out: ScoresFile | None,
@@ -431,6 +455,8 @@ def _try_gradcam(net: nn.Module, video: torch.Tensor, out_dir: str | os.PathLike
 
 def _save_gradcam(net: nn.Module, video: torch.Tensor, out_dir: str | os.PathLike,
                   name: str) -> None:
+    from echoquality_core.gradcam import visualize_gradcam
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from echoquality_core.run_folder import RunFolder
+from echoquality_core.run_folder import BEST_FILE, RunFolder
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 _NOISY_LOGGERS = ("mlflow", "alembic", "mlflow.store.db.utils", "mlflow.pytorch")
 _MAX_PARAM_LEN = 500
 PID_TAG, HOST_TAG = "process_id", "host"  # who trains a run: to find runs left RUNNING
+MODEL_CHECKPOINT_DIR = "artifacts"  # where a logged pyfunc model keeps best.pt
 
 
 def quiet_mlflow() -> None:
@@ -233,6 +234,7 @@ def list_runs(tracking_uri: str, experiment: str = "echoquality") -> list[dict[s
         return []
     client, exp = found
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
+    models = _model_locations(client, exp.experiment_id)
     return [
         {
             "run_id": r.info.run_id,
@@ -244,19 +246,33 @@ def list_runs(tracking_uri: str, experiment: str = "echoquality") -> list[dict[s
             "params": dict(r.data.params),
             "tags": {k: v for k, v in r.data.tags.items() if not k.startswith("mlflow.")},
             "artifact_uri": r.info.artifact_uri,
+            "model_artifact_uri": models.get(r.info.run_id),
         }
         for r in runs
     ]
 
 
-def local_artifact_dir(run: Mapping[str, Any]) -> Path | None:
-    """The folder of a run's artifacts when they are stored on this computer (``file:`` URI)."""
-    uri = run.get("artifact_uri") or ""
+def _model_locations(client: Any, experiment_id: str) -> dict[str, str]:
+    """{run id: artifact location of the model it logged} (MLflow 3 keeps a logged model's
+    files outside its run's artifacts); the first model a run logged wins."""
+    found: dict[str, str] = {}
+    for model in client.search_logged_models(experiment_ids=[experiment_id]):
+        if model.source_run_id and model.artifact_location:
+            found.setdefault(model.source_run_id, model.artifact_location)
+    return found
+
+
+def _local_path(uri: str | None) -> Path | None:
+    if not uri:
+        return None
     if uri.startswith("file:"):
         return Path(url2pathname(urlparse(uri).path))
-    if uri and "://" not in uri:
-        return Path(uri)
-    return None
+    return Path(uri) if "://" not in uri else None
+
+
+def local_artifact_dir(run: Mapping[str, Any]) -> Path | None:
+    """The folder of a run's artifacts when they are stored on this computer (``file:`` URI)."""
+    return _local_path(run.get("artifact_uri"))
 
 
 def run_folder(run: Mapping[str, Any], project_dir: str | os.PathLike) -> Path | None:
@@ -274,12 +290,15 @@ def run_folder(run: Mapping[str, Any], project_dir: str | os.PathLike) -> Path |
 
 
 def run_checkpoint(run: Mapping[str, Any], project_dir: str | os.PathLike) -> Path | None:
-    """The run's best model file (``best*.pt``; ``best.pt`` first) in its training folder or
-    its artifacts' ``checkpoints/``; None when the run kept no model (cancelled, failed early,
-    or deleted) or did not finish: a killed, failed or running run's best.pt may be partial."""
+    """The run's best model file (``best*.pt``; ``best.pt`` first) in its training folder, its
+    artifacts' ``checkpoints/`` or its logged pyfunc model; None when the run kept no model
+    (cancelled, failed early, or deleted) or did not finish: a killed, failed or running run's
+    best.pt may be partial."""
     if run.get("status", "FINISHED") != "FINISHED":
         return None
-    folders = [run_folder(run, project_dir), local_artifact_dir(run)]
+    model = _local_path(run.get("model_artifact_uri"))
+    folders = [run_folder(run, project_dir), local_artifact_dir(run),
+               None if model is None else model / MODEL_CHECKPOINT_DIR]
     for folder in folders:
         found = RunFolder(folder).find_checkpoint() if folder is not None else None
         if found is not None:
@@ -288,18 +307,23 @@ def run_checkpoint(run: Mapping[str, Any], project_dir: str | os.PathLike) -> Pa
 
 
 def download_checkpoint(run_id: str, tracking_uri: str, dest: str | os.PathLike) -> Path:
-    """Download the best checkpoint of an MLflow run (``checkpoints/best.pt``) into ``dest``;
-    ValueError naming the run and store when there is none."""
+    """Download the best checkpoint of an MLflow run into ``dest``: the one its pyfunc model
+    holds, else its ``checkpoints/best.pt`` artifact (runs logged without a model, or before
+    the model held it); ValueError naming the run and store when there is none."""
     quiet_mlflow()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
+    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     try:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="checkpoints/best.pt", dst_path=str(dest),
-            tracking_uri=tracking_uri,
-        )
+        client = MlflowClient(tracking_uri)
+        models = _model_locations(client, client.get_run(run_id).info.experiment_id)
+        where = {"run_id": run_id, "artifact_path": f"checkpoints/{BEST_FILE}"}
+        if run_id in models and not client.list_artifacts(run_id, "checkpoints"):
+            where = {"artifact_uri": f"{models[run_id]}/{MODEL_CHECKPOINT_DIR}/{BEST_FILE}"}
+        local = mlflow.artifacts.download_artifacts(**where, dst_path=str(dest),
+                                                    tracking_uri=tracking_uri)
     except (MlflowException, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"no best checkpoint for MLflow run {run_id!r} in {tracking_uri} "

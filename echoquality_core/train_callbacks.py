@@ -141,11 +141,14 @@ class MlflowLogger(Callback):
         if metrics:
             log_evaluation_to_mlflow(metrics, prefix="test_",
                                      plots_dir=folder.plots if plots else None)
-        run_log.log_artifact(folder.best, "checkpoints")  # best_state_dict.pt stays local
         run_log.log_artifact(folder.summary)
         if folder.predictions.is_file():
             run_log.log_artifact(folder.predictions)
-        if trainer.config.log_mlflow_model:  # a pyfunc holding best.pt: one more copy, not 3
+        # best.pt is stored once: inside the pyfunc model, else as checkpoints/best.pt
+        # (tracking.run_checkpoint/download_checkpoint read both); best_state_dict.pt stays local
+        if trainer.config.log_mlflow_model:
             from echoquality_core.pyfunc import log_pyfunc_model
 
             log_pyfunc_model(folder.best)
+        else:
+            run_log.log_artifact(folder.best, "checkpoints")

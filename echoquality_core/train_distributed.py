@@ -74,6 +74,8 @@ class DistributedTrainer(Trainer):
 
     def _run(self):
         config = self.config
+        if self.start is None:  # the CLI checks first; the app's training child does not
+            self.preflight()
         generator = seed_everything(config.seed)
         cache = ClipCache(self.cache_dir, self.params)
         self.data = self._prepare_data_once(cache)

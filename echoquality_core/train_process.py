@@ -28,9 +28,27 @@ ORPHAN_SECONDS = 1.5  # an orphaned child exits this long after its app died, at
 RUN, STOP, CANCEL = 0, 1, 2  # the parent's request, in a shared integer
 
 
-def cpu_threads() -> int:
-    """Threads a CPU training gets: all cores but one, which stays free for the window."""
-    return max(1, (os.cpu_count() or 1) - 1)
+def cpu_threads(ranks: int = 1) -> int:
+    """Threads a CPU training (each of its ``ranks``) gets: all cores but one, which stays free
+    for the window, shared by the ranks."""
+    return max(1, ((os.cpu_count() or 1) - 1) // max(1, ranks))
+
+
+def device_choices() -> list[tuple[str, dict[str, Any]]]:
+    """Where this machine can train, as (label, settings): Auto, CPU, each CUDA device (or
+    Apple's MPS) and, with more than one CUDA device, "All GPUs (N)": one DDP rank per GPU
+    (``ranks``, see ``train_ranks``). Imports torch: call it off the GUI thread."""
+    import torch
+
+    choices = [("Auto", {"device": "auto"}), ("CPU", {"device": "cpu"})]
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    choices += [(f"GPU {i}: {torch.cuda.get_device_name(i)}", {"device": f"cuda:{i}"})
+                for i in range(count)]
+    if count > 1:
+        choices.append((f"All GPUs ({count})", {"device": "cuda", "ranks": count}))
+    if count == 0 and torch.backends.mps.is_available():
+        choices.append(("GPU: Apple (MPS)", {"device": "mps"}))
+    return choices
 
 
 def end_on_sigterm() -> None:
@@ -57,21 +75,13 @@ def _exit_soon() -> None:
 
 def _child(settings: dict[str, Any], events: Any, request: Any, parent: int) -> None:
     """The child process: build the config, train (or cross-validate, with ``crossval_folds``
-    in the settings), send every event (the last is a TrainEnd or CrossValEnd)."""
+    in the settings; on ``ranks`` devices with DDP, see ``train_ranks``), send every event
+    (the last is a TrainEnd or CrossValEnd)."""
     if _orphaned(parent):
         os._exit(3)
+    ranks: list = []
     try:
-        from echoquality_core.train import TrainConfig, Trainer
-
-        settings = dict(settings)
-        folds = settings.pop("crossval_folds", None)  # the Train tab's "Cross-validate" mode
-        config = TrainConfig(**settings)
-        if folds:
-            from echoquality_core.crossval import CrossValidator
-
-            trainer = CrossValidator(config, int(folds), callback=events.put)
-        else:
-            trainer = Trainer(config, events.put)
+        trainer, world, ranks = _make_trainer(dict(settings), events)
     except (ValueError, TypeError, RuntimeError, OSError) as exc:
         error = TrainError("settings", str(exc))
         events.put(error)
@@ -79,7 +89,7 @@ def _child(settings: dict[str, Any], events: Any, request: Any, parent: int) -> 
         return
     import torch
 
-    torch.set_num_threads(cpu_threads())
+    torch.set_num_threads(cpu_threads(world))
 
     def relay() -> None:  # the parent's Stop / Cancel -> the trainer; the app's death -> cancel
         stopped = False
@@ -98,9 +108,41 @@ def _child(settings: dict[str, Any], events: Any, request: Any, parent: int) -> 
 
     threading.Thread(target=relay, daemon=True).start()
     end_on_sigterm()
-    trainer.run()
+    try:
+        trainer.run()
+    finally:
+        from echoquality_core.train_ranks import wait_for_ranks
+
+        wait_for_ranks(ranks)
     if _orphaned(parent):
         os._exit(3)  # the run is closed; nobody will read the queue
+
+
+def _make_trainer(settings: dict[str, Any], events: Any) -> tuple[Any, int, list]:
+    """(trainer, number of ranks, the other ranks' processes) for the child's settings."""
+    from echoquality_core.train import TrainConfig, Trainer
+
+    folds = settings.pop("crossval_folds", None)  # the Train tab's "Cross-validate" mode
+    world = int(settings.pop("ranks", None) or 1)  # "All GPUs (N)"
+    config = TrainConfig(**settings)
+    if folds:
+        if world > 1:
+            raise ValueError("cross-validation runs on one device; choose one GPU or the CPU")
+        from echoquality_core.crossval import CrossValidator
+
+        return CrossValidator(config, int(folds), callback=events.put), 1, []
+    if world == 1:
+        return Trainer(config, events.put), 1, []
+    from echoquality_core.train_distributed import DistributedTrainer
+    from echoquality_core.train_ranks import start_other_ranks
+
+    ranks = start_other_ranks(settings, world)
+    try:
+        return DistributedTrainer(config, events.put), world, ranks
+    except BaseException:
+        for rank in ranks:
+            rank.kill()
+        raise
 
 
 class TrainProcess:

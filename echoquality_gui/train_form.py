@@ -24,7 +24,8 @@ LEARNING_RATES = ("1e-3", "3e-4", "1e-4", "3e-5", "1e-5")
 
 
 class TrainForm(QWidget):
-    """The training settings a user picks; ``values()`` gives them as TrainConfig fields."""
+    """The training settings a user picks; ``values()`` gives them as TrainConfig fields (and
+    ``ranks`` for "All GPUs", which the training child takes)."""
 
     DEFAULTS: ClassVar[dict[str, Any]] = {
         f.name: f.default for f in dataclasses.fields(TrainConfig)
@@ -73,11 +74,15 @@ class TrainForm(QWidget):
         self.weights_warning.setObjectName("trainWarning")
         self.weights_warning.setWordWrap(True)
         self.weights.changed.connect(self._show_weights_warning)
-        self.device = QLabel("finding…")
-        self.device.setObjectName("trainDevice")
-        self.device.setWordWrap(True)
-        self.device.setToolTip("Where training runs; a GPU is many times faster than the CPU. "
-                               "On the CPU one core is left free so the app stays responsive.")
+        self.device = QComboBox()
+        self.device.setToolTip(
+            "Where training runs; a GPU is many times faster than the CPU. \"All GPUs\" trains "
+            "on every GPU of this computer at once. On the CPU one core is left free so the app "
+            "stays responsive.")
+        self.set_device_choices([("Auto", {"device": "auto"})])
+        self.device_info = QLabel("finding…")
+        self.device_info.setObjectName("trainDevice")
+        self.device_info.setWordWrap(True)
 
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
@@ -93,7 +98,18 @@ class TrainForm(QWidget):
         form.addRow("Starting weights", self.weights)
         form.addRow(self.weights_warning)
         form.addRow("Device", self.device)
+        form.labelForField(self.device).setToolTip(self.device.toolTip())
+        form.addRow(self.device_info)
         self._show_weights_warning()
+
+    def set_device_choices(self, choices: list[tuple[str, dict[str, Any]]]) -> None:
+        """Fill the Device list with (label, settings) from ``train_process.device_choices``,
+        keeping the current choice when it is still there."""
+        current = self.device.currentText()
+        self.device.clear()
+        for label, settings in choices:
+            self.device.addItem(label, dict(settings))
+        self.device.setCurrentIndex(max(0, self.device.findText(current)))
 
     def _show_weights_warning(self) -> None:
         text = self.weights.warning_text()
@@ -126,4 +142,5 @@ class TrainForm(QWidget):
             "loss": LOSS_CHOICES[self.loss.currentText()],
             "augment": self.augment.isChecked(),
             "model_weights": self.weights.spec(),
+            **(self.device.currentData() or {"device": "auto"}),
         }

@@ -22,14 +22,25 @@ from echoquality_core.events import (
 from echoquality_core.train_process import TrainProcess, cpu_threads
 
 
-def describe_device(device: str = "auto") -> str:
-    """What a run with ``device`` would train on, in words: the GPU's name or "CPU"."""
+def probe_devices() -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+    """(what "Auto" trains on, in words; the Device choices): imports torch, so the Train tab
+    asks in a worker thread when it is first shown, never at start-up."""
+    from echoquality_core.train_process import device_choices
+
+    return describe_device("auto"), device_choices()
+
+
+def describe_device(device: str = "auto", ranks: int = 1) -> str:
+    """What a run with ``device`` (on ``ranks`` GPUs) would train on, in words: the GPU's name
+    or "CPU"."""
     import torch
 
     from echoquality_core.model import resolve_device
 
     dev = resolve_device(device)
     if dev.type == "cuda":
+        if ranks > 1:
+            return f"{ranks} GPUs ({torch.cuda.get_device_name(dev)}), one process each"
         return f"GPU: {torch.cuda.get_device_name(dev)}"
     if dev.type == "mps":
         return "GPU: Apple (MPS)"
@@ -69,7 +80,8 @@ class TrainWorker(QThread):
         try:
             self.run_process.start()
             try:
-                self.device.emit(describe_device(self.settings.get("device", "auto")))
+                self.device.emit(describe_device(self.settings.get("device", "auto"),
+                                                 int(self.settings.get("ranks") or 1)))
             except (ValueError, RuntimeError) as exc:
                 self.device.emit(f"unavailable ({exc})")
             for event in self.run_process.events():

@@ -42,7 +42,7 @@ from echoquality_gui.session import Session
 from echoquality_gui.crossval_mode import CrossValMode, crossval_summary, fold_text
 from echoquality_gui.train_form import TrainForm
 from echoquality_gui.train_plots import TrainPlots
-from echoquality_gui.train_worker import TrainWorker, describe_device
+from echoquality_gui.train_worker import TrainWorker, probe_devices
 from echoquality_gui.widgets import section_title
 from echoquality_gui.workers import Worker
 
@@ -124,9 +124,9 @@ class TrainPanel(QWidget):
         session.project_opened.connect(self._project_opened)
         session.label_changed.connect(lambda _rel: self._show_data())
         session.scores_changed.connect(self._scores_arrived)
-        self._probe = Worker(describe_device, parent=self).connect(  # started when the tab
-            returned=self.form.device.setText,  # is first shown: it imports torch
-            errored=lambda exc: self.form.device.setText(f"unavailable ({exc})"))
+        self._probe = Worker(probe_devices, parent=self).connect(  # started when the tab
+            returned=self._devices_found,  # is first shown: it imports torch
+            errored=lambda exc: self.form.device_info.setText(f"unavailable ({exc})"))
         if session.project is not None:
             self._project_opened(session.project)
         self._set_running(False)
@@ -271,7 +271,7 @@ class TrainPanel(QWidget):
         self.state = RunState.RUNNING
         self._project_root = self.session.project.root
         worker = TrainWorker(config, self)
-        worker.device.connect(self.form.device.setText)
+        worker.device.connect(self.form.device_info.setText)
         worker.progress.connect(self._on_progress)
         worker.batch_end.connect(self._on_batch)
         worker.epoch_end.connect(self._on_epoch)
@@ -345,9 +345,14 @@ class TrainPanel(QWidget):
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         """Find the training device the first time the tab is shown."""
-        if not self._probe.isRunning() and self.form.device.text() == "finding…":
+        if not self._probe.isRunning() and self.form.device_info.text() == "finding…":
             self._probe.start()
         super().showEvent(event)
+
+    def _devices_found(self, found: tuple[str, list]) -> None:
+        auto, choices = found
+        self.form.device_info.setText(auto)
+        self.form.set_device_choices(choices)
 
     def shutdown(self) -> None:
         """Stop a running training (keeping its best model on disk) and wait for it; call

@@ -24,7 +24,7 @@ from echoquality_core.preprocess import PreprocessParams
 from echoquality_core.scoring import read_scores
 from echoquality_core.tracking import default_tracking_uri, free_port, start_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (tests/<room>/../..)
 PARAMS = PreprocessParams(n_frames=4, stride=1, size=32)
 
 
@@ -69,6 +69,18 @@ def test_logged_model_has_a_signature_and_one_copy_of_the_weights(logged, tmp_pa
     model = _load(uri, model_uri)
     assert model.metadata.get_input_schema().input_names() == ["video_path"]
     assert "score" in model.metadata.get_output_schema().input_names()
+
+
+def test_the_run_finds_and_downloads_the_checkpoint_the_model_holds(logged, tmp_path):
+    from echoquality_core.digest import file_digest
+    from echoquality_core.tracking import download_checkpoint, list_runs, run_checkpoint
+
+    uri, _, checkpoint, _ = logged
+    (run,) = list_runs(uri, "pyfunc")
+    found = run_checkpoint(run, tmp_path)  # no training folder: the model's own copy
+    assert found is not None and found.name == "best.pt" and "models" in found.parts
+    downloaded = download_checkpoint(run["run_id"], uri, tmp_path / "dl")
+    assert file_digest(found) == file_digest(downloaded) == file_digest(checkpoint)
 
 
 @pytest.mark.slow

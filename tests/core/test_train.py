@@ -18,7 +18,11 @@ from echoquality_core.demo import synthetic_clip, write_demo_project, write_dico
 from echoquality_core.dicom import read_clip
 from echoquality_core.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError
 from echoquality_core.labels import LabelStore
-from echoquality_core.tracking import default_tracking_uri, local_artifact_dir
+from echoquality_core.tracking import (
+    default_tracking_uri,
+    download_checkpoint,
+    local_artifact_dir,
+)
 from echoquality_core.train import TrainConfig, Trainer, train_epoch
 
 pytestmark = [pytest.mark.filterwarnings("ignore:No weights given:UserWarning"),
@@ -86,10 +90,15 @@ def test_run_saves_best_model_logs_finished_mlflow_run_and_loss_decreases(projec
     assert run.data.params["annotations_csv"] == project.name  # no local folder names
     assert len(run.data.tags["labels_sha256"]) == 64
     artifacts = {a.path for a in client.list_artifacts(end.run_id)}
-    assert {"split.csv", "checkpoints", "summary.json"} <= artifacts
+    assert {"split.csv", "summary.json"} <= artifacts
+    assert "checkpoints" not in artifacts  # best.pt is stored once, inside the pyfunc model
     assert end.run_dir.joinpath("split.csv").is_file()
     logged_models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
-    assert any(m.source_run_id == end.run_id for m in logged_models)
+    (model,) = [m for m in logged_models if m.source_run_id == end.run_id]
+    held = local_artifact_dir({"artifact_uri": model.artifact_location}) / "artifacts" / "best.pt"
+    assert held.read_bytes() == end.best_checkpoint.read_bytes()
+    downloaded = download_checkpoint(end.run_id, config.tracking_uri, tmp_path / "dl")
+    assert downloaded.read_bytes() == end.best_checkpoint.read_bytes()
 
 
 @pytest.mark.slow

@@ -134,6 +134,14 @@ def test_evaluate_a_run_uses_its_logged_checkpoint(demo_project, checkpoint, tmp
                  "--out", str(tmp_path / "direct"), "--workers", "0", "--device", "cpu"]) == 0
     direct = json.loads((tmp_path / "direct" / "metrics.json").read_text(encoding="utf-8"))
     assert by_run == direct
+    from echoquality_core.pyfunc import log_pyfunc_model
+
+    with start_run(tracking_uri=uri, artifact_location=default_artifact_location(tmp_path)) as held:
+        log_pyfunc_model(checkpoint)  # what the trainer logs now: best.pt only inside the model
+    assert main(["evaluate", "--run", held.run_id, "--tracking-uri", uri, "--csv",
+                 str(_labels_csv(demo_project)), "--out", str(tmp_path / "held"), "--workers",
+                 "0", "--device", "cpu", "--all-clips"]) == 0
+    assert json.loads((tmp_path / "held" / "metrics.json").read_text(encoding="utf-8")) == direct
     capsys.readouterr()
 
     assert main(["evaluate", "--run", "0" * 32, "--tracking-uri", uri, "--csv",

@@ -27,7 +27,7 @@ from echoquality_core.preprocess import PreprocessParams
 from echoquality_core.score_distributed import merge_parts, part_files, part_path
 from echoquality_core.scoring import read_scores, score_clips
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (tests/<room>/../..)
 PARAMS = PreprocessParams(n_frames=4, stride=1, size=32)
 
 

@@ -62,3 +62,27 @@ def test_bad_settings_and_a_dead_child_are_reported(settings):
         last = event
     assert isinstance(last, TrainEnd) and last.error is not None
     assert "ended unexpectedly" in last.error.message and str(-signal.SIGKILL) in last.error.message
+
+
+@pytest.mark.slow
+def test_two_ranks_from_the_app_train_with_ddp_and_stop_together(settings):
+    """"All GPUs (N)" on the Train tab: the child is rank 0 of N DDP ranks (2 gloo ranks on the
+    CPU here); Stop pressed in epoch 2 stops every rank and keeps epoch 1's model."""
+    from mlflow import MlflowClient
+
+    run = TrainProcess(settings | {"ranks": 2, "epochs": 3})
+    run.start()
+    events = []
+    for event in run.events():
+        events.append(event)
+        if isinstance(event, BatchEnd) and event.epoch == 2:
+            run.stop()
+    run.join(60)
+    end = events[-1]
+    assert isinstance(end, TrainEnd) and end.error is None, end.error
+    assert end.stopped and end.best_epoch == 1 and end.best_checkpoint.is_file()
+    assert max(e.epoch for e in events if isinstance(e, EpochEnd)) == 1
+    assert run.process.exitcode == 0
+    mlflow_run = MlflowClient(settings["tracking_uri"]).get_run(end.run_id)
+    assert mlflow_run.data.params["world_size"] == "2"  # one run, logged by rank 0 only
+    assert mlflow_run.info.status == "FINISHED"

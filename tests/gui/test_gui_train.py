@@ -107,7 +107,7 @@ def test_form_defaults_are_the_core_defaults(studio_window, open_project, projec
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     form = studio_window.train_panel.form
     assert form.DEFAULTS == {k: defaults[k] for k in form.DEFAULTS}
-    assert form.values() == {**form.DEFAULTS, "model_weights": None}
+    assert form.values() == {**form.DEFAULTS, "model_weights": None, "device": "auto"}
     assert form.weights_warning.isVisibleTo(form)
     form.weights.set_spec("/models/video_quality_model.pt")
     assert not form.weights_warning.isVisibleTo(form)
@@ -117,10 +117,41 @@ def test_form_defaults_are_the_core_defaults(studio_window, open_project, projec
     panel.extra = {"stride": 1}
     assert panel.settings() | {"model_weights": None} == {
         **form.DEFAULTS, "model_weights": None, "annotations_csv": str(project.csv_path),
-        "videos_dir": str(project.root), "stride": 1}
+        "videos_dir": str(project.root), "stride": 1, "device": "auto"}
     form.learning_rate.setCurrentText("fast")
     assert not panel.start()
     assert "not a number" in panel.error_banner.text() and panel.error_banner.isVisibleTo(panel)
+
+
+def test_device_choice_reaches_the_training_config(studio_window, open_project, project_copy,
+                                                   qtbot):
+    """The Device list is found in a worker when the tab is first shown (torch is not imported
+    at start-up): Auto, CPU and each GPU of this machine; the choice is what the training child
+    gets, "All GPUs (N)" as N DDP ranks (see e2e/test_train_process for such a run)."""
+    from echoquality_core.train import TrainConfig
+    from echoquality_core.train_process import device_choices
+
+    open_project(project_copy)
+    panel = studio_window.train_panel
+    studio_window.tabs.setCurrentWidget(panel)
+    qtbot.waitUntil(lambda: panel.form.device_info.text() != "finding…", timeout=60_000)
+    combo = panel.form.device
+    expected = [label for label, _ in device_choices()]
+    assert [combo.itemText(i) for i in range(combo.count())] == expected
+    assert expected[:2] == ["Auto", "CPU"] and panel.form.device_info.text()
+    combo.setCurrentIndex(combo.findText("CPU"))
+    settings = panel.settings()
+    assert settings["device"] == "cpu" and "ranks" not in settings
+    assert TrainConfig(**settings).device == "cpu"
+
+    # a machine with two GPUs lists them and "All GPUs (2)" (this one has none to find)
+    panel.form.set_device_choices([*device_choices()[:2], ("GPU 0: A", {"device": "cuda:0"}),
+                                   ("GPU 1: B", {"device": "cuda:1"}),
+                                   ("All GPUs (2)", {"device": "cuda", "ranks": 2})])
+    assert combo.currentText() == "CPU"  # the choice is kept when the list is refreshed
+    combo.setCurrentIndex(combo.findText("All GPUs (2)"))
+    settings = panel.settings()
+    assert settings["device"] == "cuda" and settings["ranks"] == 2
 
 
 @pytest.mark.slow

@@ -1,0 +1,81 @@
+"""A training that the app runs on several devices of this machine ("All GPUs (N)" on the Train
+tab): the app's training child (``train_process``) is rank 0 and starts ranks 1..N-1 as
+processes of this module, with the environment torchrun gives its ranks (``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``); every rank then runs the same
+``train_distributed.DistributedTrainer`` as under ``torchrun`` (NCCL on GPUs, gloo on CPUs).
+
+Stop and Cancel reach rank 0 and are agreed between ranks after each batch. A rank whose
+parent (rank 0) is gone exits within ``ORPHAN_SECONDS``, so a killed app leaves no rank behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+ORPHAN_SECONDS = 1.0
+
+
+def rank_env(rank: int, world: int, port: int) -> dict[str, str]:
+    """torchrun's variables for local rank ``rank`` of ``world`` on this machine."""
+    return {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+            "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port)}
+
+
+def start_other_ranks(settings: dict[str, Any], world: int) -> list[subprocess.Popen]:
+    """Make this process rank 0 of ``world`` (its environment) and start ranks 1..world-1 with
+    the same TrainConfig ``settings`` (JSON-able). Subprocesses, not multiprocessing: the
+    training child is a daemon process, which may not have children of its own."""
+    from echoquality_core.tracking import free_port
+
+    port = free_port()
+    os.environ.update(rank_env(0, world, port))
+    argv = [sys.executable, "-m", "echoquality_core.train_ranks", json.dumps(settings),
+            str(os.getpid())]
+    return [subprocess.Popen(argv, env=os.environ | rank_env(r, world, port),
+                             stdout=subprocess.DEVNULL)
+            for r in range(1, world)]
+
+
+def wait_for_ranks(ranks: list[subprocess.Popen], timeout: float = 30.0) -> None:
+    """Wait for the other ranks to finish; kill those still running after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    for rank in ranks:
+        try:
+            rank.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            rank.kill()
+            rank.wait()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_SECONDS / 2)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main(argv: list[str]) -> int:
+    """One rank > 0: ``python -m echoquality_core.train_ranks SETTINGS_JSON PARENT_PID``."""
+    settings, parent = json.loads(argv[0]), int(argv[1])
+    _exit_when_orphaned(parent)
+    import torch
+
+    from echoquality_core.train_config import TrainConfig
+    from echoquality_core.train_distributed import DistributedTrainer
+    from echoquality_core.train_process import cpu_threads
+
+    torch.set_num_threads(cpu_threads(int(os.environ["WORLD_SIZE"])))
+    DistributedTrainer(TrainConfig(**settings)).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
