@@ -66,7 +66,7 @@ class Cancelled:
 @dataclass(frozen=True)
 class _Job:
     id: int
-    kind: str  # "score" | "explain"
+    kind: str  # "score" | "explain" | "load"
     model: str
     trust_exported: bool
     args: dict[str, Any]
@@ -246,6 +246,9 @@ def _child(jobs: Any, results: Any, calls: Any, what: Any, cancelled: Any,
         try:
             if job.kind == "score":
                 _score(job, models, watch, cancelled, put)
+            elif job.kind == "load":
+                models.get(job.model, job.trust_exported)
+                put(Done(None))
             else:
                 _explain(job, models, watch, put)
         except Exception as exc:  # noqa: BLE001 - carried back as text, the child lives on
@@ -276,8 +279,9 @@ class ModelJob:
 
 
 class ModelProcess:
-    """A warm child process for model work; see the module docstring. ``close()`` kills it
-    (a running job ends with ``Cancelled``); the next job starts a new one."""
+    """A warm child process for model work; see the module docstring. A killed (hung) child
+    is replaced by the next job; ``close()`` kills it for good (a running job and every later
+    one end with ``Cancelled``)."""
 
     def __init__(self, *, forward_timeout: float = FORWARD_TIMEOUT):
         self.forward_timeout = float(forward_timeout)
@@ -286,7 +290,7 @@ class ModelProcess:
         self._lock = threading.Lock()  # one job at a time
         self._state_lock = threading.Lock()
         self._process: Any = None
-        self._closed_gen = 0  # bumped by close(): a running job then ends as Cancelled
+        self._closed = False
 
     # jobs
     def score(self, clips: str | os.PathLike | list[tuple[Path, str]], model: str | os.PathLike,
@@ -301,6 +305,10 @@ class ModelProcess:
                          out_csv=None if out_csv is None else str(out_csv),
                          cache_dir=None if cache_dir is None else str(cache_dir),
                          batch_size=int(batch_size))
+
+    def load(self, model: str | os.PathLike, *, trust_exported: bool = False) -> ModelJob:
+        """Start the child and load ``model`` ahead of the jobs that need it: ``Done(None)``."""
+        return self._job("load", model, trust_exported)
 
     def explain(self, model: str | os.PathLike, clip: str | os.PathLike,
                 explain: str = "good") -> ModelJob:
@@ -318,9 +326,10 @@ class ModelProcess:
         return process[0].pid if process is not None and process[0].is_alive() else None
 
     def close(self) -> None:
-        """Kill the child now (any thread); a running job ends with ``Cancelled``."""
+        """Kill the child now and refuse further jobs (any thread); a running job ends with
+        ``Cancelled``."""
         with self._state_lock:
-            self._closed_gen += 1
+            self._closed = True
             self._kill()
 
     def _kill(self) -> None:
@@ -337,8 +346,10 @@ class ModelProcess:
         for q in (jobs, results):  # not closed: a reader may be waiting on it; it sees
             q.cancel_join_thread()  # the job's end (closed or dead) within WATCH_SECONDS
 
-    def _start(self) -> tuple:
+    def _start(self) -> tuple | None:
         with self._state_lock:
+            if self._closed:
+                return None
             if self._process is not None and not self._process[0].is_alive():
                 self._kill()
             if self._process is None:
@@ -360,28 +371,28 @@ class ModelProcess:
 
     def _run(self, job: ModelJob) -> Iterator[Any]:
         with self._lock:
-            if job.cancelled:
+            started = None if job.cancelled else self._start()
+            if started is None:
                 yield Cancelled()
                 return
-            gen = self._closed_gen
-            process, jobs, results, calls, what, cancelled = self._start()
+            process, jobs, results, calls, what, cancelled = started
             jobs.put(job.job)
             if job.cancelled:  # cancelled while the child was starting
                 cancelled.value = job.id
-            yield from self._messages(job.id, gen, process, results, calls, what)
+            yield from self._messages(job.id, process, results, calls, what)
 
-    def _messages(self, job_id: int, gen: int, process: Any, results: Any, calls: Any,
+    def _messages(self, job_id: int, process: Any, results: Any, calls: Any,
                   what: Any) -> Iterator[Any]:
         seen, since = 0, 0.0
         while True:
-            if gen != self._closed_gen:
+            if self._closed:
                 yield Cancelled()
                 return
             try:
                 owner, message = results.get(timeout=WATCH_SECONDS)
             except (queue.Empty, OSError, EOFError, ValueError):
                 if not process.is_alive():
-                    if gen != self._closed_gen:
+                    if self._closed:
                         yield Cancelled()
                         return
                     yield Failed(f"the model process ended unexpectedly (exit code "
