@@ -4,6 +4,8 @@ model, Cancel stops between batches, a hanging TorchScript forward is killed aft
 errors come back as text. Real DICOM clips, a real (tiny, random) checkpoint."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -46,6 +48,7 @@ def test_scores_stream_back_equal_to_scoring_here_and_gradcam_reuses_the_warm_ch
         dict(zip(here["video_path"], here["score"], strict=True)), abs=1e-5)
 
     pid = process.pid
+    assert list(process.load(tiny_checkpoint)) == [Done(None)]  # already loaded: at once
     started = time.monotonic()
     (result,) = list(process.explain(tiny_checkpoint, clips[0][0], "poor"))
     assert isinstance(result, Done) and process.pid == pid  # same child, model loaded
@@ -105,3 +108,11 @@ def test_close_ends_a_running_job_as_cancelled(clips, tmp_path):
     assert isinstance(next(messages), Loaded)
     runner.close()
     assert isinstance(list(messages)[-1], Cancelled) and runner.pid is None
+
+
+def test_the_parent_side_imports_no_torch():
+    code = ("import sys, echoquality_core.model_process, echoquality_gui.score_worker, "
+            "echoquality_gui.gradcam_worker; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, check=True)
+    assert out.stdout.strip() == "False"
