@@ -249,6 +249,8 @@ class ClipListPanel(QWidget):
         self.scoring_cancel = QPushButton("Cancel", visible=False)
         self.scoring_cancel.setToolTip("Stop scoring the clips with the model")
         self.scoring_cancel.clicked.connect(session.cancel_scoring)
+        self.scoring_error = QLabel(visible=False, wordWrap=True)  # why the model failed
+        self.scoring_error.setStyleSheet(f"color: {theme.ERROR}")
         self._build_view()
         self._lay_out()
 
@@ -260,6 +262,9 @@ class ClipListPanel(QWidget):
         session.current_changed.connect(self._select_current)
         session.scoring_progress.connect(self._scoring_progress)
         session.scoring_finished.connect(self._scoring_finished)
+        session.scoring_failed.connect(self._scoring_failed)
+        session.scores_changed.connect(lambda: self.session.scores and self.scoring_error.hide())
+        session.project_opened.connect(lambda *_: self.scoring_error.hide())
         for signal in (session.scores_changed, session.score_visibility_changed,
                        session.project_opened):
             signal.connect(self._show_model_column)
@@ -296,6 +301,8 @@ class ClipListPanel(QWidget):
         scoring = QHBoxLayout()
         scoring.addWidget(self.scoring_bar, 1)
         scoring.addWidget(self.scoring_cancel)
+        scoring.addWidget(self.scoring_error, 1)
+        scoring.addWidget(self.scoring_error, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(top)
@@ -326,6 +333,10 @@ class ClipListPanel(QWidget):
     def _scoring_finished(self) -> None:
         self.scoring_bar.hide()
         self.scoring_cancel.hide()
+
+    def _scoring_failed(self, text: str) -> None:
+        self.scoring_error.setText(text)
+        self.scoring_error.show()
 
     def _activated(self, index) -> None:
         self.open_requested.emit(self.model.clip(self.proxy.mapToSource(index).row()).rel)

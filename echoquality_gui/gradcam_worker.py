@@ -1,22 +1,18 @@
-"""GradCAM off the GUI thread: a worker that computes the heat maps of one clip at a time and
-keeps only the NEWEST request (selecting clip after clip never queues work up). The core's
-model modules (torch) are imported in the worker thread, on the first request."""
+"""GradCAM off the GUI thread and out of the app's process: a worker thread that relays one
+clip at a time to a warm child process (core ``ModelProcess``: torch imported and the model
+loaded once, on the first request) and keeps only the NEWEST request (selecting clip after
+clip never queues work up). A forward that hangs is killed after the process's timeout and
+reported through ``failed``."""
 from __future__ import annotations
 
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QThread, Signal
 
 from echoquality_core.heatmap import ClipExplanation
-from echoquality_core.preprocess import PreprocessParams
-
-if TYPE_CHECKING:
-    from torch import nn
+from echoquality_core.model_process import FORWARD_TIMEOUT, Done, Failed, ModelProcess
 
 
 @dataclass(frozen=True)
@@ -34,13 +30,13 @@ class GradcamWorker(QThread):
     ready = Signal(int, object)
     failed = Signal(int, str)
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, *, forward_timeout: float = FORWARD_TIMEOUT):
         super().__init__(parent)
         self._cond = threading.Condition()
         self._want: _Request | None = None
         self._stopped = False
         self._ids = 0
-        self._model: tuple[Path, float, Any, PreprocessParams] | None = None
+        self.process = ModelProcess(forward_timeout=forward_timeout)
 
     def request(self, model_path: str | Path, clip_path: str | Path, explain: str) -> int:
         """Ask for the maps of ``clip_path`` explaining ``explain`` ("good" or "poor");
@@ -51,6 +47,15 @@ class GradcamWorker(QThread):
             self._cond.notify()
             return self._ids
 
+    def warm(self, model_path: str | Path) -> None:
+        """Start the child and load ``model_path`` now, unless a request is waiting, so the
+        first GradCAM does not pay for starting torch (seconds)."""
+        with self._cond:
+            if self._want is None:
+                self._ids += 1
+                self._want = _Request(self._ids, Path(model_path), Path(), "")
+                self._cond.notify()
+
     def cancel(self) -> None:
         """Forget the request not yet started (a running one finishes; its id is stale)."""
         with self._cond:
@@ -58,11 +63,12 @@ class GradcamWorker(QThread):
             self._want = None
 
     def stop(self) -> None:
-        """End the thread (after the clip being computed, if any)."""
+        """End the thread and its child process (a clip being computed is dropped)."""
         with self._cond:
             self._stopped = True
             self._want = None
             self._cond.notify()
+        self.process.close()
         self.wait()
 
     def run(self) -> None:
@@ -77,34 +83,24 @@ class GradcamWorker(QThread):
                 result = self._compute(job)
             except Exception as exc:  # noqa: BLE001 - any failure is shown to the user
                 text = str(exc).strip() or type(exc).__name__
-                self._emit(job.id, self.failed, f"GradCAM failed for {job.clip_path.name}: {text}")
+                if job.explain:  # a failed warm-up is told by the request that needs the model
+                    self._emit(job.id, self.failed,
+                               f"GradCAM failed for {job.clip_path.name}: {text}")
             else:
                 self._emit(job.id, self.ready, result)
 
     def _emit(self, job_id: int, signal, value) -> None:
         with self._cond:
-            stale = job_id != self._ids or self._stopped
+            stale = job_id != self._ids or self._stopped or value is None  # None: warmed up
         if not stale:
             signal.emit(job_id, value)
 
-    def _load(self, path: Path) -> tuple[nn.Module, PreprocessParams]:
-        from echoquality_core.checkpoint import (
-            load_scoring_model,
-            params_from_info,
-            require_checkpoint,
-        )
-
-        stamp = path.stat().st_mtime
-        if self._model is None or self._model[:2] != (path, stamp):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                net, info = load_scoring_model(path)
-            require_checkpoint(net)
-            self._model = (path, stamp, net, params_from_info(info))
-        return self._model[2], self._model[3]
-
-    def _compute(self, job: _Request) -> ClipExplanation:
-        from echoquality_core.gradcam import explain_clip
-
-        net, params = self._load(job.model_path)
-        return explain_clip(net, job.clip_path, params, job.explain)
+    def _compute(self, job: _Request) -> ClipExplanation | None:
+        result = None
+        work = (self.process.explain(job.model_path, job.clip_path, job.explain) if job.explain
+                else self.process.load(job.model_path))
+        for message in work:
+            result = message
+        if isinstance(result, Done):
+            return result.value
+        raise RuntimeError(result.message if isinstance(result, Failed) else "stopped")

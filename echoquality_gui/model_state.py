@@ -2,13 +2,17 @@
 decision threshold, its scores of the project's clips, and the scoring worker's life cycle
 with roll-back to the last model that loaded. A mixin of ``Session``, whose signals it emits
 (``model_changed``, ``scores_changed``, ``scoring_progress``, ``scoring_finished``,
-``score_visibility_changed``, ``message``)."""
+``scoring_failed``, ``score_visibility_changed``, ``message``).
+
+The project's scorings share one warm child process (core ``ModelProcess``): loading a model
+and scoring the clips with it pay for torch and the model file once, outside the app."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from PySide6.QtCore import QThread
 
+from echoquality_core.model_process import FORWARD_TIMEOUT, ModelProcess
 from echoquality_core.review import DEFAULT_THRESHOLD, disagrees
 from echoquality_gui import settings
 from echoquality_gui.score_worker import ScoreWorker, scores_by_clip
@@ -25,6 +29,8 @@ class ModelState:
         self.run_dir: Path | None = None  # training run folder (summary.json, ...) if known
         self.show_scores = settings.show_model_score()
         self._scoring: ScoreWorker | None = None
+        self._model_process: ModelProcess | None = None  # started with the first scoring
+        self.forward_timeout = FORWARD_TIMEOUT  # seconds a model call may take (then killed)
         self._background: set[ScoreWorker] = set()  # cancelled or not the project's
         self._given_threshold: float | None = None
         self._confirmed: tuple[Path | None, Path | None, float] = (None, None, self.threshold)
@@ -85,7 +91,7 @@ class ModelState:
         worker = ScoreWorker(clips, self.model_path, threshold=self._given_threshold,
                              cache_dir=self.project.cache_dir if self.project else None,
                              trust_exported=self.model_path in self.trusted_exports,
-                             parent=self)
+                             process=self.model_process(), parent=self)
         worker.loaded.connect(self._on_model_loaded)
         worker.progress.connect(self._on_scoring_progress)
         worker.finished_scoring.connect(self._on_scored)
@@ -95,6 +101,17 @@ class ModelState:
         self._scoring = worker
         self.scoring_progress.emit(0, 0)
         worker.start()
+
+    def model_process(self) -> ModelProcess:
+        """The warm child process the project's scorings run in (one job at a time)."""
+        if self._model_process is None:
+            self._model_process = ModelProcess(forward_timeout=self.forward_timeout)
+        return self._model_process
+
+    def close_model_process(self) -> None:
+        """Kill the scoring child now (a running scoring ends as cancelled)."""
+        if self._model_process is not None:
+            self._model_process.close()
 
     @property
     def scoring(self) -> bool:
@@ -154,6 +171,7 @@ class ModelState:
             return
         self._on_scoring_ended(worker_id)
         self.message.emit(text)
+        self.scoring_failed.emit(text)
         if self._confirmed[0] != self.model_path:  # the model did not load: put the last back
             self.model_path, self.run_dir, self.threshold = self._confirmed
             self._given_threshold = self.threshold if self.model_path else None

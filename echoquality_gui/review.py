@@ -9,8 +9,10 @@ reviewed with the issue tag ``reviewed`` in the labels CSV.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import math
+import threading
 from pathlib import Path
 
 import pyqtgraph as pg
@@ -34,6 +36,7 @@ from PySide6.QtWidgets import (
 
 from echoquality_core.heatmap import ClipExplanation, ClipHeatMap
 from echoquality_core.labels import REVIEWED, LabelError
+from echoquality_core.model_files import is_export
 from echoquality_core.review import (
     CELLS,
     KINDS,
@@ -55,6 +58,7 @@ from echoquality_gui.review_hooks import save_panel_threshold, show_scope_panels
 from echoquality_gui.review_scope import ReviewScope
 from echoquality_gui.session import Session
 from echoquality_gui.widgets import section_title
+from echoquality_gui.workers import Worker, retire
 from echoquality_gui.threshold_panel import ThresholdPanel
 
 METRICS = (("accuracy", "Accuracy"), ("precision", "Precision"), ("recall", "Recall"),
@@ -103,6 +107,15 @@ def collect_review(session: Session, oof: Path | None = None) -> ReviewSet | Non
     return build_review(scored, threshold, source, labels)
 
 
+_METRICS_READY = threading.Event()
+
+
+def _import_metrics() -> None:
+    """Load scikit-learn's metrics (``metrics_from_scores``) ahead of the first review."""
+    importlib.import_module("sklearn.metrics")
+    _METRICS_READY.set()
+
+
 def _oof_threshold(oof: Path) -> float:
     """The cross-validation's threshold (median of its folds'), else 0.5."""
     try:
@@ -142,7 +155,11 @@ class ReviewTab(QWidget):
         self.worker.ready.connect(self._on_gradcam)
         self.worker.failed.connect(self._on_gradcam_failed)
         self.worker.start()
+        self._warm_up = Worker(_import_metrics, parent=self).connect(  # scikit-learn takes
+            returned=lambda _: self.refresh(), errored=lambda _: self.refresh())  # seconds
+        self._warm_up.start()  # to import: not in the GUI thread (refresh waits for it)
         self._build()
+        session.model_changed.connect(self._warm_gradcam)
         for signal in (session.model_changed, session.label_changed, session.scores_changed,
                        session.project_opened, session.raters_changed):
             signal.connect(lambda *_: self.refresh())
@@ -333,6 +350,8 @@ class ReviewTab(QWidget):
     # --- what is shown ---------------------------------------------------------------------
     def refresh(self) -> None:
         """Recompute from the session's model, run and labels (after any of them changed)."""
+        if not _METRICS_READY.is_set() and self._warm_up.isRunning():
+            return  # again once scikit-learn is loaded
         blind = self.session.blind  # several raters label blind: no model score anywhere
         project = self.session.project
         self.scope.update_entries(project.root if project else None)
@@ -479,6 +498,12 @@ class ReviewTab(QWidget):
             f"{Path(clip.rel).name} · labelled {label_text(clip.label)} · model {clip.score:.3f}"
             f" ({'good' if clip.called_good else 'poor'}) · {KINDS[clip.kind]}{done}")
 
+    def _warm_gradcam(self, path: Path | None) -> None:
+        """Load a new model into the GradCAM process now (not for exports: GradCAM needs the
+        checkpoint's layers)."""
+        if path is not None and not is_export(path):
+            self.worker.warm(path)
+
     def _on_gradcam(self, request: int, result: ClipExplanation) -> None:
         if request != self._request or self.rel is None:
             return
@@ -578,6 +603,7 @@ class ReviewTab(QWidget):
         self.threshold_panel.wait_for_ci()
         self.label_issues.wait()
         self.worker.stop()
+        retire(self._warm_up)
         self.model_vs_raters.shutdown()
         self.player.shutdown()
 

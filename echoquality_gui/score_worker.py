@@ -1,12 +1,12 @@
-"""Scoring clips with a model in a QThread around the core's ``score_clips``: the model is
-loaded first (``loaded``), then ``progress(done, total)`` per clip; cancellable between clips
-(the batch being scored is finished and, with an output CSV, written).
+"""Scoring clips with a model: a QThread that relays a core ``ModelProcess`` job (the core's
+``score_clips`` in a child process) as signals: the model is loaded first (``loaded``), then
+``progress(done, total)`` per clip; cancellable between clips (the batch being scored is
+finished and, with an output CSV, written). A model call that hangs is killed after the
+process's timeout and reported through ``failed``.
 
-The core's model modules (torch) are imported in the worker thread when a run starts, so the
-window opens without loading torch."""
+Neither torch nor the model is ever loaded in the app's process: the window keeps its GIL."""
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -14,16 +14,13 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QThread, Signal
 
+from echoquality_core.events import Progress
+from echoquality_core.model_process import Cancelled, Done, Failed, Loaded, ModelProcess
+
 if TYPE_CHECKING:
     import pandas as pd
 
-log = logging.getLogger(__name__)
-
 BATCH_SIZE = 4  # small batches: progress and Cancel answer within a few clips
-
-
-class _Cancelled(Exception):
-    """Raised from the progress callback to leave ``score_clips`` between batches."""
 
 
 def scores_by_clip(table: pd.DataFrame) -> dict[str, float]:
@@ -34,7 +31,7 @@ def scores_by_clip(table: pd.DataFrame) -> dict[str, float]:
 
 class ScoreWorker(QThread):
     """Load ``model`` and score ``clips`` (a folder, or a list of (path, name) pairs; an empty
-    list only loads the model).
+    list only loads the model) in ``process`` (a shared, warm one) or in a child of its own.
 
     Signals carry the worker's ``id`` so that a replaced worker's queued signals can be told
     apart. Exactly one of ``finished_scoring``, ``failed`` or ``cancelled`` ends a run.
@@ -52,7 +49,7 @@ class ScoreWorker(QThread):
                  model: str | os.PathLike, *, threshold: float | None = None,
                  out_csv: str | os.PathLike | None = None,
                  cache_dir: str | os.PathLike | None = None, trust_exported: bool = False,
-                 parent: QObject | None = None):
+                 process: ModelProcess | None = None, parent: QObject | None = None):
         super().__init__(parent)
         ScoreWorker._ids += 1
         self.id = ScoreWorker._ids
@@ -62,57 +59,39 @@ class ScoreWorker(QThread):
         self.threshold = threshold
         self.out_csv = Path(out_csv) if out_csv is not None else None
         self.cache_dir = cache_dir
-        self._cancelled = False
+        self._own_process = process is None  # else shared (warm), its owner closes it
+        self.process = process or ModelProcess()
+        self._job = self.process.score(clips, self.model_path, threshold=threshold,
+                                       out_csv=self.out_csv, cache_dir=cache_dir,
+                                       trust_exported=trust_exported, batch_size=BATCH_SIZE)
 
     def cancel(self) -> None:
         """Stop after the clip being scored (its batch is finished first)."""
-        self._cancelled = True
-
-    def _progress(self, done: int, total: int, _name: str) -> None:
-        self.progress.emit(self.id, done, total)
-        if self._cancelled:
-            raise _Cancelled
+        self._job.cancel()
 
     def run(self) -> None:
-        import pandas as pd
-
-        from echoquality_core.checkpoint import (
-            load_scoring_model,
-            params_from_info,
-            threshold_from_info,
-        )
-        from echoquality_core.scoring import COLUMNS, ClipInput, score_clips
-
+        loaded = False
         try:
-            net, info = load_scoring_model(self.model_path, trust_exported=self.trust_exported)
-            threshold = threshold_from_info(info, self.threshold)
-        except Exception as exc:  # any file the user picks: say why it cannot be used
-            if not isinstance(exc, (OSError, ValueError, RuntimeError)):
-                log.exception("unexpected error loading %s", self.model_path.name)
-            self.failed.emit(self.id, f"Cannot use the model {self.model_path.name}: {exc}")
-            return
-        if self._cancelled:
-            self.cancelled.emit(self.id)
-            return
-        self.loaded.emit(self.id, threshold)
-        self.progress.emit(self.id, 0, 0)
-        if isinstance(self.clips, list) and not self.clips:  # only check that the model loads
-            self.finished_scoring.emit(self.id, pd.DataFrame(columns=list(COLUMNS)))
-            return
-        clips = ([ClipInput(Path(p), name) for p, name in self.clips]
-                 if isinstance(self.clips, list) else self.clips)
-        try:
-            table = score_clips(clips, net, out_csv=self.out_csv, threshold=threshold,
-                                batch_size=BATCH_SIZE, params=params_from_info(info),
-                                cache_dir=self.cache_dir, progress=self._progress,
-                                calibration=info.get("calibration"))
-        except _Cancelled:
-            self.cancelled.emit(self.id)
-            return
-        except Exception as exc:  # reported, never a dead worker
-            if not isinstance(exc, (OSError, ValueError, RuntimeError)):
-                log.exception("unexpected error while scoring")
-            self.failed.emit(self.id, f"Scoring stopped: {exc}")
-            return
-        table.attrs["threshold"] = threshold
-        self.finished_scoring.emit(self.id, table)
+            for message in self._job:
+                if isinstance(message, Loaded):
+                    loaded = True
+                    self.loaded.emit(self.id, message.threshold)
+                    self.progress.emit(self.id, 0, 0)
+                elif isinstance(message, Progress):
+                    self.progress.emit(self.id, message.done, message.total)
+                elif isinstance(message, Done):
+                    self.finished_scoring.emit(self.id, message.value)
+                elif isinstance(message, Cancelled):
+                    self.cancelled.emit(self.id)
+                elif isinstance(message, Failed):
+                    self.failed.emit(self.id, self._failure(message, loaded))
+        except Exception as exc:  # noqa: BLE001 - reported, never a dead worker
+            self.failed.emit(self.id, f"Scoring stopped: {type(exc).__name__}: {exc}")
+        finally:
+            if self._own_process:
+                self.process.close()
+
+    def _failure(self, failed: Failed, loaded: bool) -> str:
+        if failed.stage == "load" or not loaded:
+            return f"Cannot use the model {self.model_path.name}: {failed.message}"
+        return f"Scoring stopped: {failed.message}"

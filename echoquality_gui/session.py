@@ -36,6 +36,7 @@ class Session(ModelState, QObject):
     scores_changed = Signal()  # model scores per clip replaced
     scoring_progress = Signal(int, int)  # done, total (total 0: loading the model)
     scoring_finished = Signal()  # the project's scoring ended (done, cancelled or failed)
+    scoring_failed = Signal(str)  # why the project's model could not load or score
     score_visibility_changed = Signal(bool)  # show the model score while labelling
     raters_changed = Signal()  # the rater, blind mode, the policy or the raters' labels changed
 
@@ -289,6 +290,7 @@ class Session(ModelState, QObject):
         self.about_to_change_clip.emit(self.current)
         self._stop_scan()
         self.cancel_scoring()
+        self.close_model_process()
         for worker in list(self._background):
             worker.cancel()
             worker.wait()

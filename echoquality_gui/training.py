@@ -124,6 +124,7 @@ class TrainPanel(QWidget):
         session.project_opened.connect(self._project_opened)
         session.label_changed.connect(lambda _rel: self._show_data())
         session.scores_changed.connect(self._scores_arrived)
+        session.scoring_failed.connect(self._scoring_failed)
         self._probe = Worker(probe_devices, parent=self).connect(  # started when the tab
             returned=self._devices_found,  # is first shown: it imports torch
             errored=lambda exc: self.form.device_info.setText(f"unavailable ({exc})"))
@@ -479,6 +480,12 @@ class TrainPanel(QWidget):
             self.state = RunState.IDLE
             self._add_summary(f"Scored {len(self.session.scores)} clips: see the Model column "
                               "of the clip list.")
+
+    def _scoring_failed(self, text: str) -> None:
+        if self.state is RunState.SCORING:
+            self.state = RunState.IDLE
+            self._add_summary(f"Scoring the clips failed: {text}")
+            self._log(text, theme.RED)
 
     def _add_summary(self, text: str) -> None:
         """Add a line to the summary, keeping its top (the outcome) in view."""
