@@ -26,3 +26,34 @@ def spin(app, until, timeout: float = 30.0) -> None:
             raise TimeoutError("benchmark step timed out")
         app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 5)
         time.sleep(0.001)
+
+
+class Gaps:
+    """Gaps between the ticks of a 10 ms timer on the UI thread (make it after the
+    QApplication; ``start`` then ``stop`` around the work to watch)."""
+
+    def __init__(self) -> None:
+        from PySide6.QtCore import QElapsedTimer, Qt, QTimer
+
+        self.gaps: list[int] = []
+        self._clock = QElapsedTimer()
+        self._timer = QTimer()
+        self._timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self._timer.setInterval(10)
+        self._timer.timeout.connect(lambda: self.gaps.append(self._clock.restart()))
+
+    def start(self) -> None:
+        self.gaps.clear()
+        self._clock.start()
+        self._timer.start()
+
+    def stop(self) -> str:
+        """Stop watching; the largest gap, the 99th percentile, the median and the count of
+        gaps over 100 ms (the time since the last tick counts as a gap too)."""
+        import numpy as np
+
+        self.gaps.append(self._clock.restart())
+        self._timer.stop()
+        g = np.array(self.gaps or [0])
+        return (f"largest {g.max()} ms, 99th percentile {np.percentile(g, 99):.0f} ms, "
+                f"median {np.median(g):.0f} ms, {int((g > 100).sum())} gaps > 100 ms")

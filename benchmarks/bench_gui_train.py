@@ -17,34 +17,11 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
-from _timing import spin
-from PySide6.QtCore import QElapsedTimer, QSettings, Qt, QTimer
+from _timing import Gaps, spin
+from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
 from echoquality_core.demo import synthetic_clip, write_demo_project, write_dicom_clip
-
-
-class Gaps:
-    """Gaps between the ticks of a 10 ms timer on the UI thread."""
-
-    def __init__(self) -> None:
-        self.gaps: list[int] = []
-        self._clock = QElapsedTimer()
-        self._timer = QTimer()
-        self._timer.setTimerType(Qt.TimerType.PreciseTimer)
-        self._timer.setInterval(10)
-        self._timer.timeout.connect(lambda: self.gaps.append(self._clock.restart()))
-
-    def start(self) -> None:
-        self.gaps.clear()
-        self._clock.start()
-        self._timer.start()
-
-    def stop(self) -> str:
-        self._timer.stop()
-        g = np.array(self.gaps or [0])
-        return (f"largest {g.max()} ms, 99th percentile {np.percentile(g, 99):.0f} ms, "
-                f"median {np.median(g):.0f} ms, {int((g > 100).sum())} gaps > 100 ms")
 
 
 def played_fps(app: QApplication, player, seconds: float | None, until=None) -> float:
