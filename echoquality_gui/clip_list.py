@@ -269,6 +269,9 @@ class ClipListPanel(QWidget):
                        session.project_opened):
             signal.connect(self._show_model_column)
         self._show_model_column()
+        for signal in (session.label_changed, session.project_opened, session.raters_changed):
+            signal.connect(self._show_rater_column)
+        self._show_rater_column()
 
     def _build_view(self) -> None:
         """The clip table (sortable, one row selected, the name elided in the middle)."""
@@ -320,6 +323,15 @@ class ClipListPanel(QWidget):
         """The Model column appears once a model has scored clips (unless scores are hidden)."""
         self.view.setColumnHidden(COLUMNS.index("Model"),
                                   not (self.session.scores and self.session.show_scores))
+
+    def _show_rater_column(self, *_args) -> None:
+        """The Rater column appears once a label carries a rater's name (room for the file
+        names in a one-person project that never named its rater)."""
+        project = self.session.project
+        named = project is not None and (project.raters.exists or any(
+            label is not None and label.rater
+            for label in map(project.store.get, project.store.paths())))
+        self.view.setColumnHidden(COLUMNS.index("Rater"), not named)
 
     def _scoring_progress(self, done: int, total: int) -> None:
         self.scoring_bar.show()
