@@ -108,7 +108,7 @@ def _send_settings(args: argparse.Namespace) -> tuple[float, str]:
         raise ValueError("give --model, or both --threshold and --model-version")
     info: dict = {}
     if args.model is not None:
-        from echoquality_core.scoring import load_scoring_model
+        from echoquality_core.checkpoint import load_scoring_model
 
         _net, info = load_scoring_model(args.model)
     from echoquality_core.pacs.send import model_version

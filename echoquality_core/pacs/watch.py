@@ -81,7 +81,7 @@ class Scorer:
 
     @classmethod
     def load(cls, model: str | os.PathLike, threshold: float | None = None) -> Scorer:
-        from echoquality_core.scoring import (
+        from echoquality_core.checkpoint import (
             load_scoring_model,
             params_from_info,
             threshold_from_info,

@@ -148,7 +148,7 @@ def test_saved_threshold_and_calibration_are_what_score_uses(cv_cli, tmp_path, c
     assert main(["threshold", "--crossval", "cv1", "--project", str(root), "--model",
                  str(model), "--preset", "youden", "--calibrate", "platt"]) == 0
     from echoquality_core.calibration import apply_calibration
-    from echoquality_core.scoring import load_scoring_model
+    from echoquality_core.checkpoint import load_scoring_model
 
     info = load_scoring_model(model)[1]
     calibrated = score_clips(clips, model, device="cpu", num_workers=0)
