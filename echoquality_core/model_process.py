@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from echoquality_core.events import Progress
-from echoquality_core.train_process import cpu_threads
+from echoquality_core.train_process import cpu_threads, exit_when_orphaned
 
 FORWARD_TIMEOUT = 120.0  # seconds one model call (load, forward) may take before it is killed
 WATCH_SECONDS = 0.05  # how often the parent looks at the child between messages
@@ -84,14 +84,21 @@ class _Watch:
     def __init__(self, calls: Any, what: Any):
         self.calls, self.what = calls, what
 
-    @contextmanager
-    def call(self, what: int) -> Iterator[None]:
+    def begin(self, what: int) -> None:
         self.what.value = what
         self.calls.value += 1
+
+    def end(self) -> None:
+        if self.calls.value % 2:  # a call is running (a raised forward skips its end hook)
+            self.calls.value += 1
+
+    @contextmanager
+    def call(self, what: int) -> Iterator[None]:
+        self.begin(what)
         try:
             yield
         finally:
-            self.calls.value += 1
+            self.end()
 
 
 def _watched(net: Any, watch: _Watch) -> Any:
@@ -203,29 +210,15 @@ def _explain(job: _Job, models: _Models, watch: _Watch, put: Any) -> None:
     except Exception as exc:  # noqa: BLE001 - shown to the user
         put(Failed(_text(exc), "load"))
         return
-    def begin(*_: Any) -> None:
-        watch.what.value = FORWARD
-        watch.calls.value += 1
-
-    def finish(*_: Any) -> None:
-        watch.calls.value += 1
-
-    hooks = (net.register_forward_pre_hook(begin), net.register_forward_hook(finish))
+    hooks = (net.register_forward_pre_hook(lambda *_: watch.begin(FORWARD)),
+             net.register_forward_hook(lambda *_: watch.end()))
     try:
         put(Done(explain_clip(net, job.args["clip"], params_from_info(info),
                               job.args["explain"])))
     finally:
         for hook in hooks:
             hook.remove()
-        if watch.calls.value % 2:  # the forward raised: that call is over
-            watch.calls.value += 1
-
-
-def _watch_parent(parent: int) -> None:
-    """Exit once the app is gone (killed, crashed): nobody reads our results any more."""
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(3)
+        watch.end()  # the forward raised: that call is over
 
 
 def _child(jobs: Any, results: Any, calls: Any, what: Any, cancelled: Any,
@@ -233,7 +226,7 @@ def _child(jobs: Any, results: Any, calls: Any, what: Any, cancelled: Any,
     """The child process: run jobs until ``None`` arrives; every message is (job id, message)."""
     if os.getppid() != parent:
         os._exit(3)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    exit_when_orphaned(parent)  # the app is gone: nobody reads our results any more
     import torch
 
     torch.set_num_threads(cpu_threads())  # one core stays free for the window

@@ -66,6 +66,17 @@ def _orphaned(parent: int) -> bool:
     return os.getppid() != parent
 
 
+def exit_when_orphaned(parent: int, every: float = 0.5) -> None:
+    """Exit this process (from a daemon thread) once ``parent`` is gone: a killed app leaves
+    no child behind."""
+    def watch() -> None:
+        while not _orphaned(parent):
+            time.sleep(every)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _exit_soon() -> None:
     """Leave without waiting for the event queue (no one reads it any more)."""
     timer = threading.Timer(ORPHAN_SECONDS, os._exit, (3,))

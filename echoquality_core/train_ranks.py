@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
@@ -53,24 +52,16 @@ def wait_for_ranks(ranks: list[subprocess.Popen], timeout: float = 30.0) -> None
             rank.wait()
 
 
-def _exit_when_orphaned(parent: int) -> None:
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(ORPHAN_SECONDS / 2)
-        os._exit(3)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def main(argv: list[str]) -> int:
     """One rank > 0: ``python -m echoquality_core.train_ranks SETTINGS_JSON PARENT_PID``."""
+    from echoquality_core.train_process import cpu_threads, exit_when_orphaned
+
     settings, parent = json.loads(argv[0]), int(argv[1])
-    _exit_when_orphaned(parent)
+    exit_when_orphaned(parent, ORPHAN_SECONDS / 2)
     import torch
 
     from echoquality_core.train_config import TrainConfig
     from echoquality_core.train_distributed import DistributedTrainer
-    from echoquality_core.train_process import cpu_threads
 
     torch.set_num_threads(cpu_threads(int(os.environ["WORLD_SIZE"])))
     DistributedTrainer(TrainConfig(**settings)).run()
