@@ -83,7 +83,7 @@ def test_cancel_stops_between_batches_and_errors_come_back_as_text(
 def test_a_forward_that_never_returns_is_killed_after_the_timeout(clips, tmp_path,
                                                                   tiny_checkpoint):
     hang = write_hanging_torchscript(tmp_path / "hang.ts.pt")
-    runner = ModelProcess(forward_timeout=2)
+    runner = ModelProcess(forward_timeout=5)
     try:
         (refused,) = list(runner.score(clips, hang))  # an export runs code: not unless trusted
         assert isinstance(refused, Failed) and "trust" in refused.message
@@ -91,7 +91,7 @@ def test_a_forward_that_never_returns_is_killed_after_the_timeout(clips, tmp_pat
         messages = list(runner.score(clips, hang, trust_exported=True))
         assert isinstance(messages[0], Loaded)
         assert isinstance(messages[-1], Failed) and messages[-1].stage == "run"
-        assert "did not answer within 2 s (a forward pass)" in messages[-1].message
+        assert "did not answer within 5 s (a forward pass)" in messages[-1].message
         assert runner.pid is None  # the child was killed
         assert time.monotonic() - started < 30
         # The next job gets a fresh child.
