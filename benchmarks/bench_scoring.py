@@ -1,6 +1,7 @@
 """Scoring throughput on CPU: clips/s of the real ``echoquality score`` command (a subprocess,
 default workers) and of ``score_clips`` in-process, with the preprocessing cache cold and warm,
-against the bare model forward on already-preprocessed clips; GradCAM seconds per clip.
+against the bare model forward on already-preprocessed clips (fp32, and at the precision
+scoring uses: bf16 autocast where the CPU has it); GradCAM seconds per clip.
 
     .venv/bin/python benchmarks/bench_scoring.py [--clips 100] [--workers 0]
 
@@ -11,6 +12,7 @@ on the weights). The command's time includes starting Python and loading the che
 from __future__ import annotations
 
 import argparse
+import copy
 import subprocess
 import sys
 import tempfile
@@ -20,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from echoquality_core import precision
+from echoquality_core.checkpoint import forward_scores
 from echoquality_core.data import ClipCache
 from echoquality_core.demo import write_demo_project
 from echoquality_core.dicom import find_clips
@@ -86,13 +90,23 @@ def main() -> None:
             for start in range(0, n, args.batch_size):
                 model(videos[start:start + args.batch_size])
         bare = time.perf_counter() - t0
+        dev = torch.device("cpu")
+        fast = precision.prepare_model(copy.deepcopy(model), dev).eval()
+        t0 = time.perf_counter()
+        for start in range(0, n, args.batch_size):
+            forward_scores(fast, videos[start:start + args.batch_size], dev)
+        bare_fast = time.perf_counter() - t0
 
         print(f"(in-process: workers {args.workers}, batch {args.batch_size}; command: its "
-              "defaults)")
-        print(f"{'bare forward':<24} {bare / n * 1000:8.1f} ms/clip  {n / bare:6.2f} clips/s")
+              f"defaults; scoring precision on this CPU: "
+              f"{precision.inference_dtype(dev) or torch.float32})")
+        print(f"{'bare forward, fp32':<24} {bare / n * 1000:8.1f} ms/clip  {n / bare:6.2f} "
+              "clips/s")
+        print(f"{'bare forward, scoring':<24} {bare_fast / n * 1000:8.1f} ms/clip  "
+              f"{n / bare_fast:6.2f} clips/s  (the precision the command uses)")
         for name, seconds in timings.items():
             print(f"{name:<24} {seconds / n * 1000:8.1f} ms/clip  {n / seconds:6.2f} clips/s  "
-                  f"({seconds / bare:.2f}x bare forward)")
+                  f"({seconds / bare:.2f}x fp32, {seconds / bare_fast:.2f}x scoring forward)")
 
         k = min(args.gradcam_clips, n)
         t0 = time.perf_counter()

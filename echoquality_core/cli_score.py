@@ -20,8 +20,9 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
         "score",
         help="score clips with a quality model and write a CSV (resumable)",
         description="Score DICOM clips (folders are searched recursively; a CSV with a "
-        "video_path column works too). Clips already scored in --out are skipped (unreadable ones are tried again). The threshold "
-        "defaults to the checkpoint's, else 0.3 (the original inference script's).",
+        "video_path column works too). Clips already scored in --out are skipped (unreadable "
+        "ones are tried again). The threshold defaults to the checkpoint's, else 0.3 (the "
+        "original inference script's).",
     )
     p.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                    help="folders, DICOM files or CSVs with a video_path column")

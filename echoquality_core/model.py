@@ -61,10 +61,11 @@ def load_model_file(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
 
 
 def _architecture() -> nn.Module:
-    """R(2+1)D-18 with one logit (torchvision imported here: ~1-2 s that only a model needs)."""
-    from torchvision.models.video import r2plus1d_18
+    """R(2+1)D-18 with one logit: torchvision's ``r2plus1d_18`` with ``fc = Linear(512, 1)``
+    (the same weights for a seed; see ``r2plus1d.py``)."""
+    from echoquality_core.r2plus1d import R2Plus1D18
 
-    model = r2plus1d_18(weights=None)
+    model = R2Plus1D18()
     model.fc = nn.Linear(512, 1)
     return model
 

@@ -229,7 +229,6 @@ def _child(jobs: Any, results: Any, calls: Any, what: Any, cancelled: Any,
     exit_when_orphaned(parent)  # the app is gone: nobody reads our results any more
     import torch
     # imported now, never inside a watched call: a slow import (a busy machine) is no hung model
-    import torchvision.models.video  # noqa: F401
     from echoquality_core import checkpoint, gradcam, scoring  # noqa: F401
 
     torch.set_num_threads(cpu_threads())  # one core stays free for the window

@@ -314,18 +314,18 @@ def score_clips(
 
     ``paths``: folders, DICOM files, CSVs with a ``video_path`` column and/or ClipInputs (see
     :func:`collect_clips`). ``model``: a weights file / checkpoint, a module, or (only with
-    ``trust_exported``: it runs code) a TorchScript export. ``threshold``: default the checkpoint's saved threshold, else 0.3 (the original
-    inference script's). ``params``: default the checkpoint's preprocessing, else EchoPrime's.
-    With ``out_csv`` rows are appended after every batch and clips already scored in the file
-    are skipped, while clips with only an error row there are tried again and their row
-    replaced; the result then holds every row of the file. ``gradcam_dir`` gets a GradCAM strip
-    (explaining "poor") for each clip that fails the threshold; a strip that cannot be written
-    is logged and noted in the clip's ``error`` ("gradcam failed: ...") without stopping the
-    run. ``progress(done, total, name)`` is called per clip. ``calibration``: default the
-    checkpoint's (see ``calibration.py``), applied to the scores before the threshold.
-    ``result.attrs`` holds the
-    threshold and the counts of this call: scored, passed, failed (unreadable), skipped (already
-    scored in ``out_csv``), retried (unreadable in ``out_csv`` before, tried again).
+    ``trust_exported``: it runs code) an export. ``threshold``: default the checkpoint's saved
+    threshold, else 0.3 (the original inference script's). ``params``: default the
+    checkpoint's preprocessing, else EchoPrime's. With ``out_csv`` rows are appended after
+    every batch and clips already scored in the file are skipped, while clips with only an
+    error row there are tried again and their row replaced; the result then holds every row of
+    the file. ``gradcam_dir`` gets a GradCAM strip (explaining "poor") for each clip that fails
+    the threshold; a strip that cannot be written is logged and noted in the clip's ``error``
+    ("gradcam failed: ...") without stopping the run. ``progress(done, total, name)`` is called
+    per clip. ``calibration``: default the checkpoint's (see ``calibration.py``), applied to
+    the scores before the threshold. ``result.attrs`` holds the threshold and the counts of
+    this call: scored, passed, failed (unreadable), skipped (already scored in ``out_csv``),
+    retried (unreadable in ``out_csv`` before, tried again).
     """
     if batch_size < 1 or num_workers < 0:
         raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, "

@@ -145,11 +145,11 @@ def _make_trainer(settings: dict[str, Any], events: Any) -> tuple[Any, int, list
     if world == 1:
         return Trainer(config, events.put), 1, []
     from echoquality_core.train_distributed import DistributedTrainer
-    from echoquality_core.train_ranks import start_other_ranks
+    from echoquality_core.train_ranks import explain_rank_deaths, start_other_ranks
 
     ranks = start_other_ranks(settings, world)
     try:
-        return DistributedTrainer(config, events.put), world, ranks
+        return DistributedTrainer(config, explain_rank_deaths(ranks, events.put)), world, ranks
     except BaseException:
         for rank in ranks:
             rank.kill()

@@ -14,9 +14,11 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 ORPHAN_SECONDS = 1.0
+DEATH_SECONDS = 1.0  # how long an error waits for a rank's exit code
 
 
 def rank_env(rank: int, world: int, port: int) -> dict[str, str]:
@@ -39,6 +41,45 @@ def start_other_ranks(settings: dict[str, Any], world: int) -> list[subprocess.P
     return [subprocess.Popen(argv, env=os.environ | rank_env(r, world, port),
                              stdout=subprocess.DEVNULL)
             for r in range(1, world)]
+
+
+def explain_rank_deaths(ranks: list[subprocess.Popen],
+                        put: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``put`` for rank 0's events, where the error that another rank's death causes (gloo:
+    "Connection closed by peer") first says which process ended and how."""
+    from dataclasses import replace
+
+    from echoquality_core.events import TrainEnd, TrainError
+
+    why: list[str | None] = []  # looked up once, at the first fatal error
+
+    def said(error: TrainError) -> TrainError:
+        if not why:
+            why.append(_dead_rank(ranks))
+        return replace(error, message=f"{why[0]}. ({error.message})") if why[0] else error
+
+    def report(event: Any) -> None:
+        if isinstance(event, TrainError) and event.fatal:
+            event = said(event)
+        elif isinstance(event, TrainEnd) and event.error is not None:
+            event = replace(event, error=said(event.error))
+        put(event)
+
+    return report
+
+
+def _dead_rank(ranks: list[subprocess.Popen], wait: float = DEATH_SECONDS) -> str | None:
+    """Which of the other ranks ended with an error, in words (None if none did)."""
+    deadline = time.monotonic() + wait  # its exit may be a moment behind the broken connection
+    for number, rank in enumerate(ranks, start=2):
+        try:
+            code = rank.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            continue
+        if code != 0:
+            return (f"Training process {number} of {len(ranks) + 1} ended unexpectedly "
+                    f"(exit code {code}); the run was stopped")
+    return None
 
 
 def wait_for_ranks(ranks: list[subprocess.Popen], timeout: float = 30.0) -> None:

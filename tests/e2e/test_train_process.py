@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +87,53 @@ def test_two_ranks_from_the_app_train_with_ddp_and_stop_together(settings):
     mlflow_run = MlflowClient(settings["tracking_uri"]).get_run(end.run_id)
     assert mlflow_run.data.params["world_size"] == "2"  # one run, logged by rank 0 only
     assert mlflow_run.info.status == "FINISHED"
+
+
+def _ranks_started_by(pid: int) -> list[int]:
+    """Pids of live ``train_ranks`` processes whose parent (rank 0) is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"echoquality_core.train_ranks" in argv and str(pid).encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+def test_cancel_with_two_ranks_ends_every_rank_and_keeps_no_model(settings):
+    run = TrainProcess(settings | {"ranks": 2, "epochs": 3})
+    run.start()
+    running = None
+    for event in run.events():
+        if isinstance(event, BatchEnd) and running is None:
+            running = _ranks_started_by(run.process.pid)
+            run.cancel()
+        last = event
+    run.join(60)
+    assert len(running) == 1  # rank 1 was there when Cancel was pressed
+    assert isinstance(last, TrainEnd) and last.cancelled and last.error is None
+    assert last.best_checkpoint is None and run.process.exitcode == 0
+    assert not _ranks_started_by(run.process.pid)  # and is gone with rank 0
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_ends_the_run_with_a_clear_error(settings):
+    run = TrainProcess(settings | {"ranks": 2, "epochs": 3})
+    run.start()
+    killed = []
+    for event in run.events():
+        if isinstance(event, BatchEnd) and not killed:
+            killed = _ranks_started_by(run.process.pid)
+            os.kill(killed[0], signal.SIGKILL)
+        last = event
+    run.join(60)
+    assert len(killed) == 1
+    assert isinstance(last, TrainEnd) and last.error is not None and not last.cancelled
+    assert last.error.message.startswith(
+        f"Training process 2 of 2 ended unexpectedly (exit code {-signal.SIGKILL})")
+    assert last.best_checkpoint is None and run.process.exitcode == 0
