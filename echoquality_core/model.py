@@ -60,12 +60,12 @@ def load_model_file(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
     return model_from_state(path, state), info
 
 
-def _architecture() -> nn.Module:
+def _architecture(initialise: bool = True) -> nn.Module:
     """R(2+1)D-18 with one logit: torchvision's ``r2plus1d_18`` with ``fc = Linear(512, 1)``
     (the same weights for a seed; see ``r2plus1d.py``)."""
     from echoquality_core.r2plus1d import R2Plus1D18
 
-    model = R2Plus1D18()
+    model = R2Plus1D18(initialise=initialise)
     model.fc = nn.Linear(512, 1)
     return model
 
@@ -82,7 +82,7 @@ def model_from_state(path: str | os.PathLike, state: dict[str, torch.Tensor]) ->
     built without a random initialisation; the second half of :func:`load_model_file`."""
     path = Path(path)
     with torch.device("meta"):
-        model = _architecture()
+        model = _architecture(initialise=False)  # the file's tensors replace every value
     expected = model.state_dict()
     _check_state_matches(path, state, expected)
     _check_finite(path, state)

@@ -51,9 +51,11 @@ class BasicBlock(nn.Module):
 
 
 class R2Plus1D18(nn.Module):
-    """R(2+1)D-18: clips (N, 3, T, H, W) -> (N, ``num_classes``) logits."""
+    """R(2+1)D-18: clips (N, 3, T, H, W) -> (N, ``num_classes``) logits. ``initialise=False``
+    leaves the layers' default values (for layers made on the ``meta`` device that take a file's
+    tensors: torchvision's ``normal_`` there would import ``torch._dynamo``)."""
 
-    def __init__(self, num_classes: int = 400):
+    def __init__(self, num_classes: int = 400, *, initialise: bool = True):
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv3d(3, 45, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
@@ -71,6 +73,10 @@ class R2Plus1D18(nn.Module):
             cin = cout
         self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
         self.fc = nn.Linear(512, num_classes)
+        if initialise:
+            self._initialise()
+
+    def _initialise(self) -> None:
         for m in self.modules():  # torchvision's initialisation, in its order
             if isinstance(m, nn.Conv3d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
