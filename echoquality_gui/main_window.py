@@ -353,6 +353,7 @@ class MainWindow(QMainWindow):
             return
         window_state.save_state(self, self.tabs, self._headers())
         self.train_panel.shutdown()  # a running training stops, keeping its best model
+        self.session.close_model_process()  # the GradCAM views' workers then end at once
         self.review.shutdown()
         self.agreement_view.shutdown()
         self.adjudication.shutdown()

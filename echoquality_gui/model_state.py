@@ -30,6 +30,7 @@ class ModelState:
         self.show_scores = settings.show_model_score()
         self._scoring: ScoreWorker | None = None
         self._model_process: ModelProcess | None = None  # started with the first scoring
+        self._gradcam_process: ModelProcess | None = None  # Review's and Adjudicate's
         self.forward_timeout = FORWARD_TIMEOUT  # seconds a model call may take (then killed)
         self._background: set[ScoreWorker] = set()  # cancelled or not the project's
         self._given_threshold: float | None = None
@@ -108,10 +109,18 @@ class ModelState:
             self._model_process = ModelProcess(forward_timeout=self.forward_timeout)
         return self._model_process
 
+    def gradcam_process(self) -> ModelProcess:
+        """The warm child process the GradCAM views share (its own: a GradCAM never waits for
+        the scoring of a project)."""
+        if self._gradcam_process is None:
+            self._gradcam_process = ModelProcess(forward_timeout=self.forward_timeout)
+        return self._gradcam_process
+
     def close_model_process(self) -> None:
-        """Kill the scoring child now (a running scoring ends as cancelled)."""
-        if self._model_process is not None:
-            self._model_process.close()
+        """Kill the scoring and GradCAM children now (running jobs end as cancelled)."""
+        for process in (self._model_process, self._gradcam_process):
+            if process is not None:
+                process.close()
 
     @property
     def scoring(self) -> bool:

@@ -77,6 +77,9 @@ def test_scoring_and_gradcam_leave_the_event_loop_free(qtbot, studio_window, tin
                     timeout=TIMEOUT)
     assert review.worker.process.pid is not None
     assert time.perf_counter() - started < 30
+    # Adjudicate's GradCAM runs in the same warm child (one torch and model, not two)
+    assert studio_window.adjudication.worker.process is review.worker.process
+    assert review.worker.process is not session.model_process()  # scoring never blocks it
 
 
 def test_a_model_whose_forward_never_returns_is_killed_and_reported(
