@@ -103,6 +103,8 @@ class AdjudicationView(QWidget):
         self.clip_title = QLabel("Select a clip")
         self.clip_title.setObjectName("currentLabel")
         self.player = CinePlayer(parent=self)
+        self.player.set_empty_text("Select a clip in the queue on the left to play it with "
+                                   "everyone's labels")
         self.details = QLabel("")
         self.details.setWordWrap(False)  # one line per rater; a wrapped label lost lines
         self.details.setTextFormat(Qt.TextFormat.RichText)
