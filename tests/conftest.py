@@ -2,6 +2,7 @@
 file so they never touch the user's QSettings."""
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -12,6 +13,7 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # Downloaded starting weights: a private, empty cache (child processes inherit it).
 os.environ["ECHOQUALITY_CACHE"] = tempfile.mkdtemp(prefix="echoquality-test-cache-")
+atexit.register(shutil.rmtree, os.environ["ECHOQUALITY_CACHE"], ignore_errors=True)
 
 from pacs_fixtures import orthanc, pacs_env, pacs_files, tiny_checkpoint  # noqa: E402,F401
 

@@ -8,6 +8,7 @@ import contextlib
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,8 @@ def write_project(root: Path, n_patients: int = 6) -> Path:
 
 @pytest.fixture(scope="module")
 def cv_cli(tmp_path_factory):
-    """`echoquality crossval` run once (3 folds, MLflow on), counting DICOM decodes."""
+    """`echoquality crossval` run once (3 folds, MLflow on), counting DICOM decodes; its folder
+    (~1 GB of fold models) is removed after the module."""
     root = tmp_path_factory.mktemp("cv")
     csv_path = write_project(root)
     decodes = []
@@ -70,7 +72,8 @@ def cv_cli(tmp_path_factory):
                          *TINY])
     finally:
         data_module.clip_model_frames = real
-    return root, code, out.getvalue(), decodes
+    yield root, code, out.getvalue(), decodes
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_cli_writes_one_out_of_fold_score_per_labelled_clip(cv_cli):

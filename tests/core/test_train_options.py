@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,15 +31,18 @@ FROZEN_LR = 1e-12  # AdamW moves a weight by ~lr per step: nothing changes in fl
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
+def project(tmp_path_factory) -> Iterator[Path]:
     """8 demo clips of 3 patients, 2 of the good ones unlabelled so that the classes are unequal
-    (with this seed: 1 good and 3 poor clips to train on, 1 and 1 to validate)."""
-    csv_path = write_demo_project(tmp_path_factory.mktemp("options"), n_clips=8, n_frames=8,
+    (with this seed: 1 good and 3 poor clips to train on, 1 and 1 to validate). Removed after the
+    module: its runs' models take ~3 GB."""
+    root = tmp_path_factory.mktemp("options")
+    csv_path = write_demo_project(root, n_clips=8, n_frames=8,
                                   height=64, width=80, seed=2, unlabelled=0.0)
     store = LabelStore(csv_path)
     for rel in [p for p in store.paths() if store.get(p).quality_score == 1][:2]:
         store.remove(rel)
-    return csv_path
+    yield csv_path
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
