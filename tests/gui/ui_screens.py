@@ -2,7 +2,7 @@
 offscreen screen of a given size at a given QT_SCALE_FACTOR. Run in a child process (the scale
 factor must be set before the QApplication exists) by tests/test_gui_ui_pass.py:
 
-    python tests/ui_screens.py PROJECT RUN_DIR OUT_DIR --screen 1920x1080 --scale 1.5
+    python tests/gui/ui_screens.py PROJECT RUN_DIR OUT_DIR --screen 1920x1080 --scale 1.5
 
 Prints one JSON line: {"tabs": [...], "screen": [w, h], "window": [w, h],
 "outside": ["tab: button text", ...], "screenshots": [...]}.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -108,6 +109,7 @@ def main() -> int:
     window.close()
     window.deleteLater()
     app.processEvents()
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
