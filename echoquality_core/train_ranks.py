@@ -48,15 +48,15 @@ def explain_rank_deaths(ranks: list[subprocess.Popen],
     """``put`` for rank 0's events, where the error that another rank's death causes (gloo:
     "Connection closed by peer") first says which process ended and how."""
     from dataclasses import replace
+    from functools import cache
 
     from echoquality_core.events import TrainEnd, TrainError
 
-    why: list[str | None] = []  # looked up once, at the first fatal error
+    dead_rank = cache(lambda: _dead_rank(ranks))  # looked up once, at the first fatal error
 
     def said(error: TrainError) -> TrainError:
-        if not why:
-            why.append(_dead_rank(ranks))
-        return replace(error, message=f"{why[0]}. ({error.message})") if why[0] else error
+        why = dead_rank()
+        return replace(error, message=f"{why}. ({error.message})") if why else error
 
     def report(event: Any) -> None:
         if isinstance(event, TrainError) and event.fatal:

@@ -53,7 +53,7 @@ class AdjudicationView(QWidget):
         self.rel: str | None = None
         self._request = 0
         self._buttons: list[QPushButton] = []
-        self.worker = GradcamWorker(self, process=session.gradcam_process())
+        self.worker = GradcamWorker(session.gradcam_process(), self)
         self.worker.ready.connect(self._on_gradcam)
         self.worker.failed.connect(lambda r, text: r == self._request and
                                    self.status.setText(text))

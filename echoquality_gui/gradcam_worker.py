@@ -1,5 +1,5 @@
 """GradCAM off the GUI thread and out of the app's process: a worker thread that relays one
-clip at a time to a warm child process (core ``ModelProcess``, its own or one shared by the
+clip at a time to a warm child process (core ``ModelProcess``, the session's, shared by the
 views: torch imported and the model loaded once, on the first request) and keeps only the
 NEWEST request (selecting clip after clip never queues work up). A forward that hangs is
 killed after the process's timeout and reported through ``failed``."""
@@ -12,7 +12,7 @@ from pathlib import Path
 from PySide6.QtCore import QThread, Signal
 
 from echoquality_core.heatmap import ClipExplanation
-from echoquality_core.model_process import FORWARD_TIMEOUT, Done, Failed, ModelProcess
+from echoquality_core.model_process import Done, Failed, ModelProcess
 
 
 @dataclass(frozen=True)
@@ -30,15 +30,13 @@ class GradcamWorker(QThread):
     ready = Signal(int, object)
     failed = Signal(int, str)
 
-    def __init__(self, parent=None, *, process: ModelProcess | None = None,
-                 forward_timeout: float = FORWARD_TIMEOUT):
+    def __init__(self, process: ModelProcess, parent=None):
         super().__init__(parent)
         self._cond = threading.Condition()
         self._want: _Request | None = None
         self._stopped = False
         self._ids = 0
-        self._own_process = process is None  # else shared: its owner closes it
-        self.process = process or ModelProcess(forward_timeout=forward_timeout)
+        self.process = process  # its owner closes it
 
     def request(self, model_path: str | Path, clip_path: str | Path, explain: str) -> int:
         """Ask for the maps of ``clip_path`` explaining ``explain`` ("good" or "poor");
@@ -65,14 +63,11 @@ class GradcamWorker(QThread):
             self._want = None
 
     def stop(self) -> None:
-        """End the thread and its own child process (a clip being computed is dropped); with a
-        shared process, close that first or a clip being computed is waited for."""
+        """End the thread (close the process first, or a clip being computed is waited for)."""
         with self._cond:
             self._stopped = True
             self._want = None
             self._cond.notify()
-        if self._own_process:
-            self.process.close()
         self.wait()
 
     def run(self) -> None:

@@ -151,7 +151,7 @@ class ReviewTab(QWidget):
         self._cell: str | None = None  # confusion cell listed; None: the mistakes
         self._request = 0
         self._score_buttons: list[QPushButton] = []
-        self.worker = GradcamWorker(self, process=session.gradcam_process())
+        self.worker = GradcamWorker(session.gradcam_process(), self)
         self.worker.ready.connect(self._on_gradcam)
         self.worker.failed.connect(self._on_gradcam_failed)
         self.worker.start()
