@@ -32,6 +32,8 @@ from echoquality_gui.labeling import ask_rater
 from echoquality_gui.player import CinePlayer
 from echoquality_gui.session import Session
 
+PICK_TEXT = "Select a clip in the queue on the left to play it with everyone's labels"
+
 
 def _title(text: str) -> QLabel:
     label = QLabel(text)
@@ -103,8 +105,7 @@ class AdjudicationView(QWidget):
         self.clip_title = QLabel("Select a clip")
         self.clip_title.setObjectName("currentLabel")
         self.player = CinePlayer(parent=self)
-        self.player.set_empty_text("Select a clip in the queue on the left to play it with "
-                                   "everyone's labels")
+        self.player.set_empty_text(PICK_TEXT)
         self.details = QLabel("")
         self.details.setWordWrap(False)  # one line per rater; a wrapped label lost lines
         self.details.setTextFormat(Qt.TextFormat.RichText)
@@ -158,6 +159,9 @@ class AdjudicationView(QWidget):
             self.summary.setText(f"{len(self.queue)} clips the raters disagree about, {open_} "
                                  "to decide; widest disagreement first. The label keys set the "
                                  "final label.")
+        self.player.set_empty_text(
+            PICK_TEXT if self.queue else "The queue is empty: no clip to adjudicate"
+            + (" (decided clips are hidden)" if self.hide_decided.isChecked() else ""))
         self.table.blockSignals(True)
         self.table.setRowCount(len(self.queue))
         for r, item in enumerate(self.queue):

@@ -108,6 +108,7 @@ def test_two_raters_blind_agreement_and_adjudication(studio_window, open_project
 
     ann = label_all(qtbot, window, ann_says)
     assert not session.blind  # one rater so far: the model's scores are shown
+    assert window.adjudication.player.empty_text == "The queue is empty: no clip to adjudicate"
     texts = shown_texts(window)
     assert any(t in text for text in texts for t in score_texts)  # the walk sees scores
     assert any(ANN in text for text in texts)
@@ -164,6 +165,7 @@ def test_two_raters_blind_agreement_and_adjudication(studio_window, open_project
     assert {d.rel for d in adjudication.queue} == set(ann) - agreed
     rel = adjudication.rel
     assert rel is not None
+    assert adjudication.player.empty_text.startswith("Select a clip in the queue")
     screenshot(window, "raters_adjudicate.png")
     qtbot.keyClick(window, Qt.Key.Key_1)
     decided = RaterStore(project.raters.path).adjudication(rel)
