@@ -7,30 +7,18 @@ import time
 from pathlib import Path
 
 import pyqtgraph as pg
-from pyqtgraph.util.garbage_collector import GarbageCollector
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from echoquality_gui import settings
+from echoquality_gui.garbage import collect_in_gui_thread, freeze_start_up
 from echoquality_gui.main_window import MainWindow
 from echoquality_gui.preferences import prompt_rater
 from echoquality_gui.resources import icon, stylesheet
 
-_garbage_collector: GarbageCollector | None = None
-
-
-def collect_garbage_in_gui_thread() -> None:
-    """Run Python's cyclic garbage collector only in the GUI thread, on a timer (pyqtgraph's
-    recipe): collected from a decoding or GradCAM thread, a Qt object would be destroyed in the
-    wrong thread and crash the app. Needs a QApplication; idempotent."""
-    global _garbage_collector
-    if _garbage_collector is None:
-        _garbage_collector = GarbageCollector(interval=0.5)
-
-
 def configure_application(app: QApplication) -> None:
     """Names (for QSettings), dark theme, icon, pyqtgraph options, garbage collection."""
-    collect_garbage_in_gui_thread()
+    collect_in_gui_thread()
     app.setOrganizationName(settings.ORGANISATION)
     app.setApplicationName(settings.APPLICATION)
     app.setApplicationDisplayName("EchoQuality Studio")
@@ -75,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         QTimer.singleShot(0, lambda: prompt_rater(window))
     if args.screenshot:
         _screenshot_when_ready(window, args.screenshot)
+    freeze_start_up()
     try:
         code = app.exec()
     finally:

@@ -42,6 +42,7 @@ from echoquality_gui.session import Session
 from echoquality_gui.crossval_mode import CrossValMode, crossval_summary, fold_text
 from echoquality_gui.train_form import TrainForm
 from echoquality_gui.train_plots import TrainPlots
+from echoquality_gui.garbage import freeze_import
 from echoquality_gui.train_worker import TrainWorker, probe_devices
 from echoquality_gui.widgets import section_title
 from echoquality_gui.workers import Worker
@@ -351,6 +352,7 @@ class TrainPanel(QWidget):
         super().showEvent(event)
 
     def _devices_found(self, found: tuple[str, list]) -> None:
+        freeze_import()  # torch's ~200k objects: out of the window's garbage collections
         auto, choices = found
         self.form.device_info.setText(auto)
         self.form.set_device_choices(choices)

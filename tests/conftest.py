@@ -3,6 +3,7 @@ file so they never touch the user's QSettings."""
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import shutil
 import tempfile
@@ -120,10 +121,22 @@ def _gc_in_gui_thread(request):
     """GUI tests collect garbage as the app does: only in the GUI thread, on a timer."""
     if "qtbot" in request.fixturenames or "qapp" in request.fixturenames:
         request.getfixturevalue("qapp")
-        from echoquality_gui.app import collect_garbage_in_gui_thread
+        from echoquality_gui.garbage import collect_in_gui_thread
 
-        collect_garbage_in_gui_thread()
+        collect_in_gui_thread()
     yield
+
+
+@pytest.fixture
+def app_heap():
+    """For tests that time the window's event loop: garbage collections scan only what the test
+    makes, as in the app, which freezes its start-up objects (``garbage.freeze_start_up``).
+    This process also holds what every earlier test left (1–3 million objects late in the
+    suite): a full collection of those on the GUI timer stalled the loop 0.5–2 s."""
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture

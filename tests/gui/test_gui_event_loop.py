@@ -11,7 +11,8 @@ from PySide6.QtCore import QTimer
 
 from hostile_models import write_hanging_torchscript
 
-pytestmark = pytest.mark.slow  # child processes
+pytestmark = [pytest.mark.slow,  # child processes
+              pytest.mark.usefixtures("app_heap")]
 
 TIMEOUT = 120000
 MAX_GAP_MS = 1000  # generous: the target is 100 ms, but a busy 2-core machine starves any

@@ -155,6 +155,7 @@ def test_device_choice_reaches_the_training_config(studio_window, open_project, 
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("app_heap")  # times the event loop
 def test_train_click_plots_summary_model_and_scores(studio_window, open_project, qtbot, tmp_path,
                                                     screenshot):
     from echoquality_core.tracking import default_tracking_uri, list_runs
@@ -204,6 +205,7 @@ def test_train_click_plots_summary_model_and_scores(studio_window, open_project,
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("app_heap")  # times the event loop
 def test_stop_in_epoch_two_keeps_epoch_one_model(studio_window, open_project, qtbot, tmp_path,
                                                  screenshot):
     open_project(demo_root(tmp_path))
@@ -256,6 +258,7 @@ def test_cancel_in_epoch_two_discards_everything(studio_window, open_project, qt
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("app_heap")  # times the event loop
 def test_closing_the_window_during_a_run_finishes_it_then_closes(studio_window, open_project,
                                                                 qtbot, tmp_path):
     open_project(demo_root(tmp_path))
