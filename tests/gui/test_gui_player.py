@@ -47,6 +47,7 @@ def test_header_frame_rate_and_first_frame_are_shown(qtbot, player, clip_25fps):
     assert player.image.image.shape == (64, 80, 3)
 
 
+@pytest.mark.usefixtures("app_heap")  # timed by the wall clock
 def test_playback_shows_the_clips_frame_rate_by_wall_clock(qtbot, player, clip_25fps):
     open_fully_decoded(qtbot, player, clip_25fps)
     shown = player.frames_shown
@@ -61,6 +62,7 @@ def test_playback_shows_the_clips_frame_rate_by_wall_clock(qtbot, player, clip_2
     assert abs(player.index - (25 * elapsed) % 50) <= 4
 
 
+@pytest.mark.usefixtures("app_heap")  # timed by the wall clock
 def test_speed_scales_how_far_playback_gets(qtbot, player, clip_25fps):
     open_fully_decoded(qtbot, player, clip_25fps)
     player.set_loop(False)

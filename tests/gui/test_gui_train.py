@@ -233,6 +233,7 @@ def test_stop_in_epoch_two_keeps_epoch_one_model(studio_window, open_project, qt
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("app_heap")  # times the event loop
 def test_cancel_in_epoch_two_discards_everything(studio_window, open_project, qtbot, tmp_path):
     from echoquality_core.tracking import default_tracking_uri, list_runs
 
