@@ -104,8 +104,7 @@ class AdjudicationView(QWidget):
     def _build_clip(self) -> QWidget:
         self.clip_title = QLabel("Select a clip")
         self.clip_title.setObjectName("currentLabel")
-        self.player = CinePlayer(parent=self)
-        self.player.set_empty_text(PICK_TEXT)
+        self.player = CinePlayer(parent=self)  # its empty text: refresh()
         self.details = QLabel("")
         self.details.setWordWrap(False)  # one line per rater; a wrapped label lost lines
         self.details.setTextFormat(Qt.TextFormat.RichText)
