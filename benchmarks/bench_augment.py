@@ -18,9 +18,9 @@ import warnings
 import numpy as np
 import torch
 
-from echoquality_core.augment import EchoVideoAugmentation, create_synthetic_low_quality
-from echoquality_core.model import build_model, freeze_model_except_final_layers
-from echoquality_core.preprocess import normalize
+from echoquality_core.data.augment import EchoVideoAugmentation, create_synthetic_low_quality
+from echoquality_core.model.network import build_model, freeze_model_except_final_layers
+from echoquality_core.data.preprocess import normalize
 
 
 def _ms_per_call(fn, repeats: int) -> float:

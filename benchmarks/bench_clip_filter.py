@@ -12,10 +12,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import median_seconds  # noqa: E402
 
-from echoquality_core.labels import Label  # noqa: E402
-from echoquality_core.project import ClipInfo  # noqa: E402
-from echoquality_gui.clip_filter import ClipFilter, class_counts  # noqa: E402
-from echoquality_gui.clip_list import short_names  # noqa: E402
+from echoquality_core.labels.store import Label  # noqa: E402
+from echoquality_core.labels.project import ClipInfo  # noqa: E402
+from echoquality_gui.label.clip_filter import ClipFilter, class_counts  # noqa: E402
+from echoquality_gui.label.clip_list import short_names  # noqa: E402
 
 N = 20_000
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from echoquality_core.crossval import CrossValidator
-from echoquality_core.demo import write_demo_project
-from echoquality_core.events import FoldStart, Progress
-from echoquality_core.train import TrainConfig, Trainer
+from echoquality_core.train.crossval import CrossValidator
+from echoquality_core.demo.project import write_demo_project
+from echoquality_core.train.events import FoldStart, Progress
+from echoquality_core.train.trainer import TrainConfig, Trainer
 
 
 class _Clock:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echoquality_core.demo import QUALITIES, synthetic_clip, write_demo_project
+from echoquality_core.demo.project import QUALITIES, synthetic_clip, write_demo_project
 
 
 def main() -> None:

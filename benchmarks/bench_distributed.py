@@ -40,9 +40,9 @@ def _command(folder: Path, checkpoint: Path, out: Path, ranks: int) -> float:
 
 def _bare_forward(clips: list[Path], checkpoint: Path) -> float:
     """Seconds of the model forward alone on the preprocessed clips (batches of 8)."""
-    from echoquality_core.checkpoint import forward_scores, load_scoring_model
-    from echoquality_core.data import clip_model_frames
-    from echoquality_core.preprocess import PreprocessParams, normalize
+    from echoquality_core.model.checkpoint import forward_scores, load_scoring_model
+    from echoquality_core.data.clips import clip_model_frames
+    from echoquality_core.data.preprocess import PreprocessParams, normalize
 
     net, _ = load_scoring_model(checkpoint)
     videos = torch.stack([torch.from_numpy(normalize(clip_model_frames(c, PreprocessParams())))
@@ -62,9 +62,9 @@ def _mlflow_sizes(checkpoint: Path, work: Path) -> dict[str, int]:
     """Bytes stored per run by three ways of logging the model: the old one (best.pt, the plain
     state dict and an ``mlflow.pytorch`` pickle), best.pt next to a pyfunc holding a copy of
     it, and what training logs now (the pyfunc alone holds best.pt)."""
-    from echoquality_core.model import load_model_file
-    from echoquality_core.pyfunc import log_pyfunc_model
-    from echoquality_core.tracking import default_tracking_uri, start_run
+    from echoquality_core.model.network import load_model_file
+    from echoquality_core.scoring.pyfunc import log_pyfunc_model
+    from echoquality_core.runs.tracking import default_tracking_uri, start_run
 
     state = work / "best_state_dict.pt"
     net, _ = load_model_file(checkpoint)
@@ -91,10 +91,10 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=10)
     parser.add_argument("--frames", type=int, default=24)
     args = parser.parse_args()
-    from echoquality_core import precision
-    from echoquality_core.demo import write_demo_project
+    from echoquality_core.model import precision
+    from echoquality_core.demo.project import write_demo_project
     from echoquality_core.dicom import find_clips
-    from echoquality_core.model import build_model, save_checkpoint
+    from echoquality_core.model.network import build_model, save_checkpoint
 
     print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores, CUDA devices: "
           f"{torch.cuda.device_count()}, CPU native bf16: {precision.cpu_has_native_bf16()}, "

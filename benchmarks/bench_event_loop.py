@@ -24,12 +24,12 @@ from _timing import Gaps, spin
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
-from echoquality_core.demo import write_demo_project
+from echoquality_core.demo.project import write_demo_project
 
 WRITE_MODEL = """
 import sys, warnings, torch
-from echoquality_core.model import build_model, save_checkpoint
-from echoquality_core.preprocess import PreprocessParams
+from echoquality_core.model.network import build_model, save_checkpoint
+from echoquality_core.data.preprocess import PreprocessParams
 torch.manual_seed(0)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)
@@ -48,7 +48,7 @@ def main() -> int:
     args = parser.parse_args()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     from echoquality_gui.app import configure_application
-    from echoquality_gui.main_window import MainWindow
+    from echoquality_gui.window.main_window import MainWindow
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

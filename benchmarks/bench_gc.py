@@ -1,7 +1,7 @@
 """Garbage-collector pauses in the window, offscreen: the time of one full collection (which the
 app runs on its GUI timer, stalling the window) once every tab was shown, the Train tab's device
 list included (it imports torch), with the app's freezing of its start-up objects and of that
-import (``echoquality_gui.garbage``) and without.
+import (``echoquality_gui.common.garbage``) and without.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/bench_gc.py
 """
@@ -25,10 +25,11 @@ def one_app(freeze: bool) -> None:
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
-    from echoquality_core.demo import write_demo_project
-    from echoquality_gui import garbage, settings
+    from echoquality_core.demo.project import write_demo_project
+    from echoquality_gui.common import garbage
+    from echoquality_gui.common import settings
     from echoquality_gui.app import configure_application
-    from echoquality_gui.main_window import MainWindow
+    from echoquality_gui.window.main_window import MainWindow
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_gc"))
     write_demo_project(tmp / "demo", n_clips=12, n_frames=16, height=120, width=160)

@@ -10,10 +10,10 @@ import warnings
 import torch
 from _timing import median_seconds
 
-from echoquality_core.gradcam import gradcam
-from echoquality_core.heatmap import clip_frame_map, maps_to_clip
-from echoquality_core.model import build_model
-from echoquality_core.preprocess import PreprocessParams
+from echoquality_core.scoring.gradcam import gradcam
+from echoquality_core.scoring.heatmap import clip_frame_map, maps_to_clip
+from echoquality_core.model.network import build_model
+from echoquality_core.data.preprocess import PreprocessParams
 
 
 def main() -> None:

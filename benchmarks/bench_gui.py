@@ -21,7 +21,7 @@ from _timing import spin
 from PySide6.QtCore import QElapsedTimer, QEventLoop, QTimer
 from PySide6.QtWidgets import QApplication
 
-from echoquality_core.demo import synthetic_clip, write_dicom_clip
+from echoquality_core.demo.project import synthetic_clip, write_dicom_clip
 
 
 def run_for(app: QApplication, seconds: float) -> None:
@@ -129,7 +129,7 @@ def bench_model_input_memory(app, player, tmp: Path) -> None:
 
 
 def bench_scan(app, tmp: Path, n: int) -> None:
-    from echoquality_gui.session import Session
+    from echoquality_gui.common.session import Session
 
     root = tmp / "many"
     root.mkdir()
@@ -161,7 +161,7 @@ def main() -> int:
                         help="only the 600x800 model-input memory measurement")
     args = parser.parse_args()
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    from echoquality_gui.player import CinePlayer
+    from echoquality_gui.player.view import CinePlayer
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

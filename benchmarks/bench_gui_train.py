@@ -21,7 +21,7 @@ from _timing import Gaps, spin
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
-from echoquality_core.demo import synthetic_clip, write_demo_project, write_dicom_clip
+from echoquality_core.demo.project import synthetic_clip, write_demo_project, write_dicom_clip
 
 
 def played_fps(app: QApplication, player, seconds: float | None, until=None) -> float:
@@ -44,7 +44,7 @@ def main() -> int:
     args = parser.parse_args()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     from echoquality_gui.app import configure_application
-    from echoquality_gui.main_window import MainWindow
+    from echoquality_gui.window.main_window import MainWindow
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from orthanc_server import PASSWORD, USER, OrthancServer, unavailable_reason  # noqa: E402
 
-from echoquality_core.demo import synthetic_clip, write_dicom_clip  # noqa: E402
+from echoquality_core.demo.project import synthetic_clip, write_dicom_clip  # noqa: E402
 from echoquality_core.pacs import (  # noqa: E402
     Credentials,
     PacsConnection,
@@ -88,7 +88,7 @@ def bench_watch(server: OrthancServer, conn: PacsConnection, work: Path, repeats
     import pydicom
     import torch
 
-    from echoquality_core.model import build_model, save_checkpoint
+    from echoquality_core.model.network import build_model, save_checkpoint
     from echoquality_core.pacs.watch import Scorer, Watcher
 
     torch.manual_seed(0)

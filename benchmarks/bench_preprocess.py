@@ -15,9 +15,9 @@ import numpy as np
 import pydicom.data
 from _timing import median_seconds
 
-from echoquality_core.demo import synthetic_clip, write_demo_project
+from echoquality_core.demo.project import synthetic_clip, write_demo_project
 from echoquality_core.dicom import find_clips, read_clip
-from echoquality_core.preprocess import model_frames, preprocess_clip, ultrasound_mask
+from echoquality_core.data.preprocess import model_frames, preprocess_clip, ultrasound_mask
 
 DICOM_NAME = "color3d_jpeg_baseline.dcm"  # pydicom's 120-frame 480x640 JPEG cine
 

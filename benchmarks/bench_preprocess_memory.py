@@ -17,7 +17,7 @@ from pathlib import Path
 WRITE = textwrap.dedent("""
     import sys
     import numpy as np
-    from echoquality_core.demo import synthetic_clip, write_dicom_clip
+    from echoquality_core.demo.project import synthetic_clip, write_dicom_clip
     path, n, h, w, compression = sys.argv[1], *map(int, sys.argv[2:5]), sys.argv[5]
     frames = synthetic_clip(np.random.default_rng(0), "good", n_frames=n, height=h, width=w)
     write_dicom_clip(path, frames, compression=compression)
@@ -27,7 +27,7 @@ MEASURE = textwrap.dedent("""
     import json, resource, sys, time
     import psutil
     from echoquality_core.dicom import read_clip
-    from echoquality_core.preprocess import model_frames
+    from echoquality_core.data.preprocess import model_frames
     clip = read_clip(sys.argv[1])
     base = psutil.Process().memory_info().rss
     start = time.perf_counter()

@@ -19,8 +19,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import median_seconds  # noqa: E402
 
-from echoquality_core.agreement import agreement_report  # noqa: E402
-from echoquality_core.project import Project  # noqa: E402
+from echoquality_core.labels.agreement import agreement_report  # noqa: E402
+from echoquality_core.labels.project import Project  # noqa: E402
 
 
 def main() -> None:

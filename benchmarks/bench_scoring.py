@@ -22,15 +22,15 @@ from pathlib import Path
 
 import torch
 
-from echoquality_core import precision
-from echoquality_core.checkpoint import forward_scores
-from echoquality_core.data import ClipCache
-from echoquality_core.demo import write_demo_project
+from echoquality_core.model import precision
+from echoquality_core.model.checkpoint import forward_scores
+from echoquality_core.data.clips import ClipCache
+from echoquality_core.demo.project import write_demo_project
 from echoquality_core.dicom import find_clips
-from echoquality_core.gradcam import gradcam
-from echoquality_core.model import build_model, save_checkpoint
-from echoquality_core.preprocess import PreprocessParams, normalize
-from echoquality_core.scoring import read_scores, score_clips
+from echoquality_core.scoring.gradcam import gradcam
+from echoquality_core.model.network import build_model, save_checkpoint
+from echoquality_core.data.preprocess import PreprocessParams, normalize
+from echoquality_core.scoring.score import read_scores, score_clips
 
 
 def time_command(root: Path, checkpoint: Path, cache: Path, out: Path) -> float:

@@ -20,7 +20,7 @@ CHILD = r"""
 import json, sys, time
 from PySide6.QtWidgets import QApplication
 from echoquality_gui.app import configure_application
-from echoquality_gui.main_window import MainWindow
+from echoquality_gui.window.main_window import MainWindow
 app = QApplication(sys.argv[:1])
 configure_application(app)
 window = MainWindow()
@@ -41,7 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from echoquality_core.demo import write_demo_project
+    from echoquality_core.demo.project import write_demo_project
 
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,12 +18,12 @@ from pathlib import Path
 import psutil
 import torch
 
-from echoquality_core.data import EchoDataset
-from echoquality_core.demo import write_demo_project
-from echoquality_core.events import BatchEnd, EpochEnd, Progress
-from echoquality_core.labels import LabelStore
-from echoquality_core.tracking import default_tracking_uri
-from echoquality_core.train import TrainConfig, Trainer
+from echoquality_core.data.clips import EchoDataset
+from echoquality_core.demo.project import write_demo_project
+from echoquality_core.train.events import BatchEnd, EpochEnd, Progress
+from echoquality_core.labels.store import LabelStore
+from echoquality_core.runs.tracking import default_tracking_uri
+from echoquality_core.train.trainer import TrainConfig, Trainer
 
 
 def main() -> None:

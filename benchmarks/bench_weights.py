@@ -2,7 +2,7 @@
 
 1. Time from starting `python -m echoquality_core train --weights BAD` to its error (exit 2),
    for a missing file, a state dict of another architecture (MC3-18) and a non-tensor pickle.
-2. Download throughput of ``echoquality_core.download`` from a local ``python -m http.server``
+2. Download throughput of ``echoquality_core.files.download`` from a local ``python -m http.server``
    vs ``curl`` on the same 150 MB file (target: at least 0.8x curl).
 
 Run: .venv/bin/python benchmarks/bench_weights.py
@@ -36,7 +36,7 @@ def _bad_files(folder: Path) -> dict[str, Path]:
 
 
 def time_to_first_error(folder: Path) -> None:
-    from echoquality_core.demo import write_demo_project
+    from echoquality_core.demo.project import write_demo_project
 
     csv_path = write_demo_project(folder / "project", n_clips=4, n_frames=4, height=64, width=80)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -60,7 +60,7 @@ def _free_port() -> int:
 
 
 def throughput(folder: Path) -> None:
-    from echoquality_core.download import download, file_sha256
+    from echoquality_core.files.download import download, file_sha256
 
     www = folder / "www"
     www.mkdir()

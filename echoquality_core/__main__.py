@@ -1,6 +1,6 @@
 """`python -m echoquality_core` runs the `echoquality` command."""
 import sys
 
-from echoquality_core.cli import main
+from echoquality_core.cli.main import main
 
 sys.exit(main())

@@ -10,11 +10,11 @@ import pyqtgraph as pg
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from echoquality_gui import settings
-from echoquality_gui.garbage import collect_in_gui_thread, freeze_start_up
-from echoquality_gui.main_window import MainWindow
-from echoquality_gui.preferences import prompt_rater
-from echoquality_gui.resources import icon, stylesheet
+from echoquality_gui.common import settings
+from echoquality_gui.common.garbage import collect_in_gui_thread, freeze_start_up
+from echoquality_gui.window.main_window import MainWindow
+from echoquality_gui.window.preferences import prompt_rater
+from echoquality_gui.common.resources import icon, stylesheet
 
 def configure_application(app: QApplication) -> None:
     """Names (for QSettings), dark theme, icon, pyqtgraph options, garbage collection."""

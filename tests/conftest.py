@@ -34,7 +34,7 @@ def pytest_collection_modifyitems(items) -> None:
 def demo_project(tmp_path_factory) -> Path:
     """A small demo project written once per test session (10 clips, 24 frames, 120x160, 6 unlabelled):
     treat it as read-only; copy it (``project_copy``) to change labels."""
-    from echoquality_core.demo import write_demo_project
+    from echoquality_core.demo.project import write_demo_project
 
     root = tmp_path_factory.mktemp("demo_project")
     write_demo_project(root, n_clips=10, n_frames=24, height=120, width=160, unlabelled=0.6)
@@ -45,7 +45,7 @@ def demo_project(tmp_path_factory) -> Path:
 def tiny_project(tmp_path_factory):
     """Factory: ``tiny_project(n_clips, n_frames, height, width, seed, unlabelled)`` writes a
     small demo project into a new temporary folder and returns its labels CSV."""
-    from echoquality_core.demo import write_demo_project
+    from echoquality_core.demo.project import write_demo_project
 
     def make(n_clips: int = 10, n_frames: int = 6, height: int = 64, width: int = 80,
              seed: int = 0, unlabelled: float = 0.0) -> Path:
@@ -66,7 +66,7 @@ def random_model():
 
         import torch
 
-        from echoquality_core.model import build_model
+        from echoquality_core.model.network import build_model
 
         torch.manual_seed(seed)
         with warnings.catch_warnings():
@@ -121,7 +121,7 @@ def _gc_in_gui_thread(request):
     """GUI tests collect garbage as the app does: only in the GUI thread, on a timer."""
     if "qtbot" in request.fixturenames or "qapp" in request.fixturenames:
         request.getfixturevalue("qapp")
-        from echoquality_gui.garbage import collect_in_gui_thread
+        from echoquality_gui.common.garbage import collect_in_gui_thread
 
         collect_in_gui_thread()
     yield
@@ -144,7 +144,7 @@ def isolated_settings(tmp_path):
     """QSettings in a temporary INI file, with the rater name already set (no dialog)."""
     from PySide6.QtCore import QSettings
 
-    from echoquality_gui import settings
+    from echoquality_gui.common import settings
 
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope,
                       str(tmp_path / "settings"))
@@ -157,7 +157,7 @@ def isolated_settings(tmp_path):
 def studio_window(qtbot, qapp, isolated_settings):
     """The main window (dark theme applied), shown, closed and deleted after the test."""
     from echoquality_gui.app import configure_application
-    from echoquality_gui.main_window import MainWindow
+    from echoquality_gui.window.main_window import MainWindow
 
     configure_application(qapp)
     window = MainWindow()
@@ -199,8 +199,8 @@ def trained_run(tmp_path_factory):
     """A real, tiny training run, done once per test session: a 16-clip demo project (8 frames,
     96x128), 2 epochs of 4-frame clips on the CPU, tracked in the project's MLflow store.
     Returns ``(project_root, TrainEnd)``; treat both as read-only (copy to change labels)."""
-    from echoquality_core.demo import write_demo_project
-    from echoquality_core.train import TrainConfig, Trainer
+    from echoquality_core.demo.project import write_demo_project
+    from echoquality_core.train.trainer import TrainConfig, Trainer
 
     root = tmp_path_factory.mktemp("trained_project")
     csv_path = write_demo_project(root, n_clips=16, n_frames=8, height=96, width=128, seed=3,

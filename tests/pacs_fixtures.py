@@ -40,7 +40,7 @@ def _sentinel(ds: pydicom.Dataset, date: str, patient: int) -> None:
 def write_clip(folder: Path, name: str, date: str, *, patient: int, seed: int,
                n_frames: int = 8, study_uid: str | None = None, instance: int = 1) -> Path:
     """A small demo clip (uint8 8x64x80 RGB, JPEG) with sentinel patient data."""
-    from echoquality_core.demo import synthetic_clip, write_dicom_clip
+    from echoquality_core.demo.project import synthetic_clip, write_dicom_clip
 
     frames = synthetic_clip(np.random.default_rng(seed), "good", n_frames=n_frames, height=64,
                             width=80)
@@ -108,8 +108,8 @@ def pacs_env(monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_checkpoint(random_model, tmp_path_factory) -> Path:
     """A seeded, randomly initialised R(2+1)D-18 that sees 4 frames of 48x48 (fast on a CPU)."""
-    from echoquality_core.model import save_checkpoint
-    from echoquality_core.preprocess import PreprocessParams
+    from echoquality_core.model.network import save_checkpoint
+    from echoquality_core.data.preprocess import PreprocessParams
 
     path = tmp_path_factory.mktemp("model") / "best.pt"
     return save_checkpoint(random_model(0), path, threshold=0.42,

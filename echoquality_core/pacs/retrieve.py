@@ -19,7 +19,7 @@ from pathlib import Path
 import pydicom
 import requests
 
-from echoquality_core.atomic import atomic_write
+from echoquality_core.files.atomic import atomic_write
 from echoquality_core.pacs.connection import PacsAuthError, PacsConnection, PacsError
 from echoquality_core.pacs.search import InstanceRef, StudySummary, list_clips
 

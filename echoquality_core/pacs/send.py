@@ -48,7 +48,7 @@ def results_from_scores(scores_csv: str | os.PathLike, *, threshold: float, vers
     """A :class:`ClipResult` per scored row of ``scores_csv`` (``video_path`` relative to
     ``root``, default the CSV's folder); rows without a score or whose clip cannot be read are
     listed in ``skipped``."""
-    from echoquality_core.scoring import read_scores
+    from echoquality_core.scoring.score import read_scores
 
     scores_csv = Path(scores_csv)
     if not scores_csv.is_file():
@@ -82,7 +82,7 @@ def sr_file_name(result: ClipResult) -> str:
 
 def write_results(results: Sequence[ClipResult], out_dir: str | os.PathLike) -> list[Path]:
     """Write each result's SR into ``out_dir`` (atomically); the paths written."""
-    from echoquality_core.atomic import atomic_write
+    from echoquality_core.files.atomic import atomic_write
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

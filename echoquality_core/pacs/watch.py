@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from echoquality_core.atomic import atomic_write
+from echoquality_core.files.atomic import atomic_write
 from echoquality_core.pacs.connection import PacsConnection
 from echoquality_core.pacs.retrieve import clip_path, import_clips, uid_key
 from echoquality_core.pacs.search import InstanceRef, StudySummary, list_clips, search_studies
@@ -81,7 +81,7 @@ class Scorer:
 
     @classmethod
     def load(cls, model: str | os.PathLike, threshold: float | None = None) -> Scorer:
-        from echoquality_core.checkpoint import (
+        from echoquality_core.model.checkpoint import (
             load_scoring_model,
             params_from_info,
             threshold_from_info,
@@ -137,7 +137,7 @@ class Watcher:
         self.state.update(key, seen=None if failed else study.n_instances)
 
     def _clips(self, refs: list[InstanceRef], key: str, out: PollResult) -> int:
-        from echoquality_core.scoring import ClipInput, score_clips
+        from echoquality_core.scoring.score import ClipInput, score_clips
 
         imported = import_clips(self.conn, refs, self.folder)
         for name, reason in imported.failed:

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from echoquality_core.demo import synthetic_clip, write_dicom_clip
+from echoquality_core.demo.project import synthetic_clip, write_dicom_clip
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = "import sys; from echoquality_core.cli import main; sys.exit(main())"
+CLI = "import sys; from echoquality_core.cli.main import main; sys.exit(main())"
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,8 @@ def small_model(tmp_path_factory) -> Path:
     import torch
     from torchvision.models.video import r2plus1d_18
 
-    from echoquality_core.model import save_checkpoint
-    from echoquality_core.preprocess import PreprocessParams
+    from echoquality_core.model.network import save_checkpoint
+    from echoquality_core.data.preprocess import PreprocessParams
 
     torch.manual_seed(0)
     net = r2plus1d_18(num_classes=1)
@@ -76,7 +76,7 @@ def test_score_over_the_file_size_limit_leaves_only_complete_rows(tmp_path, smal
 def test_train_over_the_file_size_limit_says_disk_full_and_leaves_no_torn_file(tmp_path):
     if not shutil.which("prlimit"):
         pytest.skip("prlimit (util-linux) not installed")
-    from echoquality_core.demo import write_demo_project
+    from echoquality_core.demo.project import write_demo_project
 
     csv_path = write_demo_project(tmp_path, n_clips=8, n_frames=6, height=64, width=80, seed=5,
                                   unlabelled=0.0)
@@ -89,6 +89,6 @@ def test_train_over_the_file_size_limit_says_disk_full_and_leaves_no_torn_file(t
     files = [p for p in runs.rglob("*") if p.is_file()]
     assert not [p for p in files if ".tmp-" in p.name]  # no temporary file left behind
     assert not [p for p in files if p.suffix == ".pt"]  # no partial model
-    from echoquality_core.tracking import default_tracking_uri, list_runs
+    from echoquality_core.runs.tracking import default_tracking_uri, list_runs
 
     assert [r["status"] for r in list_runs(default_tracking_uri(tmp_path))] == ["FAILED"]

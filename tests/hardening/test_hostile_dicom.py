@@ -84,7 +84,7 @@ PROBE = textwrap.dedent("""
     import json, sys, time
     import psutil
     from echoquality_core.dicom import DicomReadError, read_clip
-    from echoquality_core.preprocess import model_frames
+    from echoquality_core.data.preprocess import model_frames
     before = psutil.Process().memory_info().rss
     began = time.monotonic()
     reasons = []

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from echoquality_core.atomic import DiskFullError, append_atomic, atomic_write
-from echoquality_core.labels import LabelClash, LabelStore
-from echoquality_core.project import Project
+from echoquality_core.files.atomic import DiskFullError, append_atomic, atomic_write
+from echoquality_core.labels.store import LabelClash, LabelStore
+from echoquality_core.labels.project import Project
 
 ROOT = Path(__file__).resolve().parents[2]
 
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from echoquality_core.project import Project
+    from echoquality_core.labels.project import Project
     root, name, n, start = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     while time.time() < start:
         time.sleep(0.001)

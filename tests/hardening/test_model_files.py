@@ -12,14 +12,14 @@ import pytest
 import torch
 from torch import nn
 
-from echoquality_core.checkpoint import UntrustedModelError, load_scoring_model
-from echoquality_core.demo import synthetic_clip, write_dicom_clip
-from echoquality_core.model import WeightsError, save_checkpoint
-from echoquality_core.preprocess import PreprocessParams
-from echoquality_core.scoring import score_clips
+from echoquality_core.model.checkpoint import UntrustedModelError, load_scoring_model
+from echoquality_core.demo.project import synthetic_clip, write_dicom_clip
+from echoquality_core.model.network import WeightsError, save_checkpoint
+from echoquality_core.data.preprocess import PreprocessParams
+from echoquality_core.scoring.score import score_clips
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = "import sys; from echoquality_core.cli import main; sys.exit(main())"
+CLI = "import sys; from echoquality_core.cli.main import main; sys.exit(main())"
 
 
 class Hang(nn.Module):

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from echoquality_core.demo import synthetic_clip, write_dicom_clip
-from echoquality_core.labels import LabelError, LabelStore
+from echoquality_core.demo.project import synthetic_clip, write_dicom_clip
+from echoquality_core.labels.store import LabelError, LabelStore
 
 ROOT = Path(__file__).resolve().parents[2]
 NOBODY = 65534
@@ -26,11 +26,11 @@ AS_NOBODY = textwrap.dedent("""
     import json, sys, warnings
     from pathlib import Path
     warnings.simplefilter("ignore")
-    from echoquality_core.labels import LabelError
-    from echoquality_core.model import build_model
-    from echoquality_core.preprocess import PreprocessParams
-    from echoquality_core.project import Project
-    from echoquality_core.scoring import score_clips
+    from echoquality_core.labels.store import LabelError
+    from echoquality_core.model.network import build_model
+    from echoquality_core.data.preprocess import PreprocessParams
+    from echoquality_core.labels.project import Project
+    from echoquality_core.scoring.score import score_clips
     root, labels = Path(sys.argv[1]), Path(sys.argv[2])
     project = Project(root)
     project.scan()

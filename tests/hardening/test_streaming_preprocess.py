@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from echoquality_core.demo import synthetic_clip, write_dicom_clip
+from echoquality_core.demo.project import synthetic_clip, write_dicom_clip
 from echoquality_core.dicom import read_clip
-from echoquality_core.preprocess import PreprocessParams, model_frames, preprocess_clip
+from echoquality_core.data.preprocess import PreprocessParams, model_frames, preprocess_clip
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_the_readme_example_runs_on_a_clip(clips):
 
 
 def test_the_model_input_view_of_a_very_long_clip_is_refused_before_decoding():
-    from echoquality_core.preprocess import MAX_VIEW_FRAMES, model_view
+    from echoquality_core.data.preprocess import MAX_VIEW_FRAMES, model_view
 
     asked = []
     with pytest.raises(ValueError, match=f"the clip has {MAX_VIEW_FRAMES + 1} frames; the "

@@ -14,15 +14,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from echoquality_core.demo import write_demo_project
-from echoquality_core.tracking import default_tracking_uri
+from echoquality_core.demo.project import write_demo_project
+from echoquality_core.runs.tracking import default_tracking_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 
 APP = textwrap.dedent("""
     import json, sys, time
-    from echoquality_core.events import BatchEnd
-    from echoquality_core.train_process import TrainProcess
+    from echoquality_core.train.events import BatchEnd
+    from echoquality_core.jobs.train_process import TrainProcess
     run = TrainProcess(json.loads(sys.argv[1]))
     run.start()
     for event in run.events():
@@ -77,7 +77,7 @@ def test_killing_the_app_ends_its_training_child_within_2_s(settings):
     assert _statuses(settings["tracking_uri"]) == ["KILLED"]  # cancelled, nothing kept
 
 
-CLI = "import sys; from echoquality_core.cli import main; sys.exit(main())"
+CLI = "import sys; from echoquality_core.cli.main import main; sys.exit(main())"
 
 
 def _train(settings: dict) -> subprocess.Popen:
@@ -90,7 +90,7 @@ def _train(settings: dict) -> subprocess.Popen:
 
 
 def _wait_for_a_running_run(settings: dict, known: int, process: subprocess.Popen) -> None:
-    from echoquality_core.tracking import list_runs
+    from echoquality_core.runs.tracking import list_runs
 
     began = time.monotonic()
     while time.monotonic() - began < 240:
@@ -105,7 +105,7 @@ def _wait_for_a_running_run(settings: dict, known: int, process: subprocess.Pope
 
 @pytest.mark.slow
 def test_sigterm_or_kill_9_of_train_leaves_no_running_run_and_no_model_offered(settings):
-    from echoquality_core.tracking import list_runs, mark_stale_runs, run_checkpoint
+    from echoquality_core.runs.tracking import list_runs, mark_stale_runs, run_checkpoint
 
     uri, project = settings["tracking_uri"], Path(settings["annotations_csv"]).parent
     known = len(list_runs(uri))

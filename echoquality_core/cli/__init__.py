@@ -1,0 +1,1 @@
+"""The ``echoquality`` command: its parser and one module per command group."""

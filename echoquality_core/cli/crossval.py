@@ -1,0 +1,267 @@
+"""CLI of cross-validation and its uses: ``echoquality crossval``, ``label-issues``,
+``threshold``, and the confidence intervals ``evaluate`` prints."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from echoquality_core.cli.common import fail
+
+_CV_OPTIONS = ("epochs", "batch_size", "learning_rate", "num_unfrozen_layers", "n_frames",
+               "stride", "size", "device", "seed", "tracking_uri", "experiment", "use_mlflow",
+               "augment", "loss", "class_weighting", "scheduler")
+_SHOWN = (("roc_auc", "roc_auc"), ("pr_auc", "pr_auc"), ("sensitivity", "sensitivity (recall)"),
+          ("specificity", "specificity"), ("ppv", "PPV (precision)"), ("npv", "NPV"),
+          ("accuracy", "accuracy"), ("brier", "brier"))
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``crossval``, ``label-issues`` and ``threshold`` to the echoquality command."""
+    _add_crossval(sub)
+    _add_label_issues(sub)
+    _add_threshold(sub)
+
+
+def _add_crossval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "crossval", help="patient-grouped k-fold cross-validation: an out-of-fold score per clip",
+        description="Train one model per fold (patients grouped, labels stratified), each an "
+        "MLflow run nested under one parent run; writes <project>/crossval/<run>/oof_scores.csv "
+        "and prints metrics with patient-level bootstrap 95%% CIs.")
+    p.add_argument("--csv", type=Path, required=True, help="labels CSV (video_path, quality_score)")
+    p.add_argument("--videos", type=Path, help="folder with the clips")
+    p.add_argument("--weights", type=Path, help="starting weights, e.g. video_quality_model.pt")
+    p.add_argument("--config", type=Path, help="TOML file with training settings")
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="repeat with other fold assignments; scores are averaged (default 1)")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of each fold's training patients used for validation (0.2)")
+    p.add_argument("--name", help="run name (default cv-<date>-<time>-<id>)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, dest="learning_rate")
+    p.add_argument("--layers", type=int, dest="num_unfrozen_layers")
+    p.add_argument("--frames", type=int, dest="n_frames")
+    p.add_argument("--stride", type=int)
+    p.add_argument("--size", type=int, help="model input size (default 112)")
+    p.add_argument("--loss", choices=("bce", "focal"))
+    p.add_argument("--class-weighting", action="store_true", default=None)
+    p.add_argument("--scheduler", choices=("plateau", "cosine_restarts", "none"))
+    p.add_argument("--augment", action="store_true", default=None)
+    p.add_argument("--device")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--tracking-uri")
+    p.add_argument("--experiment")
+    p.add_argument("--no-mlflow", action="store_false", dest="use_mlflow", default=None)
+    p.set_defaults(run=run_crossval)
+
+
+def _add_crossval_source(p: argparse.ArgumentParser) -> None:
+    """``--crossval RUN`` and ``--project``: where the out-of-fold scores are."""
+    p.add_argument("--crossval", required=True, metavar="RUN",
+                   help="cross-validation run name (under <project>/crossval), its folder, "
+                   "or its oof_scores.csv")
+    p.add_argument("--project", type=Path, default=Path("."), help="project folder (default .)")
+
+
+def _add_label_issues(sub: argparse._SubParsersAction) -> None:
+    q = sub.add_parser(
+        "label-issues", help="labelled clips whose label the out-of-fold score disputes",
+        description="Rank labelled clips by cleanlab's label quality of their out-of-fold "
+        "scores (most likely mislabelled first); cleanlab's find_label_issues flags the ones "
+        "it estimates to be label errors.")
+    _add_crossval_source(q)
+    q.add_argument("--out", type=Path, required=True, help="CSV to write the ranked queue to")
+    q.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
+    q.set_defaults(run=run_label_issues)
+
+
+def _add_threshold(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser(
+        "threshold", help="make a threshold (and calibration) the model's, from held-out scores",
+        description="Choose the decision threshold on out-of-fold scores (a preset or a "
+        "number), optionally fit a calibration, and save both into the checkpoint, the "
+        "project (.echoquality/decision.json) and the model's MLflow run; score uses them.")
+    _add_crossval_source(t)
+    t.add_argument("--model", type=Path, required=True, help="checkpoint (best.pt) to update")
+    t.add_argument("--preset", default="youden",
+                   help="youden, sensitivity_95, specificity_95, or a number in 0..1")
+    t.add_argument("--calibrate", choices=("none", "temperature", "platt"), default="none")
+    t.add_argument("--tracking-uri", help="MLflow store of the model's run (default: project's)")
+    t.set_defaults(run=run_threshold)
+
+
+def run_crossval(args: argparse.Namespace) -> int:
+    from echoquality_core.train.crossval import CrossValidator
+    from echoquality_core.train.trainer import TrainConfig
+
+    options = {k: getattr(args, k) for k in _CV_OPTIONS if getattr(args, k, None) is not None}
+    paths = {"annotations_csv": args.csv, "videos_dir": args.videos, "model_weights": args.weights}
+    options |= {k: str(v.resolve()) for k, v in paths.items() if v is not None}
+    if args.name:
+        options["run_name"] = args.name
+    if not args.csv.is_file():
+        return fail("crossval", f"labels CSV not found: {args.csv}")
+    try:
+        config = (TrainConfig.from_toml(args.config, **options) if args.config
+                  else TrainConfig(**options))
+        cv = CrossValidator(config, args.folds, args.repeats, _printer(),
+                            val_fraction=args.val_fraction)
+    except (OSError, ValueError, TypeError) as exc:
+        return fail("crossval", exc)
+    end = cv.run()
+    if end.error is not None and end.folds_done == 0 and end.error.kind == "data":
+        return fail("crossval", end.error.message)
+    if end.cancelled:
+        print("Cross-validation cancelled; nothing was kept.")
+        return 1
+    if end.error is not None:
+        print(f"Error ({end.error.kind}): {end.error.message}", file=sys.stderr)
+    if end.oof_csv is None:
+        return 1
+    print(_oof_report(end.oof_csv, end.threshold))
+    print(f"Out-of-fold scores: {end.oof_csv}")
+    if end.run_id:
+        print(f"MLflow parent run {end.run_id} ({end.folds_done} fold run(s) nested under it)")
+    return 0 if end.error is None else 1
+
+
+def _printer():
+    from echoquality_core.train.events import EpochEnd, FoldStart, TrainError
+
+    where = {"fold": ""}
+
+    def show(event: Any) -> None:
+        if isinstance(event, FoldStart):
+            rep = f" (repeat {event.repeat}/{event.n_repeats})" if event.n_repeats > 1 else ""
+            where["fold"] = f"fold {event.fold}/{event.n_folds}{rep}"
+            print(f"{where['fold']}: train {event.sizes.get('train')}, val "
+                  f"{event.sizes.get('val')}, held out {event.sizes.get('test')} clips",
+                  file=sys.stderr)
+        elif isinstance(event, EpochEnd):
+            print(f"{where['fold']}, epoch {event.epoch}: train loss {event.train_loss:.4f}, "
+                  f"val loss {event.val_loss:.4f}", file=sys.stderr)
+        elif isinstance(event, TrainError) and not event.fatal:  # fatal: reported at the end
+            print(f"Warning: {event.message}", file=sys.stderr)
+
+    return show
+
+
+def _oof_report(oof_csv: Path, threshold: float) -> str:
+    from echoquality_core.train.crossval import read_oof
+
+    rows = read_oof(oof_csv)
+    return format_with_ci([r["label"] for r in rows], [r["score"] for r in rows],
+                          [r["group"] for r in rows], threshold, "Out-of-fold scores")
+
+
+def format_with_ci(labels: Sequence[float], scores: Sequence[float],
+                   groups: Sequence[object] | None, threshold: float, source: str) -> str:
+    """Lines: what the numbers rest on, then each metric with its bootstrap 95% CI."""
+    from echoquality_core.evaluation.stats import describe_basis, metrics_with_ci
+
+    lines = [describe_basis(labels, groups, source) + f", threshold {threshold:.3f}:"]
+    y = [v >= 0.5 for v in labels]
+    if not 0 < sum(y) < len(y):
+        return "\n".join(lines + ["  (one class only: no metrics with confidence intervals)"])
+    estimates = metrics_with_ci(labels, scores, groups, threshold)
+    for key, name in _SHOWN:
+        lines.append(f"  {name:<21} {estimates[key].text()}")
+    lines.append("  (95% CIs: patient-level bootstrap, 1000 resamples)")
+    return "\n".join(lines)
+
+
+def run_label_issues(args: argparse.Namespace) -> int:
+    from echoquality_core.train.crossval import find_crossval, read_oof
+    from echoquality_core.evaluation.label_issues import rank_label_issues, write_label_issues
+
+    try:
+        oof = find_crossval(args.project, args.crossval)
+        issues = rank_label_issues(read_oof(oof))
+    except (OSError, ValueError) as exc:
+        return fail("label-issues", exc)
+    write_label_issues(args.out, issues)
+    flagged = sum(r["flagged"] for r in issues)
+    print(f"{len(issues)} labelled clip(s) ranked; cleanlab flags {flagged} as likely "
+          "label error(s)")
+    print(f"{'rank':>4}  {'label':>5}  {'oof score':>9}  {'quality':>7}  flag  clip")
+    for r in issues[:max(0, args.top)]:
+        print(f"{r['rank']:>4}  {r['label']:>5g}  {r['score']:>9.3f}  {r['label_quality']:>7.3f}"
+              f"  {'yes ' if r['flagged'] else '    '}  {r['video_path']}")
+    print(f"Queue: {args.out.resolve()}")
+    return 0
+
+
+def run_threshold(args: argparse.Namespace) -> int:
+    from echoquality_core.evaluation.calibration import (
+        apply_calibration,
+        fit_calibration,
+        save_decision,
+        threshold_preset,
+    )
+    from echoquality_core.train.crossval import find_crossval, read_oof
+    from echoquality_core.runs.tracking import default_tracking_uri
+
+    try:
+        rows = read_oof(find_crossval(args.project, args.crossval))
+        labels = [r["label"] for r in rows]
+        calibration = fit_calibration(labels, [r["score"] for r in rows], args.calibrate)
+        scores = apply_calibration([r["score"] for r in rows], calibration)
+        try:
+            value = float(args.preset)
+        except ValueError:
+            value = threshold_preset(labels, scores, args.preset)
+        uri = args.tracking_uri or default_tracking_uri(args.project)
+        decision = save_decision(args.model, value, calibration=calibration,
+                                 source=f"crossval {args.crossval}: {args.preset}",
+                                 project_dir=args.project, tracking_uri=uri)
+    except (OSError, ValueError, KeyError) as exc:
+        return fail("threshold", exc)
+    cal = decision["calibration"]
+    print(f"Threshold {decision['threshold']:.3f} saved in {args.model.name}"
+          + (f" with {cal['method']} calibration (a={cal['a']:.3f}, b={cal['b']:.3f})"
+             if cal else ""))
+    print(format_with_ci(labels, scores, [r["group"] for r in rows], decision["threshold"],
+                         "Out-of-fold scores" + (" (calibrated)" if cal else "")))
+    return 0
+
+
+def patient_groups(paths: Sequence[Path]) -> list[str]:
+    """Patient key of each clip (salted hash from its header; the file itself when the header
+    has none or cannot be read): what the bootstrap resamples."""
+    from echoquality_core.dicom import DicomReadError, read_clip
+
+    groups = []
+    for path in paths:
+        try:
+            meta = read_clip(path).metadata
+            groups.append(str(meta.get("patient_key") or meta.get("study_key") or path))
+        except (DicomReadError, OSError, ValueError):
+            groups.append(str(path))
+    return groups
+
+
+def run_test_split(run_id: str, tracking_uri: str, folder: Path) -> set[str]:
+    """video_paths of the test split of MLflow run ``run_id`` (its split.csv artifact)."""
+    import csv
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="split.csv", dst_path=str(folder),
+            tracking_uri=tracking_uri)
+    except (MlflowException, OSError) as exc:
+        raise ValueError(f"MLflow run {run_id!r} has no split.csv, so its test split is "
+                         "unknown; use --all-clips to evaluate every labelled clip") from exc
+    with open(local, newline="", encoding="utf-8") as fh:
+        test = {row["video_path"] for row in csv.DictReader(fh) if row["split"] == "test"}
+    if not test:
+        raise ValueError(f"MLflow run {run_id!r} has no test split; use --all-clips to "
+                         "evaluate every labelled clip (training clips included)")
+    return test

@@ -1,0 +1,1 @@
+"""Clips as model input: preprocessing, the clip cache and Dataset, augmentation."""

@@ -1,0 +1,1 @@
+"""The demo project: synthetic echo clips written as DICOM files, with labels."""

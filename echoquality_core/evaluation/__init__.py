@@ -1,0 +1,1 @@
+"""How good is a model: metrics with CIs, calibration, threshold, review set, report, plots."""

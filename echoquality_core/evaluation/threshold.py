@@ -1,0 +1,92 @@
+"""The state behind the Review tab's threshold panel, in plain Python: held-out scores of
+labelled clips, an optional calibration, the threshold in effect and the one being tried, the
+clips whose call the change flips, and saving the choice with the model."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from echoquality_core.evaluation.calibration import (
+    apply_calibration,
+    fit_calibration,
+    flipped,
+    reliability_curve,
+    save_decision,
+    threshold_preset,
+)
+from echoquality_core.evaluation.stats import point_metrics
+
+
+class ThresholdChoice:
+    """Choose a threshold (and calibration) on held-out scores.
+
+    ``saved`` is the threshold in effect (the model's); ``threshold`` the one being tried;
+    :meth:`flips` lists the clips whose call differs between the two.
+    """
+
+    def __init__(self, rels: Sequence[str], labels: Sequence[float], scores: Sequence[float],
+                 saved: float, groups: Sequence[str] | None = None,
+                 calibration: dict[str, Any] | None = None):
+        if not len(rels) == len(labels) == len(scores):
+            raise ValueError("rels, labels and scores must have the same length")
+        self.rels = list(rels)
+        self.labels = np.asarray(labels, dtype=float)
+        self.raw = np.asarray(scores, dtype=float)
+        self.groups = list(groups) if groups is not None else None
+        self.calibration = calibration
+        self.saved = float(saved)
+        self.threshold = float(saved)
+
+    @property
+    def scores(self) -> np.ndarray:
+        """The scores as the model (with the calibration being tried) gives them."""
+        return apply_calibration(self.raw, self.calibration)
+
+    def set_threshold(self, value: float) -> None:
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"threshold must lie in 0..1, got {value:g}")
+        self.threshold = float(value)
+
+    def preset(self, name: str) -> float:
+        """Move the threshold to a preset (see ``calibration.threshold_preset``); returns it."""
+        self.threshold = threshold_preset(self.labels, self.scores, name)
+        return self.threshold
+
+    def set_calibration(self, method: str) -> None:
+        """"none", "temperature" or "platt" fitted on these scores (ValueError if impossible)."""
+        self.calibration = fit_calibration(self.labels, self.raw, method)
+
+    def stats(self) -> dict[str, float]:
+        """Point metrics (sensitivity, specificity, PPV, NPV, ...) at the tried threshold."""
+        return point_metrics(self.labels, self.scores, self.threshold)
+
+    def flips(self) -> list[tuple[str, float, float, str]]:
+        """(clip, label, score, new call) of every clip whose call changes from the saved
+        threshold to the tried one, by score."""
+        s = self.scores
+        idx = sorted(flipped(s, self.saved, self.threshold), key=lambda i: (s[i], self.rels[i]))
+        return [(self.rels[i], float(self.labels[i]), float(s[i]),
+                 "good" if s[i] >= self.threshold else "poor") for i in idx]
+
+    def reliability(self, n_bins: int = 10) -> dict[str, np.ndarray]:
+        return reliability_curve(self.labels, self.scores, n_bins)
+
+    def histograms(self, n_bins: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(bin edges, counts of good clips, counts of poor clips) over 0..1."""
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
+        good = self.labels >= 0.5
+        s = self.scores
+        return (edges, np.histogram(s[good], edges)[0], np.histogram(s[~good], edges)[0])
+
+    def save(self, checkpoint: str | os.PathLike, *, project_dir: str | os.PathLike | None,
+             tracking_uri: str | None, source: str) -> dict[str, Any]:
+        """Make the tried threshold and calibration the model's (see ``save_decision``)."""
+        decision = save_decision(Path(checkpoint), self.threshold, calibration=self.calibration,
+                                 source=source, project_dir=project_dir,
+                                 tracking_uri=tracking_uri)
+        self.saved = self.threshold
+        return decision

@@ -1,0 +1,1 @@
+"""Files on disk: all-or-nothing writes, file digests, verified downloads."""

@@ -1,0 +1,1 @@
+"""Work in other processes: the model process, the training process and its ranks."""

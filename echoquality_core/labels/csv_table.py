@@ -1,0 +1,251 @@
+"""The labels CSV as text: read it into a ``CsvTable`` and write the table back.
+
+Reading sniffs the delimiter (``,`` ``;`` or tab, from the header line), keeps each record's raw
+text (a record may span several lines), accepts a decimal comma in a ``;``-separated file and
+collects every bad row before raising one ``LabelError``. Writing reuses the raw text of each row
+nobody changed, so an untouched file comes back byte for byte. The file itself (locking, atomic
+saves, merging) belongs to ``labels.LabelStore``.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from echoquality_core.labels.values import (
+    ISSUES,
+    LABELED_AT,
+    NOTES,
+    PATH,
+    RATER,
+    SCORE,
+    Label,
+    LabelError,
+    _check_labeled_at,
+    _check_score,
+    check_issues,
+)
+
+Problems = list[tuple[int | None, str]]
+
+
+@dataclass
+class CsvRow:
+    """One record of the file: its cells, and its label once read."""
+
+    cells: list[str]
+    raw: str | None  # the row's text (line end included) while unchanged since load/save
+    key: str | None = None  # canonical relative path; None for a blank row
+    label: Label | None = None  # None when unlabelled (empty quality_score) or blank
+
+
+@dataclass
+class CsvTable:
+    """The file's header, rows and dialect (BOM, line ending, delimiter); empty by default."""
+
+    header: list[str] = field(default_factory=lambda: [PATH, SCORE])
+    header_raw: str | None = None
+    rows: list[CsvRow] = field(default_factory=list)
+    index: dict[str, int] = field(default_factory=dict)  # key -> position in rows
+    bom: bool = False
+    newline: str = "\n"
+    delimiter: str = ","
+
+    def columns(self) -> dict[str, int]:
+        """Column name (stripped) -> position."""
+        return {name.strip(): i for i, name in enumerate(self.header)}
+
+    def ensure_column(self, name: str) -> None:
+        """Add column ``name`` at the end (every row gets an empty cell) unless it exists."""
+        if name in self.columns():
+            return
+        self.header.append(name)
+        self.header_raw = None
+        for row in self.rows:
+            row.cells.append("")
+            row.raw = None
+
+
+# --- reading ----------------------------------------------------------------------------------
+def parse_csv(data: bytes, relative: Callable[[str], str]) -> CsvTable:
+    """The table in ``data``; ``relative`` turns a ``video_path`` into its key (or LabelError).
+
+    Raises LabelError naming every bad row."""
+    bom = data.startswith(codecs.BOM_UTF8)
+    text = _decode(data)
+    if not text.strip():
+        return CsvTable(bom=bom)
+    first_line = next(iter(io.StringIO(text, newline="")))
+    delimiter = next((d for d in (",", ";", "\t") if d in first_line), ",")
+    records = _records(text, delimiter)
+    header, header_raw = _read_header(records)
+    rows, index = _read_rows(records, header, relative, decimal_comma=delimiter != ",")
+    return CsvTable(header, header_raw, rows, index, bom, _line_end(header_raw) or "\n",
+                    delimiter)
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LabelError(f"the file is not UTF-8 text (byte {exc.start}); in Excel save it "
+                         f"as 'CSV UTF-8'") from None
+
+
+def _read_header(records: Iterator[tuple[list[str], str]]) -> tuple[list[str], str]:
+    """The header's cells and raw text; LabelError if a required column is missing or doubled."""
+    try:
+        header, header_raw = next(records)
+    except csv.Error as exc:
+        raise LabelError(f"cannot read the header: {exc}", row=1) from None
+    names = [name.strip() for name in header]
+    problems: Problems = []
+    for required in (PATH, SCORE):
+        if required not in names:
+            missing = f"missing column {required!r} (header has: {', '.join(names)})"
+            problems.append((1, missing))
+    for name in sorted({n for n in names if n and names.count(n) > 1}):
+        problems.append((1, f"column {name!r} appears more than once"))
+    if problems:
+        raise LabelError(problems[0][1], problems=problems)
+    return header, header_raw
+
+
+def _read_rows(records: Iterator[tuple[list[str], str]], header: list[str],
+               relative: Callable[[str], str],
+               decimal_comma: bool) -> tuple[list[CsvRow], dict[str, int]]:
+    """The rows after the header and the index of the labelled ones; LabelError naming every
+    bad row (the header is row 1)."""
+    columns = {name.strip(): i for i, name in enumerate(header)}
+    rows: list[CsvRow] = []
+    index: dict[str, int] = {}
+    first_seen: dict[str, int] = {}
+    problems: Problems = []
+    row_number = 1
+    while True:
+        row_number += 1
+        try:
+            cells, raw = next(records)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problems.append((row_number, f"cannot read the row: {exc}"))
+            break
+        try:
+            row = _read_record(cells, raw, len(header), columns, relative, decimal_comma)
+        except LabelError as exc:
+            problems.append((row_number, exc.problem))
+            continue
+        if row.key is not None:
+            if row.key in first_seen:
+                twice = f"duplicate video_path {row.key!r} (also on row {first_seen[row.key]})"
+                problems.append((row_number, twice))
+                continue
+            first_seen[row.key] = row_number
+            index[row.key] = len(rows)
+        rows.append(row)
+    if problems:
+        raise LabelError(problems[0][1], problems=problems)
+    return rows, index
+
+
+def _read_record(cells: list[str], raw: str, n_columns: int, columns: dict[str, int],
+                 relative: Callable[[str], str], decimal_comma: bool) -> CsvRow:
+    """One record as a row (padded to the header's width); LabelError with the row's problem."""
+    if (problem := _broken_record(cells, raw, columns)) is not None:
+        raise LabelError(problem)
+    if len(cells) > n_columns:
+        if any(c.strip() for c in cells[n_columns:]):
+            raise LabelError(f"{len(cells)} values but the header has {n_columns} columns")
+        cells = cells[:n_columns]
+    cells += [""] * (n_columns - len(cells))
+    row = CsvRow(cells, raw)
+    if any(c.strip() for c in cells):
+        row.key, row.label = _read_label(cells, columns, relative, decimal_comma)
+    return row
+
+
+def _read_label(cells: list[str], columns: dict[str, int], relative: Callable[[str], str],
+                decimal_comma: bool) -> tuple[str, Label | None]:
+    def cell(name: str) -> str:
+        return cells[columns[name]].strip() if name in columns else ""
+
+    if not cell(PATH):
+        raise LabelError(f"empty video_path (quality_score {cell(SCORE)!r})")
+    key = relative(cell(PATH))
+    issues = check_issues(cell(ISSUES))
+    labeled_at = _check_labeled_at(cell(LABELED_AT))
+    score_text = cell(SCORE)
+    if not score_text:
+        return key, None
+    if decimal_comma and re.fullmatch(r"\d*,\d+", score_text):
+        score_text = score_text.replace(",", ".")  # decimal comma of a ';'-separated file
+    score = _check_score(score_text)
+    notes = cells[columns[NOTES]] if NOTES in columns else ""
+    return key, Label(key, score, cell(RATER) or None, labeled_at, issues,
+                      notes if notes.strip() else None)
+
+
+def _records(text: str, delimiter: str) -> Iterator[tuple[list[str], str]]:
+    """(cells, raw text) of each CSV record; a record may span several lines (quoted newlines)."""
+    consumed: list[str] = []
+
+    def lines() -> Iterator[str]:
+        for line in io.StringIO(text, newline=""):
+            consumed.append(line)
+            yield line
+
+    for cells in csv.reader(lines(), delimiter=delimiter):
+        raw = "".join(consumed)
+        consumed.clear()
+        yield cells, raw
+
+
+def _broken_record(cells: list[str], raw: str, columns: dict[str, int]) -> str | None:
+    """Why a record cannot be a row of the file (an unbalanced quote, too few values), or None."""
+    if '"' in raw and ("\n" in raw.rstrip("\r\n") or not _line_end(raw)):
+        try:
+            for _ in csv.reader(io.StringIO(raw, newline=""), strict=True):
+                pass
+        except csv.Error:
+            return ('a quote (") opened on this row is never closed, so every later row would '
+                    'be read as part of it; fix the quote')
+        path = cells[columns[PATH]] if len(cells) > columns[PATH] else ""
+        if "\n" in path or "\r" in path:
+            return ("video_path runs over several lines: an unbalanced quote (\") swallows the "
+                    "rows after it; fix the quote")
+    needed = max(columns[PATH], columns[SCORE]) + 1
+    if any(c.strip() for c in cells) and len(cells) < needed:
+        return (f"{len(cells)} value{'s' if len(cells) != 1 else ''} but the header has "
+                f"{len(columns)} columns (no {SCORE!r} value); add the missing commas")
+    return None
+
+
+def _line_end(text: str) -> str:
+    for end in ("\r\n", "\n", "\r"):
+        if text.endswith(end):
+            return end
+    return ""
+
+
+# --- writing ----------------------------------------------------------------------------------
+def render_csv(table: CsvTable) -> str:
+    """The CSV text; rows changed since the last load/save (``raw`` None) are formatted anew."""
+    def fmt(cells: list[str]) -> str:
+        buf = io.StringIO()
+        csv.writer(buf, delimiter=table.delimiter, lineterminator=table.newline).writerow(cells)
+        return buf.getvalue()
+
+    if table.header_raw is None:
+        table.header_raw = fmt(table.header)
+    for row in table.rows:
+        if row.raw is None:
+            row.raw = fmt(row.cells)
+    parts = [table.header_raw] + [row.raw for row in table.rows]
+    for i in range(len(parts) - 1):
+        if not _line_end(parts[i]):
+            parts[i] += table.newline  # the old last line had no line end
+    return "".join(parts)

@@ -1,0 +1,1 @@
+"""The quality model and its files: network, checkpoints, weights, precision, export."""

@@ -1,0 +1,1 @@
+"""Training runs: the run folder on disk and MLflow tracking."""

@@ -1,0 +1,1 @@
+"""Scoring clips with a model: score CSVs, GradCAM and heat maps, pyfunc, sharded scoring."""

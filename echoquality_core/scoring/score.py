@@ -1,0 +1,464 @@
+"""Score many clips with a quality model and write one CSV row per clip.
+
+The output CSV has the columns ``video_path,score,pass,assessment,frames,fps,error``:
+``score`` is sigmoid(logit) in 0..1 (1 = good quality), ``pass`` is ``score >= threshold``,
+``assessment`` the EchoQuality README's score band (``review.SCORE_BANDS``) on the same side of
+the threshold as ``pass``. A calibration saved in the checkpoint is applied to the scores first.
+A clip that cannot be read or preprocessed gets a row with its ``error`` and an empty score
+instead of stopping the run.
+A GradCAM strip that cannot be written leaves the score as it is and says
+``gradcam failed: <reason>`` in ``error``.
+
+The run is resumable: clips with a score in an existing output CSV (matched by ``video_path``)
+are skipped; clips whose row has no score (unreadable last time, e.g. still being copied) are
+tried again, their old rows first removed by rewriting the file atomically, so the file ends with
+one row per clip. Each batch's rows are appended with a single write followed by fsync, so a
+crash loses at most the batch being scored. A torn last line (power loss, full disk) is cut off
+the next time the file is opened for scoring. Nothing from DICOM headers except the frame count
+and frame rate reaches the output.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+import math
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from echoquality_core.model import precision
+from echoquality_core.files.atomic import append_atomic, atomic_write
+from echoquality_core.model.checkpoint import (
+    forward_scores,
+    params_from_info,
+    read_scoring_model,
+    require_checkpoint,
+    threshold_from_info,
+)
+from echoquality_core.data.clips import ClipCache, ClipLoadError, clip_model_frames
+from echoquality_core.dicom import DicomReadError, find_clips, read_clip
+from echoquality_core.model.network import resolve_device
+from echoquality_core.data.preprocess import PreprocessParams, normalize
+from echoquality_core.evaluation.review import assessment
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("video_path", "score", "pass", "assessment", "frames", "fps", "error")
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+# --- which clips -------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ClipInput:
+    """One clip to score: where it is and how the output names it."""
+
+    path: Path
+    name: str
+
+
+def collect_clips(
+    inputs: str | os.PathLike | ClipInput | Sequence[str | os.PathLike | ClipInput],
+) -> list[ClipInput]:
+    """The clips named by folders (searched recursively by content), files, CSV files with a
+    ``video_path`` column (relative paths are taken from the CSV's folder) or ClipInputs.
+
+    Output names are relative to the folder when exactly one folder is given, otherwise the
+    paths as given (as written in the CSV for CSV input). Duplicates are dropped.
+    """
+    if isinstance(inputs, (str, os.PathLike, ClipInput)):
+        inputs = [inputs]
+    inputs = [p if isinstance(p, ClipInput) else Path(p) for p in inputs]
+    if not inputs:
+        raise ValueError("nothing to score: give at least one folder, DICOM file or CSV")
+    for p in inputs:
+        if isinstance(p, Path) and not p.exists():
+            raise FileNotFoundError(f"not found: {p}")
+    one_folder = len(inputs) == 1 and isinstance(inputs[0], Path) and inputs[0].is_dir()
+    clips: list[ClipInput] = []
+    for p in inputs:
+        if isinstance(p, ClipInput):
+            clips.append(p)
+        elif p.is_dir():
+            found = find_clips(p)
+            if not found and one_folder:
+                raise ValueError(f"no DICOM clips found under {p}")
+            clips += [
+                ClipInput(f, f.relative_to(p).as_posix() if one_folder else str(f)) for f in found
+            ]
+        elif p.suffix.lower() == ".csv":
+            clips += _clips_from_csv(p)
+        else:
+            clips.append(ClipInput(p, str(p)))
+    seen: set[str] = set()
+    unique = []
+    for clip in clips:
+        if clip.name not in seen:
+            seen.add(clip.name)
+            unique.append(clip)
+    return unique
+
+
+def _clips_from_csv(csv_path: Path) -> list[ClipInput]:
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{csv_path.name}: not a readable CSV ({exc})") from exc
+    if "video_path" not in table.columns:
+        raise ValueError(
+            f"{csv_path.name}: no 'video_path' column (columns: {', '.join(table.columns)})"
+        )
+    clips = []
+    for name in table["video_path"]:
+        name = name.strip()
+        if name:
+            path = Path(name)
+            clips.append(ClipInput(path if path.is_absolute() else csv_path.parent / path, name))
+    return clips
+
+
+# --- data --------------------------------------------------------------------------------------
+
+class ScoringSet(Dataset):
+    """Clips as model input; an unreadable clip gives its error message instead of raising.
+
+    Item: {"index", "video" (float32 tensor (3,T,S,S) or None), "frames", "fps", "error"}.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        params: PreprocessParams,
+        cache_dir: str | os.PathLike | None = None,
+    ):
+        self.paths = [Path(p) for p in paths]
+        self.params = params
+        self.cache = ClipCache(cache_dir, params) if cache_dir is not None else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.paths[index]
+        item: dict[str, Any] = {"index": index, "video": None, "frames": None, "fps": None,
+                                "error": None}
+        try:
+            clip = read_clip(path)
+            item["frames"], item["fps"] = int(clip.n_frames), float(clip.fps)
+            if self.cache is not None:
+                frames = self.cache.get(path)
+            else:
+                frames = clip_model_frames(clip, self.params)
+            item["video"] = torch.from_numpy(normalize(frames))
+        except (DicomReadError, ClipLoadError, OSError, ValueError) as exc:
+            item["error"] = _error_text(path, exc)
+        except Exception as exc:  # a decoder bug must not stop the whole run either
+            log.exception("unexpected error reading %s", path.name)
+            item["error"] = _error_text(path, exc)
+        return item
+
+
+def _error_text(path: Path, exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if not text.startswith(f"{path.name}:"):
+        text = f"{path.name}: {text}"
+    return " ".join(text.split())  # one line in the CSV
+
+
+def collate_scoring(items: list[dict[str, Any]]) -> tuple[list[dict], torch.Tensor | None, list]:
+    """(readable items, their videos stacked (N,3,T,S,S) or None, unreadable items)."""
+    ok = [it for it in items if it["error"] is None]
+    failed = [it for it in items if it["error"] is not None]
+    videos = torch.stack([it["video"] for it in ok]) if ok else None
+    return ok, videos, failed
+
+
+# --- the output file ---------------------------------------------------------------------------
+
+class ScoresFile:
+    """The scores CSV opened for appending: header written atomically, rows appended per batch
+    with one write + fsync, a torn last line cut off on open.
+
+    ``done``: clips with a score in the file; ``unreadable``: clips whose rows have none (their
+    error row is to be replaced, see :meth:`drop`)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.done: set[str] = set()
+        self.unreadable: set[str] = set()
+        if self.path.exists() and self.path.stat().st_size > 0:
+            self._repair()
+            table = read_scores(self.path)
+            scored = table["score"].notna()
+            self.done = set(table.loc[scored, "video_path"])
+            self.unreadable = set(table.loc[~scored, "video_path"]) - self.done
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._write_header()
+
+    def _write_header(self) -> None:
+        with atomic_write(self.path, "w", newline="", encoding="utf-8") as fh:
+            fh.write(",".join(COLUMNS) + "\n")
+
+    def _repair(self) -> None:
+        with open(self.path, "rb") as fh:
+            data = fh.read()
+        header = data.split(b"\n", 1)[0].decode("utf-8", "replace").strip().lstrip("\ufeff")
+        if [c.strip() for c in header.split(",")] != list(COLUMNS):
+            raise ValueError(
+                f"{self.path.name}: exists but is not a scores CSV (expected the columns "
+                f"{','.join(COLUMNS)}); choose another output file"
+            )
+        if not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            log.warning("%s: cutting off an incomplete last line left by an interrupted run",
+                        self.path.name)
+            with open(self.path, "r+b") as fh:
+                fh.truncate(keep)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def drop(self, names: Iterable[str]) -> None:
+        """Remove every row of the clips ``names`` by rewriting the file atomically (a crash
+        leaves the old file or the new one)."""
+        names = set(names)
+        if not names:
+            return
+        with open(self.path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))[1:]
+        with atomic_write(self.path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            writer.writerows(row for row in rows if row and row[0] not in names)
+        self.done -= names
+        self.unreadable -= names
+
+    def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Append rows in one write; on failure the file is cut back to where it was."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        for row in rows:
+            writer.writerow([_cell(row.get(c)) for c in COLUMNS])
+        data = buffer.getvalue().encode("utf-8")
+        if data:
+            append_atomic(self.path, data)  # a full disk: cut back, "disk full" error
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def read_scores(path: str | os.PathLike) -> pd.DataFrame:
+    """A scores CSV as a typed DataFrame (score/fps float, pass boolean, frames Int64)."""
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return _typed(table)
+
+
+def _typed(table: pd.DataFrame) -> pd.DataFrame:
+    table = table.reindex(columns=list(COLUMNS))
+    out = pd.DataFrame({
+        "video_path": table["video_path"].fillna("").astype(str),
+        "score": pd.to_numeric(table["score"].replace("", None), errors="coerce").astype(float),
+        "pass": table["pass"].map({"True": True, "False": False}).astype("boolean"),
+        "assessment": table["assessment"].fillna("").astype(str),
+        "frames": pd.to_numeric(table["frames"].replace("", None), errors="coerce")
+        .astype("Int64"),
+        "fps": pd.to_numeric(table["fps"].replace("", None), errors="coerce").astype(float),
+        "error": table["error"].fillna("").astype(str),
+    })
+    return out
+
+
+# --- scoring -----------------------------------------------------------------------------------
+
+def gradcam_file_name(name: str) -> str:
+    """PNG file name for a clip's GradCAM strip, from its output name (folders joined by '__')."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name.replace("\\", "/").replace("/", "__"))
+    return (stem.strip("._") or "clip") + ".png"
+
+
+def score_clips(
+    paths: str | os.PathLike | ClipInput | Sequence[str | os.PathLike | ClipInput],
+    model: str | os.PathLike | nn.Module,
+    *,
+    out_csv: str | os.PathLike | None = None,
+    threshold: float | None = None,
+    device: str | torch.device = "auto",
+    batch_size: int = 8,
+    num_workers: int = 0,
+    params: PreprocessParams | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    gradcam_dir: str | os.PathLike | None = None,
+    progress: ProgressFn | None = None,
+    trust_exported: bool = False,
+    calibration: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Score clips and return one row per clip (columns :data:`COLUMNS`).
+
+    ``paths``: folders, DICOM files, CSVs with a ``video_path`` column and/or ClipInputs (see
+    :func:`collect_clips`). ``model``: a weights file / checkpoint, a module, or (only with
+    ``trust_exported``: it runs code) an export. ``threshold``: default the checkpoint's saved
+    threshold, else 0.3 (the original inference script's). ``params``: default the
+    checkpoint's preprocessing, else EchoPrime's. With ``out_csv`` rows are appended after
+    every batch and clips already scored in the file are skipped, while clips with only an
+    error row there are tried again and their row replaced; the result then holds every row of
+    the file. ``gradcam_dir`` gets a GradCAM strip (explaining "poor") for each clip that fails
+    the threshold; a strip that cannot be written is logged and noted in the clip's ``error``
+    ("gradcam failed: ...") without stopping the run. ``progress(done, total, name)`` is called
+    per clip. ``calibration``: default the checkpoint's (see ``calibration.py``), applied to
+    the scores before the threshold. ``result.attrs`` holds the threshold and the counts of
+    this call: scored, passed, failed (unreadable), skipped (already scored in ``out_csv``),
+    retried (unreadable in ``out_csv`` before, tried again).
+    """
+    if batch_size < 1 or num_workers < 0:
+        raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, "
+                         f"{num_workers}")
+    clips = collect_clips(paths)
+    if gradcam_dir is not None:
+        require_checkpoint(model)
+    build_net, info = read_scoring_model(model, trust_exported=trust_exported)
+    threshold = threshold_from_info(info, threshold)
+    calibration = calibration if calibration is not None else info.get("calibration")
+    params = params or params_from_info(info)
+    dev = resolve_device(device)
+
+    out = ScoresFile(out_csv) if out_csv is not None else None
+    todo, skipped, retry = _resume(out, clips)
+    batches = iter(_loader(todo, params, cache_dir, batch_size, num_workers, dev))
+    net = build_net()  # the loader's workers decode the first batches meanwhile
+    scorer = _BatchScorer(net, dev, threshold, calibration, gradcam_dir)
+    rows: list[dict[str, Any]] = []
+    if todo:
+        was_training = net.training
+        precision.prepare_model(net, dev).eval()
+        try:
+            for ok, videos, failed in batches:
+                new = scorer.rows(todo, ok, videos, failed)
+                if out is not None:
+                    out.append(new)
+                for row in new:
+                    rows.append(row)
+                    if progress is not None:
+                        progress(len(rows), len(todo), row["video_path"])
+        finally:
+            net.train(was_training)
+
+    result = read_scores(out.path) if out is not None else _typed(
+        pd.DataFrame([{k: _cell(r[k]) for k in COLUMNS} for r in rows], columns=list(COLUMNS))
+    )
+    result.attrs.update(threshold=threshold, calibration=calibration, skipped=skipped,
+                        retried=len(retry), **scorer.counts)
+    return result
+
+
+def _loader(todo: Sequence[ClipInput], params: PreprocessParams,
+            cache_dir: str | os.PathLike | None, batch_size: int, num_workers: int,
+            dev: torch.device) -> DataLoader | list:
+    """Batches of the clips still to score (``collate_scoring``); [] when there are none."""
+    if not todo:
+        return []
+    return DataLoader(
+        ScoringSet([c.path for c in todo], params, cache_dir), batch_size=batch_size,
+        shuffle=False, num_workers=num_workers, collate_fn=collate_scoring,
+        pin_memory=dev.type == "cuda",
+    )
+
+
+class _BatchScorer:
+    """Scores one batch at a time into output rows (in the clips' order) and keeps the counts
+    (scored, passed, failed); GradCAM strips for the clips below the threshold."""
+
+    def __init__(self, net: nn.Module, dev: torch.device, threshold: float,
+                 calibration: Mapping[str, Any] | None,
+                 gradcam_dir: str | os.PathLike | None):
+        self.net, self.dev, self.threshold = net, dev, threshold
+        self.calibration, self.gradcam_dir = calibration, gradcam_dir
+        self.counts = {"scored": 0, "passed": 0, "failed": 0}
+
+    def rows(self, todo: Sequence[ClipInput], ok: list[dict], videos: torch.Tensor | None,
+             failed: list[dict]) -> list[dict[str, Any]]:
+        """The rows of one batch from ``collate_scoring`` (``todo``: the loader's clips)."""
+        scores = forward_scores(self.net, videos, self.dev) if videos is not None else []
+        if self.calibration:
+            from echoquality_core.evaluation.calibration import apply_calibration
+
+            scores = apply_calibration(scores, self.calibration).tolist()
+        threshold = self.threshold
+        by_index = {it["index"]: _row(todo[it["index"]].name, it, None, threshold)
+                    for it in failed}
+        for it, score in zip(ok, scores):
+            name = todo[it["index"]].name
+            row = by_index[it["index"]] = _row(name, it, score, threshold)
+            if self.gradcam_dir is not None and score < threshold:
+                row["error"] = _try_gradcam(self.net, it["video"], self.gradcam_dir, name)
+        self.counts["scored"] += len(ok)
+        self.counts["passed"] += sum(score >= threshold for score in scores)
+        self.counts["failed"] += len(failed)
+        return [by_index[i] for i in sorted(by_index)]
+
+
+def _resume(out: ScoresFile | None,
+            clips: list[ClipInput]) -> tuple[list[ClipInput], int, set[str]]:
+    """(clips still to score, how many the file already scores, names whose unreadable rows
+    were dropped to be tried again)."""
+    todo = [c for c in clips if out is None or c.name not in out.done]
+    skipped = len(clips) - len(todo)
+    if skipped:
+        log.info("skipping %d clip(s) already in %s", skipped, out.path.name)
+    retry = out.unreadable & {c.name for c in todo} if out is not None else set()
+    if retry:
+        log.info("trying %d clip(s) again that could not be read before", len(retry))
+        out.drop(retry)
+    return todo, skipped, retry
+
+
+def _row(name: str, item: Mapping[str, Any], score: float | None, threshold: float) -> dict:
+    return {
+        "video_path": name,
+        "score": score,
+        "pass": None if score is None else bool(score >= threshold),
+        "assessment": "" if score is None else assessment(score, threshold),
+        "frames": item["frames"],
+        "fps": None if item["fps"] is None else round(float(item["fps"]), 3),
+        "error": item["error"] or "",
+    }
+
+
+def _try_gradcam(net: nn.Module, video: torch.Tensor, out_dir: str | os.PathLike,
+                 name: str) -> str:
+    """Write the clip's GradCAM strip; "" when written, else "gradcam failed: <reason>"."""
+    try:
+        _save_gradcam(net, video, out_dir, name)
+    except Exception as exc:  # one strip must not stop the run or lose the batch's scores
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        log.warning("GradCAM strip for %s not written: %s", name, reason, exc_info=True)
+        return f"gradcam failed: {reason}"
+    return ""
+
+
+def _save_gradcam(net: nn.Module, video: torch.Tensor, out_dir: str | os.PathLike,
+                  name: str) -> None:
+    from echoquality_core.scoring.gradcam import visualize_gradcam
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # e.g. autocast notes on CPU
+        visualize_gradcam(net, video, "layer4", out_dir / gradcam_file_name(name), explain="poor")

@@ -1,0 +1,1 @@
+"""Fine-tuning: settings, the epoch loop, callbacks, the Trainer, DDP, cross-validation."""

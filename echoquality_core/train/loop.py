@@ -1,0 +1,161 @@
+"""The hot loops of training, torchvision-reference style: one pass over a loader that trains
+(``run_epoch``) and one that predicts (``predict``), plus seeding. No bookkeeping here; the
+Trainer (``train.py``) wires them up.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from echoquality_core.model.interrupt import Interrupted, interruptible
+from echoquality_core.train.losses import class_pos_weight
+from echoquality_core.train.config import TrainConfig
+
+
+def criterion_args(config: TrainConfig, train_labels: list[float]) -> dict[str, Any]:
+    pos_weight = class_pos_weight(train_labels) if config.class_weighting else None
+    return {"alpha": config.focal_alpha, "gamma": config.focal_gamma, "pos_weight": pos_weight}
+
+
+def run_epoch(
+    model: torch.nn.Module,
+    loader: Any,
+    criterion: Callable,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    *,
+    accum_steps: int = 1,
+    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    on_batch: Callable[[int, int, float, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[float, int]:
+    """One pass over ``loader`` with gradient accumulation and optional autocast.
+
+    Returns (mean loss per clip, batches done). Raises FloatingPointError on a non-finite loss
+    (its args: step number). ``should_stop`` is checked after every batch and inside the model
+    at every block; a batch interrupted that way is abandoned (no optimiser step).
+    """
+    model.train()
+    for module in model.modules():  # frozen blocks keep their pretrained BatchNorm statistics
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters(recurse=False)):
+            module.eval()
+    n_steps = len(loader)
+    total, count, done = 0.0, 0, 0
+    optimizer.zero_grad(set_to_none=True)
+    for step, batch in enumerate(loader, start=1):
+        t0 = time.perf_counter()
+        videos, labels = batch[0].to(device), batch[1].to(device).float()
+        try:
+            with interruptible(model, should_stop):
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = model(videos).reshape(-1)
+                loss = criterion(logits.float(), labels.reshape(-1))
+                if not torch.isfinite(loss):
+                    optimizer.zero_grad(set_to_none=True)
+                    raise FloatingPointError(step)
+                scaled = loss / accum_steps
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        except Interrupted:
+            break
+        if step % accum_steps == 0 or step == n_steps:
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        total += float(loss.detach()) * len(labels)
+        count += len(labels)
+        done = step
+        if on_batch is not None:
+            on_batch(step, n_steps, float(loss.detach()), time.perf_counter() - t0)
+        if should_stop is not None and should_stop():
+            break
+    optimizer.zero_grad(set_to_none=True)
+    return (total / count if count else float("nan")), done
+
+
+def train_epoch(
+    model: torch.nn.Module,
+    loader: Any,
+    criterion: Callable,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device | str,
+) -> float:
+    """Train one epoch, as in the guide; batches are (video, label[, path]). Returns the mean
+    training loss. Raises FloatingPointError if the loss becomes NaN or infinite."""
+    loss, _ = run_epoch(model, loader, criterion, optimizer, torch.device(device))
+    return loss
+
+
+@torch.no_grad()
+def predict(model, loader, criterion, device, should_cancel=None) -> dict[str, Any]:
+    """Mean loss, labels, scores (sigmoid) and paths over a loader; stops early on cancel."""
+    model.eval()
+    total, labels, scores, paths = 0.0, [], [], []
+    for batch in loader:
+        videos, y = batch[0].to(device), batch[1].to(device).float().reshape(-1)
+        try:
+            with interruptible(model, should_cancel):
+                logits = model(videos).reshape(-1).float()
+        except Interrupted:
+            break
+        total += float(criterion(logits, y)) * len(y)
+        labels += y.cpu().tolist()
+        scores += torch.sigmoid(logits).cpu().tolist()
+        if len(batch) > 2:
+            paths += list(batch[2])
+        if should_cancel is not None and should_cancel():
+            break
+    return {
+        "loss": total / len(labels) if labels else float("nan"),
+        "labels": labels,
+        "scores": scores,
+        "paths": paths,
+    }
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_optimizer(c: TrainConfig, model: torch.nn.Module):
+    """AdamW over every parameter (frozen ones get no gradient and are skipped until their
+    block is unfrozen) and the configured learning-rate scheduler (or None)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=c.learning_rate,
+                                  weight_decay=c.weight_decay)
+    if c.scheduler == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1,
+                                                               patience=3)
+    elif c.scheduler == "cosine_restarts":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            optimizer, T_0=c.cosine_t0, T_mult=c.cosine_t_mult)
+    else:
+        scheduler = None
+    return optimizer, scheduler
+
+
+def mixed_precision(c: TrainConfig, device: torch.device):
+    """(autocast dtype or None, GradScaler or None): bfloat16 where the GPU has it, else
+    float16 with a scaler; full precision off CUDA or with ``amp=False``."""
+    if not (c.amp and device.type == "cuda"):
+        return None, None
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16, None
+    return torch.float16, torch.amp.GradScaler("cuda")

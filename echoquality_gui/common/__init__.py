@@ -1,0 +1,1 @@
+"""What every tab shares: the session, settings, theme, resources, workers, small widgets."""

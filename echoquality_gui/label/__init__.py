@@ -1,0 +1,1 @@
+"""The Label tab: the clip list, its filter and the label panel."""

@@ -1,0 +1,1 @@
+"""The session's model: loading, scoring and GradCAM through the model process."""

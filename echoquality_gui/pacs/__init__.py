@@ -1,0 +1,1 @@
+"""The PACS dialog: import clips from a DICOMweb PACS."""

@@ -1,0 +1,1 @@
+"""The cine player and its frame decoding off the GUI thread."""

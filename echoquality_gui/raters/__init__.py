@@ -1,0 +1,1 @@
+"""Several raters: the Rater menu, the Agreement and Adjudicate tabs."""

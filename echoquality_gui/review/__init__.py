@@ -1,0 +1,1 @@
+"""The Review tab: metrics, charts, threshold and calibration, label issues, report export."""

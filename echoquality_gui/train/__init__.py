@@ -1,0 +1,1 @@
+"""The Train tab: settings form, starting weights, live plots, the training relay."""

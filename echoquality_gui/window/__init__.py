@@ -1,0 +1,1 @@
+"""The main window: menus, commands, shortcuts, preferences, what it remembers."""
