@@ -55,7 +55,7 @@ def test_same_outputs_and_gradients_with_the_same_weights():
 def test_loading_scoring_and_gradcam_modules_do_not_import_torchvision(tmp_path):
     code = ("import sys, torch\n"
             "from echoquality_core.model.network import build_model, save_checkpoint\n"
-            "from echoquality_core import gradcam, scoring\n"
+            "from echoquality_core.scoring import gradcam, score\n"
             "from echoquality_core.model.checkpoint import load_scoring_model, score_arrays\n"
             f"path = save_checkpoint(build_model(), {str(tmp_path / 'best.pt')!r})\n"
             "net, _ = load_scoring_model(path)\n"

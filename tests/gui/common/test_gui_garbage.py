@@ -8,7 +8,7 @@ import sys
 
 SCRIPT = """
 import gc
-from echoquality_gui import garbage
+from echoquality_gui.common import garbage
 
 garbage.freeze_import()
 print(gc.get_freeze_count())           # no app start-up: nothing frozen
