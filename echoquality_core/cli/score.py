@@ -88,7 +88,12 @@ def _add_gradcam(sub: argparse._SubParsersAction) -> None:
 
 def _run_gradcam(args: argparse.Namespace) -> int:
     from echoquality_core.decision import Decision
-    from echoquality_core.model.checkpoint import load_scoring_model, params_from_info, require_checkpoint
+    from echoquality_core.model.checkpoint import (
+        load_scoring_model,
+        params_from_info,
+        require_checkpoint,
+        score_arrays,
+    )
     from echoquality_core.data.clips import ClipLoadError
     from echoquality_core.dicom import DicomReadError
     from echoquality_core.scoring.gradcam import explain_clip, save_explanation
@@ -100,11 +105,13 @@ def _run_gradcam(args: argparse.Namespace) -> int:
         require_checkpoint(args.model)  # refused before it is loaded (it would run code)
         net, info = load_scoring_model(args.model)
         decision = Decision.from_info(info)
-        net.to(resolve_device(args.device))
+        device = resolve_device(args.device)
+        net.to(device)
         with working(f"GradCAM of {args.clip.name}"):
             result = explain_clip(net, args.clip, params_from_info(info), args.explain,
                                   args.layer)
-            verdict = decision.verdict(result.score)
+            # the score as `echoquality score` computes it (its precision), then its verdict
+            verdict = decision.verdict(score_arrays(net, result.video[None], device)[0])
             args.out.parent.mkdir(parents=True, exist_ok=True)
             save_explanation(result, args.out, verdict=verdict)
     except (OSError, ValueError, DicomReadError, ClipLoadError) as exc:
