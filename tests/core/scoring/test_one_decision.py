@@ -67,7 +67,8 @@ def test_scores_csv_holds_the_checkpoints_verdicts(scored):
 
 def test_gradcam_cli_says_what_the_scores_csv_says(scored, capsys):
     checkpoint, clips, _raw, table, work = scored
-    for i, clip in enumerate(clips):
+    one_of_each = [table.index[table["pass"]][0], table.index[~table["pass"]][0]]
+    for i, clip in enumerate(one_of_each):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             assert main(["gradcam", clip, "--model", str(checkpoint), "--out",
