@@ -97,7 +97,10 @@ def test_pyfunc_predicts_what_the_scores_csv_says(scored):
 
 
 def test_dicom_srs_say_what_the_scores_csv_says(scored):
+    from echoquality_core.pacs.watch import Scorer
+
     checkpoint, clips, _raw, table, work = scored
+    assert Scorer.load(checkpoint).decision == Decision.from_info(read_info(checkpoint))
     assert main(["pacs", "send-results", "--scores", str(work / "scores.csv"), "--out-dir",
                  str(work / "sr"), "--model", str(checkpoint)]) == 0
     by_sop = {str(pydicom.dcmread(c, stop_before_pixels=True).SOPInstanceUID): c
