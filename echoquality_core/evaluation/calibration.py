@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from echoquality_core.decision import check_threshold, labelled_good, logit
+from echoquality_core.decision import called_good, check_threshold, labelled_good, logit
 from echoquality_core.evaluation.metrics import choose_threshold
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def threshold_preset(labels: Sequence[float], scores: Sequence[float], preset: s
 def flipped(scores: Sequence[float], old: float, new: float) -> np.ndarray:
     """Indices of the clips whose call (score >= threshold) differs between two thresholds."""
     s = np.asarray(scores, dtype=float)
-    return np.flatnonzero((s >= old) != (s >= new))
+    return np.flatnonzero(called_good(s, old) != called_good(s, new))
 
 
 def reliability_curve(labels: Sequence[float], scores: Sequence[float],

@@ -23,7 +23,7 @@ from echoquality_core.files.atomic import write_csv_rows
 from echoquality_core.labels.store import LabelStore
 from echoquality_core.evaluation.metrics import choose_threshold, metrics_from_scores
 from echoquality_core.scoring.score import ClipInput, score_clips
-from echoquality_core.decision import TRAINING_THRESHOLD, disagrees, labelled_good
+from echoquality_core.decision import TRAINING_THRESHOLD, called_good, disagrees, labelled_good
 
 __all__ = ["PLOT_FILES", "analyze_misclassifications", "choose_threshold", "evaluate_labels",
            "evaluate_model", "log_evaluation_to_mlflow", "metrics_from_scores", "safe_stem",
@@ -137,8 +137,8 @@ def evaluate_labels(
     threshold = table.attrs["threshold"]
     metrics = metrics_from_scores(ok["label"].to_numpy(), ok["score"].to_numpy(), threshold)
     metrics["records"] = [
-        {"path": p, "label": float(y), "score": float(s), "predicted": int(s >= threshold),
-         "file": str(store.resolve(p))}
+        {"path": p, "label": float(y), "score": float(s),
+         "predicted": int(called_good(s, threshold)), "file": str(store.resolve(p))}
         for p, y, s in zip(ok["video_path"], ok["label"], ok["score"], strict=True)
     ]
     return metrics, table

@@ -61,7 +61,7 @@ def point_metrics(labels: Sequence[float], scores: Sequence[float],
     y_soft = np.asarray(labels, dtype=float)
     s = np.asarray(scores, dtype=float)
     y = labelled_good(y_soft)
-    called = s >= threshold
+    called = called_good(s, threshold)
     tp, tn = int(np.sum(y & called)), int(np.sum(~y & ~called))
     fp, fn = int(np.sum(~y & called)), int(np.sum(y & ~called))
     both = 0 < y.sum() < y.size

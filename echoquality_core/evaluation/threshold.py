@@ -18,7 +18,7 @@ from echoquality_core.evaluation.calibration import (
     threshold_preset,
 )
 from echoquality_core.evaluation.stats import point_metrics
-from echoquality_core.decision import apply_calibration, labelled_good
+from echoquality_core.decision import apply_calibration, called_good, labelled_good
 
 
 class ThresholdChoice:
@@ -70,7 +70,7 @@ class ThresholdChoice:
         s = self.scores
         idx = sorted(flipped(s, self.saved, self.threshold), key=lambda i: (s[i], self.rels[i]))
         return [(self.rels[i], float(self.labels[i]), float(s[i]),
-                 "good" if s[i] >= self.threshold else "poor") for i in idx]
+                 "good" if called_good(s[i], self.threshold) else "poor") for i in idx]
 
     def reliability(self, n_bins: int = 10) -> dict[str, np.ndarray]:
         return reliability_curve(self.labels, self.scores, n_bins)
