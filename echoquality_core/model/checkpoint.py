@@ -171,7 +171,7 @@ def params_from_info(info: Mapping[str, Any]) -> PreprocessParams:
 def read_info(path: str | os.PathLike) -> dict[str, Any]:
     """A weights file's or checkpoint's info without its weights (threshold, calibration,
     preprocess, config, run_id, ...; {} for bare weights). WeightsError for a file that is not
-    weights for this model's files (the checks of ``network.read_model_file``)."""
+    a weights file or checkpoint (the checks of ``network.read_model_file``)."""
     return read_model_file(path)[1]
 
 
