@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from echoquality_core.cli.common import fail
+from echoquality_core.decision import labelled_good
 
 _CV_OPTIONS = ("epochs", "batch_size", "learning_rate", "num_unfrozen_layers", "n_frames",
                "stride", "size", "device", "seed", "tracking_uri", "experiment", "use_mlflow",
@@ -165,7 +166,7 @@ def format_with_ci(labels: Sequence[float], scores: Sequence[float],
     from echoquality_core.evaluation.stats import describe_basis, metrics_with_ci
 
     lines = [describe_basis(labels, groups, source) + f", threshold {threshold:.3f}:"]
-    y = [v >= 0.5 for v in labels]
+    y = [labelled_good(v) for v in labels]
     if not 0 < sum(y) < len(y):
         return "\n".join(lines + ["  (one class only: no metrics with confidence intervals)"])
     estimates = metrics_with_ci(labels, scores, groups, threshold)
@@ -197,8 +198,8 @@ def run_label_issues(args: argparse.Namespace) -> int:
 
 
 def run_threshold(args: argparse.Namespace) -> int:
+    from echoquality_core.decision import apply_calibration
     from echoquality_core.evaluation.calibration import (
-        apply_calibration,
         fit_calibration,
         save_decision,
         threshold_preset,

@@ -111,10 +111,10 @@ def _send_settings(args: argparse.Namespace) -> tuple[float, str]:
         from echoquality_core.model.checkpoint import load_scoring_model
 
         _net, info = load_scoring_model(args.model)
+    from echoquality_core.decision import Decision
     from echoquality_core.pacs.send import model_version
-    from echoquality_core.scoring.score import threshold_from_info
 
-    threshold = threshold_from_info(info, args.threshold)
+    threshold = Decision.from_info(info, args.threshold).threshold
     return threshold, args.model_version or model_version(args.model, info)
 
 

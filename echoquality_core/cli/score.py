@@ -87,26 +87,36 @@ def _add_gradcam(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_gradcam(args: argparse.Namespace) -> int:
-    from echoquality_core.model.checkpoint import load_scoring_model, params_from_info, require_checkpoint
+    from echoquality_core.decision import Decision
+    from echoquality_core.model.checkpoint import (
+        load_scoring_model,
+        params_from_info,
+        require_checkpoint,
+        score_arrays,
+    )
     from echoquality_core.data.clips import ClipLoadError
     from echoquality_core.dicom import DicomReadError
     from echoquality_core.scoring.gradcam import explain_clip, save_explanation
     from echoquality_core.model.network import resolve_device
-    from echoquality_core.scoring.score import assessment
 
     try:
         if not args.clip.is_file():
             raise FileNotFoundError(f"clip not found: {args.clip}")
         require_checkpoint(args.model)  # refused before it is loaded (it would run code)
         net, info = load_scoring_model(args.model)
-        net.to(resolve_device(args.device))
+        decision = Decision.from_info(info)
+        device = resolve_device(args.device)
+        net.to(device)
         with working(f"GradCAM of {args.clip.name}"):
             result = explain_clip(net, args.clip, params_from_info(info), args.explain,
                                   args.layer)
+            # the score as `echoquality score` computes it (its precision), then its verdict
+            verdict = decision.verdict(score_arrays(net, result.video[None], device)[0])
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            save_explanation(result, args.out)
+            save_explanation(result, args.out, verdict=verdict)
     except (OSError, ValueError, DicomReadError, ClipLoadError) as exc:
         return fail("gradcam", exc)
-    print(f"{args.clip.name}: score {result.score:.3f} ({assessment(result.score)})")
+    print(f"{args.clip.name}: score {verdict.score:.3f} ({verdict.assessment}; "
+          f"{'pass' if verdict.passed else 'fail'} at threshold {decision.threshold:.2f})")
     print(f"GradCAM ({args.layer}, explains '{args.explain}'): {args.out.resolve()}")
     return 0

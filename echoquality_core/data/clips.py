@@ -27,6 +27,7 @@ from echoquality_core.files.digest import file_digest
 from echoquality_core.dicom import Clip, DicomReadError, read_clip
 from echoquality_core.labels.store import LabelError, LabelStore
 from echoquality_core.data.preprocess import PreprocessParams, model_frames, normalize
+from echoquality_core.decision import labelled_good
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +295,7 @@ def split_training_data(records: Sequence[dict], fractions: Sequence[float],
                         seed: int) -> dict[str, list[int]]:
     """The patient split of usable records; DataError when they cannot make a run (fewer than
     :data:`MIN_CLIPS`, one label only, or no patients left for training or validation)."""
-    n_good = sum(r["label"] >= 0.5 for r in records)
+    n_good = sum(labelled_good(r["label"]) for r in records)
     if len(records) < MIN_CLIPS:
         raise DataError(
             f"Only {len(records)} usable labelled clip(s); at least {MIN_CLIPS} are needed.")
@@ -338,7 +339,7 @@ def split_by_patient(
     keys.sort(key=lambda k: -len(groups[k]))  # stable: random order among equal sizes
 
     def counts(idx: list[int]) -> np.ndarray:
-        pos = sum(1 for i in idx if float(records[i]["label"]) >= 0.5)
+        pos = sum(1 for i in idx if labelled_good(float(records[i]["label"])))
         return np.array([len(idx) - pos, pos], dtype=float)
 
     group_counts = {k: counts(groups[k]) for k in keys}

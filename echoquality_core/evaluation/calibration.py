@@ -3,8 +3,8 @@ reliability curve, temperature/Platt scaling, and saving the choice with the mod
 
 A calibration maps a model score ``s`` to ``sigmoid(a * logit(s) + b)``: temperature scaling
 fits ``a = 1/T`` (``b = 0``), Platt scaling fits both. It is stored in the checkpoint as
-``{"method", "a", "b"}`` and ``scoring`` applies it before the threshold, so a saved threshold
-always refers to calibrated scores when a calibration is saved with it.
+``{"method", "a", "b"}`` and ``decision.Decision`` applies it before the threshold, so a saved
+threshold always refers to calibrated scores when a calibration is saved with it.
 """
 from __future__ import annotations
 
@@ -19,16 +19,18 @@ from typing import Any
 
 import numpy as np
 
+from echoquality_core.decision import called_good, check_threshold, labelled_good, logit
+from echoquality_core.evaluation.metrics import choose_threshold
+
 log = logging.getLogger(__name__)
 
 PRESETS = ("youden", "sensitivity_95", "specificity_95")
 CALIBRATIONS = ("none", "temperature", "platt")
 PROJECT_DECISION_FILE = ".echoquality/decision.json"
-_EPS = 1e-6
 
 
 def _arrays(labels: Sequence[float], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(labels, dtype=float) >= 0.5
+    y = labelled_good(np.asarray(labels, dtype=float))
     s = np.asarray(scores, dtype=float)
     if y.size != s.size:
         raise ValueError(f"{y.size} labels but {s.size} scores")
@@ -44,8 +46,6 @@ def threshold_preset(labels: Sequence[float], scores: Sequence[float], preset: s
     if not 0 < y.sum() < y.size:
         raise ValueError("a threshold preset needs both good and poor clips")
     if preset == "youden":
-        from echoquality_core.evaluation.evaluate import choose_threshold
-
         return choose_threshold(y.astype(float), s, "youden")
     candidates = np.unique(np.r_[s, 1.0])
     sens = np.array([np.mean(s[y] >= t) for t in candidates])
@@ -60,7 +60,7 @@ def threshold_preset(labels: Sequence[float], scores: Sequence[float], preset: s
 def flipped(scores: Sequence[float], old: float, new: float) -> np.ndarray:
     """Indices of the clips whose call (score >= threshold) differs between two thresholds."""
     s = np.asarray(scores, dtype=float)
-    return np.flatnonzero((s >= old) != (s >= new))
+    return np.flatnonzero(called_good(s, old) != called_good(s, new))
 
 
 def reliability_curve(labels: Sequence[float], scores: Sequence[float],
@@ -77,11 +77,6 @@ def reliability_curve(labels: Sequence[float], scores: Sequence[float],
     return {"edges": edges, "mean_score": mean, "fraction_good": share, "count": counts}
 
 
-def _logit(s: np.ndarray) -> np.ndarray:
-    s = np.clip(s, _EPS, 1 - _EPS)
-    return np.log(s / (1 - s))
-
-
 def fit_calibration(labels: Sequence[float], scores: Sequence[float],
                     method: str = "temperature") -> dict[str, Any] | None:
     """Fit ``method`` ("temperature", "platt"; "none" gives None) on held-out scores
@@ -93,7 +88,7 @@ def fit_calibration(labels: Sequence[float], scores: Sequence[float],
     y, s = _arrays(labels, scores)
     if not 0 < y.sum() < y.size:
         raise ValueError("calibration needs both good and poor clips")
-    z = _logit(s)
+    z = logit(s)
     if method == "temperature":
         from scipy.optimize import minimize_scalar
 
@@ -112,16 +107,6 @@ def _log_loss(y: np.ndarray, z: np.ndarray) -> float:
     return float(np.mean(np.logaddexp(0, -z) * y + np.logaddexp(0, z) * (~y)))
 
 
-def apply_calibration(scores: Sequence[float] | np.ndarray,
-                      calibration: Mapping[str, Any] | None) -> np.ndarray:
-    """Calibrated scores (the scores unchanged when ``calibration`` is None)."""
-    s = np.asarray(scores, dtype=float)
-    if not calibration:
-        return s
-    z = float(calibration["a"]) * _logit(s) + float(calibration.get("b", 0.0))
-    return 1.0 / (1.0 + np.exp(-z))
-
-
 def save_decision(checkpoint: str | os.PathLike, threshold: float, *,
                   calibration: Mapping[str, Any] | None = None, source: str = "",
                   project_dir: str | os.PathLike | None = None,
@@ -130,21 +115,12 @@ def save_decision(checkpoint: str | os.PathLike, threshold: float, *,
     ``threshold``/``calibration`` (atomically), write the project's decision file
     (:data:`PROJECT_DECISION_FILE`) and, given a tracking URI and a checkpoint with a run id,
     record both in that MLflow run. Returns the decision written."""
-    import torch
-
     from echoquality_core.files.atomic import atomic_write
+    from echoquality_core.model.checkpoint import write_decision
 
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"threshold must lie in 0..1, got {threshold:g}")
     path = Path(checkpoint)
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(data, dict) or "model_state_dict" not in data:
-        raise ValueError(f"{path.name}: not an EchoQuality checkpoint (no model_state_dict)")
-    data["threshold"] = float(threshold)
-    data["calibration"] = dict(calibration) if calibration else None
-    with atomic_write(path) as fh:
-        torch.save(data, fh)
-    decision = {"threshold": float(threshold), "calibration": data["calibration"],
+    info = write_decision(path, check_threshold(threshold), calibration)
+    decision = {"threshold": info["threshold"], "calibration": info["calibration"],
                 "source": source, "model": path.name,
                 "saved_at": datetime.now().astimezone().isoformat(timespec="seconds")}
     if project_dir is not None:
@@ -153,8 +129,8 @@ def save_decision(checkpoint: str | os.PathLike, threshold: float, *,
         with atomic_write(target, "w", encoding="utf-8") as fh:
             fh.write(json.dumps(decision, indent=2) + "\n")
     decision["recorded_in_mlflow"] = bool(
-        tracking_uri and data.get("run_id")
-        and _record_in_mlflow(tracking_uri, str(data["run_id"]), decision))
+        tracking_uri and info.get("run_id")
+        and _record_in_mlflow(tracking_uri, str(info["run_id"]), decision))
     return decision
 
 

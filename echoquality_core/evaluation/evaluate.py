@@ -23,6 +23,7 @@ from echoquality_core.files.atomic import write_csv_rows
 from echoquality_core.labels.store import LabelStore
 from echoquality_core.evaluation.metrics import choose_threshold, metrics_from_scores
 from echoquality_core.scoring.score import ClipInput, score_clips
+from echoquality_core.decision import TRAINING_THRESHOLD, called_good, disagrees, labelled_good
 
 __all__ = ["PLOT_FILES", "analyze_misclassifications", "choose_threshold", "evaluate_labels",
            "evaluate_model", "log_evaluation_to_mlflow", "metrics_from_scores", "safe_stem",
@@ -78,7 +79,7 @@ def _predict(
 
 
 def evaluate_model(
-    model: nn.Module, loader: Iterable, device: Any, threshold: float = 0.5
+    model: nn.Module, loader: Iterable, device: Any, threshold: float = TRAINING_THRESHOLD
 ) -> dict[str, Any]:
     """Score every clip of ``loader`` and compute :func:`metrics_from_scores`.
 
@@ -136,8 +137,8 @@ def evaluate_labels(
     threshold = table.attrs["threshold"]
     metrics = metrics_from_scores(ok["label"].to_numpy(), ok["score"].to_numpy(), threshold)
     metrics["records"] = [
-        {"path": p, "label": float(y), "score": float(s), "predicted": int(s >= threshold),
-         "file": str(store.resolve(p))}
+        {"path": p, "label": float(y), "score": float(s),
+         "predicted": int(called_good(s, threshold)), "file": str(store.resolve(p))}
         for p, y, s in zip(ok["video_path"], ok["label"], ok["score"], strict=True)
     ]
     return metrics, table
@@ -152,7 +153,7 @@ def save_evaluation_plots(metrics: Mapping[str, Any], out_dir: str | os.PathLike
     records = metrics.get("records", [])
     labels = [r["label"] for r in records]
     scores = [r["score"] for r in records]
-    threshold = float(metrics.get("threshold", 0.5))
+    threshold = float(metrics.get("threshold", TRAINING_THRESHOLD))
     roc, pr, cm, hist, reliability = (out_dir / name for name in PLOT_FILES)
     return [
         plots.plot_roc(labels, scores, roc),
@@ -219,7 +220,7 @@ def analyze_misclassifications(
     loader: Iterable,
     device: Any,
     save_dir: str | os.PathLike = "misclassifications",
-    threshold: float = 0.5,
+    threshold: float = TRAINING_THRESHOLD,
     target_layer_name: str = "layer4",
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The clips the model gets wrong at ``threshold``: (false_positives, false_negatives).
@@ -236,13 +237,14 @@ def analyze_misclassifications(
     wrong: list[tuple[dict[str, Any], torch.Tensor]] = []
 
     def keep_mistake(record: dict[str, Any], video: torch.Tensor) -> None:
-        good = record["label"] >= 0.5
-        if good != (record["score"] >= threshold):
+        if disagrees(record["label"], record["score"], threshold):
             wrong.append((record, video.detach().to("cpu", torch.float16)))
 
     _predict(model, loader, device, keep=keep_mistake)
-    false_pos = sorted((w for w in wrong if w[0]["label"] < 0.5), key=lambda w: -w[0]["score"])
-    false_neg = sorted((w for w in wrong if w[0]["label"] >= 0.5), key=lambda w: w[0]["score"])
+    false_pos = sorted((w for w in wrong if not labelled_good(w[0]["label"])),
+                       key=lambda w: -w[0]["score"])
+    false_neg = sorted((w for w in wrong if labelled_good(w[0]["label"])),
+                       key=lambda w: w[0]["score"])
 
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)

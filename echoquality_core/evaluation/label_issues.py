@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from echoquality_core.decision import labelled_good
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def rank_label_issues(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
 
     if not rows:
         return []
-    labels = np.array([float(r["label"]) >= 0.5 for r in rows], dtype=int)
+    labels = np.array([labelled_good(float(r["label"])) for r in rows], dtype=int)
     scores = np.clip(np.array([float(r["score"]) for r in rows]), 0.0, 1.0)
     if labels.min() == labels.max():
         raise ValueError("the label-noise queue needs both good and poor labelled clips")
@@ -65,7 +66,7 @@ def resolve_issue(target: Any, rel: str, *, flip: bool, rater: str | None) -> fl
     if label is None:
         raise ValueError(f"{rel}: not labelled")
     score = float(label.quality_score)
-    new = (0.0 if score >= 0.5 else 1.0) if flip else score
+    new = (0.0 if labelled_good(score) else 1.0) if flip else score
     issues = tuple(label.issues) + (() if REVIEWED_TAG in label.issues else (REVIEWED_TAG,))
     if hasattr(target, "set_label"):
         target.set_label(rel, new, rater=rater, issues=issues, notes=label.notes)

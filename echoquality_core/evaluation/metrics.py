@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import numpy as np
+from echoquality_core.decision import TRAINING_THRESHOLD, called_good, labelled_good
 
 _NAN = float("nan")
 _SCALAR_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "brier")
@@ -38,7 +39,8 @@ def _labels_scores(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     return y, s
 
 
-def metrics_from_scores(labels: Any, scores: Any, threshold: float = 0.5) -> dict[str, Any]:
+def metrics_from_scores(labels: Any, scores: Any,
+                        threshold: float = TRAINING_THRESHOLD) -> dict[str, Any]:
     """Classification metrics for quality scores against labels at a decision threshold.
 
     Returns accuracy, precision, recall, f1, roc_auc, pr_auc (average precision), brier,
@@ -57,8 +59,8 @@ def metrics_from_scores(labels: Any, scores: Any, threshold: float = 0.5) -> dic
 
     y_soft, s = _labels_scores(labels, scores)
     threshold = float(threshold)
-    y = (y_soft >= 0.5).astype(int)
-    predicted = (s >= threshold).astype(int)
+    y = labelled_good(y_soft).astype(int)
+    predicted = called_good(s, threshold).astype(int)
     n_pos = int(y.sum())
     out: dict[str, Any] = dict.fromkeys(_SCALAR_METRICS, _NAN)
     out.update(confusion_matrix=[[0, 0], [0, 0]], threshold=threshold, n=int(y.size),
@@ -111,9 +113,9 @@ def choose_threshold(labels: Any, scores: Any, method: str | float = "youden") -
         return fixed
 
     y_soft, s = _labels_scores(labels, scores)
-    y = (y_soft >= 0.5).astype(int)
+    y = labelled_good(y_soft).astype(int)
     if not 0 < y.sum() < y.size:
-        return 0.5
+        return TRAINING_THRESHOLD
     if method == "youden":
         fpr, tpr, thresholds = roc_curve(y, s, drop_intermediate=False)
         finite = np.isfinite(thresholds) & (thresholds <= 1.0)

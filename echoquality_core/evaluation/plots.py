@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from echoquality_core.decision import TRAINING_THRESHOLD, labelled_good
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -33,7 +34,7 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
 
 
 def _binary(labels) -> np.ndarray:
-    return (np.asarray(labels, dtype=float).reshape(-1) >= 0.5).astype(int)
+    return labelled_good(np.asarray(labels, dtype=float).reshape(-1)).astype(int)
 
 
 def _note(ax, text: str) -> None:
@@ -85,7 +86,8 @@ def plot_precision_recall(labels, scores, path: str | os.PathLike) -> Path:
     return _save(fig, path)
 
 
-def plot_confusion_matrix(confusion, path: str | os.PathLike, threshold: float = 0.5) -> Path:
+def plot_confusion_matrix(confusion, path: str | os.PathLike,
+                          threshold: float = TRAINING_THRESHOLD) -> Path:
     """2x2 confusion matrix [[tn, fp], [fn, tp]] with counts and row percentages."""
     cm = np.asarray(confusion, dtype=int).reshape(2, 2)
     fig = _figure(4.8, 4.2)

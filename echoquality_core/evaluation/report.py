@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from echoquality_core import __version__
+from echoquality_core.decision import Decision, called_good, disagrees, labelled_good
 from echoquality_core.files.atomic import atomic_write
 from echoquality_core.runs.folder import RunFolder
 
@@ -53,7 +54,7 @@ class Disagreement:
 
     @property
     def kind(self) -> str:
-        return "false positive" if self.label < 0.5 else "false negative"
+        return "false negative" if labelled_good(self.label) else "false positive"
 
 
 @dataclass
@@ -105,8 +106,8 @@ def confidence_intervals(labels: np.ndarray, scores: np.ndarray,
     """95% intervals of the rates (Wilson) and the AUCs (bootstrap over clips)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    y = (labels >= 0.5).astype(int)
-    called = (scores >= threshold).astype(int)
+    y = labelled_good(labels).astype(int)
+    called = called_good(scores, threshold).astype(int)
     out = {
         "accuracy": wilson_interval(int((y == called).sum()), len(y)),
         "precision": wilson_interval(int((y & called).sum()), int(called.sum())),
@@ -135,7 +136,7 @@ def _split_counts(split_csv: Path) -> dict[str, dict[str, int]]:
         with open(split_csv, newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
                 try:
-                    good = float(row["label"]) >= 0.5
+                    good = labelled_good(float(row["label"]))
                 except (KeyError, TypeError, ValueError):
                     continue
                 cell = counts.setdefault(row.get("split") or "?", {"good": 0, "poor": 0})
@@ -172,10 +173,10 @@ def _project_root(info: dict[str, Any], project_root: str | os.PathLike | None) 
 
 
 def collect_report(run_dir: str | os.PathLike) -> tuple[ReportData, dict[str, Any]]:
-    """The report's numbers from a run folder, and the checkpoint's info (for GradCAM).
-    ReportError when the folder has no test predictions."""
+    """The report's numbers from a run folder, and the checkpoint's info (for GradCAM): the
+    test scores as the model's decision (its checkpoint's threshold and calibration, else the
+    run's threshold) reads them. ReportError when the folder has no test predictions."""
     from echoquality_core.evaluation.metrics import metrics_from_scores
-    from echoquality_core.evaluation.review import disagrees
 
     folder = RunFolder(run_dir)
     if not folder.path.is_dir():
@@ -188,11 +189,11 @@ def collect_report(run_dir: str | os.PathLike) -> tuple[ReportData, dict[str, An
     if not predictions:
         raise ReportError(f"{folder.path.name}: test_predictions.csv has no scored clips")
     info = _checkpoint_info(folder)
-    threshold = folder.read_threshold()
-    threshold = float(info.get("threshold", 0.5) if threshold is None else threshold)
+    decision = Decision.from_info({"threshold": folder.read_threshold(), **info})
+    threshold = decision.threshold
     rels = sorted(predictions)
     labels = np.array([predictions[r][0] for r in rels], dtype=float)
-    scores = np.array([predictions[r][1] for r in rels], dtype=float)
+    scores = decision.scores([predictions[r][1] for r in rels])
     metrics = metrics_from_scores(labels, scores, threshold)
     cm = np.asarray(metrics["confusion_matrix"])
     negatives = int(cm[0].sum())
@@ -211,18 +212,17 @@ def collect_report(run_dir: str | os.PathLike) -> tuple[ReportData, dict[str, An
 
 
 def _checkpoint_info(folder: RunFolder) -> dict[str, Any]:
-    """The best checkpoint's extra info (config, preprocess, threshold); {} without one."""
-    import torch
+    """The best checkpoint's extra info (config, preprocess, threshold, calibration); {}
+    without a readable one."""
+    from echoquality_core.model.checkpoint import read_info
 
     path = folder.find_checkpoint()
     if path is None:
         return {}
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError):
+        info = read_info(path)
+    except (OSError, ValueError):  # WeightsError is a ValueError
         return {}
-    info = {k: v for k, v in saved.items() if k != "model_state_dict"} \
-        if isinstance(saved, dict) else {}
     info["checkpoint"] = path
     return info
 
@@ -249,8 +249,8 @@ def add_gradcam_stills(data: ReportData, info: dict[str, Any], project_root: Pat
                 progress(i, len(todo), f"GradCAM of {Path(d.rel).name}")
             path = project_root / d.rel
             try:
-                result = explain_clip(net, path, params, "good" if d.score >= data.threshold
-                                      else "poor")
+                result = explain_clip(net, path, params,
+                                      "good" if called_good(d.score, data.threshold) else "poor")
                 png = save_explanation(result, Path(tmp) / f"{i}.png", n_frames_shown=4)
                 d.still_png = png.read_bytes()
             except (OSError, ValueError) as exc:

@@ -1,10 +1,6 @@
 """What the Review tab shows, as plain data: labelled clips with the model's scores, their
-confusion-matrix cells, the most confident mistakes first, and the metrics.
-
-Also the words for a score (:func:`assessment`) and the default decision threshold. The rule
-is defined here once: a clip is *labelled good* when its label is at least
-``labels.GOOD`` (0.5), *called good* when the model's score is at least the threshold, and the
-model *disagrees* when the two differ.
+confusion-matrix cells, the most confident mistakes first, and the metrics. The calls follow the
+model's :class:`~echoquality_core.decision.Decision` (threshold and calibration).
 """
 from __future__ import annotations
 
@@ -13,7 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from echoquality_core.labels.store import GOOD, REVIEWED, Label
+from echoquality_core.decision import Decision, called_good, labelled_good
+from echoquality_core.labels.store import REVIEWED, Label
 from echoquality_core.evaluation.metrics import metrics_from_scores
 from echoquality_core.runs.folder import RunFolder
 
@@ -21,60 +18,11 @@ KINDS = {"tn": "true negative", "fp": "false positive", "fn": "false negative",
          "tp": "true positive"}
 CELLS = {(0, 0): "tn", (0, 1): "fp", (1, 0): "fn", (1, 1): "tp"}  # (labelled good, called good)
 
-#: Decision threshold when neither the caller nor the checkpoint gives one: the value the
-#: original EchoQuality inference script used to call a clip "pass".
-DEFAULT_THRESHOLD = 0.3
-
-#: (lowest score of the band, assessment), best band first: the EchoQuality README's bands.
-SCORE_BANDS = (
-    (0.8, "Excellent quality"),
-    (0.6, "Good quality"),
-    (0.4, "Acceptable quality"),
-    (0.2, "Poor quality"),
-    (0.0, "Very poor quality"),
-)
-
-
-#: The bands that pass and those that fail: with a threshold, assessment() only uses bands of
-#: the side of the threshold the score is on, so ``pass`` and ``assessment`` never contradict.
-PASS_BANDS = ("Excellent quality", "Good quality", "Acceptable quality")
-FAIL_BANDS = ("Poor quality", "Very poor quality")
-
-
-def assessment(score: float, threshold: float | None = None) -> str:
-    """The guide's words for a score in 0..1: "Excellent quality" (>= 0.8) ... "Very poor
-    quality" (< 0.2); a band includes its lower bound. With a ``threshold`` the words agree
-    with the call: a passing score gets at worst "Acceptable quality", a failing one at best
-    "Poor quality"."""
-    score = float(score)
-    if not 0.0 <= score <= 1.0:
-        raise ValueError(f"a quality score lies in 0..1, got {score!r}")
-    band = next(text for lower, text in SCORE_BANDS if score >= lower)
-    if threshold is None:
-        return band
-    if score >= float(threshold):
-        return band if band in PASS_BANDS else PASS_BANDS[-1]
-    return band if band in FAIL_BANDS else FAIL_BANDS[0]
-
-
-def labelled_good(label: float) -> bool:
-    """A label (quality_score 0..1) counts as good from 0.5 up."""
-    return label >= GOOD
-
-
-def called_good(score: float, threshold: float) -> bool:
-    """The model calls a clip good when its score reaches the threshold."""
-    return score >= threshold
-
-
-def disagrees(label: float, score: float, threshold: float) -> bool:
-    """The model's call differs from the label."""
-    return labelled_good(label) != called_good(score, threshold)
-
 
 @dataclass(frozen=True)
 class ReviewClip:
-    """One clip with its label (0..1, good >= 0.5) and the model's score."""
+    """One clip with its label (0..1, see ``decision.labelled_good``) and the model's
+    (calibrated) score."""
 
     rel: str
     label: float
@@ -141,14 +89,20 @@ def read_run_predictions(run_dir) -> tuple[dict[str, tuple[float, float]], float
     return folder.read_predictions(), folder.read_threshold()
 
 
-def build_review(scored: Mapping[str, tuple[float, float]], threshold: float, source: str,
-                 labels: Mapping[str, Label | None]) -> ReviewSet:
-    """ReviewSet of clips ``{rel: (label, score)}``; the CSV's label (``labels``), when there is
-    one, replaces the given label, and its ``reviewed`` tag marks the clip as reviewed."""
+def build_review(scored: Mapping[str, tuple[float, float]], decision: Decision | float,
+                 source: str, labels: Mapping[str, Label | None]) -> ReviewSet:
+    """ReviewSet of clips ``{rel: (label, raw score)}`` called by the model's ``decision`` (a
+    bare threshold: the scores are used as they are); the CSV's label (``labels``), when there
+    is one, replaces the given label, and its ``reviewed`` tag marks the clip as reviewed."""
+    if not isinstance(decision, Decision):
+        decision = Decision(float(decision))
+    rels = list(scored)
+    verdicts = decision.verdicts([scored[rel][1] for rel in rels])
     clips = []
-    for rel, (label, score) in scored.items():
+    for rel, verdict in zip(rels, verdicts, strict=True):
         now = labels.get(rel)
-        clips.append(ReviewClip(rel, now.quality_score if now else label, score, threshold,
-                                bool(now and REVIEWED in now.issues)))
-    metrics = metrics_from_scores([c.label for c in clips], [c.score for c in clips], threshold)
-    return ReviewSet(source, threshold, clips, metrics)
+        clips.append(ReviewClip(rel, now.quality_score if now else scored[rel][0], verdict.score,
+                                decision.threshold, bool(now and REVIEWED in now.issues)))
+    metrics = metrics_from_scores([c.label for c in clips], [c.score for c in clips],
+                                  decision.threshold)
+    return ReviewSet(source, decision.threshold, clips, metrics)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from echoquality_core.decision import called_good, labelled_good
 
 METRICS = ("roc_auc", "pr_auc", "sensitivity", "specificity", "ppv", "npv", "accuracy", "brier")
 Z95 = 1.959963984540054
@@ -59,8 +60,8 @@ def point_metrics(labels: Sequence[float], scores: Sequence[float],
     in plain numpy (the bootstrap calls this thousands of times)."""
     y_soft = np.asarray(labels, dtype=float)
     s = np.asarray(scores, dtype=float)
-    y = y_soft >= 0.5
-    called = s >= threshold
+    y = labelled_good(y_soft)
+    called = called_good(s, threshold)
     tp, tn = int(np.sum(y & called)), int(np.sum(~y & ~called))
     fp, fn = int(np.sum(~y & called)), int(np.sum(y & ~called))
     both = 0 < y.sum() < y.size
@@ -152,7 +153,7 @@ def metrics_with_ci(labels: Sequence[float], scores: Sequence[float],
     samples = bootstrap_samples(y_soft, s, groups, threshold, n_resamples=n_resamples,
                                 seed=seed)
     tail = 100 * (1 - confidence) / 2
-    dens = _denominators(y_soft >= 0.5, s >= threshold)
+    dens = _denominators(labelled_good(y_soft), called_good(s, threshold))
     out = {}
     for name in METRICS:
         finite = samples[name][np.isfinite(samples[name])]
@@ -175,7 +176,7 @@ def describe_basis(labels: Sequence[float], groups: Sequence[object] | None,
                    source: str) -> str:
     """One plain line: what the numbers rest on, e.g. "Out-of-fold scores of 96 clips from
     41 patients (70 good, 26 poor)"."""
-    y = np.asarray(labels, dtype=float) >= 0.5
+    y = labelled_good(np.asarray(labels, dtype=float))
     n_patients = len(set(map(str, groups))) if groups is not None else y.size
     return (f"{source} of {y.size} clip(s) from {n_patients} patient(s) "
             f"({int(y.sum())} good, {int((~y).sum())} poor)")

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from echoquality_core.evaluation.calibration import (
-    apply_calibration,
     fit_calibration,
     flipped,
     reliability_curve,
@@ -19,6 +18,7 @@ from echoquality_core.evaluation.calibration import (
     threshold_preset,
 )
 from echoquality_core.evaluation.stats import point_metrics
+from echoquality_core.decision import apply_calibration, called_good, labelled_good
 
 
 class ThresholdChoice:
@@ -70,7 +70,7 @@ class ThresholdChoice:
         s = self.scores
         idx = sorted(flipped(s, self.saved, self.threshold), key=lambda i: (s[i], self.rels[i]))
         return [(self.rels[i], float(self.labels[i]), float(s[i]),
-                 "good" if s[i] >= self.threshold else "poor") for i in idx]
+                 "good" if called_good(s[i], self.threshold) else "poor") for i in idx]
 
     def reliability(self, n_bins: int = 10) -> dict[str, np.ndarray]:
         return reliability_curve(self.labels, self.scores, n_bins)
@@ -78,7 +78,7 @@ class ThresholdChoice:
     def histograms(self, n_bins: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(bin edges, counts of good clips, counts of poor clips) over 0..1."""
         edges = np.linspace(0.0, 1.0, n_bins + 1)
-        good = self.labels >= 0.5
+        good = labelled_good(self.labels)
         s = self.scores
         return (edges, np.histogram(s[good], edges)[0], np.histogram(s[~good], edges)[0])
 

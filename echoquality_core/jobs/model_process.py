@@ -164,16 +164,18 @@ def _text(exc: BaseException) -> str:
 def _score(job: _Job, models: _Models, watch: _Watch, cancelled: Any, put: Any) -> None:
     import pandas as pd
 
-    from echoquality_core.model.checkpoint import params_from_info, threshold_from_info
-    from echoquality_core.scoring.score import COLUMNS, ClipInput, score_clips
+    from echoquality_core.decision import Decision
+    from echoquality_core.model.checkpoint import params_from_info
+    from echoquality_core.scoring.score import ClipInput, score_clips
+    from echoquality_core.scoring.scores_csv import COLUMNS
 
     try:
         net, info = models.get(job.model, job.trust_exported)
-        threshold = threshold_from_info(info, job.args["threshold"])
+        decision = Decision.from_info(info, job.args["threshold"])
     except Exception as exc:  # noqa: BLE001 - any file the user picks: say why it cannot be used
         put(Failed(_text(exc), "load"))
         return
-    put(Loaded(threshold))
+    put(Loaded(decision.threshold))
     clips = job.args["clips"]
     if isinstance(clips, list) and not clips:  # only check that the model loads
         put(Done(pd.DataFrame(columns=list(COLUMNS))))
@@ -190,13 +192,12 @@ def _score(job: _Job, models: _Models, watch: _Watch, cancelled: Any, put: Any) 
     inputs = [ClipInput(Path(p), name) for p, name in clips] if isinstance(clips, list) else clips
     try:
         table = score_clips(inputs, _watched(net, watch), out_csv=job.args["out_csv"],
-                            threshold=threshold, batch_size=job.args["batch_size"],
+                            threshold=decision.threshold, batch_size=job.args["batch_size"],
                             params=params_from_info(info), cache_dir=job.args["cache_dir"],
-                            progress=progress, calibration=info.get("calibration"))
+                            progress=progress, calibration=decision.calibration)
     except _Cancel:
         put(Cancelled())
         return
-    table.attrs["threshold"] = threshold
     put(Done(table))
 
 

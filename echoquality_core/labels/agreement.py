@@ -20,6 +20,7 @@ from itertools import combinations
 import numpy as np
 
 from echoquality_core.labels.store import Label
+from echoquality_core.decision import called_good, labelled_good
 
 IGNORED_TAGS = ("reviewed",)  # workflow marks, not a rater's judgement
 MODEL = "model"
@@ -302,8 +303,8 @@ def model_vs_raters(labels: Iterable[Label], scores: Mapping[str, float], thresh
     model within the raters' variability?"""
     labels = [la for la in labels if la.video_path in scores]
     clips, raters, matrix = ratings_matrix(labels)
-    calls = np.where(np.isfinite(matrix), (matrix >= 0.5).astype(float), np.nan)
-    model = np.array([float(scores[c] >= threshold) for c in clips])
+    calls = np.where(np.isfinite(matrix), labelled_good(matrix).astype(float), np.nan)
+    model = np.array([float(called_good(scores[c], threshold)) for c in clips])
     levels = [0.0, 1.0]
     with_model = [pair_agreement(MODEL, r, model, calls[i], levels, False, n_boot, seed)
                   for i, r in enumerate(raters)]

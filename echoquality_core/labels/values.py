@@ -12,10 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from echoquality_core.decision import GOOD  # noqa: F401 (labels.store re-exports it)
+
 ISSUE_TAGS = ("off_axis", "foreshortened", "poor_gain", "dropout", "partial_view")
 UNREADABLE = "unreadable"  # issue tag for a clip that cannot be decoded
 REVIEWED = "reviewed"  # issue tag: a person looked at the model's disagreement and decided
-GOOD = 0.5  # a label (quality_score) at or above this is "good"
 SCALES = ("binary", "five_point")  # the label scales a rater can work in
 FIVE_POINT_SCORES = (0.0, 0.25, 0.5, 0.75, 1.0)  # 1 (worst) .. 5 (best)
 

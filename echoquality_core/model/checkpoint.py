@@ -1,8 +1,10 @@
 """Model files, read back: a checkpoint or weights file, or a TorchScript export, as a model in
-eval mode plus its info (threshold, preprocessing), and the one forward pass that turns
-model-input clips into scores.
+eval mode plus its info (threshold, calibration, preprocessing), a checkpoint's info alone
+(:func:`read_info`), and the one forward pass that turns model-input clips into scores. No other
+module reads model files; the one rewrite of a checkpoint, its decision, is here too
+(:func:`write_decision`).
 
-Writing model files lives elsewhere: checkpoints in ``model.save_checkpoint``, exports in
+Writing model files lives elsewhere: checkpoints in ``network.save_checkpoint``, exports in
 ``export.export_model`` (which reads models through this module). Load a TorchScript export only
 from a source you trust: it is a program, not just weights.
 """
@@ -26,6 +28,7 @@ from echoquality_core.model.network import (
     model_from_state,
     read_model_file,
     resolve_device,
+    save_torch_atomic,
 )
 from echoquality_core.model.file_kind import (
     EXPORT_FILE,
@@ -35,7 +38,7 @@ from echoquality_core.model.file_kind import (
     is_torchscript,
 )
 from echoquality_core.data.preprocess import PreprocessParams
-from echoquality_core.evaluation.review import DEFAULT_THRESHOLD
+from echoquality_core.decision import check_threshold
 
 TRUST_HINT = ("a TorchScript export is a program: loading it runs code from the file (a "
               "torch.export .pt2 file may too). Load it only from a source you trust: "
@@ -165,13 +168,27 @@ def params_from_info(info: Mapping[str, Any]) -> PreprocessParams:
     return PreprocessParams(**{k: v for k, v in saved.items() if k in known})
 
 
-def threshold_from_info(info: Mapping[str, Any], threshold: float | None = None) -> float:
-    """``threshold`` if given, else the checkpoint's, else :data:`DEFAULT_THRESHOLD` (0.3)."""
-    value = threshold if threshold is not None else info.get("threshold", DEFAULT_THRESHOLD)
-    value = float(DEFAULT_THRESHOLD if value is None else value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"threshold must lie in 0..1, got {value:g}")
-    return value
+def read_info(path: str | os.PathLike) -> dict[str, Any]:
+    """A weights file's or checkpoint's info without its weights (threshold, calibration,
+    preprocess, config, run_id, ...; {} for bare weights). WeightsError for a file that is not
+    a weights file or checkpoint (the checks of ``network.read_model_file``)."""
+    return read_model_file(path)[1]
+
+
+def write_decision(path: str | os.PathLike, threshold: float,
+                   calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Make ``threshold`` and ``calibration`` (None: none) the checkpoint's: the file is
+    rewritten atomically with them, its weights and other info unchanged. Returns the info as
+    written. WeightsError for bare weights (no checkpoint to hold a decision)."""
+    path = Path(path)
+    state, info = read_model_file(path)
+    if not info:
+        raise WeightsError(path, "not an EchoQuality checkpoint (bare weights have no place "
+                                 "for a threshold); use a training run's best.pt")
+    info["threshold"] = check_threshold(threshold)
+    info["calibration"] = dict(calibration) if calibration else None
+    save_torch_atomic({"model_state_dict": state, **info}, path)
+    return info
 
 
 def autocast(device: torch.device):

@@ -37,8 +37,8 @@ from echoquality_core.model.checkpoint import (
     load_scoring_model,
     params_from_info,
     score_arrays,
-    threshold_from_info,
 )
+from echoquality_core.decision import Decision
 from echoquality_core.model.network import WeightsError
 from echoquality_core.model.precision import precision
 from echoquality_core.data.preprocess import MEAN, STD, PreprocessParams
@@ -67,7 +67,8 @@ def export_model(
     Each export is checked against the original on a (2,3,T,S,S) example: scores must agree
     within 1e-4 (``info["max_score_difference"][format]``). ONNX needs the ``onnx`` package and
     is checked with ``onnxruntime`` when that is installed; without ``onnx`` it is skipped and
-    ``info["skipped"]["onnx"]`` says why. ``threshold`` defaults to the checkpoint's.
+    ``info["skipped"]["onnx"]`` says why. ``threshold`` defaults to the checkpoint's; its
+    calibration goes with it, so the export makes the same calls.
     """
     _refuse(checkpoint_or_model, formats)
     model, source_info = load_scoring_model(checkpoint_or_model)
@@ -80,7 +81,7 @@ def export_model(
     model = model.cpu().eval()
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(2, 3, int(example_frames), params.size, params.size, generator=generator)
-    info = _info(params, int(example_frames), threshold_from_info(source_info, threshold))
+    info = _info(params, int(example_frames), Decision.from_info(source_info, threshold))
     with precision("fp32"):  # the files hold fp32 graphs: compare them with the fp32 eager model
         original = score_arrays(model, example)
         if "export" in formats:
@@ -110,7 +111,7 @@ def _refuse(checkpoint_or_model: str | os.PathLike | nn.Module, formats: Sequenc
                            f"already {kind}; export the checkpoint instead")
 
 
-def _info(params: PreprocessParams, frames: int, threshold: float) -> dict[str, Any]:
+def _info(params: PreprocessParams, frames: int, decision: Decision) -> dict[str, Any]:
     """``model_info.json`` before any file is written (``files``, ``skipped`` and
     ``max_score_difference`` are filled in as the formats are exported)."""
     return {
@@ -120,7 +121,8 @@ def _info(params: PreprocessParams, frames: int, threshold: float) -> dict[str, 
                  "any N; T as in input_shape for model.pt2",
         "output": "one logit per clip, shape (N, 1)",
         "score": "sigmoid(logit)",
-        "threshold": threshold,
+        "threshold": decision.threshold,
+        "calibration": decision.calibration,
         "preprocess": dataclasses.asdict(params),
         "mean": list(MEAN),
         "std": list(STD),

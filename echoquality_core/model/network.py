@@ -24,6 +24,7 @@ from torch import nn
 
 from echoquality_core.files.atomic import write_atomic
 from echoquality_core.model.weights_file import WeightsError, check_state, split_checkpoint
+from echoquality_core.decision import TRAINING_THRESHOLD
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +245,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, **info: Any) -> P
     dataclasses dicts), so :func:`load_weights` reads it with ``weights_only=True``.
     """
     path = Path(path)
-    info.setdefault("threshold", 0.5)
+    info.setdefault("threshold", TRAINING_THRESHOLD)
     info.setdefault("preprocess", None)
     extra = {key: _plain(value, key) for key, value in info.items()}
     state = {

@@ -48,7 +48,7 @@ def results_from_scores(scores_csv: str | os.PathLike, *, threshold: float, vers
     """A :class:`ClipResult` per scored row of ``scores_csv`` (``video_path`` relative to
     ``root``, default the CSV's folder); rows without a score or whose clip cannot be read are
     listed in ``skipped``."""
-    from echoquality_core.scoring.score import read_scores
+    from echoquality_core.scoring.scores_csv import read_scores
 
     scores_csv = Path(scores_csv)
     if not scores_csv.is_file():

@@ -26,6 +26,8 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
+from echoquality_core.decision import called_good
+
 logging.getLogger("highdicom").setLevel(logging.WARNING)  # logs UIDs at INFO
 
 SCHEME = "99ECHOQ"  # private coding scheme of EchoQuality Studio
@@ -53,7 +55,7 @@ HEADER_TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPCl
 @dataclasses.dataclass(frozen=True)
 class ClipResult:
     """One scored clip: the UIDs that file the SR, its identity values (never shown), the
-    verdict."""
+    verdict (``score``: the model's calibrated score, as in the scores CSV)."""
 
     study_uid: str
     series_uid: str
@@ -66,7 +68,7 @@ class ClipResult:
 
     @property
     def passed(self) -> bool:
-        return self.score >= self.threshold
+        return bool(called_good(self.score, self.threshold))
 
     @classmethod
     def from_header(cls, ds: Dataset, score: float, threshold: float,

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from echoquality_core.decision import Decision
 from echoquality_core.files.atomic import atomic_write
 from echoquality_core.pacs.connection import PacsConnection
 from echoquality_core.pacs.retrieve import clip_path, import_clips, uid_key
@@ -72,23 +73,20 @@ class WatchState:
 
 @dataclasses.dataclass
 class Scorer:
-    """The model, loaded once: its module, threshold, preprocessing and version string."""
+    """The model, loaded once: its module, decision (threshold and calibration),
+    preprocessing and version string."""
 
     net: Any
-    threshold: float
+    decision: Decision
     params: Any
     version: str
 
     @classmethod
     def load(cls, model: str | os.PathLike, threshold: float | None = None) -> Scorer:
-        from echoquality_core.model.checkpoint import (
-            load_scoring_model,
-            params_from_info,
-            threshold_from_info,
-        )
+        from echoquality_core.model.checkpoint import load_scoring_model, params_from_info
 
         net, info = load_scoring_model(model)
-        return cls(net, threshold_from_info(info, threshold), params_from_info(info),
+        return cls(net, Decision.from_info(info, threshold), params_from_info(info),
                    model_version(model, info))
 
 
@@ -146,8 +144,9 @@ class Watcher:
         ready = [r for r in refs if clip_path(self.folder, r) in on_disk]
         inputs = [ClipInput(clip_path(self.folder, r), self._name(r)) for r in ready]
         table = score_clips(inputs, self.scorer.net, out_csv=self.folder / SCORES_FILE,
-                            threshold=self.scorer.threshold, params=self.scorer.params,
-                            batch_size=4) if inputs else None
+                            threshold=self.scorer.decision.threshold,
+                            calibration=self.scorer.decision.calibration,
+                            params=self.scorer.params, batch_size=4) if inputs else None
         rows = {} if table is None else dict(zip(table["video_path"], table["score"],
                                                  strict=True))
         results = [self._result(r, rows[self._name(r)]) for r in ready
@@ -171,7 +170,8 @@ class Watcher:
 
         ds = pydicom.dcmread(clip_path(self.folder, ref), stop_before_pixels=True,
                              specific_tags=HEADER_TAGS)
-        return ClipResult.from_header(ds, score, self.scorer.threshold, self.scorer.version)
+        return ClipResult.from_header(ds, score, self.scorer.decision.threshold,
+                                      self.scorer.version)
 
     def run(self, *, interval: float = 30.0, iterations: int | None = None,
             stop: threading.Event | None = None) -> PollResult:

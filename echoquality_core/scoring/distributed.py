@@ -23,7 +23,8 @@ import pandas as pd
 
 from echoquality_core.jobs import distributed as dist
 from echoquality_core.files.atomic import atomic_write
-from echoquality_core.scoring.score import COLUMNS, ClipInput, ScoresFile, collect_clips, read_scores
+from echoquality_core.scoring.score import ClipInput, collect_clips
+from echoquality_core.scoring.scores_csv import COLUMNS, ScoresFile, read_scores
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from echoquality_core.data.clips import clip_model_frames
+from echoquality_core.decision import Verdict
 from echoquality_core.dicom import read_clip
 from echoquality_core.scoring.heatmap import ClipExplanation
 from echoquality_core.data.preprocess import MEAN, STD, PreprocessParams, normalize
@@ -142,17 +143,23 @@ def explain_clip(
 
 
 def save_explanation(result: ClipExplanation, save_path: str | os.PathLike,
-                     n_frames_shown: int = 8) -> Path:
-    """PNG strip of an explanation: model-input frames with the heat map, importance curve."""
+                     n_frames_shown: int = 8, verdict: Verdict | None = None) -> Path:
+    """PNG strip of an explanation: model-input frames with the heat map, importance curve;
+    the title gives the model's ``verdict`` on the clip when given, else its raw score."""
     from echoquality_core.evaluation.plots import save_gradcam_strip
 
     save_path = Path(save_path)
     save_gradcam_strip(
         denormalize(result.video), result.maps, save_path, n_frames_shown=n_frames_shown,
-        title=f"GradCAM ({result.layer}, explains '{result.explain}') - score "
-              f"{result.score:.3f}",
+        title=_title(result.layer, result.explain, result.score, verdict),
     )
     return save_path
+
+
+def _title(layer: str, explain: str, score: float, verdict: Verdict | None) -> str:
+    said = (f"score {verdict.score:.3f} ({verdict.assessment})" if verdict is not None
+            else f"score {score:.3f}")
+    return f"GradCAM ({layer}, explains '{explain}') - {said}"
 
 
 def visualize_gradcam(
@@ -162,15 +169,17 @@ def visualize_gradcam(
     save_path: str | os.PathLike | None = None,
     n_frames_shown: int = 8,
     explain: str = "good",
+    verdict: Verdict | None = None,
 ) -> np.ndarray:
     """GradCAM maps (T,H,W) for a clip; with ``save_path`` also a PNG: the model-input frames
-    with a jet heat-map overlay and the per-frame importance curve underneath."""
+    with a jet heat-map overlay and the per-frame importance curve underneath, titled with the
+    model's ``verdict`` when given (else the raw score)."""
     maps, score = gradcam_with_score(model, video, target_layer_name, explain)
     if save_path is not None:
         from echoquality_core.evaluation.plots import save_gradcam_strip
 
         save_gradcam_strip(
             denormalize(video), maps, Path(save_path), n_frames_shown=n_frames_shown,
-            title=f"GradCAM ({target_layer_name}, explains '{explain}') - score {score:.3f}",
+            title=_title(target_layer_name, explain, score, verdict),
         )
     return maps

@@ -1,5 +1,5 @@
-"""The trained model as an MLflow pyfunc: DICOM paths in, probability, pass/fail at the saved
-threshold and the assessment out, so ``mlflow models serve`` and
+"""The trained model as an MLflow pyfunc: DICOM paths in, the score, pass/fail and assessment
+under the saved threshold and calibration out, so ``mlflow models serve`` and
 ``mlflow.pyfunc.load_model(uri).predict(...)`` work without the app.
 
 The logged model holds one file of weights, the run's ``best.pt`` checkpoint (threshold and
@@ -31,15 +31,12 @@ class EchoQualityModel(mlflow.pyfunc.PythonModel):
     """Scores DICOM clips with the checkpoint logged next to it."""
 
     def load_context(self, context: Any) -> None:
-        from echoquality_core.model.checkpoint import (
-            load_scoring_model,
-            params_from_info,
-            threshold_from_info,
-        )
+        from echoquality_core.decision import Decision
+        from echoquality_core.model.checkpoint import load_scoring_model, params_from_info
 
         self.net, info = load_scoring_model(context.artifacts[CHECKPOINT_ARTIFACT])
         self.params = params_from_info(info)
-        self.threshold = threshold_from_info(info)
+        self.decision = Decision.from_info(info)
 
     def predict(self, context: Any, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -50,7 +47,8 @@ class EchoQualityModel(mlflow.pyfunc.PythonModel):
         if not paths:
             return pd.DataFrame(columns=list(OUTPUT_COLUMNS))
         clips = [ClipInput(Path(p), p) for p in paths]
-        table = score_clips(clips, self.net, threshold=self.threshold, params=self.params,
+        table = score_clips(clips, self.net, threshold=self.decision.threshold,
+                            calibration=self.decision.calibration, params=self.params,
                             device=os.environ.get("ECHOQUALITY_DEVICE", "auto"))
         table = table.set_index("video_path").loc[paths]
         passed = table["pass"].astype(object)

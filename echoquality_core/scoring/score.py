@@ -1,33 +1,25 @@
-"""Score many clips with a quality model and write one CSV row per clip.
+"""Score many clips with a quality model and write one CSV row per clip (``scores_csv``).
 
-The output CSV has the columns ``video_path,score,pass,assessment,frames,fps,error``:
-``score`` is sigmoid(logit) in 0..1 (1 = good quality), ``pass`` is ``score >= threshold``,
-``assessment`` the EchoQuality README's score band (``review.SCORE_BANDS``) on the same side of
-the threshold as ``pass``. A calibration saved in the checkpoint is applied to the scores first.
-A clip that cannot be read or preprocessed gets a row with its ``error`` and an empty score
-instead of stopping the run.
-A GradCAM strip that cannot be written leaves the score as it is and says
-``gradcam failed: <reason>`` in ``error``.
+Each row holds the clip's ``decision.Verdict`` under the model's threshold and calibration
+(``score`` calibrated, ``pass``, ``assessment``), its frame count and rate, and its ``error``. A
+clip that cannot be read or preprocessed gets a row with its ``error`` and an empty score
+instead of stopping the run. A GradCAM strip that cannot be written leaves the score as it is
+and says ``gradcam failed: <reason>`` in ``error``.
 
 The run is resumable: clips with a score in an existing output CSV (matched by ``video_path``)
 are skipped; clips whose row has no score (unreadable last time, e.g. still being copied) are
-tried again, their old rows first removed by rewriting the file atomically, so the file ends with
-one row per clip. Each batch's rows are appended with a single write followed by fsync, so a
-crash loses at most the batch being scored. A torn last line (power loss, full disk) is cut off
-the next time the file is opened for scoring. Nothing from DICOM headers except the frame count
-and frame rate reaches the output.
+tried again, their old rows first removed (``ScoresFile.drop``), so the file ends with one row
+per clip. Each batch's rows are appended at once, so a crash loses at most the batch being
+scored. Nothing from DICOM headers except the frame count and frame rate reaches the output.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import logging
-import math
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,23 +29,20 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from echoquality_core.model import precision
-from echoquality_core.files.atomic import append_atomic, atomic_write
 from echoquality_core.model.checkpoint import (
     forward_scores,
     params_from_info,
     read_scoring_model,
     require_checkpoint,
-    threshold_from_info,
 )
 from echoquality_core.data.clips import ClipCache, ClipLoadError, clip_model_frames
+from echoquality_core.decision import Decision, Verdict
 from echoquality_core.dicom import DicomReadError, find_clips, read_clip
 from echoquality_core.model.network import resolve_device
 from echoquality_core.data.preprocess import PreprocessParams, normalize
-from echoquality_core.evaluation.review import assessment
+from echoquality_core.scoring.scores_csv import ScoresFile, read_scores, rows_table
 
 log = logging.getLogger(__name__)
-
-COLUMNS = ("video_path", "score", "pass", "assessment", "frames", "fps", "error")
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -184,108 +173,6 @@ def collate_scoring(items: list[dict[str, Any]]) -> tuple[list[dict], torch.Tens
     return ok, videos, failed
 
 
-# --- the output file ---------------------------------------------------------------------------
-
-class ScoresFile:
-    """The scores CSV opened for appending: header written atomically, rows appended per batch
-    with one write + fsync, a torn last line cut off on open.
-
-    ``done``: clips with a score in the file; ``unreadable``: clips whose rows have none (their
-    error row is to be replaced, see :meth:`drop`)."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.done: set[str] = set()
-        self.unreadable: set[str] = set()
-        if self.path.exists() and self.path.stat().st_size > 0:
-            self._repair()
-            table = read_scores(self.path)
-            scored = table["score"].notna()
-            self.done = set(table.loc[scored, "video_path"])
-            self.unreadable = set(table.loc[~scored, "video_path"]) - self.done
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write_header()
-
-    def _write_header(self) -> None:
-        with atomic_write(self.path, "w", newline="", encoding="utf-8") as fh:
-            fh.write(",".join(COLUMNS) + "\n")
-
-    def _repair(self) -> None:
-        with open(self.path, "rb") as fh:
-            data = fh.read()
-        header = data.split(b"\n", 1)[0].decode("utf-8", "replace").strip().lstrip("\ufeff")
-        if [c.strip() for c in header.split(",")] != list(COLUMNS):
-            raise ValueError(
-                f"{self.path.name}: exists but is not a scores CSV (expected the columns "
-                f"{','.join(COLUMNS)}); choose another output file"
-            )
-        if not data.endswith(b"\n"):
-            keep = data.rfind(b"\n") + 1
-            log.warning("%s: cutting off an incomplete last line left by an interrupted run",
-                        self.path.name)
-            with open(self.path, "r+b") as fh:
-                fh.truncate(keep)
-                fh.flush()
-                os.fsync(fh.fileno())
-
-    def drop(self, names: Iterable[str]) -> None:
-        """Remove every row of the clips ``names`` by rewriting the file atomically (a crash
-        leaves the old file or the new one)."""
-        names = set(names)
-        if not names:
-            return
-        with open(self.path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))[1:]
-        with atomic_write(self.path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(COLUMNS)
-            writer.writerows(row for row in rows if row and row[0] not in names)
-        self.done -= names
-        self.unreadable -= names
-
-    def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Append rows in one write; on failure the file is cut back to where it was."""
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        for row in rows:
-            writer.writerow([_cell(row.get(c)) for c in COLUMNS])
-        data = buffer.getvalue().encode("utf-8")
-        if data:
-            append_atomic(self.path, data)  # a full disk: cut back, "disk full" error
-
-
-def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, bool):
-        return "True" if value else "False"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
-def read_scores(path: str | os.PathLike) -> pd.DataFrame:
-    """A scores CSV as a typed DataFrame (score/fps float, pass boolean, frames Int64)."""
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    return _typed(table)
-
-
-def _typed(table: pd.DataFrame) -> pd.DataFrame:
-    table = table.reindex(columns=list(COLUMNS))
-    out = pd.DataFrame({
-        "video_path": table["video_path"].fillna("").astype(str),
-        "score": pd.to_numeric(table["score"].replace("", None), errors="coerce").astype(float),
-        "pass": table["pass"].map({"True": True, "False": False}).astype("boolean"),
-        "assessment": table["assessment"].fillna("").astype(str),
-        "frames": pd.to_numeric(table["frames"].replace("", None), errors="coerce")
-        .astype("Int64"),
-        "fps": pd.to_numeric(table["fps"].replace("", None), errors="coerce").astype(float),
-        "error": table["error"].fillna("").astype(str),
-    })
-    return out
-
-
 # --- scoring -----------------------------------------------------------------------------------
 
 def gradcam_file_name(name: str) -> str:
@@ -310,7 +197,7 @@ def score_clips(
     trust_exported: bool = False,
     calibration: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Score clips and return one row per clip (columns :data:`COLUMNS`).
+    """Score clips and return one row per clip (columns ``scores_csv.COLUMNS``).
 
     ``paths``: folders, DICOM files, CSVs with a ``video_path`` column and/or ClipInputs (see
     :func:`collect_clips`). ``model``: a weights file / checkpoint, a module, or (only with
@@ -322,8 +209,8 @@ def score_clips(
     the file. ``gradcam_dir`` gets a GradCAM strip (explaining "poor") for each clip that fails
     the threshold; a strip that cannot be written is logged and noted in the clip's ``error``
     ("gradcam failed: ...") without stopping the run. ``progress(done, total, name)`` is called
-    per clip. ``calibration``: default the checkpoint's (see ``calibration.py``), applied to
-    the scores before the threshold. ``result.attrs`` holds the threshold and the counts of
+    per clip. ``calibration``: default the checkpoint's (see ``decision.Decision``), applied
+    to the scores before the threshold. ``result.attrs`` holds the threshold and the counts of
     this call: scored, passed, failed (unreadable), skipped (already scored in ``out_csv``),
     retried (unreadable in ``out_csv`` before, tried again).
     """
@@ -334,8 +221,7 @@ def score_clips(
     if gradcam_dir is not None:
         require_checkpoint(model)
     build_net, info = read_scoring_model(model, trust_exported=trust_exported)
-    threshold = threshold_from_info(info, threshold)
-    calibration = calibration if calibration is not None else info.get("calibration")
+    decision = Decision.from_info(info, threshold, calibration)
     params = params or params_from_info(info)
     dev = resolve_device(device)
 
@@ -343,7 +229,7 @@ def score_clips(
     todo, skipped, retry = _resume(out, clips)
     batches = iter(_loader(todo, params, cache_dir, batch_size, num_workers, dev))
     net = build_net()  # the loader's workers decode the first batches meanwhile
-    scorer = _BatchScorer(net, dev, threshold, calibration, gradcam_dir)
+    scorer = _BatchScorer(net, dev, decision, gradcam_dir)
     rows: list[dict[str, Any]] = []
     if todo:
         was_training = net.training
@@ -360,10 +246,9 @@ def score_clips(
         finally:
             net.train(was_training)
 
-    result = read_scores(out.path) if out is not None else _typed(
-        pd.DataFrame([{k: _cell(r[k]) for k in COLUMNS} for r in rows], columns=list(COLUMNS))
-    )
-    result.attrs.update(threshold=threshold, calibration=calibration, skipped=skipped,
+    result = read_scores(out.path) if out is not None else rows_table(rows)
+    result.attrs.update(threshold=decision.threshold, calibration=decision.calibration,
+                        skipped=skipped,
                         retried=len(retry), **scorer.counts)
     return result
 
@@ -383,33 +268,28 @@ def _loader(todo: Sequence[ClipInput], params: PreprocessParams,
 
 class _BatchScorer:
     """Scores one batch at a time into output rows (in the clips' order) and keeps the counts
-    (scored, passed, failed); GradCAM strips for the clips below the threshold."""
+    (scored, passed, failed); GradCAM strips for the clips that fail."""
 
-    def __init__(self, net: nn.Module, dev: torch.device, threshold: float,
-                 calibration: Mapping[str, Any] | None,
+    def __init__(self, net: nn.Module, dev: torch.device, decision: Decision,
                  gradcam_dir: str | os.PathLike | None):
-        self.net, self.dev, self.threshold = net, dev, threshold
-        self.calibration, self.gradcam_dir = calibration, gradcam_dir
+        self.net, self.dev, self.decision = net, dev, decision
+        self.gradcam_dir = gradcam_dir
         self.counts = {"scored": 0, "passed": 0, "failed": 0}
 
     def rows(self, todo: Sequence[ClipInput], ok: list[dict], videos: torch.Tensor | None,
              failed: list[dict]) -> list[dict[str, Any]]:
         """The rows of one batch from ``collate_scoring`` (``todo``: the loader's clips)."""
-        scores = forward_scores(self.net, videos, self.dev) if videos is not None else []
-        if self.calibration:
-            from echoquality_core.evaluation.calibration import apply_calibration
-
-            scores = apply_calibration(scores, self.calibration).tolist()
-        threshold = self.threshold
-        by_index = {it["index"]: _row(todo[it["index"]].name, it, None, threshold)
-                    for it in failed}
-        for it, score in zip(ok, scores):
+        raw = forward_scores(self.net, videos, self.dev) if videos is not None else []
+        verdicts = self.decision.verdicts(raw)
+        by_index = {it["index"]: _row(todo[it["index"]].name, it, None) for it in failed}
+        for it, verdict in zip(ok, verdicts):
             name = todo[it["index"]].name
-            row = by_index[it["index"]] = _row(name, it, score, threshold)
-            if self.gradcam_dir is not None and score < threshold:
-                row["error"] = _try_gradcam(self.net, it["video"], self.gradcam_dir, name)
+            row = by_index[it["index"]] = _row(name, it, verdict)
+            if self.gradcam_dir is not None and not verdict.passed:
+                row["error"] = _try_gradcam(self.net, it["video"], self.gradcam_dir, name,
+                                            verdict)
         self.counts["scored"] += len(ok)
-        self.counts["passed"] += sum(score >= threshold for score in scores)
+        self.counts["passed"] += sum(v.passed for v in verdicts)
         self.counts["failed"] += len(failed)
         return [by_index[i] for i in sorted(by_index)]
 
@@ -429,12 +309,12 @@ def _resume(out: ScoresFile | None,
     return todo, skipped, retry
 
 
-def _row(name: str, item: Mapping[str, Any], score: float | None, threshold: float) -> dict:
+def _row(name: str, item: Mapping[str, Any], verdict: Verdict | None) -> dict:
     return {
         "video_path": name,
-        "score": score,
-        "pass": None if score is None else bool(score >= threshold),
-        "assessment": "" if score is None else assessment(score, threshold),
+        "score": None if verdict is None else verdict.score,
+        "pass": None if verdict is None else verdict.passed,
+        "assessment": "" if verdict is None else verdict.assessment,
         "frames": item["frames"],
         "fps": None if item["fps"] is None else round(float(item["fps"]), 3),
         "error": item["error"] or "",
@@ -442,10 +322,10 @@ def _row(name: str, item: Mapping[str, Any], score: float | None, threshold: flo
 
 
 def _try_gradcam(net: nn.Module, video: torch.Tensor, out_dir: str | os.PathLike,
-                 name: str) -> str:
+                 name: str, verdict: Verdict) -> str:
     """Write the clip's GradCAM strip; "" when written, else "gradcam failed: <reason>"."""
     try:
-        _save_gradcam(net, video, out_dir, name)
+        _save_gradcam(net, video, out_dir, name, verdict)
     except Exception as exc:  # one strip must not stop the run or lose the batch's scores
         reason = " ".join(str(exc).split()) or type(exc).__name__
         log.warning("GradCAM strip for %s not written: %s", name, reason, exc_info=True)
@@ -454,11 +334,12 @@ def _try_gradcam(net: nn.Module, video: torch.Tensor, out_dir: str | os.PathLike
 
 
 def _save_gradcam(net: nn.Module, video: torch.Tensor, out_dir: str | os.PathLike,
-                  name: str) -> None:
+                  name: str, verdict: Verdict) -> None:
     from echoquality_core.scoring.gradcam import visualize_gradcam
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # e.g. autocast notes on CPU
-        visualize_gradcam(net, video, "layer4", out_dir / gradcam_file_name(name), explain="poor")
+        visualize_gradcam(net, video, "layer4", out_dir / gradcam_file_name(name), explain="poor",
+                          verdict=verdict)

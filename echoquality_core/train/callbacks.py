@@ -19,6 +19,7 @@ from echoquality_core.files.digest import file_digest
 from echoquality_core.evaluation.evaluate import choose_threshold, log_evaluation_to_mlflow
 from echoquality_core.train.events import EpochEnd
 from echoquality_core.model.network import save_checkpoint
+from echoquality_core.decision import TRAINING_THRESHOLD, labelled_good
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class BestCheckpoint(Callback):
     def __init__(self) -> None:
         self.loss = math.inf
         self.epoch: int | None = None
-        self.threshold = 0.5
+        self.threshold = TRAINING_THRESHOLD
         self.improved = False
 
     def on_validation_end(self, trainer: Trainer, epoch: int, val: dict[str, Any]) -> None:
@@ -69,13 +70,14 @@ class BestCheckpoint(Callback):
 
     def save(self, trainer: Trainer, epoch: int, val: dict[str, Any]) -> None:
         """Make the model of ``epoch`` the best one (also used when no epoch finished)."""
-        binary = [1 if y >= 0.5 else 0 for y in val["labels"]]
+        binary = [int(labelled_good(y)) for y in val["labels"]]
         method = trainer.config.threshold
         try:
             self.threshold = float(choose_threshold(binary, val["scores"], method=method))
         except ValueError as exc:  # e.g. a single-class validation split
-            log.warning("threshold %r not computable on validation (%s); using 0.5", method, exc)
-            self.threshold = 0.5
+            log.warning("threshold %r not computable on validation (%s); using %g", method, exc,
+                        TRAINING_THRESHOLD)
+            self.threshold = TRAINING_THRESHOLD
         self.loss, self.epoch = val["loss"], epoch
         save_checkpoint(
             trainer.model, trainer.folder.best, threshold=self.threshold,

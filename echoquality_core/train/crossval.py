@@ -33,6 +33,7 @@ from uuid import uuid4
 import numpy as np
 
 from echoquality_core.train.events import CrossValEnd, FoldStart, Progress, TrainEnd, TrainError
+from echoquality_core.decision import labelled_good
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def make_folds(records: Sequence[dict], n_folds: int,
     FoldError when fewer patients than folds have clips of a class."""
     if n_folds < 2:
         raise FoldError(f"cross-validation needs at least 2 folds, got {n_folds}")
-    y = np.array([float(r["label"]) >= 0.5 for r in records])
+    y = np.array([labelled_good(float(r["label"])) for r in records])
     groups = [_group(r) for r in records]
     for cls, name in ((False, "poor"), (True, "good")):
         n = len({g for g, c in zip(groups, y) if c == cls})

@@ -17,6 +17,7 @@ from echoquality_core.train.crossval import (
     write_oof,
 )
 from echoquality_core.train.events import CrossValEnd, TrainEnd, TrainError
+from echoquality_core.decision import TRAINING_THRESHOLD, labelled_good
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +117,10 @@ def _finish(cv: CrossValidator, records: list[dict], scores: dict[int, list[floa
              "threshold": first[i][1], "group": group_ids[i], "n_scores": len(scores[i])}
             for i in sorted(scores)]
     oof = write_oof(cv.run_dir / OOF_FILE, rows)
-    threshold = statistics.median(thresholds) if thresholds else 0.5
+    threshold = statistics.median(thresholds) if thresholds else TRAINING_THRESHOLD
     metrics: dict[str, Any] = {}
     labels = [r["label"] for r in rows]
-    if rows and 0 < sum(y >= 0.5 for y in labels) < len(rows):
+    if rows and 0 < sum(labelled_good(y) for y in labels) < len(rows):
         estimates = metrics_with_ci(labels, [r["score"] for r in rows],
                                     [r["group"] for r in rows], threshold,
                                     seed=cv.config.seed)

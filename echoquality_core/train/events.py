@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from echoquality_core.decision import TRAINING_THRESHOLD
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -67,7 +69,7 @@ class TrainEnd:
     stopped: bool = False
     cancelled: bool = False
     split_sizes: dict = field(default_factory=dict)
-    threshold: float = 0.5
+    threshold: float = TRAINING_THRESHOLD
     best_epoch: int | None = None
     run_dir: Path | None = None
     error: TrainError | None = None

@@ -26,6 +26,7 @@ from echoquality_core.train.events import Progress, TrainError
 from echoquality_core.data.preprocess import PreprocessParams
 from echoquality_core.train.config import TrainConfig
 from echoquality_core.train.loop import seed_worker
+from echoquality_core.decision import labelled_good
 
 
 class SetupError(ValueError):
@@ -149,7 +150,7 @@ def make_loaders(config: TrainConfig, data: RunData, params: PreprocessParams, c
     train_set = dataset("train", EchoVideoAugmentation() if c.augment else None)
     train_labels = [r["label"] for r in data.part("train")]
     if c.synthetic_pairs:
-        good = [i for i, y in enumerate(train_set.labels) if y >= 0.5]
+        good = [i for i, y in enumerate(train_set.labels) if labelled_good(y)]
         train_set = ConcatDataset(
             [train_set, SyntheticLowQuality(train_set, good, create_synthetic_low_quality)]
         )

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QW
 
 from echoquality_core.labels.store import ISSUE_TAGS, UNREADABLE, Label
 from echoquality_core.labels.project import ClipInfo
-from echoquality_core.evaluation.review import labelled_good
+from echoquality_core.decision import labelled_good
 
 MODES = {
     "All clips": "all",

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from echoquality_core.labels.project import ClipInfo
-from echoquality_core.evaluation.review import assessment, called_good, labelled_good
+from echoquality_core.decision import assessment, called_good, labelled_good
 from echoquality_gui.common import theme
 from echoquality_gui.label.clip_filter import MODES, ClipFilter, FilterRow, class_counts
 from echoquality_gui.raters.menu import raters_text

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 
 from echoquality_core.labels.store import UNREADABLE, Label
 from echoquality_core.labels.project import ClipInfo
-from echoquality_core.evaluation.review import assessment, called_good
+from echoquality_core.decision import assessment, called_good
 from echoquality_gui.common import settings
 from echoquality_gui.label.clip_list import label_text
 from echoquality_gui.window.keybinds import FIVE_POINT, ISSUE_KEYS, keybind

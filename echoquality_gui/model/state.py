@@ -13,7 +13,7 @@ from pathlib import Path
 from PySide6.QtCore import QThread
 
 from echoquality_core.jobs.model_process import FORWARD_TIMEOUT, ModelProcess
-from echoquality_core.evaluation.review import DEFAULT_THRESHOLD, disagrees
+from echoquality_core.decision import DEFAULT_THRESHOLD, disagrees
 from echoquality_gui.common import settings
 from echoquality_gui.model.score_worker import ScoreWorker, scores_by_clip
 

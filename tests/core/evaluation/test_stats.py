@@ -9,13 +9,12 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from echoquality_core.evaluation.calibration import (
-    apply_calibration,
     fit_calibration,
     flipped,
     reliability_curve,
     threshold_preset,
 )
-from echoquality_core.evaluation.review import FAIL_BANDS, PASS_BANDS, assessment
+from echoquality_core.decision import FAIL_BANDS, PASS_BANDS, apply_calibration, assessment
 from echoquality_core.evaluation.stats import metrics_with_ci, point_metrics
 
 # A fixed table: 20 clips of 8 patients (labels 1 = good), scores of a middling model.

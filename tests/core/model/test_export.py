@@ -1,5 +1,5 @@
 """Exported models score like the checkpoint they came from (within 1e-4) and carry their
-preprocessing and threshold in model_info.json."""
+preprocessing, threshold and calibration in model_info.json."""
 from __future__ import annotations
 
 import importlib.util
@@ -17,6 +17,7 @@ from echoquality_core.data.preprocess import PreprocessParams
 from echoquality_core.scoring.score import score_clips
 
 PARAMS = PreprocessParams(n_frames=4, stride=1, size=48)
+CALIBRATION = {"method": "platt", "a": 1.0, "b": 0.3}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,8 @@ def model(random_model):
 def exported(model, tmp_path_factory) -> tuple[Path, Path, dict]:
     """(checkpoint, export folder, returned info)."""
     root = tmp_path_factory.mktemp("export")
-    checkpoint = save_checkpoint(model, root / "best.pt", threshold=0.37, preprocess=PARAMS)
+    checkpoint = save_checkpoint(model, root / "best.pt", threshold=0.37, preprocess=PARAMS,
+                                 calibration=CALIBRATION)
     info = export_model(checkpoint, root / "exported", example_frames=4,
                         formats=("torchscript", "onnx"))
     return checkpoint, root / "exported", info
@@ -54,6 +56,7 @@ def test_model_info_says_how_to_feed_the_export(exported):
     info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
     assert info["format"] == EXPORT_FORMAT
     assert info["threshold"] == 0.37
+    assert info["calibration"] == CALIBRATION  # the export makes the checkpoint's calls
     assert PreprocessParams(**info["preprocess"]) == PARAMS
     assert info["input_shape"] == [1, 3, 4, 48, 48]
     assert info["score"] == "sigmoid(logit)"
@@ -79,6 +82,7 @@ def test_scoring_with_the_export_matches_the_checkpoint(demo_project, exported):
     for model in (folder, folder / TORCHSCRIPT_FILE):
         copy = score_clips(clips, model, device="cpu", trust_exported=True)
         assert copy.attrs["threshold"] == 0.37  # from model_info.json
+        assert copy.attrs["calibration"] == CALIBRATION
         assert np.abs(copy["score"].to_numpy() - original["score"].to_numpy()).max() <= 1e-4
         assert list(copy["pass"]) == list(original["pass"])
 

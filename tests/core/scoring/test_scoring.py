@@ -22,8 +22,9 @@ from echoquality_core.demo.project import synthetic_clip, write_dicom_clip
 from echoquality_core.dicom import find_clips
 from echoquality_core.model.network import save_checkpoint
 from echoquality_core.data.preprocess import PreprocessParams
-from echoquality_core.evaluation.review import DEFAULT_THRESHOLD, SCORE_BANDS, assessment
-from echoquality_core.scoring.score import COLUMNS, read_scores, score_clips
+from echoquality_core.decision import DEFAULT_THRESHOLD, SCORE_BANDS, assessment
+from echoquality_core.scoring.score import score_clips
+from echoquality_core.scoring.scores_csv import COLUMNS, read_scores
 
 PARAMS = PreprocessParams(n_frames=4, stride=1, size=48)
 

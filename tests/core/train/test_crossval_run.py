@@ -21,7 +21,7 @@ from echoquality_core.train.crossval import CrossValidator, read_oof
 from echoquality_core.demo.project import synthetic_clip, write_dicom_clip
 from echoquality_core.train.events import CrossValEnd, EpochEnd, FoldStart
 from echoquality_core.labels.store import LabelStore
-from echoquality_core.evaluation.review import FAIL_BANDS, PASS_BANDS
+from echoquality_core.decision import FAIL_BANDS, PASS_BANDS
 from echoquality_core.scoring.score import score_clips
 from echoquality_core.runs.tracking import default_tracking_uri
 from echoquality_core.train.trainer import TrainConfig
@@ -150,7 +150,7 @@ def test_saved_threshold_and_calibration_are_what_score_uses(cv_cli, tmp_path, c
 
     assert main(["threshold", "--crossval", "cv1", "--project", str(root), "--model",
                  str(model), "--preset", "youden", "--calibrate", "platt"]) == 0
-    from echoquality_core.evaluation.calibration import apply_calibration
+    from echoquality_core.decision import apply_calibration
     from echoquality_core.model.checkpoint import load_scoring_model
 
     info = load_scoring_model(model)[1]
