@@ -70,7 +70,8 @@ class ReviewCharts(QWidget):
         self.roc_plot.setLabel("bottom", "False positive rate")
         self.roc_plot.setLabel("left", "True positive rate")
         self.roc_plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0.03)
-        self.roc_plot.plot([0, 1], [0, 1], pen=pg.mkPen(theme.GRID_DASH, style=Qt.PenStyle.DashLine))
+        self.roc_plot.plot([0, 1], [0, 1],
+                           pen=pg.mkPen(theme.GRID_DASH, style=Qt.PenStyle.DashLine))
         self.roc_curve = self.roc_plot.plot(pen=pg.mkPen(theme.BLUE, width=2))
         self.roc_point = self.roc_plot.plot(pen=None, symbol="o", symbolSize=8,
                                             symbolBrush=theme.ORANGE, symbolPen=None)

@@ -72,7 +72,8 @@ class ReviewTab(QWidget):
         self.metric_labels, self.confusion = self.charts.metric_labels, self.charts.confusion
         self.table, self.hide_reviewed = self.clips.table, self.clips.hide_reviewed
         self.mistakes_button = self.clips.mistakes_button
-        self.threshold_panel, self.label_issues = self.lists.threshold_panel, self.lists.label_issues
+        self.threshold_panel = self.lists.threshold_panel
+        self.label_issues = self.lists.label_issues
         self.player, self.worker = self.side.player, self.side.worker
 
         left = QWidget()
