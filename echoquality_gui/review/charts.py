@@ -59,7 +59,8 @@ class ReviewCharts(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(metrics)
-        layout.addWidget(self._build_charts())
+        self.charts_box = self._build_charts()
+        layout.addWidget(self.charts_box)
 
     def _build_charts(self) -> QWidget:
         """The ROC curve (a dot at the threshold) beside the clickable confusion matrix."""
@@ -98,6 +99,11 @@ class ReviewCharts(QWidget):
         charts.addWidget(self.roc_plot, 1)
         charts.addWidget(self.confusion, 1)
         return charts_box
+
+    def show_plots(self, shown: bool) -> None:
+        """Show or hide the ROC and the confusion matrix (the metrics stay): the threshold
+        panel needs the column's height for its own plots."""
+        self.charts_box.setVisible(shown)
 
     def show_review(self, rs: ReviewSet | None) -> None:
         """Show the metrics, confusion counts and ROC of ``rs`` (None: empty)."""

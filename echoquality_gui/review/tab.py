@@ -64,6 +64,8 @@ class ReviewTab(QWidget):
         self.lists.label_issues.open_clip.connect(self.show_clip)
         self.lists.label_issues.keep.connect(lambda rel: self._resolve(rel, flip=False))
         self.lists.label_issues.flip.connect(lambda rel: self._resolve(rel, flip=True))
+        self.lists.currentChanged.connect(lambda _: self.charts.show_plots(
+            self.lists.currentWidget() is not self.lists.threshold_panel))
         self.model_vs_raters = ModelVsRaters(self.session)
         self.side = ClipPanel(self.session, self)
         self.side.relabel.connect(self.relabel)
