@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QWidget
 
-from echoquality_core.labels.project import Project
 from echoquality_core.train.events import (
     BatchEnd,
     CrossValEnd,
@@ -25,17 +24,12 @@ from echoquality_core.train.events import (
     TrainEnd,
     TrainError,
 )
-from echoquality_gui.common import settings as app_settings
 from echoquality_gui.common import theme
-from echoquality_gui.common.garbage import freeze_import
 from echoquality_gui.common.session import Session
-from echoquality_gui.common.widgets import section_title
-from echoquality_gui.common.workers import Worker
-from echoquality_gui.raters.menu import PolicyLabel
-from echoquality_gui.train.crossval_mode import CrossValMode, crossval_summary
-from echoquality_gui.train.form import TrainForm
+from echoquality_gui.train.controls import TrainControls
+from echoquality_gui.train.crossval_mode import crossval_summary
 from echoquality_gui.train.results import RunResults, RunStatus, outcome, summary
-from echoquality_gui.train.worker import TrainWorker, probe_devices
+from echoquality_gui.train.worker import TrainWorker
 
 CLOSE_LIMIT_MS = 60_000  # closing the window: testing the kept model may take this long, then
 # the run is cancelled
@@ -89,14 +83,22 @@ class TrainPanel(QWidget):
 
         self.status = RunStatus()
         self.results = RunResults()
+        self.controls = TrainControls(session, self.status)
+        c = self.controls  # the parts tests and the window reach by their old names
+        self.form, self.crossval_mode, self.data_label = c.form, c.crossval_mode, c.data_label
+        self.train_button, self.stop_button = c.train_button, c.stop_button
+        self.cancel_button = c.cancel_button
         self.stage, self.progress = self.status.stage, self.status.progress
         self.error_banner = self.status.error_banner
         self.plots = self.results.plots
         self.messages, self.summary = self.results.messages, self.results.summary
+        self.train_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        self.cancel_button.clicked.connect(self.cancel)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
         layout.setSpacing(12)
-        layout.addWidget(self._build_side())
+        layout.addWidget(self.controls)
         layout.addWidget(self.results, 1)
 
         self.setStyleSheet(_STYLE)
@@ -104,94 +106,19 @@ class TrainPanel(QWidget):
         self._close_limit.setSingleShot(True)
         self._close_limit.setInterval(CLOSE_LIMIT_MS)
         self._close_limit.timeout.connect(self.cancel)
-        session.project_opened.connect(self._project_opened)
-        session.label_changed.connect(lambda _rel: self._show_data())
         session.scores_changed.connect(self._scores_arrived)
         session.scoring_failed.connect(self._scoring_failed)
-        self._probe = Worker(probe_devices, parent=self).connect(  # started when the tab
-            returned=self._devices_found,  # is first shown: it imports torch
-            errored=lambda exc: self.form.device_info.setText(f"unavailable ({exc})"))
-        if session.project is not None:
-            self._project_opened(session.project)
-        self._set_running(False)
 
-    def _build_side(self) -> QWidget:
-        """The left column: settings, data, cross-validation, Train/Stop/Cancel, status."""
-        self.form = TrainForm()
-        self.form.weights.changed.connect(self._remember_weights)
-        self.data_label = QLabel("Open a project to train on its labels.")
-        self.data_label.setWordWrap(True)
-        self.train_button = QPushButton("Train")
-        self.train_button.setObjectName("trainButton")
-        self.train_button.setToolTip("Train a model on this project's labelled clips")
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Finish now and keep the best model so far (it is tested)")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Abandon this run; nothing is kept")
-        self.train_button.clicked.connect(self.start)
-        self.stop_button.clicked.connect(self.stop)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.crossval_mode = CrossValMode()
-        buttons = QHBoxLayout()
-        for button in (self.train_button, self.stop_button, self.cancel_button):
-            buttons.addWidget(button)
-        left = QVBoxLayout()
-        left.setSpacing(6)
-        left.addWidget(section_title("Settings"))
-        left.addWidget(self.form)
-        left.addWidget(section_title("Data"))
-        left.addWidget(self.data_label)
-        left.addWidget(PolicyLabel(self.session))
-        left.addSpacing(4)
-        left.addWidget(self.crossval_mode)
-        left.addLayout(buttons)
-        left.addWidget(self.status)
-        left.addStretch(1)
-        side = QWidget()
-        side.setLayout(left)
-        side.setFixedWidth(340)
-        return side
-
-    # --- project ---------------------------------------------------------------------------
-    def _project_opened(self, project: Project) -> None:
-        weights = app_settings.project_value(project.root, "train_weights", None)
-        self.form.weights.set_spec(self.form.weights.default_spec() if weights is None
-                                   else str(weights))
-        self._show_data()
-
-    def _remember_weights(self) -> None:
-        project = self.session.project
-        if project is not None:
-            app_settings.set_project_value(project.root, "train_weights",
-                                           self.form.weights.spec() or "none")
-
-    def _show_data(self) -> None:
-        project = self.session.project
-        if project is None:
-            return
-        self.data_label.setText(f"{len(project.store)} labelled clips in "
-                                f"{project.csv_path.name} ({project.root.name})")
-        self.train_button.setEnabled(not self.running)
-
-    # --- settings --------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
         """TrainConfig fields of the next run: the form, the open project's labels, ``extra``."""
-        project = self.session.project
-        if project is None:
-            raise ValueError("Open a project first")
-        return {**self.form.values(), "annotations_csv": str(project.csv_path),
-                "videos_dir": str(project.root), **self.crossval_mode.values(), **self.extra}
+        return self.controls.settings(self.extra)
 
     @property
     def running(self) -> bool:
         return self.worker is not None
 
     def _set_running(self, running: bool) -> None:
-        self.form.setEnabled(not running)
-        self.crossval_mode.setEnabled(not running)
-        self.train_button.setEnabled(not running and self.session.project is not None)
-        self.stop_button.setEnabled(running)
-        self.cancel_button.setEnabled(running)
+        self.controls.set_running(running)
 
     # --- control ---------------------------------------------------------------------------
     def start(self) -> bool:
@@ -282,25 +209,12 @@ class TrainPanel(QWidget):
             self._close_requested = False
             self.closed_down.emit()
 
-    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
-        """Find the training device the first time the tab is shown."""
-        if not self._probe.isRunning() and self.form.device_info.text() == "finding…":
-            self._probe.start()
-        super().showEvent(event)
-
-    def _devices_found(self, found: tuple[str, list]) -> None:
-        freeze_import()  # torch's ~200k objects: out of the window's garbage collections
-        auto, choices = found
-        self.form.device_info.setText(auto)
-        self.form.set_device_choices(choices)
-
     def shutdown(self) -> None:
         """Stop a running training (keeping its best model on disk) and wait for it and for a
         stopped run still finishing; call before the window closes. The model is not made the
         project's model."""
         self._closing, self._close_requested = True, False
-        self._probe.wait()
-        self.form.weights.shutdown()
+        self.controls.shutdown()
         for worker in (self.worker, self.finishing):
             if worker is not None:
                 worker.stop()
