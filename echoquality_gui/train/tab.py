@@ -33,7 +33,7 @@ from echoquality_gui.train.worker import TrainWorker
 
 CLOSE_LIMIT_MS = 60_000  # closing the window: testing the kept model may take this long, then
 # the run is cancelled
-STOPPING = "Stopping — keeping the best model…"
+STOPPING_TEXT = "Stopping — keeping the best model…"  # shown at once on Stop (issue 22.4)
 
 
 _STYLE = """
@@ -164,7 +164,7 @@ class TrainPanel(QWidget):
             if self.state is not RunState.CANCELLING:
                 self.state = RunState.STOPPING
             self.stop_button.setEnabled(False)
-            self.status.set_stage(STOPPING, busy=True)
+            self.status.set_stage(STOPPING_TEXT, busy=True)
 
     def cancel(self) -> None:
         """Abandon the run (or a stopped one still finishing) at once; nothing is kept."""

@@ -250,6 +250,33 @@ def test_stop_in_epoch_two_keeps_epoch_one_model(studio_window, open_project, qt
 
 
 @pytest.mark.slow
+def test_train_again_while_the_stopped_run_saves(studio_window, open_project, qtbot, tmp_path):
+    """Train is usable as soon as a stopped run's compute halted: a new run starts while the
+    stopped one still saves its model; that one's end is a line in Messages, and the new
+    run's model becomes the project's."""
+    open_project(demo_root(tmp_path))
+    panel, watch = start(qtbot, studio_window, epochs=2, split=MID_EPOCH_SPLIT)
+    ends = []
+    panel.ended.connect(ends.append)
+    qtbot.waitUntil(lambda: watch.in_epoch(2), timeout=RUN_TIMEOUT_MS)
+    qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(panel.train_button.isEnabled, timeout=RUN_TIMEOUT_MS)
+    watch.stop()
+    stopped = panel.finishing
+    panel.form.epochs.setValue(1)
+    qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
+    assert panel.running and panel.worker is not stopped
+    qtbot.waitUntil(lambda: len(ends) == 2, timeout=RUN_TIMEOUT_MS)
+    first, second = ends
+    assert first.stopped and first.best_epoch == 1 and first.best_checkpoint.is_file()
+    assert "The stopped run: Stopped; kept the best model (epoch 1)" in \
+        panel.messages.toPlainText()
+    assert not second.stopped and second.error is None and second.best_epoch == 1
+    assert studio_window.session.model_path == second.best_checkpoint != first.best_checkpoint
+    assert "Finished" in panel.stage.text() and panel.finishing is None
+
+
+@pytest.mark.slow
 @pytest.mark.usefixtures("app_heap")  # times the event loop
 def test_cancel_in_epoch_two_discards_everything(studio_window, open_project, qtbot, tmp_path):
     from echoquality_core.runs.tracking import default_tracking_uri, list_runs
