@@ -37,8 +37,7 @@ def tick_texts(plot, side: str) -> list[str]:
     """The tick labels an axis draws now (for its current range and size)."""
     axis = plot.getAxis(side)
     lo, hi = axis.range
-    size = axis.width() if side in ("left", "right") else axis.width()
-    length = axis.height() if side in ("left", "right") else size
+    length = axis.height() if side in ("left", "right") else axis.width()
     texts = []
     for spacing, values in axis.tickValues(lo, hi, length):
         texts += axis.tickStrings(values, axis.scale, spacing)
