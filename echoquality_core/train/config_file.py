@@ -41,6 +41,7 @@ HELP = {
     "synthetic_pairs": "add degraded copies of good training clips, labelled poor",
     "n_frames": "frames per clip the model sees (EchoPrime: 16)",
     "stride": "take every n-th frame (EchoPrime: 2)",
+    "size": "model input height and width in pixels (EchoPrime: 112)",
     "mask": '"sector" (EchoPrime mask), "region" (DICOM ultrasound region) or "none"',
     "split": "train, validation, test fractions (grouped by patient)",
     "num_workers": "clip-loading processes (0 = in the training process)",
@@ -50,6 +51,9 @@ HELP = {
     "threshold": '"youden" (chosen on validation) or a fixed number such as 0.5',
     "log_mlflow_model": "also log the model in MLflow's model format",
     "run_name": 'name of the run folder and MLflow run; "" = date-time and a random suffix',
+    "split_csv": 'a given split (video_path, split: train/val/test); clips not in it are '
+                 'unused; "" = split by patient',
+    "parent_run_id": 'MLflow run this one is nested under (set by cross-validation); "" = none',
 }
 
 

@@ -21,8 +21,8 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
-    QScrollArea,
     QSlider,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -35,6 +35,7 @@ PRESETS = (("youden", "Youden"), ("sensitivity_95", "Sens ≥ 0.95"),
            ("specificity_95", "Spec ≥ 0.95"))
 CALIBRATIONS = (("none", "No calibration"), ("temperature", "Temperature scaling"),
                 ("platt", "Platt scaling"))
+GOOD, POOR = "#66bb6a", "#ef5350"  # histogram colours
 
 
 def confidence_intervals(labels: list[float], scores: list[float], threshold: float, groups,
@@ -62,7 +63,7 @@ def _plot(title: str, x: str, y: str) -> pg.PlotWidget:
     plot.setTitle(title, size="9pt")
     plot.setLabel("bottom", x)
     plot.setLabel("left", y)
-    plot.setMinimumHeight(170)
+    plot.setMinimumHeight(120)
     return plot
 
 
@@ -82,10 +83,11 @@ class ThresholdPanel(QWidget):
         self.set_choice(None)
 
     def _build(self) -> None:
+        """Controls and live figures on top (always in view), the plots and the flipped
+        clips below as tabs, one at a time."""
         self.basis = QLabel("")
         self.basis.setWordWrap(True)
         self.basis.setObjectName("clipInfo")
-        charts = self._build_charts()
         slider_row, preset_row = self._build_controls()
         self.stats = QLabel("")
         self.stats.setObjectName("clipInfo")
@@ -100,28 +102,39 @@ class ThresholdPanel(QWidget):
             lambda item: self.open_clip.emit(item.data(Qt.ItemDataRole.UserRole)))
         self.flips.itemClicked.connect(
             lambda item: self.open_clip.emit(item.data(Qt.ItemDataRole.UserRole)))
-        content = QWidget()
-        layout = QVBoxLayout(content)
-        layout.setContentsMargins(0, 4, 4, 0)
+        flip_page = QWidget()
+        flip_layout = QVBoxLayout(flip_page)
+        flip_layout.setContentsMargins(2, 2, 2, 2)
+        flip_layout.addWidget(self.flip_title)
+        flip_layout.addWidget(self.flips, 1)
+        self._build_charts()
+        self.views = QTabWidget()
+        self.views.setDocumentMode(True)
+        self.views.addTab(self.histogram, "Scores by label")
+        self.views.addTab(self.reliability, "Reliability")
+        self.views.addTab(flip_page, "Calls that change")
+        layout = QVBoxLayout(self)  # no scroll area: the controls stay in view, the plot
+        layout.setContentsMargins(0, 4, 4, 0)  # takes the height that is left
+        layout.setSpacing(4)
         layout.addWidget(self.basis)
-        layout.addLayout(charts)
         layout.addLayout(slider_row)
         layout.addLayout(preset_row)
         layout.addWidget(self.stats)
         layout.addWidget(self.ci)
-        layout.addWidget(self.flip_title)
-        layout.addWidget(self.flips)
-        self.flips.setMinimumHeight(90)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setWidget(content)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        layout.addWidget(self.views, 1)
 
-    def _build_charts(self) -> QHBoxLayout:
-        """The reliability curve (with clip counts) and the score histograms per label."""
+    def _build_charts(self) -> None:
+        """The score histograms per label (the threshold marked) and the reliability curve
+        (with clip counts); their legends are their titles, off the data."""
+        self.histogram = _plot(f'Scores by label: <span style="color:{GOOD}">labelled good'
+                               f'</span> · <span style="color:{POOR}">labelled poor</span>',
+                               "Score", "Clips")
+        self.good_hist = self.histogram.plot(stepMode="center", pen=pg.mkPen(GOOD, width=2),
+                                             name="labelled good")
+        self.poor_hist = self.histogram.plot(stepMode="center", pen=pg.mkPen(POOR, width=2),
+                                             name="labelled poor")
+        self.threshold_line = pg.InfiniteLine(angle=90, pen=pg.mkPen("#ffb74d", width=2))
+        self.histogram.addItem(self.threshold_line)
         self.reliability = _plot("Reliability (numbers: clips per bin)", "Mean score",
                                  "Share labelled good")
         self.reliability.setRange(xRange=(0, 1), yRange=(0, 1), padding=0.05)
@@ -130,21 +143,9 @@ class ThresholdPanel(QWidget):
                                                        symbol="o", symbolSize=7,
                                                        symbolBrush="#4fc3f7")
         self._count_items: list[pg.TextItem] = []
-        self.histogram = _plot("Scores by label", "Score", "Clips")
-        self.histogram.addLegend(offset=(5, 5), labelTextSize="8pt")
-        self.good_hist = self.histogram.plot(stepMode="center", pen=pg.mkPen("#66bb6a", width=2),
-                                             name="labelled good")
-        self.poor_hist = self.histogram.plot(stepMode="center", pen=pg.mkPen("#ef5350", width=2),
-                                             name="labelled poor")
-        self.threshold_line = pg.InfiniteLine(angle=90, pen=pg.mkPen("#ffb74d", width=2))
-        self.histogram.addItem(self.threshold_line)
-        charts = QHBoxLayout()
-        charts.addWidget(self.reliability, 1)
-        charts.addWidget(self.histogram, 1)
-        return charts
 
     def _build_controls(self) -> tuple[QHBoxLayout, QHBoxLayout]:
-        """The threshold slider row; the presets, calibration and Save row."""
+        """The threshold slider row with Save; the presets and calibration row."""
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, STEPS)
         self.slider.setToolTip("Decision threshold: a clip is called good if its score is at "
@@ -154,10 +155,15 @@ class ThresholdPanel(QWidget):
         self.value = QLabel("–")
         self.value.setObjectName("counter")
         self.value.setMinimumWidth(48)
+        self.save_button = QPushButton("Save threshold")
+        self.save_button.setToolTip("Make this threshold (and calibration) the model's and the "
+                                    "project's; recorded in the model's MLflow run")
+        self.save_button.clicked.connect(self.save_requested)
         slider_row = QHBoxLayout()
         slider_row.addWidget(QLabel("Threshold"))
         slider_row.addWidget(self.slider, 1)
         slider_row.addWidget(self.value)
+        slider_row.addWidget(self.save_button)
         self.preset_buttons = []
         preset_row = QHBoxLayout()
         for key, text in PRESETS:
@@ -172,12 +178,7 @@ class ThresholdPanel(QWidget):
         self.calibration.setToolTip("Fit a calibration on these held-out scores; it is saved "
                                     "with the model and applied by scoring")
         self.calibration.currentIndexChanged.connect(self._calibration_changed)
-        preset_row.addWidget(self.calibration)
-        self.save_button = QPushButton("Save threshold")
-        self.save_button.setToolTip("Make this threshold (and calibration) the model's and the "
-                                    "project's; recorded in the model's MLflow run")
-        self.save_button.clicked.connect(self.save_requested)
-        preset_row.addWidget(self.save_button)
+        preset_row.addWidget(self.calibration, 1)
         return slider_row, preset_row
 
     # --- state -----------------------------------------------------------------------------
@@ -197,6 +198,7 @@ class ThresholdPanel(QWidget):
             self.ci.setText("")
             self.flips.clear()
             self.flip_title.setText("")
+            self.views.setTabText(2, "Calls that change")
             return
         self.calibration.blockSignals(True)
         method = (choice.calibration or {}).get("method", "none")
@@ -265,6 +267,7 @@ class ThresholdPanel(QWidget):
         flips = c.flips()
         self.flip_title.setText(f"Calls that change from {c.saved:.3f} to {c.threshold:.3f}: "
                                 f"{len(flips)}")
+        self.views.setTabText(2, f"Calls that change ({len(flips)})")
         self.flips.clear()
         for rel, label, score, call in flips:
             item = QListWidgetItem(f"{Path(rel).name}  ·  score {score:.3f}  ·  labelled "

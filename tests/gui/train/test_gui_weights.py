@@ -93,10 +93,10 @@ def test_choice_is_remembered_per_project(studio_window, open_project, project_c
     picker.set_spec(None)
     assert picker.key() == NONE
     picker.choice.setCurrentIndex(picker.choice.findData("kinetics400"))
-    panel._project_opened(project)  # reopening the project restores its choice
+    panel.controls._project_opened(project)  # reopening the project restores its choice
     assert picker.key() == "kinetics400"
     picker.choice.setCurrentIndex(picker.choice.findData(NONE))
-    panel._project_opened(project)
+    panel.controls._project_opened(project)
     assert picker.key() == NONE and picker.spec() is None
 
 

@@ -1,0 +1,71 @@
+"""What the Review tab reviews: the session's model on the run's test split, on the labelled
+clips, or a cross-validation's out-of-fold scores (a core ``ReviewSet``); and scikit-learn's
+metrics loaded ahead of the first review, off the GUI thread."""
+from __future__ import annotations
+
+import importlib
+import json
+import threading
+from pathlib import Path
+
+from echoquality_core.evaluation.review import ReviewSet, build_review, read_run_predictions
+from echoquality_core.labels.store import LabelError
+from echoquality_core.runs.folder import RunFolder
+from echoquality_gui.common.session import Session
+from echoquality_gui.review.scope import oof_scored
+
+METRICS_READY = threading.Event()
+
+
+def import_metrics() -> None:
+    """Load scikit-learn's metrics (``metrics_from_scores``) ahead of the first review (in a
+    worker: the import takes seconds); sets ``METRICS_READY``."""
+    importlib.import_module("sklearn.metrics")
+    METRICS_READY.set()
+
+
+def collect_review(session: Session, oof: Path | None = None) -> ReviewSet | None:
+    """What the Review tab shows: with ``oof`` (a cross-validation's out-of-fold table) all
+    labelled clips with their out-of-fold scores; else, for the session's model, the run's test
+    split when the model came from a training run, else its scores on the labelled clips."""
+    project, run_dir = session.project, session.run_dir
+    if project is None or (session.model_path is None and oof is None):
+        return None
+
+    def rel(path: str) -> str | None:
+        try:
+            return project.store.relative(path)
+        except LabelError:
+            return None
+
+    if oof is not None:
+        scored, groups = oof_scored(oof, rel)
+        threshold = session.threshold if session.model_path is not None else _oof_threshold(oof)
+        source = (f"All {len(scored)} labelled clips · out-of-fold scores of cross-validation "
+                  f"{oof.parent.name} (each scored by a model that never trained on it)")
+        rs = build_review(scored, threshold, source, {r: project.label(r) for r in scored})
+        rs.groups = groups
+        return rs
+
+    if run_dir is not None and RunFolder(run_dir).predictions.is_file():
+        recorded, threshold = read_run_predictions(Path(run_dir))
+        scored = {r: v for p, v in recorded.items() if (r := rel(p)) is not None}
+        threshold = session.threshold if threshold is None else threshold
+        source = (f"Run {Path(run_dir).name} · test split, {len(scored)} clips it never trained "
+                  "on (scores from the run, labels as in the CSV now)")
+    else:
+        scored = {r: (project.label(r).quality_score, s) for r, s in session.scores.items()
+                  if project.label(r) is not None}
+        threshold = session.threshold
+        source = (f"Model {session.model_path.name} · its scores on the {len(scored)} labelled "
+                  "clips (no training run: these may include clips it was trained on)")
+    labels = {r: project.label(r) for r in scored}
+    return build_review(scored, threshold, source, labels)
+
+
+def _oof_threshold(oof: Path) -> float:
+    """The cross-validation's threshold (median of its folds'), else 0.5."""
+    try:
+        return float(json.loads((oof.parent / "summary.json").read_text())["threshold"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.5
