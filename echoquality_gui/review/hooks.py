@@ -53,7 +53,7 @@ def save_panel_threshold(tab: Any) -> Worker | None:
         session.message.emit("Load or train a model (a checkpoint) first: the threshold is "
                              "saved into it")
         return None
-    root, run_dir = session.project.root, session.run_dir
+    root, run_dir = session.project.folder.path, session.run_dir
     source = tab.threshold_panel.source.split(" (")[0]
 
     def save() -> dict:
