@@ -147,6 +147,9 @@ class LabelStore:
         text = os.fspath(path)
         if not text.strip():
             raise LabelError("empty video_path")
+        if "\0" in text:
+            raise LabelError(f"video_path {text.replace(chr(0), '<NUL>')!r} holds a NUL byte, "
+                             "which no file name can; fix or remove the row")
         text = text.replace("\\", "/")
         if Path(text).is_absolute() or text.startswith("/"):
             absolute = Path(os.path.normpath(text))
