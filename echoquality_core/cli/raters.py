@@ -85,12 +85,16 @@ def run_agreement(args: argparse.Namespace) -> int:
 
 def run_raters(args: argparse.Namespace) -> int:
     from echoquality_core.labels.raters import POLICIES, adjudication_queue
+    from echoquality_core.labels.store import LabelError
 
     project, code = _open("raters", args.csv)
     if project is None:
         return code
     if args.policy:
-        changed = project.set_policy(args.policy)
+        try:
+            changed = project.set_policy(args.policy)
+        except (LabelError, OSError) as exc:
+            return fail("raters", str(exc))
         print(f"Policy set to {args.policy}: {len(changed)} training-table rows changed")
     store = project.raters
     for rater in store.raters():

@@ -8,6 +8,7 @@ written elsewhere is lost, and the training table always follows the per-rater f
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -175,7 +176,7 @@ class Project:
 
     def set_policy(self, policy: str) -> list[str]:
         """Store the policy and rewrite the training table to follow it; the clips changed."""
-        with self.store.locked():
+        with self._editing():
             write_policy(self.csv_path, policy)
             self.reload_if_changed(strict=True)
             changed = sync_training_table(self.store, self.raters, policy)
@@ -192,7 +193,7 @@ class Project:
         rel = self.store.relative(rel)
         if not by:
             raise LabelError("an adjudication needs the adjudicator's name")
-        with self.store.locked():
+        with self._editing():
             self.reload_if_changed(strict=True)
             if not self.raters.labels(rel):
                 if not self.store.resolve(rel).is_file():
@@ -254,12 +255,17 @@ class Project:
             self.rater = self._rater
         return theirs
 
-    def _save(self) -> None:
-        """Save under the CSV's lock, merging what another program wrote meanwhile; clips that
-        both changed keep ours and are listed in ``clashes`` (for the window to show)."""
+    def _editing(self) -> contextlib.AbstractContextManager[None]:
+        """The label lock, held for one whole change; LabelError at once (nothing changed)
+        when the labels CSV cannot be written where it is."""
         if self.read_only:
-            self.store.load()  # drop the change: it cannot be kept
             raise LabelError(read_only_note(self.csv_path))
+        return self.store.locked()
+
+    def _save(self) -> None:
+        """Save the training table (under the lock), merging what another program wrote
+        meanwhile; clips that both changed keep ours and are listed in ``clashes`` (for the
+        window to show)."""
         self.clashes = self.store.save_merged()
 
     def set_label(self, rel: str, score: float, *, rater: str | None = None,
@@ -267,7 +273,7 @@ class Project:
         """Write one label to the CSV now and record it for undo. With several raters it is
         ``rater``'s own label and the training table takes the consensus."""
         rater = rater_name(rater)
-        with self.store.locked():
+        with self._editing():
             self.reload_if_changed(strict=True)
             if needs_raters(self.store, self.raters, rater):
                 return self._change(rel, Label(rel, float(score), rater, None, tuple(issues),
@@ -294,7 +300,7 @@ class Project:
         return change
 
     def _apply(self, rel: str, label: Label | None, change: LabelChange) -> None:
-        with self.store.locked():
+        with self._editing():
             self.reload_if_changed(strict=True)
             self._apply_locked(rel, label, change)
 
