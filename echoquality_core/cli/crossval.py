@@ -153,7 +153,7 @@ def _printer():
 
 
 def _oof_report(oof_csv: Path, threshold: float) -> str:
-    from echoquality_core.train.crossval import read_oof
+    from echoquality_core.train.folds import read_oof
 
     rows = read_oof(oof_csv)
     return format_with_ci([r["label"] for r in rows], [r["score"] for r in rows],
@@ -177,11 +177,12 @@ def format_with_ci(labels: Sequence[float], scores: Sequence[float],
 
 
 def run_label_issues(args: argparse.Namespace) -> int:
-    from echoquality_core.train.crossval import find_crossval, read_oof
     from echoquality_core.evaluation.label_issues import rank_label_issues, write_label_issues
+    from echoquality_core.labels.folder import ProjectFolder
+    from echoquality_core.train.folds import read_oof
 
     try:
-        oof = find_crossval(args.project, args.crossval)
+        oof = ProjectFolder(args.project).find_crossval(args.crossval)
         issues = rank_label_issues(read_oof(oof))
     except (OSError, ValueError) as exc:
         return fail("label-issues", exc)
@@ -204,11 +205,12 @@ def run_threshold(args: argparse.Namespace) -> int:
         save_decision,
         threshold_preset,
     )
-    from echoquality_core.train.crossval import find_crossval, read_oof
+    from echoquality_core.labels.folder import ProjectFolder
     from echoquality_core.runs.tracking import default_tracking_uri
+    from echoquality_core.train.folds import read_oof
 
     try:
-        rows = read_oof(find_crossval(args.project, args.crossval))
+        rows = read_oof(ProjectFolder(args.project).find_crossval(args.crossval))
         labels = [r["label"] for r in rows]
         calibration = fit_calibration(labels, [r["score"] for r in rows], args.calibrate)
         scores = apply_calibration([r["score"] for r in rows], calibration)
@@ -229,21 +231,6 @@ def run_threshold(args: argparse.Namespace) -> int:
     print(format_with_ci(labels, scores, [r["group"] for r in rows], decision["threshold"],
                          "Out-of-fold scores" + (" (calibrated)" if cal else "")))
     return 0
-
-
-def patient_groups(paths: Sequence[Path]) -> list[str]:
-    """Patient key of each clip (salted hash from its header; the file itself when the header
-    has none or cannot be read): what the bootstrap resamples."""
-    from echoquality_core.dicom import DicomReadError, read_clip
-
-    groups = []
-    for path in paths:
-        try:
-            meta = read_clip(path).metadata
-            groups.append(str(meta.get("patient_key") or meta.get("study_key") or path))
-        except (DicomReadError, OSError, ValueError):
-            groups.append(str(path))
-    return groups
 
 
 def run_test_split(run_id: str, tracking_uri: str, folder: Path) -> set[str]:

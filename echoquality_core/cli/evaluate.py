@@ -81,7 +81,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     failed = int((table["error"] != "").sum())
     print(f"Evaluated {metrics['n']} labelled clip(s) ({source})"
           + (f" ({failed} unreadable, left out: see predictions.csv)" if failed else ""))
-    from echoquality_core.cli.crossval import format_with_ci, patient_groups
+    from echoquality_core.cli.crossval import format_with_ci
+    from echoquality_core.data.patients import patient_groups
 
     records = metrics["records"]
     print(format_with_ci([r["label"] for r in records], [r["score"] for r in records],

@@ -32,8 +32,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from echoquality_core.demo.project import write_demo_project
+    from echoquality_core.labels.folder import ProjectFolder
 
-    existing = args.path / "labels.csv"
+    existing = ProjectFolder(args.path).labels_csv
     if existing.exists() and not args.force:
         print(f"Demo project already exists at {args.path.resolve()} (labels kept; --force rewrites it)")
         print(f"Labels CSV: {existing.resolve()}")

@@ -10,8 +10,6 @@ from pathlib import Path
 
 from echoquality_core.cli.common import fail
 
-SUFFIX = "_by_rater.csv"
-
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add the ``agreement``, ``raters`` and ``adjudicate`` subcommands."""
@@ -50,19 +48,13 @@ def _csv_option(p: argparse.ArgumentParser) -> None:
                    help="the labels CSV (or its <stem>_by_rater.csv)")
 
 
-def _table_path(path: Path) -> Path:
-    """The training table of ``--csv`` (the per-rater file names its table)."""
-    if path.name.endswith(SUFFIX):
-        return path.with_name(path.name[: -len(SUFFIX)] + ".csv")
-    return path
-
-
 def _open(command: str, path: Path):
     """(Project, None) or (None, exit code) with the error printed."""
-    from echoquality_core.labels.store import LabelError
+    from echoquality_core.labels.folder import labels_table
     from echoquality_core.labels.project import Project
+    from echoquality_core.labels.store import LabelError
 
-    table = _table_path(path)
+    table = labels_table(path)
     if not table.is_file():
         return None, fail(command, f"labels CSV not found: {table}")
     try:
@@ -93,12 +85,16 @@ def run_agreement(args: argparse.Namespace) -> int:
 
 def run_raters(args: argparse.Namespace) -> int:
     from echoquality_core.labels.raters import POLICIES, adjudication_queue
+    from echoquality_core.labels.store import LabelError
 
     project, code = _open("raters", args.csv)
     if project is None:
         return code
     if args.policy:
-        changed = project.set_policy(args.policy)
+        try:
+            changed = project.set_policy(args.policy)
+        except (LabelError, OSError) as exc:
+            return fail("raters", str(exc))
         print(f"Policy set to {args.policy}: {len(changed)} training-table rows changed")
     store = project.raters
     for rater in store.raters():
@@ -123,15 +119,20 @@ def run_adjudicate(args: argparse.Namespace) -> int:
             given = ", ".join(f"{la.rater} {la.quality_score:g}" for la in d.labels)
             final = (f"  -> {d.adjudication.quality_score:g} by {d.adjudication.rater} "
                      f"{d.adjudication.labeled_at}" if d.adjudication else "")
-            print(f"{d.rel}  spread {d.spread:g}  {given}{final}")
+            agreed = "  (the raters agreed)" if d.agreed else ""
+            print(f"{d.rel}  spread {d.spread:g}  {given}{final}{agreed}")
         return 0
     if args.score is None or not (args.by or "").strip():
         return fail("adjudicate", "--clip needs --score and --by")
     try:
-        change = project.adjudicate(args.clip, args.score, by=args.by.strip(), notes=args.notes)
+        change = project.adjudicate(args.clip, args.score, by=args.by, notes=args.notes)
     except (LabelError, ValueError) as exc:
         return fail("adjudicate", str(exc))
     row = project.store.get(change.rel)
     print(f"{change.rel}: final label {change.after.quality_score:g} by {change.after.rater} at "
           f"{change.after.labeled_at}; training table {row.quality_score:g}")
+    given = {la.quality_score for la in project.raters.labels(change.rel)}
+    if len(given) == 1:
+        print(f"Note: the raters agreed on {given.pop():g}; this decision overrides them "
+              "(listed by `echoquality adjudicate`)")
     return 0

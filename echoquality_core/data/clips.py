@@ -26,6 +26,7 @@ from echoquality_core.files.atomic import atomic_write
 from echoquality_core.files.digest import file_digest
 from echoquality_core.dicom import Clip, DicomReadError, read_clip
 from echoquality_core.labels.store import LabelError, LabelStore
+from echoquality_core.data.patients import patient_group
 from echoquality_core.data.preprocess import PreprocessParams, model_frames, normalize
 from echoquality_core.decision import labelled_good
 
@@ -307,10 +308,6 @@ def split_training_data(records: Sequence[dict], fractions: Sequence[float],
     return split
 
 
-def _group_key(record: dict) -> str:
-    return str(record.get("patient_key") or record.get("study_key") or f"path:{record['path']}")
-
-
 def split_by_patient(
     records: Sequence[dict],
     fractions: Sequence[float] = (0.7, 0.15, 0.15),
@@ -332,7 +329,7 @@ def split_by_patient(
 
     groups: dict[str, list[int]] = defaultdict(list)
     for i, rec in enumerate(records):
-        groups[_group_key(rec)].append(i)
+        groups[patient_group(rec)].append(i)
     keys = sorted(groups)
     rng = np.random.default_rng(seed)
     keys = [keys[i] for i in rng.permutation(len(keys))]

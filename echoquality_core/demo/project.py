@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from echoquality_core.labels.folder import ProjectFolder
 from echoquality_core.dicom.write import JPEG_QUALITY, US_MULTIFRAME_SOP_CLASS, _uid
 from echoquality_core.dicom.write import write_dicom_clip as _write_dicom_clip
 from echoquality_core.demo.phantom import (
@@ -146,8 +147,8 @@ def write_demo_project(
             progress(done, n_clips, planned.name)
 
     (root / "README.txt").write_text(_readme(plan), encoding="utf-8")
-    csv_path = root / "labels.csv"
-    partial = root / "labels.csv.partial"
+    csv_path = ProjectFolder(root).labels_csv
+    partial = csv_path.with_name(f"{csv_path.name}.partial")
     with partial.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["video_path", "quality_score"])

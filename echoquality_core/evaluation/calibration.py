@@ -21,12 +21,12 @@ import numpy as np
 
 from echoquality_core.decision import called_good, check_threshold, labelled_good, logit
 from echoquality_core.evaluation.metrics import choose_threshold
+from echoquality_core.labels.folder import ProjectFolder
 
 log = logging.getLogger(__name__)
 
 PRESETS = ("youden", "sensitivity_95", "specificity_95")
 CALIBRATIONS = ("none", "temperature", "platt")
-PROJECT_DECISION_FILE = ".echoquality/decision.json"
 
 
 def _arrays(labels: Sequence[float], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +113,7 @@ def save_decision(checkpoint: str | os.PathLike, threshold: float, *,
                   tracking_uri: str | None = None) -> dict[str, Any]:
     """Make ``threshold`` (and ``calibration``) the model's: rewrite the checkpoint's
     ``threshold``/``calibration`` (atomically), write the project's decision file
-    (:data:`PROJECT_DECISION_FILE`) and, given a tracking URI and a checkpoint with a run id,
+    (``ProjectFolder.decision``) and, given a tracking URI and a checkpoint with a run id,
     record both in that MLflow run. Returns the decision written."""
     from echoquality_core.files.atomic import atomic_write
     from echoquality_core.model.checkpoint import write_decision
@@ -124,7 +124,7 @@ def save_decision(checkpoint: str | os.PathLike, threshold: float, *,
                 "source": source, "model": path.name,
                 "saved_at": datetime.now().astimezone().isoformat(timespec="seconds")}
     if project_dir is not None:
-        target = Path(project_dir) / PROJECT_DECISION_FILE
+        target = ProjectFolder(project_dir).decision
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(target, "w", encoding="utf-8") as fh:
             fh.write(json.dumps(decision, indent=2) + "\n")
@@ -162,7 +162,7 @@ def _record_in_mlflow(tracking_uri: str, run_id: str, decision: Mapping[str, Any
 
 def read_project_decision(project_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The project's saved decision (threshold, calibration, ...) or None."""
-    path = Path(project_dir) / PROJECT_DECISION_FILE
+    path = ProjectFolder(project_dir).decision
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

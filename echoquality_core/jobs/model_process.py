@@ -230,9 +230,9 @@ def _child(jobs: Any, results: Any, calls: Any, what: Any, cancelled: Any,
     exit_when_orphaned(parent)  # the app is gone: nobody reads our results any more
     import torch
     # imported now, never inside a watched call: a slow import (a busy machine) is no hung model
-    from echoquality_core.model import checkpoint
-    from echoquality_core.scoring import gradcam
-    from echoquality_core.scoring import score as scoring
+    from echoquality_core.model import checkpoint  # noqa: F401
+    from echoquality_core.scoring import gradcam  # noqa: F401
+    from echoquality_core.scoring import score as scoring  # noqa: F401
 
     torch.set_num_threads(cpu_threads())  # one core stays free for the window
     watch = _Watch(calls, what)

@@ -1,8 +1,10 @@
 """The labels CSV as text: read it into a ``CsvTable`` and write the table back.
 
-Reading sniffs the delimiter (``,`` ``;`` or tab, from the header line), keeps each record's raw
-text (a record may span several lines), accepts a decimal comma in a ``;``-separated file and
-collects every bad row before raising one ``LabelError``. Writing reuses the raw text of each row
+Reading sniffs the delimiter (``,`` ``;`` or tab: the one the header line holds most often outside
+quotes), keeps each record's raw text (a record may span several lines), accepts a decimal comma
+in a ``;``-separated file and collects every bad row before raising one ``LabelError``. A cell
+may hold up to ``FIELD_LIMIT`` characters (Python's csv default, 128 KiB, refuses long notes;
+the limit is raised for the whole process, never lowered). Writing reuses the raw text of each row
 nobody changed, so an untouched file comes back byte for byte. The file itself (locking, atomic
 saves, merging) belongs to ``labels.LabelStore``.
 """
@@ -30,6 +32,10 @@ from echoquality_core.labels.values import (
 )
 
 Problems = list[tuple[int | None, str]]
+FIELD_LIMIT = 64 * 1024 * 1024  # characters in one cell: long notes read, a runaway quote stops
+DELIMITERS = (",", ";", "\t")  # by preference when the header holds as many of each
+
+csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
 
 
 @dataclass
@@ -78,13 +84,20 @@ def parse_csv(data: bytes, relative: Callable[[str], str]) -> CsvTable:
     text = _decode(data)
     if not text.strip():
         return CsvTable(bom=bom)
-    first_line = next(iter(io.StringIO(text, newline="")))
-    delimiter = next((d for d in (",", ";", "\t") if d in first_line), ",")
+    delimiter = sniff_delimiter(next(iter(io.StringIO(text, newline=""))))
     records = _records(text, delimiter)
     header, header_raw = _read_header(records)
     rows, index = _read_rows(records, header, relative, decimal_comma=delimiter != ",")
     return CsvTable(header, header_raw, rows, index, bom, _line_end(header_raw) or "\n",
                     delimiter)
+
+
+def sniff_delimiter(header_line: str) -> str:
+    """The delimiter of a CSV from its header line: the one found most often outside quotes
+    (a quoted ``"notes, free text"`` column name does not make a ``;`` file ``,``)."""
+    bare = re.sub(r'"[^"]*"', "", header_line)
+    counts = [bare.count(d) for d in DELIMITERS]
+    return DELIMITERS[counts.index(max(counts))] if max(counts) else ","
 
 
 def _decode(data: bytes) -> str:

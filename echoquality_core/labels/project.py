@@ -1,12 +1,14 @@
 """An open labelling project without any GUI: the dataset folder, its clips (headers only),
 the labels CSV and an undo/redo history of label changes.
 
-Every label change is written to the CSV at once. Before writing, a CSV changed on disk by
+Every label change is written to the CSV at once, as one read-merge-replace of every label file
+it touches under the project's one label lock (``labels.folder``): a CSV changed on disk by
 another program is read back in first (its rows win for clips we did not touch), so nothing
-written elsewhere is silently overwritten.
+written elsewhere is lost, and the training table always follows the per-rater file.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -14,18 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from echoquality_core.dicom import DicomReadError, find_clips, read_clip
-from echoquality_core.labels.store import Label, LabelClash, LabelError, LabelStore
+from echoquality_core.labels.folder import ProjectFolder
 from echoquality_core.labels.raters import (
     RATER,
     RaterStore,
     needs_raters,
-    rater_csv_path,
+    rater_name,
     read_policy,
     sync_training_table,
     write_policy,
     write_rater_label,
 )
-
+from echoquality_core.labels.store import Label, LabelClash, LabelError, LabelStore
 
 
 @dataclass
@@ -83,13 +85,15 @@ class Project:
         self.root = Path(self.root).resolve()
         if not self.root.is_dir():
             raise NotADirectoryError(f"not a folder: {self.root}")
-        self.csv_path = Path(self.csv_path or self.root / "labels.csv").resolve()
+        csv_path = self.csv_path or ProjectFolder(self.root).labels_csv
+        self.folder = ProjectFolder.of_labels(Path(csv_path).resolve())
+        self.csv_path = self.folder.labels_csv
         self.store = LabelStore(self.csv_path, root=self.root)
         self.read_only = not _writable(self.csv_path)
         if not self.csv_path.exists() and not self.read_only:
             self.store.save_merged()  # another program may create it at the same moment
         self.clashes: list[LabelClash] = []  # of the last save: clips another program changed too
-        self.raters = RaterStore(rater_csv_path(self.csv_path), self.store.relative)
+        self.raters = RaterStore(self.folder.rater_csv, self.store.relative)
         self._rater: str | None = None
         self._per_rater = False
         self._undo: list[LabelChange] = []
@@ -139,8 +143,8 @@ class Project:
 
     @property
     def cache_dir(self) -> Path:
-        """Where preprocessed clips are cached (the trainer's default for this folder)."""
-        return self.root / ".echoquality" / "cache"
+        """Where preprocessed clips are cached (the trainer's default for this project)."""
+        return self.folder.cache
 
     # --- labels ----------------------------------------------------------------------------
     @property
@@ -150,7 +154,7 @@ class Project:
 
     @rater.setter
     def rater(self, name: str | None) -> None:
-        self._rater = name or None
+        self._rater = rater_name(name)
         self._per_rater = bool(self._rater) and needs_raters(self.store, self.raters, self._rater)
 
     def label(self, rel: str) -> Label | None:
@@ -172,19 +176,31 @@ class Project:
 
     def set_policy(self, policy: str) -> list[str]:
         """Store the policy and rewrite the training table to follow it; the clips changed."""
-        write_policy(self.csv_path, policy)
-        self.reload_if_changed()
-        changed = sync_training_table(self.store, self.raters, policy)
-        if changed:
-            self._save()
+        with self._editing():
+            write_policy(self.csv_path, policy)
+            self.reload_if_changed(strict=True)
+            changed = sync_training_table(self.store, self.raters, policy)
+            if changed:
+                self._save()
         return changed
 
     def adjudicate(self, rel: str, score: float, *, by: str, notes: str | None = None
                    ) -> LabelChange:
-        """Record ``by``'s final label of a disputed clip (who and when); the training table
-        takes it under every policy. Undoable."""
-        return self._change(rel, Label(rel, float(score), by, None, (), notes or None), by,
-                            "adjudicator")
+        """Record ``by``'s final label of a clip the raters labelled (who and when); the
+        training table takes it under every policy. Undoable. LabelError, with nothing
+        written, for a clip no rater labelled (or not in the project at all), or without ``by``."""
+        by = rater_name(by)
+        rel = self.store.relative(rel)
+        if not by:
+            raise LabelError("an adjudication needs the adjudicator's name")
+        with self._editing():
+            self.reload_if_changed(strict=True)
+            if not self.raters.labels(rel):
+                if not self.store.resolve(rel).is_file():
+                    raise LabelError(f"{rel} is not a clip of the project ({self.root})")
+                raise LabelError(f"no rater labelled {rel}: there is nothing to adjudicate")
+            return self._change(rel, Label(rel, float(score), by, None, (), notes or None),
+                                by, "adjudicator")
 
     def search_order(self, after: str | None = None,
                      order: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
@@ -228,43 +244,51 @@ class Project:
                 return best[2]
         return None
 
-    def reload_if_changed(self) -> bool:
-        """Read the CSV again if another program changed it (keeping any change of ours not
-        yet saved); True if it did."""
-        theirs = self.raters.reload_if_changed()
-        if self.store.changed_on_disk():
+    def reload_if_changed(self, strict: bool = False) -> bool:
+        """Read the label files again if another program changed them (keeping any change of
+        ours not yet saved); True if it did. ``strict``: compare their bytes (under the lock)."""
+        theirs = self.raters.reload_if_changed(strict)
+        if self.store.changed_on_disk(strict):
             self.store.merge_from_disk()
             theirs = True
         if theirs:
             self.rater = self._rater
         return theirs
 
-    def _save(self) -> None:
-        """Save under the CSV's lock, merging what another program wrote meanwhile; clips that
-        both changed keep ours and are listed in ``clashes`` (for the window to show)."""
+    def _editing(self) -> contextlib.AbstractContextManager[None]:
+        """The label lock, held for one whole change; LabelError at once (nothing changed)
+        when the labels CSV cannot be written where it is."""
         if self.read_only:
-            self.store.load()  # drop the change: it cannot be kept
             raise LabelError(read_only_note(self.csv_path))
+        return self.store.locked()
+
+    def _save(self) -> None:
+        """Save the training table (under the lock), merging what another program wrote
+        meanwhile; clips that both changed keep ours and are listed in ``clashes`` (for the
+        window to show)."""
         self.clashes = self.store.save_merged()
 
     def set_label(self, rel: str, score: float, *, rater: str | None = None,
                   issues: Iterable[str] = (), notes: str | None = None) -> LabelChange:
         """Write one label to the CSV now and record it for undo. With several raters it is
         ``rater``'s own label and the training table takes the consensus."""
-        self.reload_if_changed()
-        if needs_raters(self.store, self.raters, rater):
-            return self._change(rel, Label(rel, float(score), rater, None, tuple(issues),
-                                           notes or None), rater or "", RATER)
-        before = self.store.get(rel)
-        self.store.set(rel, float(score), rater=rater, issues=tuple(issues),
-                       notes=notes or None, save=False)
-        self._save()
+        rater = rater_name(rater)
+        with self._editing():
+            self.reload_if_changed(strict=True)
+            if needs_raters(self.store, self.raters, rater):
+                return self._change(rel, Label(rel, float(score), rater, None, tuple(issues),
+                                               notes or None), rater or "", RATER)
+            before = self.store.get(rel)
+            self.store.set(rel, float(score), rater=rater, issues=tuple(issues),
+                           notes=notes or None, save=False)
+            self._save()
         change = LabelChange(rel, before, self.store.get(rel))
         self._undo.append(change)
         self._redo.clear()
         return change
 
     def _change(self, rel: str, label: Label, rater: str, role: str) -> LabelChange:
+        """A rater's (or adjudicator's) label: call it holding the label lock."""
         rel = self.store.relative(rel)
         before = self.raters.get(rel, rater, role)
         write_rater_label(self.store, self.raters, self.policy, rel, rater, label, role)
@@ -276,7 +300,11 @@ class Project:
         return change
 
     def _apply(self, rel: str, label: Label | None, change: LabelChange) -> None:
-        self.reload_if_changed()
+        with self._editing():
+            self.reload_if_changed(strict=True)
+            self._apply_locked(rel, label, change)
+
+    def _apply_locked(self, rel: str, label: Label | None, change: LabelChange) -> None:
         if change.rater is not None:
             write_rater_label(self.store, self.raters, self.policy, rel, change.rater, label,
                               change.role)

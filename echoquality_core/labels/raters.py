@@ -2,7 +2,7 @@
 
 The project's labels CSV stays the training table (``video_path,quality_score``, one row per
 clip, what ``Trainer`` reads). Every rater's own label lives beside it in ONE long-format file,
-``<stem>_by_rater.csv``::
+``<stem>_by_rater.csv`` (paths: ``labels.folder.ProjectFolder``)::
 
     video_path,rater,role,quality_score,issues,notes,labeled_at
 
@@ -12,7 +12,10 @@ One long file rather than one file per rater: a clip's labels are read together 
 adjudication, the training table) from one consistent snapshot, a save is one atomic replace,
 and a rater name needs no file-name escaping. It is written like the labels CSV (temporary file,
 fsync, ``os.replace``) so a kill mid-save leaves the old or the new file; a save first merges
-what another app wrote meanwhile (theirs for other raters' rows, ours for the rows we changed).
+what another app wrote meanwhile (theirs for other raters' rows, ours for the rows we changed),
+under the project's one label lock, which also covers the labels CSV and the policy file: a
+label change is one read-merge-replace of both files under it (``Project``), so the training
+table always follows the per-rater file.
 
 The training table's score of each clip follows the project's policy (``<stem>_raters.json``):
 an adjudicated label wins; else ``majority`` (the score more raters gave than any other; a tie
@@ -24,6 +27,7 @@ the per-rater file: it is read and written exactly as before.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -34,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 
 from echoquality_core.files.atomic import atomic_write
+from echoquality_core.labels.folder import ProjectFolder
 from echoquality_core.labels.values import (
     Label,
     LabelError,
@@ -57,33 +62,29 @@ UNNAMED = "unnamed"  # rater of a training-table row that names none, when the f
 Key = tuple[str, str, str]  # (video_path, rater, role)
 
 
-def rater_csv_path(csv_path: str | os.PathLike) -> Path:
-    """The per-rater file beside a labels CSV (``labels.csv`` -> ``labels_by_rater.csv``)."""
-    path = Path(csv_path)
-    return path.with_name(f"{path.stem}_by_rater.csv")
-
-
-def settings_path(csv_path: str | os.PathLike) -> Path:
-    """The project's rater settings beside a labels CSV (``labels_raters.json``)."""
-    path = Path(csv_path)
-    return path.with_name(f"{path.stem}_raters.json")
-
-
 def read_policy(csv_path: str | os.PathLike) -> str:
     """The training-table policy of the project of ``csv_path`` (default ``majority``)."""
     try:
-        policy = json.loads(settings_path(csv_path).read_text(encoding="utf-8"))["policy"]
+        policy = json.loads(ProjectFolder.of_labels(csv_path).policy_file.read_text(
+            encoding="utf-8"))["policy"]
     except (OSError, ValueError, KeyError, TypeError):
         return DEFAULT_POLICY
     return policy if policy in POLICIES else DEFAULT_POLICY
 
 
 def write_policy(csv_path: str | os.PathLike, policy: str) -> None:
-    """Store the training-table policy (atomic); ValueError for an unknown one."""
+    """Store the training-table policy (atomic, under the label lock); ValueError for an
+    unknown one."""
     check_policy(policy)
-    with atomic_write(settings_path(csv_path), "w", encoding="utf-8") as fh:
+    folder = ProjectFolder.of_labels(csv_path)
+    with folder.locked(), atomic_write(folder.policy_file, "w", encoding="utf-8") as fh:
         json.dump({"policy": policy}, fh, indent=1)
         fh.write("\n")
+
+
+def rater_name(name: str | None) -> str | None:
+    """A rater's name as stored and looked up: without surrounding spaces; None if empty."""
+    return (name or "").strip() or None
 
 
 def check_policy(policy: str) -> str:
@@ -98,10 +99,12 @@ class RaterStore:
     def __init__(self, path: str | os.PathLike,
                  relative: Callable[[str], str] = lambda p: str(p)) -> None:
         self.path = Path(os.path.abspath(path))
+        self.folder = ProjectFolder.of_labels(self.path)
         self.relative = relative
         self._rows: dict[Key, Label] = {}
         self._pending: dict[Key, Label | None] = {}
         self._stat: tuple[int, int, int] | None = None
+        self._sha1: str | None = None
         self._by_clip: dict[str, dict[tuple[str, str], Label]] | None = None  # rel -> labels
         self._lines: dict[Key, str] = {}  # each row's CSV text, kept until the row changes
         self.load()
@@ -120,11 +123,11 @@ class RaterStore:
                 st = os.fstat(fh.fileno())
         except FileNotFoundError:
             self._rows, self._stat, self._pending, self._by_clip = {}, None, {}, None
-            self._lines = {}
+            self._lines, self._sha1 = {}, None
             return
         self._rows, self._by_clip = self._parse(data.decode("utf-8-sig")), None
         self._lines = {}
-        self._stat = (st.st_ino, st.st_mtime_ns, st.st_size)
+        self._stat, self._sha1 = (st.st_ino, st.st_mtime_ns, st.st_size), _sha1(data)
         self._pending = {}
 
     def _parse(self, text: str) -> dict[Key, Label]:
@@ -152,16 +155,25 @@ class RaterStore:
             rows[(rel, rater, role)] = label
         return rows
 
-    def changed_on_disk(self) -> bool:
+    def changed_on_disk(self, strict: bool = False) -> bool:
+        """True if another program wrote the file since we read or wrote it; by its status,
+        or with ``strict`` (under the lock) by its bytes too, as ``LabelStore``'s."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
             return self._stat is not None
-        return (st.st_ino, st.st_mtime_ns, st.st_size) != self._stat
+        if (st.st_ino, st.st_mtime_ns, st.st_size) != self._stat:
+            return True
+        if not strict:
+            return False
+        try:
+            return _sha1(self.path.read_bytes()) != self._sha1
+        except FileNotFoundError:
+            return True
 
-    def reload_if_changed(self) -> bool:
+    def reload_if_changed(self, strict: bool = False) -> bool:
         """Read the file again if another program wrote it, keeping our unsaved changes."""
-        if not self.changed_on_disk():
+        if not self.changed_on_disk(strict):
             return False
         pending = dict(self._pending)
         self.load()
@@ -241,17 +253,19 @@ class RaterStore:
                     clip[key[1:]] = label
 
     def save(self) -> None:
-        """Write the file atomically, merging first what another program wrote meanwhile."""
-        self.reload_if_changed()
-        self._write(self._render())
+        """Write the file atomically, merging first what another program wrote meanwhile,
+        under the project's label lock."""
+        with self.folder.locked():
+            self.reload_if_changed(strict=True)
+            self._write(self._render())
         self._pending = {}
 
     def _write(self, data: bytes) -> None:
-        """The one place the file is written (a cross-process lock can wrap this)."""
+        """The one place the file is written (under the label lock)."""
         with atomic_write(self.path, "wb") as fh:
             fh.write(data)
         st = os.stat(self.path)
-        self._stat = (st.st_ino, st.st_mtime_ns, st.st_size)
+        self._stat, self._sha1 = (st.st_ino, st.st_mtime_ns, st.st_size), _sha1(data)
 
     def _render(self) -> bytes:
         lines = [_csv_line(COLUMNS)]
@@ -268,6 +282,10 @@ def _csv_line(cells) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(cells)
     return buf.getvalue()
+
+
+def _sha1(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
 
 
 def _format(score: float) -> str:
@@ -366,9 +384,10 @@ def write_rater_label(table: LabelStore, raters: RaterStore, policy: str, rel: s
                       rater: str, label: Label | None, role: str = RATER) -> None:
     """Record (or, with None, remove) ``rater``'s label of ``rel`` in the per-rater file
     (started from the training table if new) and set the clip's training-table row to the
-    consensus; the training table is left for the caller to save."""
+    consensus. Call it holding the label lock (``table.locked()``) and save the training table
+    before letting go of it (as ``Project`` does), so no other save comes in between."""
     rel = table.relative(rel)
-    raters.reload_if_changed()
+    raters.reload_if_changed(strict=True)
     if not raters.exists:
         seed_from_table(table, raters)
     if label is None:
@@ -382,7 +401,7 @@ def write_rater_label(table: LabelStore, raters: RaterStore, policy: str, rel: s
 
 def training_table_params(csv_path: str | os.PathLike) -> dict[str, object]:
     """What an MLflow run records about how its labels were made: the policy and raters."""
-    path = rater_csv_path(csv_path)
+    path = ProjectFolder.of_labels(csv_path).rater_csv
     try:
         store = RaterStore(path)
     except (OSError, LabelError):
@@ -394,26 +413,34 @@ def training_table_params(csv_path: str | os.PathLike) -> dict[str, object]:
 
 @dataclass(frozen=True)
 class Disagreement:
-    """A clip the raters disagree about: everyone's label, how far apart, any decision."""
+    """A clip the raters disagree about (or one they agreed on that was decided anyway):
+    everyone's label, how far apart, any decision."""
 
     rel: str
     labels: tuple[Label, ...]
     spread: float  # highest minus lowest score
     adjudication: Label | None
 
+    @property
+    def agreed(self) -> bool:
+        """True if every rater gave the same score (the clip is here for its decision)."""
+        return self.spread == 0
+
 
 def adjudication_queue(raters: RaterStore, include_decided: bool = True) -> list[Disagreement]:
     """Clips at least two raters labelled differently, the widest disagreement first (then
-    the most raters, then by path); decided ones last."""
+    the most raters, then by path); decided ones last, with the clips decided although the
+    raters agreed (``agreed``), so that no decision is applied unseen."""
     queue = []
     for rel in raters.clips():
         labels = raters.labels(rel)
         scores = {label.quality_score for label in labels}
-        if len(labels) < 2 or len(scores) < 2:
-            continue
         decided = raters.adjudication(rel)
+        if decided is None and (len(labels) < 2 or len(scores) < 2):
+            continue
         if decided is not None and not include_decided:
             continue
-        queue.append(Disagreement(rel, tuple(labels), max(scores) - min(scores), decided))
+        spread = max(scores) - min(scores) if scores else 0.0
+        queue.append(Disagreement(rel, tuple(labels), spread, decided))
     return sorted(queue, key=lambda d: (d.adjudication is not None, -d.spread,
                                         -len(d.labels), d.rel))

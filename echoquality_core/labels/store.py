@@ -16,8 +16,9 @@ The file is the user's, so it is read and written back faithfully:
 
 Every save is atomic (``atomic.write_atomic``: temporary file in the same folder, fsync,
 ``os.replace``, fsync of the folder), so a crash or a kill mid-save leaves the old or the new
-file, never a torn one. Saves of several processes are serialised by an advisory lock file beside
-the CSV (``.labels.csv.lock``, held only while the file is read, merged and replaced). ``save``
+file, never a torn one. Saves of several processes are serialised by the project's label lock
+(``labels.folder``: ``.labels.csv.lock`` beside the CSV, one lock for every label file, held only
+while a file is read, merged and replaced). ``save``
 refuses to overwrite a file that another program changed since we read it
 (``LabelConflictError``); ``merge_from_disk`` reads theirs and re-applies our changes;
 ``save_merged`` does both under the lock and returns the clips both sides changed
@@ -31,14 +32,13 @@ import hashlib
 import math
 import os
 import posixpath
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from filelock import FileLock, Timeout
-
 from echoquality_core.files.atomic import write_atomic
 from echoquality_core.labels.csv_table import CsvRow, CsvTable, parse_csv, render_csv
+from echoquality_core.labels.folder import ProjectFolder
 from echoquality_core.labels.values import (
     FIVE_POINT_SCORES,
     GOOD,
@@ -74,8 +74,6 @@ __all__ = ["FIVE_POINT_SCORES", "GOOD", "ISSUES", "ISSUE_TAGS", "LABELED_AT", "N
            "Label", "LabelClash", "LabelConflictError", "LabelError", "LabelStore",
            "check_issues"]
 
-_LOCK_TIMEOUT = 15.0  # seconds to wait for another program's save (it takes milliseconds)
-
 
 class _DiskState(NamedTuple):
     inode: int
@@ -96,8 +94,8 @@ class LabelStore:
         self._pending: dict[str, Label | None] = {}  # changes since the last load/save
         self._base: dict[str, Label | None] = {}  # the pending clips' labels as last read
         self._clashes: list[LabelClash] = []
-        self.lock_path = self.csv_path.with_name(f".{self.csv_path.name}.lock")
-        self._lock = FileLock(self.lock_path, timeout=_LOCK_TIMEOUT)
+        self.folder = ProjectFolder.of_labels(self.csv_path)
+        self.lock_path = self.folder.lock_file
         self.load()
 
     # --- reading ------------------------------------------------------------------------------
@@ -149,6 +147,9 @@ class LabelStore:
         text = os.fspath(path)
         if not text.strip():
             raise LabelError("empty video_path")
+        if "\0" in text:
+            raise LabelError(f"video_path {text.replace(chr(0), '<NUL>')!r} holds a NUL byte, "
+                             "which no file name can; fix or remove the row")
         text = text.replace("\\", "/")
         if Path(text).is_absolute() or text.startswith("/"):
             absolute = Path(os.path.normpath(text))
@@ -260,10 +261,12 @@ class LabelStore:
         self._table.index = {row.key: j for j, row in enumerate(rows) if row.key is not None}
 
     # --- saving -------------------------------------------------------------------------------
-    def changed_on_disk(self) -> bool:
+    def changed_on_disk(self, strict: bool = False) -> bool:
         """True if the file on disk differs from what we last read or wrote (another program
         wrote, replaced, created or deleted it). Only the file's status is read unless it
-        changed; a file rewritten with the same bytes does not count."""
+        changed, or ``strict`` (under the lock: a replaced file can get the inode just freed
+        and the same time stamp within the clock's tick); a file rewritten with the same bytes
+        does not count."""
         try:
             st = os.stat(self.csv_path)
         except FileNotFoundError:
@@ -271,7 +274,9 @@ class LabelStore:
         disk = self._disk
         if disk is None:
             return True
-        if (st.st_ino, st.st_mtime_ns, st.st_size) == (disk.inode, disk.mtime_ns, disk.size):
+        same_status = (st.st_ino, st.st_mtime_ns, st.st_size) == (disk.inode, disk.mtime_ns,
+                                                                   disk.size)
+        if same_status and not strict:
             return False
         if st.st_size != disk.size:
             return True
@@ -303,19 +308,9 @@ class LabelStore:
         self._pending, self._base, self._clashes = pending, read, clashes
         return list(pending)
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the advisory lock that serialises saves of this CSV across processes."""
-        try:
-            self._lock.acquire()
-        except Timeout:
-            raise LabelError(f"{self.csv_path.name} is being saved by another program (its lock "
-                             f"{self.lock_path.name} was held for over {_LOCK_TIMEOUT:g} s); "
-                             f"try again") from None
-        try:
-            yield
-        finally:
-            self._lock.release()
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the project's label lock (every label file's; re-entrant in this process)."""
+        return self.folder.locked()
 
     def save_merged(self) -> list[LabelClash]:
         """Save, first merging what another program wrote since we read the CSV (theirs win for
@@ -323,7 +318,7 @@ class LabelStore:
         other save can slip in between. Returns the clips both changed (``LabelClash``): show
         them to the user; nothing of the other program's was lost silently."""
         with self.locked():
-            if self.changed_on_disk():
+            if self.changed_on_disk(strict=True):
                 self.merge_from_disk()
             clashes = self._clashes
             self._write()
@@ -333,7 +328,7 @@ class LabelStore:
         """Write the CSV atomically. Raises LabelConflictError if another program changed it
         since we last read or wrote it, unless ``force`` (which overwrites their changes)."""
         with self.locked():
-            if not force and self.changed_on_disk():
+            if not force and self.changed_on_disk(strict=True):
                 raise LabelConflictError(
                     f"{self.csv_path.name} was changed by another program since it was last "
                     f"read; merge it (merge_from_disk) before saving")

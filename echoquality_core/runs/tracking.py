@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+from echoquality_core.labels.folder import RUNS_DIR, ProjectFolder
 from echoquality_core.runs.folder import BEST_FILE, RunFolder
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -42,12 +43,12 @@ def quiet_mlflow() -> None:
 
 def default_tracking_uri(project_dir: str | os.PathLike) -> str:
     """``sqlite:///<abs project dir>/mlruns.db``."""
-    return f"sqlite:///{(Path(project_dir).resolve() / 'mlruns.db').as_posix()}"
+    return f"sqlite:///{ProjectFolder(Path(project_dir).resolve()).tracking_db.as_posix()}"
 
 
 def default_artifact_location(project_dir: str | os.PathLike) -> str:
     """``file://<abs project dir>/mlartifacts`` (where a new experiment keeps its artifacts)."""
-    return (Path(project_dir).resolve() / "mlartifacts").as_uri()
+    return ProjectFolder(Path(project_dir).resolve()).artifacts.as_uri()
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -280,7 +281,7 @@ def run_folder(run: Mapping[str, Any], project_dir: str | os.PathLike) -> Path |
     tag>``, with best.pt, summary.json, plots) if it still exists, else its local artifact
     folder; None when neither exists (e.g. a cancelled run)."""
     name = (run.get("tags") or {}).get("run_dir")
-    save_dir = (run.get("params") or {}).get("save_dir") or "trained_models"
+    save_dir = (run.get("params") or {}).get("save_dir") or RUNS_DIR
     if name:
         folder = Path(project_dir) / save_dir / name
         if folder.is_dir():

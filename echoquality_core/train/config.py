@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from echoquality_core.data.preprocess import PreprocessParams
+from echoquality_core.labels.folder import RUNS_DIR
 
 LOSSES = ("bce", "focal")
 SCHEDULERS = ("plateau", "cosine_restarts", "none")
@@ -36,7 +37,7 @@ class TrainConfig:
     annotations_csv: str = "echo_annotations.csv"
     videos_dir: str | None = "echo_videos"
     model_weights: str | None = None
-    save_dir: str = "trained_models"
+    save_dir: str = RUNS_DIR
     use_mlflow: bool = True
     num_unfrozen_layers: int = 2
 

@@ -1,5 +1,7 @@
 """The steps of one cross-validation (see ``crossval.py``): clips decoded once, folds, one
-Trainer run per fold nested under a parent MLflow run, the out-of-fold table and its metrics."""
+Trainer run per fold nested under a parent MLflow run, the out-of-fold table and its metrics.
+Each step takes the ``CrossValidator`` (``cv``: its settings, folder, events and stop flags);
+this module does not import it, so ``crossval`` -> ``crossval_steps`` -> ``folds`` runs one way."""
 from __future__ import annotations
 
 import logging
@@ -8,21 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from echoquality_core.train.crossval import (
-    OOF_FILE,
-    CrossValidator,
-    make_folds,
-    summary_json,
-    write_fold_split,
-    write_oof,
-)
+from echoquality_core.data.patients import patient_group
+from echoquality_core.labels.folder import OOF_FILE
 from echoquality_core.train.events import CrossValEnd, TrainEnd, TrainError
 from echoquality_core.decision import TRAINING_THRESHOLD, labelled_good
+from echoquality_core.train.folds import make_folds, summary_json, write_fold_split, write_oof
 
 log = logging.getLogger(__name__)
 
 
-def prepare_records(cv: CrossValidator) -> list[dict[str, Any]]:
+def prepare_records(cv: Any) -> list[dict[str, Any]]:
     """Usable labelled clips (decoded into the shared cache here, once for all folds) with
     their patient keys; unreadable clips are reported (a warning) and left out."""
     from echoquality_core.data.clips import ClipCache, prepare_training_data
@@ -42,7 +39,7 @@ def prepare_records(cv: CrossValidator) -> list[dict[str, Any]]:
     return records
 
 
-def run_crossval(cv: CrossValidator) -> CrossValEnd:
+def run_crossval(cv: Any) -> CrossValEnd:
     """Prepare, fold, train every fold, write the out-of-fold table; the CrossValEnd."""
     records = prepare_records(cv)
     if cv._cancel.is_set() or cv._stop.is_set():
@@ -59,7 +56,7 @@ def run_crossval(cv: CrossValidator) -> CrossValEnd:
     return end
 
 
-def _train_folds(cv: CrossValidator, records: list[dict], plans: list,
+def _train_folds(cv: Any, records: list[dict], plans: list,
                  parent_run_id: str | None) -> CrossValEnd:
     scores: dict[int, list[float]] = {}
     first: dict[int, tuple[int, float]] = {}  # clip -> (fold, threshold) of the first repeat
@@ -106,7 +103,7 @@ def _fold_scores(end: TrainEnd) -> list[tuple[str, float]]:
         return [(row["video_path"], float(row["score"])) for row in csv.DictReader(fh)]
 
 
-def _finish(cv: CrossValidator, records: list[dict], scores: dict[int, list[float]],
+def _finish(cv: Any, records: list[dict], scores: dict[int, list[float]],
             first: dict[int, tuple[int, float]], thresholds: list[float], done: int,
             stopped: bool, parent_run_id: str | None) -> CrossValEnd:
     from echoquality_core.evaluation.stats import describe_basis, metrics_with_ci
@@ -139,18 +136,16 @@ def _finish(cv: CrossValidator, records: list[dict], scores: dict[int, list[floa
 
 def _anonymous_groups(records: Sequence[dict]) -> list[str]:
     """p001, p002, ... per patient (numbered in order of the sorted keys; no key leaves)."""
-    from echoquality_core.train.crossval import _group
-
-    keys = sorted({_group(r) for r in records})
+    keys = sorted({patient_group(r) for r in records})
     number = {k: f"p{n:03d}" for n, k in enumerate(keys, start=1)}
-    return [number[_group(r)] for r in records]
+    return [number[patient_group(r)] for r in records]
 
 
 class _ParentRun:
     """The parent MLflow run of a cross-validation (MlflowClient, so that the folds' own
     fluent runs can nest under it); a no-op without MLflow."""
 
-    def __init__(self, cv: CrossValidator, method: str, n_clips: int):
+    def __init__(self, cv: Any, method: str, n_clips: int):
         self.cv, self.method, self.n_clips = cv, method, n_clips
         self.run_id: str | None = None
         self.client: Any = None

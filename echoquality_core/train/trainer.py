@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import queue
 import shutil
 import threading
@@ -36,6 +35,7 @@ from uuid import uuid4
 import torch
 
 from echoquality_core.files.atomic import DiskFullError
+from echoquality_core.labels.folder import ProjectFolder
 from echoquality_core.data.clips import ClipCache, save_split
 from echoquality_core.evaluation.evaluate import evaluate_model, metrics_from_scores, save_evaluation_plots
 from echoquality_core.train.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError, summarize
@@ -92,9 +92,10 @@ class Trainer:
         self._stop = threading.Event()
         self._cancel = threading.Event()
         self.csv_path = Path(config.annotations_csv).resolve()
-        self.project_dir = self.csv_path.parent
+        self.project = ProjectFolder.of_labels(self.csv_path)
+        self.project_dir = self.project.path
         self.run_name = config.run_name or f"{datetime.now():%Y%m%d-%H%M%S}-{uuid4().hex[:4]}"
-        self.run_dir = self._project_path(config.save_dir) / self.run_name
+        self.run_dir = self.project.resolve(config.save_dir) / self.run_name
         self.folder = RunFolder(self.run_dir)
         self.params = config.preprocess
         self.best = BestCheckpoint()
@@ -149,15 +150,11 @@ class Trainer:
             self.callback = user_callback
 
     # --- paths ---------------------------------------------------------------------------
-    def _project_path(self, value: str | os.PathLike) -> Path:
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else (self.project_dir / p).resolve()
-
     @property
     def cache_dir(self) -> Path:
         if self.config.cache_dir:
-            return self._project_path(self.config.cache_dir)
-        return self.project_dir / ".echoquality" / "cache"
+            return self.project.resolve(self.config.cache_dir)
+        return self.project.cache
 
     @property
     def tracking_uri(self) -> str:
@@ -229,8 +226,8 @@ class Trainer:
         """Labels → usable clips (decoded and cached, headers read once) → patient split."""
         c = self.config
         return prepare_run_data(
-            self.csv_path, self._project_path(c.videos_dir) if c.videos_dir else None,
-            self._project_path(c.split_csv) if c.split_csv else None, c, cache, self._emit,
+            self.csv_path, self.project.resolve(c.videos_dir) if c.videos_dir else None,
+            self.project.resolve(c.split_csv) if c.split_csv else None, c, cache, self._emit,
             self._stop, self._cancel)
 
     def _make_loaders(self, cache: ClipCache, generator: torch.Generator) -> None:

@@ -155,9 +155,11 @@ class AdjudicationView(QWidget):
             self.queue = adjudication_queue(project.raters,
                                             include_decided=not self.hide_decided.isChecked())
             open_ = sum(d.adjudication is None for d in self.queue)
-            self.summary.setText(f"{len(self.queue)} clips the raters disagree about, {open_} "
-                                 "to decide; widest disagreement first. The label keys set the "
-                                 "final label.")
+            agreed = sum(d.agreed for d in self.queue)
+            self.summary.setText(f"{len(self.queue) - agreed} clips the raters disagree about, "
+                                 f"{open_} to decide; widest disagreement first"
+                                 + (f" ({agreed} decided although the raters agreed, last)"
+                                    if agreed else "") + ". The label keys set the final label.")
         self.player.set_empty_text(
             PICK_TEXT if self.queue else "The queue is empty: no clip to adjudicate"
             + (" (decided clips are hidden)" if self.hide_decided.isChecked() else ""))

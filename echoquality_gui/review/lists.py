@@ -71,7 +71,7 @@ class ReviewLists(QTabWidget):
             session.message.emit("Load or train a model (a checkpoint) first: the threshold is "
                                  "saved into it")
             return None
-        root, run_dir = session.project.root, session.run_dir
+        root, run_dir = session.project.folder.path, session.run_dir
         source = self.threshold_panel.source.split(" (")[0]
 
         def save() -> dict:

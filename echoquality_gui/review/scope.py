@@ -10,17 +10,10 @@ from pathlib import Path
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QWidget
 
-from echoquality_core.train.crossval import CROSSVAL_DIR, OOF_FILE, read_oof
+from echoquality_core.labels.folder import ProjectFolder
+from echoquality_core.train.folds import read_oof
 
 MODEL_SCOPE = "Test split of the model's run"
-
-
-def find_crossvals(project_root: Path | None) -> list[Path]:
-    """``oof_scores.csv`` of every cross-validation of the project, newest first."""
-    if project_root is None:
-        return []
-    found = Path(project_root, CROSSVAL_DIR).glob(f"*/{OOF_FILE}")
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def oof_scored(oof_csv: Path, relative) -> tuple[dict[str, tuple[float, float]], dict[str, str]]:
@@ -51,13 +44,13 @@ class ReviewScope(QWidget):
         row.addWidget(QLabel("Scope"))
         row.addWidget(self.combo, 1)
 
-    def update_entries(self, project_root: Path | None) -> None:
+    def update_entries(self, project_dir: Path | None) -> None:
         """List the project's cross-validations (keeping the current choice if it is there)."""
         current = self.oof_csv()
         self.combo.blockSignals(True)
         self.combo.clear()
         self.combo.addItem(MODEL_SCOPE, None)
-        for oof in find_crossvals(project_root):
+        for oof in ProjectFolder(project_dir).crossvals() if project_dir is not None else []:
             self.combo.addItem(f"All labelled clips · out-of-fold scores of cross-validation "
                                f"{oof.parent.name}", str(oof))
         index = self.combo.findData(str(current)) if current is not None else 0

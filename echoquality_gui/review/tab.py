@@ -115,7 +115,7 @@ class ReviewTab(QWidget):
             return  # again once scikit-learn is loaded
         blind = self.session.blind  # several raters label blind: no model score anywhere
         project = self.session.project
-        self.scope.update_entries(project.root if project else None)
+        self.scope.update_entries(project.folder.path if project else None)
         self.review_set = None if blind else collect_review(self.session, self.scope.oof_csv())
         rs = self.review_set
         self.lists.show_scope(rs, self.session)

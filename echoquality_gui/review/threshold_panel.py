@@ -46,7 +46,7 @@ def confidence_intervals(labels: list[float], scores: list[float], threshold: fl
     from echoquality_core.evaluation.stats import describe_basis, metrics_with_ci
 
     if groups is None and paths is not None:
-        from echoquality_core.cli.crossval import patient_groups
+        from echoquality_core.data.patients import patient_groups
 
         groups = patient_groups(paths)
     basis = describe_basis(labels, groups, source)

@@ -174,9 +174,9 @@ class RunsPanel(QWidget):
     # --- listing ---------------------------------------------------------------------------
     @property
     def project_dir(self) -> Path | None:
-        """The folder of the labels CSV (where training keeps ``mlruns.db``)."""
+        """The project's folder (the labels CSV's, where training keeps ``mlruns.db``)."""
         project = self.session.project
-        return project.csv_path.parent if project is not None else None
+        return project.folder.path if project is not None else None
 
     @property
     def tracking_uri(self) -> str | None:

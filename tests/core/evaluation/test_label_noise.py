@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from echoquality_core.train.crossval import CrossValidator, read_oof
+from echoquality_core.train.crossval import CrossValidator
+from echoquality_core.train.folds import read_oof
 from echoquality_core.demo.project import synthetic_clip, write_dicom_clip
 from echoquality_core.evaluation.label_issues import rank_label_issues
 from echoquality_core.labels.store import LabelStore

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from echoquality_core.train.crossval import FoldError, _quota_folds, make_folds
+from echoquality_core.train.folds import FoldError, _quota_folds, make_folds
 from echoquality_core.demo.project import synthetic_clip, write_dicom_clip
 from echoquality_core.dicom import read_clip
 
@@ -86,7 +86,7 @@ def test_clips_without_patient_key_are_their_own_group(imbalanced):
 
 
 def test_a_fold_split_file_feeds_the_trainer_its_exact_split(imbalanced, tmp_path: Path):
-    from echoquality_core.train.crossval import write_fold_split
+    from echoquality_core.train.folds import write_fold_split
     from echoquality_core.data.clips import load_split
 
     folds, _ = make_folds(imbalanced, 3, seed=0)

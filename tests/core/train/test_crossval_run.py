@@ -17,7 +17,8 @@ from mlflow import MlflowClient
 
 from echoquality_core.data import clips as data_module
 from echoquality_core.cli.main import main
-from echoquality_core.train.crossval import CrossValidator, read_oof
+from echoquality_core.train.crossval import CrossValidator
+from echoquality_core.train.folds import read_oof
 from echoquality_core.demo.project import synthetic_clip, write_dicom_clip
 from echoquality_core.train.events import CrossValEnd, EpochEnd, FoldStart
 from echoquality_core.labels.store import LabelStore

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PySide6.QtCore import Qt
 
-from echoquality_core.train.crossval import write_oof
+from echoquality_core.train.folds import write_oof
 from echoquality_core.train.events import CrossValEnd
 from echoquality_core.labels.store import LabelStore
 from echoquality_core.scoring.score import score_clips
