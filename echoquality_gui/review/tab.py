@@ -154,7 +154,6 @@ class ReviewTab(QWidget):
         self.worker = GradcamWorker(session.gradcam_process(), self)
         self.worker.ready.connect(self._on_gradcam)
         self.worker.failed.connect(self._on_gradcam_failed)
-        self.worker.start()
         self._warm_up = Worker(_import_metrics, parent=self).connect(  # scikit-learn takes
             returned=lambda _: self.refresh(), errored=lambda _: self.refresh())  # seconds
         self._warm_up.start()  # to import: not in the GUI thread (refresh waits for it)

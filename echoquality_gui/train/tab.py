@@ -35,6 +35,7 @@ from echoquality_core.train.events import (
     summarize,
 )
 from echoquality_core.labels.project import Project
+from echoquality_core.jobs.devices import probe
 from echoquality_gui.common import settings as app_settings
 from echoquality_gui.common import theme
 from echoquality_gui.raters.menu import PolicyLabel
@@ -42,8 +43,7 @@ from echoquality_gui.common.session import Session
 from echoquality_gui.train.crossval_mode import CrossValMode, crossval_summary, fold_text
 from echoquality_gui.train.form import TrainForm
 from echoquality_gui.train.plots import TrainPlots
-from echoquality_gui.common.garbage import freeze_import
-from echoquality_gui.train.worker import TrainWorker, probe_devices
+from echoquality_gui.train.worker import TrainWorker
 from echoquality_gui.common.widgets import section_title
 from echoquality_gui.common.workers import Worker
 
@@ -126,8 +126,8 @@ class TrainPanel(QWidget):
         session.label_changed.connect(lambda _rel: self._show_data())
         session.scores_changed.connect(self._scores_arrived)
         session.scoring_failed.connect(self._scoring_failed)
-        self._probe = Worker(probe_devices, parent=self).connect(  # started when the tab
-            returned=self._devices_found,  # is first shown: it imports torch
+        self._probe = Worker(lambda: probe(self._probe.cancelled), parent=self).connect(
+            returned=self._devices_found,  # started when the tab is first shown (a child)
             errored=lambda exc: self.form.device_info.setText(f"unavailable ({exc})"))
         if session.project is not None:
             self._project_opened(session.project)
@@ -352,7 +352,6 @@ class TrainPanel(QWidget):
         super().showEvent(event)
 
     def _devices_found(self, found: tuple[str, list]) -> None:
-        freeze_import()  # torch's ~200k objects: out of the window's garbage collections
         auto, choices = found
         self.form.device_info.setText(auto)
         self.form.set_device_choices(choices)
@@ -361,6 +360,7 @@ class TrainPanel(QWidget):
         """Stop a running training (keeping its best model on disk) and wait for it; call
         before the window closes. The model is not made the project's model."""
         self._closing, self._close_requested = True, False
+        self._probe.abort()  # its child is killed at once
         self._probe.wait()
         self.form.weights.shutdown()
         if self.worker is not None:
