@@ -111,10 +111,10 @@ class TrainProcess:
         self._request.value = CANCEL
 
     def kill(self) -> None:
-        """End the child now (SIGTERM: the run unwinds as an error, nothing is kept); for a
-        run that was cancelled but must not outlive the app."""
+        """End the child now (SIGTERM: the run unwinds as an error, nothing is kept; SIGKILL
+        after a second); for a cancelled run that must not outlive the app."""
         if self.process is not None:
-            stop(self.process)
+            stop(self.process, wait=1.0)
 
     def events(self) -> Iterator[Any]:
         """The child's events, in order; always ends with a TrainEnd."""

@@ -40,7 +40,8 @@ class GradcamWorker(QObject):
         relay = ProcessRelay(job, cancel=job.cancel, parent=self)
         relay.on(Done, lambda done: self.ready.emit(request, done.value))
         relay.on(Failed, lambda failed: fail(failed.message))
-        relay.connect(errored=lambda exc: fail(str(exc).strip() or type(exc).__name__))
+        relay.errored.connect(lambda exc: relay.aborted or fail(str(exc).strip()
+                                                                or type(exc).__name__))
         self._latest.start(relay)
         return request
 

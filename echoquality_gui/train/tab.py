@@ -50,6 +50,7 @@ from echoquality_gui.common.workers import Worker
 REDRAW_MS = 100  # batch points are drawn at most this often
 CLOSE_LIMIT_MS = 60_000  # closing the window: testing the kept model may take this long, then
 # the run is cancelled
+CANCEL_WAIT_MS = 1500  # the window closed: a cancelled run ends by itself within this, or is ended
 
 
 _STYLE = """
@@ -318,9 +319,9 @@ class TrainPanel(QWidget):
 
     def halt_for_close(self) -> bool:
         """The window wants to close: the first call stops the run (its best model is tested
-        and kept, at most ``CLOSE_LIMIT_MS``, then the run is cancelled), a second call cancels
-        it. False if no run is going (close now); else ``closed_down`` follows once the run and
-        its process have ended."""
+        and kept, at most ``CLOSE_LIMIT_MS``, then the run is cancelled) and ``closed_down``
+        follows once the run and its process have ended; a second call cancels it and says
+        to close now (``shutdown`` waits for it). False if no run is going (close now)."""
         worker = self.worker
         if worker is None:
             return self._close_requested  # the run ended, its process is still exiting
@@ -336,8 +337,10 @@ class TrainPanel(QWidget):
                                 "Finishing training (no epoch ended yet: no model is kept)…",
                                 busy=True)
                 self._close_limit.start()
-        elif not self.cancelling:
-            self.cancel()
+        else:  # closed again: cancel, and close now
+            if not self.cancelling:
+                self.cancel()
+            return False
         return True
 
     def _run_closed_down(self) -> None:
@@ -365,7 +368,9 @@ class TrainPanel(QWidget):
         self.form.weights.shutdown()
         if self.worker is not None:
             self.worker.stop()
-            self.worker.wait()
+            if not self.worker.wait(CANCEL_WAIT_MS):  # a cancelled run ends by itself, or:
+                self.worker.run_process.kill()
+                self.worker.wait()
 
     # --- events ----------------------------------------------------------------------------
     def _set_stage(self, text: str, fraction: float | None = None, busy: bool = False) -> None:
