@@ -103,7 +103,8 @@ class ProcessRelay(Worker):
     """Relays the messages of a core job running in a child process, in order, as ``yielded``
     (see the module docstring). ``cancel`` is the job's own cancel (called by ``cancel()`` and
     ``abort()``); ``close`` runs in this thread once the job is over or aborted (e.g. to close
-    a child process of the relay's own)."""
+    a child process of the relay's own). Connect handlers with ``on`` or a signal's own
+    ``connect``: on this grandchild of QThread, PySide finds QObject's ``connect`` first."""
 
     def __init__(self, messages: Iterable[Any], *, cancel: Callable[[], None] | None = None,
                  close: Callable[[], None] | None = None, parent: QObject | None = None):
