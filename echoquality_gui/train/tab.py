@@ -50,7 +50,6 @@ from echoquality_gui.common.workers import Worker
 REDRAW_MS = 100  # batch points are drawn at most this often
 CLOSE_LIMIT_MS = 60_000  # closing the window: testing the kept model may take this long, then
 # the run is cancelled
-CANCEL_WAIT_MS = 1500  # the window closed: a cancelled run ends by itself within this, or is ended
 
 
 _STYLE = """
@@ -360,17 +359,15 @@ class TrainPanel(QWidget):
         self.form.set_device_choices(choices)
 
     def shutdown(self) -> None:
-        """Stop a running training (keeping its best model on disk) and wait for it; call
-        before the window closes. The model is not made the project's model."""
+        """Stop a running training and wait for it (``TrainWorker.end``); call before the
+        window closes. A model kept is not made the project's model."""
         self._closing, self._close_requested = True, False
         self._probe.abort()  # its child is killed at once
         self._probe.wait()
         self.form.weights.shutdown()
         if self.worker is not None:
             self.worker.stop()
-            if not self.worker.wait(CANCEL_WAIT_MS):  # a cancelled run ends by itself, or:
-                self.worker.run_process.kill()
-                self.worker.wait()
+            self.worker.end()
 
     # --- events ----------------------------------------------------------------------------
     def _set_stage(self, text: str, fraction: float | None = None, busy: bool = False) -> None:

@@ -24,6 +24,8 @@ from echoquality_core.train.events import (
 )
 from echoquality_gui.common.workers import ProcessRelay
 
+END_WAIT_MS = 1500  # closing the app: a cancelled run ends by itself within this, or is ended
+
 
 class TrainWorker(ProcessRelay):
     """One training run of ``TrainConfig(**settings)`` in a child process (core
@@ -53,6 +55,13 @@ class TrainWorker(ProcessRelay):
     def stop(self) -> None:
         """Finish now, keeping and testing the best model so far."""
         self.run_process.stop()
+
+    def end(self, wait_ms: int = END_WAIT_MS) -> None:
+        """Wait for the run to end (a cancelled one), ending its process if it takes longer
+        than ``wait_ms``; then this thread ends too."""
+        if not self.wait(wait_ms):
+            self.run_process.kill()
+            self.wait()
 
 
 def _events(run: TrainProcess) -> Iterator[Any]:
