@@ -97,7 +97,7 @@ def _add_threshold(sub: argparse._SubParsersAction) -> None:
 
 
 def run_crossval(args: argparse.Namespace) -> int:
-    from echoquality_core.train.crossval import CrossValidator
+    from echoquality_core.jobs.launch import make_trainer
     from echoquality_core.train.trainer import TrainConfig
 
     options = {k: getattr(args, k) for k in _CV_OPTIONS if getattr(args, k, None) is not None}
@@ -110,8 +110,8 @@ def run_crossval(args: argparse.Namespace) -> int:
     try:
         config = (TrainConfig.from_toml(args.config, **options) if args.config
                   else TrainConfig(**options))
-        cv = CrossValidator(config, args.folds, args.repeats, _printer(),
-                            val_fraction=args.val_fraction)
+        cv = make_trainer(config, _printer(), folds=args.folds, repeats=args.repeats,
+                          val_fraction=args.val_fraction)
     except (OSError, ValueError, TypeError) as exc:
         return fail("crossval", exc)
     end = cv.run()

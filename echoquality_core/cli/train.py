@@ -134,8 +134,8 @@ def run_train(args: argparse.Namespace) -> int:
     from echoquality_core.runs.tracking import mlflow_ui_command
     from echoquality_core.train.trainer import SetupError
     from echoquality_core.train.config import TrainConfig
-    from echoquality_core.train.distributed import make_trainer
-    from echoquality_core.jobs.train_process import end_on_sigterm
+    from echoquality_core.jobs.launch import make_trainer
+    from echoquality_core.jobs.child import end_on_sigterm
 
     options = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
     paths = {"annotations_csv": args.csv, "videos_dir": args.videos, "save_dir": args.save_dir}

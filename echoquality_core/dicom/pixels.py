@@ -1,9 +1,14 @@
 """Where a clip's pixel data lies in its file and how one frame becomes uint8 RGB: the walk over
 the fragment items of encapsulated data, the JPEG markers that decide the OpenCV fast path, and
-pydicom's decoders frame by frame."""
+pydicom's decoders frame by frame.
+
+pydicom logs every decoding plugin's failure with a traceback (at ERROR) before it raises one
+error that names them all; that error becomes the clip's reason (its row, one line), so the
+tracebacks are dropped unless debug logging is on (``echoquality --debug``)."""
 from __future__ import annotations
 
 import io
+import logging
 import os
 import struct
 from pathlib import Path
@@ -20,6 +25,16 @@ from echoquality_core.dicom.errors import DicomReadError
 from echoquality_core.dicom.header import _DEFLATED, _GREYS, _ITEM, _SEQ_END, _YBR, _n_frames
 
 _OPENCV_FLAGS = getattr(cv2, "IMREAD_COLOR_RGB", cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+class _PluginTracebacks(logging.Filter):
+    """Drops pydicom's per-plugin failure records, unless the root logger shows DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None or logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+logging.getLogger("pydicom.pixels.decoders.base").addFilter(_PluginTracebacks())
 
 
 def _jpeg_markers(data: bytes) -> tuple[bool, int | None, tuple[int, ...]]:

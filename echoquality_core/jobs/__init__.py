@@ -1,1 +1,1 @@
-"""Work in other processes: the model process, the training process and its ranks."""
+"""Work in other processes: child start-up, the trainer choice, model and training processes."""

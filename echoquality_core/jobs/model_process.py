@@ -17,9 +17,7 @@ and one of ``Done``, ``Failed`` or ``Cancelled`` last.
 """
 from __future__ import annotations
 
-import ctypes
 import itertools
-import multiprocessing as mp
 import os
 import queue
 import threading
@@ -31,7 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from echoquality_core.train.events import Progress
-from echoquality_core.jobs.train_process import cpu_threads, exit_when_orphaned
+from echoquality_core.jobs.child import (
+    enter_child,
+    make_queue,
+    shared_int,
+    start_child,
+    stop,
+    use_cpu_threads,
+)
 
 FORWARD_TIMEOUT = 120.0  # seconds one model call (load, forward) may take before it is killed
 WATCH_SECONDS = 0.05  # how often the parent looks at the child between messages
@@ -225,16 +230,12 @@ def _explain(job: _Job, models: _Models, watch: _Watch, put: Any) -> None:
 def _child(jobs: Any, results: Any, calls: Any, what: Any, cancelled: Any,
            parent: int) -> None:
     """The child process: run jobs until ``None`` arrives; every message is (job id, message)."""
-    if os.getppid() != parent:
-        os._exit(3)
-    exit_when_orphaned(parent)  # the app is gone: nobody reads our results any more
-    import torch
-    # imported now, never inside a watched call: a slow import (a busy machine) is no hung model
+    enter_child(parent)  # the app is gone: nobody reads our results any more
+    use_cpu_threads()  # one core stays free for the window; torch is imported now, and
+    # these too, never inside a watched call: a slow import (a busy machine) is no hung model
     from echoquality_core.model import checkpoint  # noqa: F401
     from echoquality_core.scoring import gradcam  # noqa: F401
     from echoquality_core.scoring import score as scoring  # noqa: F401
-
-    torch.set_num_threads(cpu_threads())  # one core stays free for the window
     watch = _Watch(calls, what)
     models = _Models(watch)
     while (job := jobs.get()) is not None:
@@ -283,7 +284,6 @@ class ModelProcess:
 
     def __init__(self, *, forward_timeout: float = FORWARD_TIMEOUT):
         self.forward_timeout = float(forward_timeout)
-        self._ctx = mp.get_context("spawn")  # no fork of a process that runs Qt or CUDA threads
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # one job at a time
         self._state_lock = threading.Lock()
@@ -335,12 +335,7 @@ class ModelProcess:
             return
         process, jobs, results, *_ = self._process
         self._process = None
-        if process.is_alive():
-            process.terminate()
-            process.join(2.0)
-            if process.is_alive():
-                process.kill()
-                process.join(2.0)
+        stop(process)
         for q in (jobs, results):  # not closed: a reader may be waiting on it; it sees
             q.cancel_join_thread()  # the job's end (closed or dead) within WATCH_SECONDS
 
@@ -351,14 +346,10 @@ class ModelProcess:
             if self._process is not None and not self._process[0].is_alive():
                 self._kill()
             if self._process is None:
-                jobs, results = self._ctx.Queue(), self._ctx.Queue()
-                calls = self._ctx.RawValue(ctypes.c_long, 0)
-                what = self._ctx.RawValue(ctypes.c_int, 0)
-                cancelled = self._ctx.RawValue(ctypes.c_long, 0)
-                process = self._ctx.Process(
-                    target=_child, name="echoquality-model", daemon=True,
-                    args=(jobs, results, calls, what, cancelled, os.getpid()))
-                process.start()
+                jobs, results = make_queue(), make_queue()
+                calls, what, cancelled = shared_int(), shared_int(), shared_int()
+                process = start_child(_child, jobs, results, calls, what, cancelled,
+                                      name="echoquality-model")
                 self._process = (process, jobs, results, calls, what, cancelled)
             return self._process
 

@@ -1,11 +1,12 @@
 """A training that the app runs on several devices of this machine ("All GPUs (N)" on the Train
 tab): the app's training child (``train_process``) is rank 0 and starts ranks 1..N-1 as
-processes of this module, with the environment torchrun gives its ranks (``RANK``,
+processes (``launch.main``), with the environment torchrun gives its ranks (``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``); every rank then runs the same
-``train_distributed.DistributedTrainer`` as under ``torchrun`` (NCCL on GPUs, gloo on CPUs).
+``train.distributed.DistributedTrainer`` as under ``torchrun`` (NCCL on GPUs, gloo on CPUs).
 
 Stop and Cancel reach rank 0 and are agreed between ranks after each batch. A rank whose
-parent (rank 0) is gone exits within ``ORPHAN_SECONDS``, so a killed app leaves no rank behind.
+parent (rank 0) is gone exits within ``launch.ORPHAN_SECONDS``, so a killed app leaves no rank
+behind.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-ORPHAN_SECONDS = 1.0
 DEATH_SECONDS = 1.0  # how long an error waits for a rank's exit code
 
 
@@ -28,15 +28,17 @@ def rank_env(rank: int, world: int, port: int) -> dict[str, str]:
             "MASTER_PORT": str(port)}
 
 
-def start_other_ranks(settings: dict[str, Any], world: int) -> list[subprocess.Popen]:
-    """Make this process rank 0 of ``world`` (its environment) and start ranks 1..world-1 with
-    the same TrainConfig ``settings`` (JSON-able). Subprocesses, not multiprocessing: the
-    training child is a daemon process, which may not have children of its own."""
+def start_other_ranks(settings: dict[str, Any], world: int,
+                      module: str) -> list[subprocess.Popen]:
+    """Make this process rank 0 of ``world`` (its environment) and start ranks 1..world-1 as
+    ``python -m module SETTINGS_JSON PARENT_PID`` with the same TrainConfig ``settings``
+    (JSON-able). Subprocesses, not multiprocessing: the training child is a daemon process,
+    which may not have children of its own."""
     from echoquality_core.runs.tracking import free_port
 
     port = free_port()
     os.environ.update(rank_env(0, world, port))
-    argv = [sys.executable, "-m", "echoquality_core.jobs.ranks", json.dumps(settings),
+    argv = [sys.executable, "-m", module, json.dumps(settings),
             str(os.getpid())]
     return [subprocess.Popen(argv, env=os.environ | rank_env(r, world, port),
                              stdout=subprocess.DEVNULL)
@@ -91,23 +93,3 @@ def wait_for_ranks(ranks: list[subprocess.Popen], timeout: float = 30.0) -> None
         except subprocess.TimeoutExpired:
             rank.kill()
             rank.wait()
-
-
-def main(argv: list[str]) -> int:
-    """One rank > 0: ``python -m echoquality_core.jobs.ranks SETTINGS_JSON PARENT_PID``."""
-    from echoquality_core.jobs.train_process import cpu_threads, exit_when_orphaned
-
-    settings, parent = json.loads(argv[0]), int(argv[1])
-    exit_when_orphaned(parent, ORPHAN_SECONDS / 2)
-    import torch
-
-    from echoquality_core.train.config import TrainConfig
-    from echoquality_core.train.distributed import DistributedTrainer
-
-    torch.set_num_threads(cpu_threads(int(os.environ["WORLD_SIZE"])))
-    DistributedTrainer(TrainConfig(**settings)).run()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

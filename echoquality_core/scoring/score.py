@@ -152,9 +152,11 @@ class ScoringSet(Dataset):
             item["video"] = torch.from_numpy(normalize(frames))
         except (DicomReadError, ClipLoadError, OSError, ValueError) as exc:
             item["error"] = _error_text(path, exc)
+            log.warning("%s", item["error"])  # one line per clip; the reason is in its row
         except Exception as exc:  # a decoder bug must not stop the whole run either
-            log.exception("unexpected error reading %s", path.name)
             item["error"] = _error_text(path, exc)
+            log.warning("%s (unexpected error)", item["error"],
+                        exc_info=log.isEnabledFor(logging.DEBUG))
         return item
 
 

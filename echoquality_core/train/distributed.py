@@ -1,6 +1,6 @@
 """Training on several processes with DistributedDataParallel, when torchrun started us:
 ``torchrun --nproc_per_node N -m echoquality_core train ...`` (one rank per GPU, or CPU ranks
-with gloo).
+with gloo); ``jobs.launch.make_trainer`` chooses it.
 
 Same run as the single-process :class:`train.Trainer` (the default), with: the data prepared and
 the patient split made once on rank 0 and broadcast; a ``DistributedSampler`` per epoch for the
@@ -30,13 +30,6 @@ from echoquality_core.train.loop import predict, run_epoch, seed_everything
 from echoquality_core.train.preflight import _Abort, loader_args
 
 log = logging.getLogger(__name__)
-
-
-def make_trainer(config: TrainConfig, callback: Callable[[Any], None] | None = None) -> Trainer:
-    """A DistributedTrainer under torchrun (more than one rank), else the plain Trainer."""
-    if dist.launched_by_torchrun():
-        return DistributedTrainer(config, callback)
-    return Trainer(config, callback)
 
 
 class _BestOnOtherRanks(BestCheckpoint):

@@ -292,5 +292,5 @@ class Session(ModelState, QObject):
         self.cancel_scoring()
         self.close_model_process()
         for worker in list(self._background):
-            worker.cancel()
+            worker.abort()
             worker.wait()

@@ -11,13 +11,18 @@ started (no id bookkeeping needed); ``Latest`` does this for work that a newer r
 A core function that reports through a callback rather than by yielding gets
 ``worker.yielded.emit`` as that callback, and ``worker.cancelled`` as its stop test: ``cancel()``
 asks it to stop early while, unlike ``abort()``, its outcome is still delivered.
+
+``ProcessRelay`` is the Worker for a core job that runs in a child process (a ``ModelProcess``
+job, a ``TrainProcess``'s events): this thread only relays the job's messages, ``on(kind,
+handler)`` routes them by type, and ``cancel()`` / ``abort()`` reach the job itself. Scoring,
+GradCAM (newest wins: ``Latest``) and training all run this way.
 """
 from __future__ import annotations
 
 import inspect
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
@@ -92,6 +97,46 @@ class Worker(QThread):
                 return stop.value
             if value is not None:
                 self.yielded.emit(value)
+
+
+class ProcessRelay(Worker):
+    """Relays the messages of a core job running in a child process, in order, as ``yielded``
+    (see the module docstring). ``cancel`` is the job's own cancel (called by ``cancel()`` and
+    ``abort()``); ``close`` runs in this thread once the job is over or aborted (e.g. to close
+    a child process of the relay's own). Connect handlers with ``on`` or a signal's own
+    ``connect``: on this grandchild of QThread, PySide finds QObject's ``connect`` first."""
+
+    def __init__(self, messages: Iterable[Any], *, cancel: Callable[[], None] | None = None,
+                 close: Callable[[], None] | None = None, parent: QObject | None = None):
+        super().__init__(_relay, messages, close, parent=parent)
+        self._cancel_job = cancel
+
+    def on(self, kind: type | tuple[type, ...], handler: Callable[[Any], None]) -> ProcessRelay:
+        """Call ``handler(message)`` (GUI thread) for each message of type ``kind``, unless the
+        relay was aborted; returns self."""
+        self.yielded.connect(lambda message: None if self.aborted or not isinstance(message, kind)
+                             else handler(message))
+        return self
+
+    def cancel(self) -> None:
+        """Ask the job to stop; its last message still arrives."""
+        super().cancel()
+        if self._cancel_job is not None:
+            self._cancel_job()
+
+    def abort(self) -> None:
+        """Cancel the job and drop every message not yet delivered."""
+        super().abort()
+        if self._cancel_job is not None:
+            self._cancel_job()
+
+
+def _relay(messages: Iterable[Any], close: Callable[[], None] | None) -> Iterator[Any]:
+    try:
+        yield from messages
+    finally:
+        if close is not None:
+            close()
 
 
 def retire(worker: QThread | None) -> None:

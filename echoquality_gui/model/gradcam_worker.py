@@ -1,105 +1,64 @@
-"""GradCAM off the GUI thread and out of the app's process: a worker thread that relays one
-clip at a time to a warm child process (core ``ModelProcess``, the session's, shared by the
-views: torch imported and the model loaded once, on the first request) and keeps only the
-NEWEST request (selecting clip after clip never queues work up). A forward that hangs is
-killed after the process's timeout and reported through ``failed``."""
+"""GradCAM off the GUI thread and out of the app's process: each request is a ``ProcessRelay``
+of a job in a warm child process (core ``ModelProcess``, the session's, shared by the views:
+torch imported and the model loaded once, on the first request), and only the NEWEST request
+counts (``Latest``: selecting clip after clip never queues work up, and a replaced request
+delivers nothing). A forward that hangs is killed after the process's timeout and reported
+through ``failed``."""
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QThread, Signal
+from PySide6.QtCore import QObject, Signal
 
-from echoquality_core.scoring.heatmap import ClipExplanation
 from echoquality_core.jobs.model_process import Done, Failed, ModelProcess
+from echoquality_gui.common.workers import Latest, ProcessRelay
 
 
-@dataclass(frozen=True)
-class _Request:
-    id: int
-    model_path: Path
-    clip_path: Path
-    explain: str
-
-
-class GradcamWorker(QThread):
+class GradcamWorker(QObject):
     """Computes GradCAM maps for the clip asked last. Call ``request`` from the GUI thread;
     results come back as ``ready(id, ClipExplanation)`` or ``failed(id, reason)``."""
 
     ready = Signal(int, object)
     failed = Signal(int, str)
 
-    def __init__(self, process: ModelProcess, parent=None):
+    def __init__(self, process: ModelProcess, parent: QObject | None = None):
         super().__init__(parent)
-        self._cond = threading.Condition()
-        self._want: _Request | None = None
-        self._stopped = False
+        self._latest = Latest()
         self._ids = 0
         self.process = process  # its owner closes it
 
     def request(self, model_path: str | Path, clip_path: str | Path, explain: str) -> int:
         """Ask for the maps of ``clip_path`` explaining ``explain`` ("good" or "poor");
-        replaces any request not yet started. Returns the request id."""
-        with self._cond:
-            self._ids += 1
-            self._want = _Request(self._ids, Path(model_path), Path(clip_path), explain)
-            self._cond.notify()
-            return self._ids
+        replaces any earlier request. Returns the request id."""
+        self._ids += 1
+        request, name = self._ids, Path(clip_path).name
+        job = self.process.explain(model_path, clip_path, explain)
+
+        def fail(text: str) -> None:
+            self.failed.emit(request, f"GradCAM failed for {name}: {text}")
+
+        relay = ProcessRelay(job, cancel=job.cancel, parent=self)
+        relay.on(Done, lambda done: self.ready.emit(request, done.value))
+        relay.on(Failed, lambda failed: fail(failed.message))
+        relay.errored.connect(lambda exc: relay.aborted or fail(str(exc).strip()
+                                                                or type(exc).__name__))
+        self._latest.start(relay)
+        return request
 
     def warm(self, model_path: str | Path) -> None:
-        """Start the child and load ``model_path`` now, unless a request is waiting, so the
-        first GradCAM does not pay for starting torch (seconds)."""
-        with self._cond:
-            if self._want is None:
-                self._ids += 1
-                self._want = _Request(self._ids, Path(model_path), Path(), "")
-                self._cond.notify()
+        """Start the child and load ``model_path`` now, unless a request is running, so the
+        first GradCAM does not pay for starting torch (seconds). A failed warm-up is told by
+        the request that needs the model."""
+        if self._latest.worker is None:
+            job = self.process.load(model_path)
+            self._latest.start(ProcessRelay(job, cancel=job.cancel, parent=self))
 
     def cancel(self) -> None:
-        """Forget the request not yet started (a running one finishes; its id is stale)."""
-        with self._cond:
-            self._ids += 1
-            self._want = None
+        """Forget the newest request (a running clip is finished in the child; nothing comes)."""
+        self._latest.abort()
 
     def stop(self) -> None:
-        """End the thread (close the process first, or a clip being computed is waited for)."""
-        with self._cond:
-            self._stopped = True
-            self._want = None
-            self._cond.notify()
-        self.wait()
-
-    def run(self) -> None:
-        while True:
-            with self._cond:
-                while self._want is None and not self._stopped:
-                    self._cond.wait()
-                if self._stopped:
-                    return
-                job, self._want = self._want, None
-            try:
-                result = self._compute(job)
-            except Exception as exc:  # noqa: BLE001 - any failure is shown to the user
-                text = str(exc).strip() or type(exc).__name__
-                if job.explain:  # a failed warm-up is told by the request that needs the model
-                    self._emit(job.id, self.failed,
-                               f"GradCAM failed for {job.clip_path.name}: {text}")
-            else:
-                self._emit(job.id, self.ready, result)
-
-    def _emit(self, job_id: int, signal, value) -> None:
-        with self._cond:
-            stale = job_id != self._ids or self._stopped or value is None  # None: warmed up
-        if not stale:
-            signal.emit(job_id, value)
-
-    def _compute(self, job: _Request) -> ClipExplanation | None:
-        result = None
-        work = (self.process.explain(job.model_path, job.clip_path, job.explain) if job.explain
-                else self.process.load(job.model_path))
-        for message in work:
-            result = message
-        if isinstance(result, Done):
-            return result.value
-        raise RuntimeError(result.message if isinstance(result, Failed) else "stopped")
+        """Drop every request and wait for their threads (close the process first, or a clip
+        being computed is waited for)."""
+        self._latest.abort()
+        self._latest.wait()

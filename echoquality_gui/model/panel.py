@@ -20,9 +20,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from echoquality_core.jobs.model_process import Cancelled, Done, Failed, Loaded
 from echoquality_core.model.file_kind import is_export
-from echoquality_gui.model.score_worker import ScoreWorker, scores_by_clip
+from echoquality_core.train.events import Progress
 from echoquality_gui.common.session import Session
+from echoquality_gui.common.workers import ProcessRelay
+from echoquality_gui.model.score_worker import score_relay, scores_by_clip
 
 MODEL_FILES = "Model weights or checkpoint (*.pt *.pth *.ckpt);;All files (*)"
 OUTPUT_NAME = "scores.csv"
@@ -54,7 +57,7 @@ class ScoreFolderDialog(QDialog):
     def __init__(self, session: Session, parent: QWidget | None = None):
         super().__init__(parent)
         self.session = session
-        self.worker: ScoreWorker | None = None
+        self.worker: ProcessRelay | None = None
         self.setWindowTitle("Score a folder")
         self.folder = QLineEdit(placeholderText="Folder of DICOM clips (searched recursively)")
         self.model = QLineEdit(placeholderText="Weights or checkpoint file")
@@ -158,14 +161,13 @@ class ScoreFolderDialog(QDialog):
             return False
         in_project = self._project_folder(folder)
         same_model = self.session.model_path is not None and model == self.session.model_path
-        worker = ScoreWorker(
+        worker = score_relay(
             folder, model, out_csv=output,
             threshold=self.session.threshold if same_model else None,
             cache_dir=self.session.project.cache_dir if in_project else None)
-        worker.progress.connect(self._progress)
-        worker.finished_scoring.connect(self._finished)
-        worker.failed.connect(self._failed)
-        worker.cancelled.connect(self._cancelled)
+        worker.on(Loaded, lambda _: self._progress(Progress("scoring", 0, 0)))
+        worker.on(Progress, self._progress).on(Done, self._finished)
+        worker.on(Failed, self._failed).on(Cancelled, self._cancelled)
         self.session.keep_alive(worker)
         self.worker = worker
         self._output_path, self._done = output, 0
@@ -190,7 +192,8 @@ class ScoreFolderDialog(QDialog):
         for edit in (self.folder, self.model, self.output):
             edit.setEnabled(not on)
 
-    def _progress(self, _id: int, done: int, total: int) -> None:
+    def _progress(self, progress: Progress) -> None:
+        done, total = progress.done, progress.total
         self._done = done
         self.progress.setRange(0, total)
         self.progress.setValue(done)
@@ -206,7 +209,8 @@ class ScoreFolderDialog(QDialog):
         self.status.setText(text)
         self.session.message.emit(f"Score a folder ({self._folder_name}): {text}")
 
-    def _finished(self, _id: int, table) -> None:
+    def _finished(self, done: Done) -> None:
+        table = done.value
         scores = scores_by_clip(table)
         unreadable = len(table) - len(scores)
         skipped = table.attrs.get("skipped", 0)
@@ -222,10 +226,10 @@ class ScoreFolderDialog(QDialog):
             self.status.setText(f"{self.status.text()}. {self._model_path.name} is now the "
                                 "project's model (its scores are in the clip list).")
 
-    def _failed(self, _id: int, text: str) -> None:
+    def _failed(self, failed: Failed) -> None:
         self.progress.setRange(0, 1)
-        self._ended(text)
+        self._ended(failed.message)
 
-    def _cancelled(self, _id: int) -> None:
+    def _cancelled(self, _cancelled: Cancelled) -> None:
         self._ended(f"Cancelled after {self._done} clips; they are in {self._output_path.name}."
                     " Score again to resume.")

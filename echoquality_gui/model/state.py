@@ -12,10 +12,19 @@ from pathlib import Path
 
 from PySide6.QtCore import QThread
 
-from echoquality_core.jobs.model_process import FORWARD_TIMEOUT, ModelProcess
 from echoquality_core.decision import DEFAULT_THRESHOLD, disagrees
+from echoquality_core.jobs.model_process import (
+    FORWARD_TIMEOUT,
+    Cancelled,
+    Done,
+    Failed,
+    Loaded,
+    ModelProcess,
+)
+from echoquality_core.train.events import Progress
 from echoquality_gui.common import settings
-from echoquality_gui.model.score_worker import ScoreWorker, scores_by_clip
+from echoquality_gui.common.workers import ProcessRelay
+from echoquality_gui.model.score_worker import score_relay, scores_by_clip
 
 
 class ModelState:
@@ -28,11 +37,11 @@ class ModelState:
         self.trusted_exports: set[Path] = set()  # TorchScript files the user chose to run
         self.run_dir: Path | None = None  # training run folder (summary.json, ...) if known
         self.show_scores = settings.show_model_score()
-        self._scoring: ScoreWorker | None = None
+        self._scoring: ProcessRelay | None = None
         self._model_process: ModelProcess | None = None  # started with the first scoring
         self._gradcam_process: ModelProcess | None = None  # Review's and Adjudicate's
         self.forward_timeout = FORWARD_TIMEOUT  # seconds a model call may take (then killed)
-        self._background: set[ScoreWorker] = set()  # cancelled or not the project's
+        self._background: set[QThread] = set()  # aborted, or not the project's
         self._given_threshold: float | None = None
         self._confirmed: tuple[Path | None, Path | None, float] = (None, None, self.threshold)
 
@@ -89,15 +98,13 @@ class ModelState:
 
     def _start_scoring(self, clips: list[tuple[Path, str]]) -> None:
         self.cancel_scoring()
-        worker = ScoreWorker(clips, self.model_path, threshold=self._given_threshold,
+        worker = score_relay(clips, self.model_path, threshold=self._given_threshold,
                              cache_dir=self.project.cache_dir if self.project else None,
                              trust_exported=self.model_path in self.trusted_exports,
                              process=self.model_process(), parent=self)
-        worker.loaded.connect(self._on_model_loaded)
-        worker.progress.connect(self._on_scoring_progress)
-        worker.finished_scoring.connect(self._on_scored)
-        worker.failed.connect(self._on_scoring_failed)
-        worker.cancelled.connect(self._on_scoring_ended)
+        worker.on(Loaded, self._on_model_loaded).on(Progress, self._on_scoring_progress)
+        worker.on(Done, self._on_scored).on(Failed, self._on_scoring_failed)
+        worker.on(Cancelled, lambda _: self._on_scoring_ended())
         worker.finished.connect(self._on_worker_finished)
         self._scoring = worker
         self.scoring_progress.emit(0, 0)
@@ -127,16 +134,18 @@ class ModelState:
         return self._scoring is not None
 
     def cancel_scoring(self) -> None:
-        """Stop the project's scoring (the worker finishes its batch in the background)."""
+        """Stop the project's scoring (the child finishes its batch in the background; its
+        results are dropped)."""
         worker, self._scoring = self._scoring, None
         if worker is not None:
-            worker.cancel()
+            worker.abort()
             self._background.add(worker)
             self.scoring_finished.emit()
 
     def keep_alive(self, worker: QThread) -> None:
-        """Own a background worker with ``cancel()`` (e.g. Score a folder, a training run
-        that is finishing) until its thread ends; ``close`` cancels and waits for it."""
+        """Own a background worker with ``cancel()`` and ``abort()`` (e.g. Score a folder, a
+        training run that is finishing) until its thread ends; ``close`` aborts and waits for
+        it."""
         worker.setParent(self)
         self._background.add(worker)
         worker.finished.connect(self._on_worker_finished)
@@ -150,35 +159,29 @@ class ModelState:
             self._background.discard(worker)
             worker.deleteLater()
 
-    def _is_current_scoring(self, worker_id: int) -> bool:
-        return self._scoring is not None and self._scoring.id == worker_id
+    def _on_model_loaded(self, loaded: Loaded) -> None:
+        self.threshold = loaded.threshold
+        self._confirmed = (self.model_path, self.run_dir, loaded.threshold)
+        if self.scores:
+            self.set_scores({})
+        self.scoring_progress.emit(0, 0)
 
-    def _on_model_loaded(self, worker_id: int, threshold: float) -> None:
-        if self._is_current_scoring(worker_id):
-            self.threshold = threshold
-            self._confirmed = (self.model_path, self.run_dir, threshold)
-            if self.scores:
-                self.set_scores({})
+    def _on_scoring_progress(self, progress: Progress) -> None:
+        self.scoring_progress.emit(progress.done, progress.total)
 
-    def _on_scoring_progress(self, worker_id: int, done: int, total: int) -> None:
-        if self._is_current_scoring(worker_id):
-            self.scoring_progress.emit(done, total)
-
-    def _on_scored(self, worker_id: int, table) -> None:
-        if not self._is_current_scoring(worker_id):
-            return
+    def _on_scored(self, done: Done) -> None:
+        table = done.value
         scores = scores_by_clip(table)
-        self._on_scoring_ended(worker_id)
+        self._on_scoring_ended()
         if not table.empty:
             unreadable = len(table) - len(scores)
             self.message.emit(f"Scored {len(scores)} clips with {self.model_path.name}"
                               + (f" ({unreadable} unreadable)" if unreadable else ""))
             self.set_scores(scores, table.attrs["threshold"])
 
-    def _on_scoring_failed(self, worker_id: int, text: str) -> None:
-        if not self._is_current_scoring(worker_id):
-            return
-        self._on_scoring_ended(worker_id)
+    def _on_scoring_failed(self, failed: Failed) -> None:
+        text = failed.message
+        self._on_scoring_ended()
         self.message.emit(text)
         self.scoring_failed.emit(text)
         if self._confirmed[0] != self.model_path:  # the model did not load: put the last back
@@ -188,8 +191,8 @@ class ModelState:
             if self.model_path is not None and not self.scores:
                 self.score_project()
 
-    def _on_scoring_ended(self, worker_id: int) -> None:
-        if self._is_current_scoring(worker_id):
+    def _on_scoring_ended(self) -> None:
+        if self._scoring is not None:  # an aborted relay delivers nothing: this is the current
             worker, self._scoring = self._scoring, None
             worker.wait()
             worker.deleteLater()

@@ -59,7 +59,6 @@ class AdjudicationView(QWidget):
         self.worker.ready.connect(self._on_gradcam)
         self.worker.failed.connect(lambda r, text: r == self._request and
                                    self.status.setText(text))
-        self.worker.start()
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self._build_queue())
         splitter.addWidget(self._build_clip())

@@ -36,7 +36,6 @@ class ClipPanel(QWidget):
         self.worker = GradcamWorker(session.gradcam_process(), self)
         self.worker.ready.connect(self._on_gradcam)
         self.worker.failed.connect(self._on_gradcam_failed)
-        self.worker.start()
         self._build()
         session.model_changed.connect(self._warm_gradcam)
         session.scale_changed.connect(self._build_score_buttons)

@@ -1,6 +1,6 @@
 """The Train tab's left column: the settings form (its starting weights remembered per
 project), the project's data, the cross-validation mode, Train / Stop / Cancel and the run's
-status; the device probe (it imports torch) runs the first time the column is shown."""
+status; the device probe (a short-lived child process) runs the first time the column is shown."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,8 +8,8 @@ from typing import Any
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from echoquality_core.labels.project import Project
+from echoquality_core.jobs.devices import probe
 from echoquality_gui.common import settings as app_settings
-from echoquality_gui.common.garbage import freeze_import
 from echoquality_gui.common.session import Session
 from echoquality_gui.common.widgets import section_title
 from echoquality_gui.common.workers import Worker
@@ -17,7 +17,6 @@ from echoquality_gui.raters.menu import PolicyLabel
 from echoquality_gui.train.crossval_mode import CrossValMode
 from echoquality_gui.train.form import TrainForm
 from echoquality_gui.train.results import RunStatus
-from echoquality_gui.train.worker import probe_devices
 
 
 class TrainControls(QWidget):
@@ -59,7 +58,7 @@ class TrainControls(QWidget):
         self.setFixedWidth(340)
         session.project_opened.connect(self._project_opened)
         session.label_changed.connect(lambda _rel: self._show_data())
-        self._probe = Worker(probe_devices, parent=self).connect(  # started when the tab
+        self._probe = Worker(lambda: probe(self._probe.cancelled), parent=self).connect(  # when the tab
             returned=self._devices_found,  # is first shown: it imports torch
             errored=lambda exc: self.form.device_info.setText(f"unavailable ({exc})"))
         if session.project is not None:
@@ -111,12 +110,12 @@ class TrainControls(QWidget):
         super().showEvent(event)
 
     def _devices_found(self, found: tuple[str, list]) -> None:
-        freeze_import()  # torch's ~200k objects: out of the window's garbage collections
         auto, choices = found
         self.form.device_info.setText(auto)
         self.form.set_device_choices(choices)
 
     def shutdown(self) -> None:
         """Wait for the device probe and the weights picker's threads."""
+        self._probe.abort()  # its child is killed at once
         self._probe.wait()
         self.form.weights.shutdown()

@@ -103,7 +103,7 @@ class TrainForm(QWidget):
         self._show_weights_warning()
 
     def set_device_choices(self, choices: list[tuple[str, dict[str, Any]]]) -> None:
-        """Fill the Device list with (label, settings) from ``train_process.device_choices``,
+        """Fill the Device list with (label, settings) from ``jobs.devices.device_choices``,
         keeping the current choice when it is still there."""
         current = self.device.currentText()
         self.device.clear()

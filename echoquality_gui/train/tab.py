@@ -182,9 +182,9 @@ class TrainPanel(QWidget):
 
     def halt_for_close(self) -> bool:
         """The window wants to close: the first call stops the run (its best model is tested
-        and kept, at most ``CLOSE_LIMIT_MS``, then the run is cancelled), a second call cancels
-        it. False if no run is going (close now); else ``closed_down`` follows once the run and
-        its process have ended."""
+        and kept, at most ``CLOSE_LIMIT_MS``, then the run is cancelled) and ``closed_down``
+        follows once the run and its process have ended; a second call cancels it and says
+        to close now (``shutdown`` waits for it). False if no run is going (close now)."""
         worker = self.worker or self.finishing
         if worker is None:
             return self._close_requested  # the run ended, its process is still exiting
@@ -200,8 +200,10 @@ class TrainPanel(QWidget):
                                       "Finishing training (no epoch ended yet: no model is "
                                       "kept)…", busy=True)
                 self._close_limit.start()
-        elif not self.cancelling:
-            self.cancel()
+        else:  # closed again: cancel, and close now
+            if not self.cancelling:
+                self.cancel()
+            return False
         return True
 
     def _run_closed_down(self) -> None:
@@ -218,7 +220,7 @@ class TrainPanel(QWidget):
         for worker in (self.worker, self.finishing):
             if worker is not None:
                 worker.stop()
-                worker.wait()
+                worker.end()
 
     # --- events ----------------------------------------------------------------------------
     def _from_finishing(self) -> bool:

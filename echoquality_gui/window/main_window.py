@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEventLoop, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QFileDialog,
     QLabel,
     QMainWindow,
@@ -49,6 +50,7 @@ class MainWindow(QMainWindow):
     def __init__(self, session: Session | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.session = session or Session(self)
+        self._closing = False  # hidden, shutting down
         preferences.use_saved_keys()  # the user's shortcuts, before captions are built
         self.setWindowTitle("")  # Qt shows the application's name; a project's name goes first
         self.setWindowIcon(icon("app"))
@@ -347,6 +349,12 @@ class MainWindow(QMainWindow):
         return self._keys_dialog
 
     def closeEvent(self, event) -> None:
+        """The window hides at once and the app's work stops behind it (``_shut_down``). A
+        training run is first stopped, its best model kept (the window stays up until then);
+        closing again cancels it and closes at once."""
+        if self._closing:  # closed again (the app's exit, a test's teardown)
+            super().closeEvent(event)
+            return
         if self.train_panel.halt_for_close():  # closes again when the run has ended
             event.ignore()
             self.tabs.setCurrentWidget(self.train_panel)
@@ -354,14 +362,22 @@ class MainWindow(QMainWindow):
                 f"{self.train_panel.stage.text()} The window closes when it is done"
                 + ("." if self.train_panel.cancelling else "; close again to cancel it."))
             return
+        self._closing = True
+        for window in (self, *(w for w in self.findChildren(QWidget) if w.isWindow())):
+            window.hide()  # dialogs too
+        QApplication.processEvents(QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents)
         window_state.save_state(self, self.tabs, self._headers())
-        self.train_panel.shutdown()  # a running training stops, keeping its best model
+        self._shut_down()  # behind the hidden window
+        super().closeEvent(event)
+
+    def _shut_down(self) -> None:
+        """Kill the child processes, then stop and wait for every background thread."""
         self.session.close_model_process()  # the GradCAM views' workers then end at once
+        self.train_panel.shutdown()  # a cancelled run ends, or its process is ended
         self.review.shutdown()
         self.agreement_view.shutdown()
         self.adjudication.shutdown()
         self.runs_panel.shutdown()  # stops the MLflow UI server
         self.session.close()
         self.player.shutdown()
-        super().closeEvent(event)
 

@@ -202,3 +202,44 @@ def test_demo_writes_clips_and_labels_and_keeps_an_existing_project_unless_force
     assert main(["demo", str(root), "--clips", "2", "--frames", "4", "--force"]) == 0
     assert len(find_clips(root)) == 2 and read_clip(find_clips(root)[0]).n_frames == 4
     assert "clips/mine.dcm" not in (root / "labels.csv").read_text()
+
+
+def _score_in_a_process(folder: Path, checkpoint: Path, out: Path, *extra: str):
+    root = Path(__file__).resolve().parents[3]
+    return subprocess.run(
+        [sys.executable, "-m", "echoquality_core", *extra, "score", str(folder), "--model",
+         str(checkpoint), "--out", str(out), "--workers", "0", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300, check=False,
+        env=os.environ | {"PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.slow
+def test_a_clip_no_decoder_can_read_is_one_line_and_its_row_not_a_traceback(
+    demo_project, checkpoint, tmp_path
+):
+    """Issue 25.2: pydicom's plugins fail on a 12-bit JPEG Extended clip (pydicom's own test
+    file) and log a traceback each; score says one line per clip, the reason in its row."""
+    import shutil
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from echoquality_core.dicom import find_clips
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    shutil.copy(find_clips(demo_project)[0], folder / "fine.dcm")
+    shutil.copy(get_testdata_file("JPEG-lossy.dcm"), folder / "jpeg12.dcm")
+    assert pydicom.dcmread(folder / "jpeg12.dcm").file_meta.TransferSyntaxUID == \
+        "1.2.840.10008.1.2.4.51"
+    done = _score_in_a_process(folder, checkpoint, tmp_path / "scores.csv")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("Scoring:")]
+    assert "Traceback" not in done.stderr and len(lines) == 1, done.stderr
+    assert "jpeg12.dcm: frame 1 of 1 could not be decoded" in lines[0]
+    rows = pd.read_csv(tmp_path / "scores.csv").set_index("video_path")
+    assert rows.loc["jpeg12.dcm", "error"].startswith("jpeg12.dcm: frame 1 of 1 could not")
+    assert pd.isna(rows.loc["jpeg12.dcm", "score"]) and 0 <= rows.loc["fine.dcm", "score"] <= 1
+
+    debug = _score_in_a_process(folder, checkpoint, tmp_path / "again.csv", "--debug")
+    assert debug.returncode == 0 and "Traceback" in debug.stderr  # one per plugin

@@ -112,7 +112,8 @@ def test_close_ends_a_running_job_as_cancelled(clips, tmp_path):
 
 def test_the_parent_side_imports_no_torch():
     code = ("import sys, echoquality_core.jobs.model_process, echoquality_gui.model.score_worker, "
-            "echoquality_gui.model.gradcam_worker; print('torch' in sys.modules)")
+            "echoquality_gui.model.gradcam_worker, echoquality_gui.train.worker, "
+            "echoquality_gui.train.tab; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, check=True)
     assert out.stdout.strip() == "False"

@@ -10,6 +10,7 @@ import pytest
 
 from echoquality_core.train.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError
 from echoquality_core.runs.tracking import default_tracking_uri
+from echoquality_core.jobs.devices import RunDevice
 from echoquality_core.jobs.train_process import TrainProcess
 
 
@@ -28,7 +29,8 @@ def test_a_run_in_a_child_process_sends_its_events_in_order(settings):
     events = list(run.events())
     run.join(30)
     kinds = [type(e) for e in events]
-    assert kinds[0] is Progress and kinds[-1] is TrainEnd
+    assert kinds[0] is RunDevice and kinds[1] is Progress and kinds[-1] is TrainEnd
+    assert events[0].text.startswith("CPU, ")  # said by the child: no torch in the parent
     assert kinds.index(BatchEnd) < kinds.index(EpochEnd)
     end = events[-1]
     assert end.error is None and end.best_checkpoint.is_file()
@@ -52,7 +54,7 @@ def test_bad_settings_and_a_dead_child_are_reported(settings):
     run = TrainProcess(settings | {"epochs": 0})
     run.start()
     events = list(run.events())
-    assert isinstance(events[0], TrainError) and "epochs must be at least 1" in events[0].message
+    assert isinstance(events[1], TrainError) and "epochs must be at least 1" in events[1].message
     assert isinstance(events[-1], TrainEnd) and events[-1].error is not None
 
     run = TrainProcess(settings)
@@ -90,7 +92,7 @@ def test_two_ranks_from_the_app_train_with_ddp_and_stop_together(settings):
 
 
 def _ranks_started_by(pid: int) -> list[int]:
-    """Pids of live ``train_ranks`` processes whose parent (rank 0) is ``pid``."""
+    """Pids of live rank processes (``jobs.launch``) whose parent (rank 0) is ``pid``."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -99,7 +101,7 @@ def _ranks_started_by(pid: int) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"echoquality_core.jobs.ranks" in argv and str(pid).encode() in argv:
+        if b"echoquality_core.jobs.launch" in argv and str(pid).encode() in argv:
             found.append(int(entry.name))
     return found
 

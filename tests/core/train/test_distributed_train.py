@@ -16,7 +16,7 @@ from echoquality_core.data.clips import ClipCache, prepare_training_data, save_s
 from echoquality_core.demo.project import write_demo_project
 from echoquality_core.runs.tracking import default_tracking_uri
 from echoquality_core.train.config import TrainConfig
-from echoquality_core.train.distributed import make_trainer
+from echoquality_core.jobs.launch import make_trainer
 
 ROOT = Path(__file__).resolve().parents[3]  # the checkout (tests/<room>/../..)
 

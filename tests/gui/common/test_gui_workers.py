@@ -5,8 +5,9 @@ outcome."""
 from __future__ import annotations
 
 import threading
+import time
 
-from echoquality_gui.common.workers import Latest, Worker
+from echoquality_gui.common.workers import Latest, ProcessRelay, Worker
 
 
 def _collect(worker: Worker) -> dict[str, list]:
@@ -108,3 +109,50 @@ def test_cancel_stops_the_work_and_still_delivers_its_outcome(qtbot):
     qtbot.waitUntil(lambda: len(got["returned"]) == 1, timeout=5000)
     assert got["returned"][0] >= 3 and got["errored"] == []
     assert got["yielded"][:3] == [1, 2, 3]
+
+
+class _Job:
+    """A stand-in for a core job's message stream (the relay under test is the real one):
+    yields messages until cancelled, like a ModelProcess job or a TrainProcess."""
+
+    def __init__(self):
+        self.cancelled = threading.Event()
+        self.closed = False
+
+    def messages(self):
+        for i in range(1000):
+            if self.cancelled.is_set():
+                yield "cancelled"
+                return
+            yield i
+            time.sleep(0.01)
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_process_relay_routes_messages_by_type_and_cancel_reaches_the_job(qtbot):
+    job = _Job()
+    numbers, ends = [], []
+    relay = ProcessRelay(job.messages(), cancel=job.cancelled.set, close=job.close)
+    relay.on(int, numbers.append).on(str, ends.append)
+    relay.start()
+    qtbot.waitUntil(lambda: len(numbers) >= 3, timeout=5000)
+    relay.cancel()
+    qtbot.waitUntil(lambda: ends == ["cancelled"], timeout=5000)
+    relay.wait()
+    assert numbers == list(range(len(numbers))) and job.closed
+
+
+def test_an_aborted_process_relay_cancels_its_job_and_delivers_nothing_more(qtbot):
+    job = _Job()
+    numbers = []
+    relay = ProcessRelay(job.messages(), cancel=job.cancelled.set, close=job.close)
+    relay.on(object, numbers.append)
+    relay.start()
+    qtbot.waitUntil(lambda: len(numbers) >= 2, timeout=5000)
+    relay.abort()
+    seen = len(numbers)
+    relay.wait()
+    qtbot.wait(100)
+    assert job.cancelled.is_set() and job.closed and len(numbers) == seen

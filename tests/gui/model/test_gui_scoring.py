@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt
 
 from echoquality_core.labels.store import LabelStore
 from echoquality_core.scoring.score import ClipInput, read_scores, score_clips
+from echoquality_core.train.events import Progress
 from echoquality_gui.label.clip_list import COLUMNS, REL_ROLE
 
 TIMEOUT = 60000
@@ -151,7 +152,7 @@ def run_dialog(qtbot, dialog, folder, model):
     dialog.set_folder(folder)
     dialog.model.setText(str(model))
     assert dialog.start()
-    dialog.worker.progress.connect(lambda _id, done, total: progress.append((done, total)))
+    dialog.worker.on(Progress, lambda p: progress.append((p.done, p.total)))
     return progress
 
 

@@ -132,7 +132,7 @@ def test_device_choice_reaches_the_training_config(studio_window, open_project, 
     at start-up): Auto, CPU and each GPU of this machine; the choice is what the training child
     gets, "All GPUs (N)" as N DDP ranks (see e2e/test_train_process for such a run)."""
     from echoquality_core.train.trainer import TrainConfig
-    from echoquality_core.jobs.train_process import device_choices
+    from echoquality_core.jobs.devices import device_choices
 
     open_project(project_copy)
     panel = studio_window.train_panel
