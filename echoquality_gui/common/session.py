@@ -11,6 +11,7 @@ from PySide6.QtCore import QObject, Signal
 
 from echoquality_core.labels.store import SCALES, Label
 from echoquality_core.labels.project import ClipInfo, LabelChange, Project, read_only_note
+from echoquality_core.labels.raters import known_raters
 from echoquality_gui.common import settings
 from echoquality_gui.model.state import ModelState
 from echoquality_gui.common.workers import Worker, retire
@@ -269,9 +270,17 @@ class Session(ModelState, QObject):
 
     def raters_state_changed(self) -> None:
         """Blind mode follows the project (stored choice, else on with several raters)."""
-        from echoquality_gui.raters.menu import default_blind
+        self.set_blind(self.default_blind(), announce=False)
 
-        self.set_blind(default_blind(self), announce=False)
+    def default_blind(self) -> bool:
+        """The project's stored blind-mode choice; else on when it has more than one rater."""
+        project = self.project
+        if project is None:
+            return False
+        stored = settings.project_value(project.root, "blind")
+        if stored is not None:
+            return stored in (True, "true", "1", 1)
+        return len(known_raters(project.store, project.raters, project.rater)) > 1
 
     def set_blind(self, on: bool, *, announce: bool = True) -> None:
         """Blind labelling: no other rater's label and no model score in any widget."""
