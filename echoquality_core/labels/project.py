@@ -247,18 +247,31 @@ class Project:
             raise LabelError(read_only_note(self.csv_path))
         self.clashes = self.store.save_merged()
 
+    def defers_saves(self, rater: str | None) -> bool:
+        """Whether ``set_label(..., rater=rater, save=False)`` leaves the saving to the caller
+        (a writable one-rater project; with several raters every label is saved at once)."""
+        per_rater = (self._per_rater or self.raters.exists if rater == self._rater
+                     else needs_raters(self.store, self.raters, rater))
+        return not (self.read_only or per_rater)
+
     def set_label(self, rel: str, score: float, *, rater: str | None = None,
-                  issues: Iterable[str] = (), notes: str | None = None) -> LabelChange:
+                  issues: Iterable[str] = (), notes: str | None = None,
+                  save: bool = True) -> LabelChange:
         """Write one label to the CSV now and record it for undo. With several raters it is
-        ``rater``'s own label and the training table takes the consensus."""
-        self.reload_if_changed()
-        if needs_raters(self.store, self.raters, rater):
+        ``rater``'s own label and the training table takes the consensus. ``save=False`` where
+        ``defers_saves(rater)``: the label is changed in memory only, and the caller saves it
+        (``store.snapshot``, ``store.write_snapshot`` in another thread, ``store.saved``)."""
+        deferred = not save and self.defers_saves(rater)
+        if not deferred:
+            self.reload_if_changed()
+        if not deferred and needs_raters(self.store, self.raters, rater):
             return self._change(rel, Label(rel, float(score), rater, None, tuple(issues),
                                            notes or None), rater or "", RATER)
         before = self.store.get(rel)
         self.store.set(rel, float(score), rater=rater, issues=tuple(issues),
                        notes=notes or None, save=False)
-        self._save()
+        if not deferred:
+            self._save()
         change = LabelChange(rel, before, self.store.get(rel))
         self._undo.append(change)
         self._redo.clear()

@@ -293,6 +293,7 @@ class ClipListPanel(QWidget):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
             header.resizeSection(col, WIDTHS[name])
         self.view.activated.connect(self._activated)
+        self.view.selectionModel().selectionChanged.connect(self._selection_changed)
 
     def _lay_out(self) -> None:
         top = QHBoxLayout()
@@ -329,8 +330,7 @@ class ClipListPanel(QWidget):
         names in a one-person project that never named its rater)."""
         project = self.session.project
         named = project is not None and (project.raters.exists or any(
-            label is not None and label.rater
-            for label in map(project.store.get, project.store.paths())))
+            label.rater for label in project.store.labels()))
         self.view.setColumnHidden(COLUMNS.index("Rater"), not named)
 
     def _scoring_progress(self, done: int, total: int) -> None:
@@ -352,6 +352,20 @@ class ClipListPanel(QWidget):
 
     def _activated(self, index) -> None:
         self.open_requested.emit(self.model.clip(self.proxy.mapToSource(index).row()).rel)
+
+    def _selection_changed(self, *_args) -> None:
+        """A row the user highlights (click, arrow keys) opens at once, in the same event: the
+        label keys then act on the clip the list shows selected (issue 21.1)."""
+        rel, current = self.highlighted(), self.session.current
+        if rel is not None and (current is None or current.rel != rel):
+            self.open_requested.emit(rel)
+
+    def highlighted(self) -> str | None:
+        """The rel path of the row the list shows selected (None: no row)."""
+        rows = self.view.selectionModel().selectedRows()
+        if len(rows) != 1:
+            return None
+        return self.model.clip(self.proxy.mapToSource(rows[0]).row()).rel
 
     def _scan_progress(self, done: int, total: int) -> None:
         if done < 0:

@@ -85,6 +85,8 @@ class CinePlayer(PlayerLayout):
         if self.path is None:
             self._show_message(self.empty_text)
             return
+        self.info.setText(f"{self.path.name} · opening…")  # the name at once, the rest follows
+        self.rate.setText("")
         self.loader.open(self.path)
         clip = self.loader.header(self.path)
         if clip is not None:
