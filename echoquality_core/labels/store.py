@@ -114,6 +114,7 @@ class LabelStore:
         self._clashes: list[LabelClash] = []
         self._version = 0  # counts changes of the table (for the ``labels`` cache)
         self._labels: tuple[int, list[Label]] = (-1, [])
+        self._raters: tuple[int, list[str]] = (-1, [])
         self.lock_path = self.csv_path.with_name(f".{self.csv_path.name}.lock")
         self._lock = FileLock(self.lock_path, timeout=_LOCK_TIMEOUT)
         self.load()
@@ -156,6 +157,14 @@ class LabelStore:
             self._labels = (self._version, [row.label for row in self._table.rows
                                             if row.label is not None])
         return self._labels[1]
+
+    def rater_names(self) -> list[str]:
+        """The ``rater`` names of the labels, in order of first appearance (kept like
+        ``labels``)."""
+        if self._raters[0] != self._version:
+            names = dict.fromkeys(label.rater for label in self.labels() if label.rater)
+            self._raters = (self._version, list(names))
+        return self._raters[1]
 
     def paths(self) -> list[str]:
         """Relative paths of the labelled clips, in CSV order."""

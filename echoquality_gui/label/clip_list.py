@@ -329,8 +329,8 @@ class ClipListPanel(QWidget):
         """The Rater column appears once a label carries a rater's name (room for the file
         names in a one-person project that never named its rater)."""
         project = self.session.project
-        named = project is not None and (project.raters.exists or any(
-            label.rater for label in project.store.labels()))
+        named = project is not None and (project.raters.exists
+                                         or bool(project.store.rater_names()))
         self.view.setColumnHidden(COLUMNS.index("Rater"), not named)
 
     def _scoring_progress(self, done: int, total: int) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from echoquality_core.labels.project import Project
 from echoquality_core.labels.store import LabelError, SaveSnapshot
@@ -43,7 +43,7 @@ class LabelSaver(QObject):
             self.flush()
             self.project = project
         self._dirty = True
-        self._next()
+        QTimer.singleShot(0, self._next)  # once the label's own GUI work is done
 
     def _next(self) -> None:
         if self._worker is not None or not self._dirty or self.project is None:
