@@ -11,7 +11,7 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QBrush, QColor
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetrics
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -21,12 +21,14 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QStyle,
     QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from echoquality_core.labels.project import ClipInfo
+from echoquality_core.labels.raters import known_raters
 from echoquality_core.evaluation.review import assessment, called_good, labelled_good
 from echoquality_gui.common import theme
 from echoquality_gui.label.clip_filter import MODES, ClipFilter, FilterRow, class_counts
@@ -34,7 +36,10 @@ from echoquality_gui.raters.menu import raters_text
 from echoquality_gui.common.session import Session
 
 COLUMNS = ("File", "Frames", "FPS", "Label", "Issues", "Rater", "Model")
-WIDTHS = {"Frames": 58, "FPS": 42, "Label": 46, "Issues": 64, "Rater": 84, "Model": 50}
+FITTED = {"Frames": ("8888", "error"), "FPS": ("888.8",), "Label": ("good", "poor", "0.75"),
+          "Issues": (), "Rater": (), "Model": ("0.88",)}  # texts each column shows whole
+# (Issues fits its title: long tag lists are elided, and whole in the cell's tooltip)
+MAX_FITTED = 140  # a longer rater name is elided
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 REL_ROLE = Qt.ItemDataRole.UserRole + 2  # the clip's path relative to the project
 FILTERS = MODES
@@ -120,6 +125,8 @@ class ClipTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             if col == "Model" and info.rel in self.session.scores and self.session.show_scores:
                 return self._score_tip(self.session.scores[info.rel])
+            if col == "Issues" and self._display(info, col):
+                return self._display(info, col)
             return f"{info.rel}\n{info.error}" if info.error else info.rel
         if role == Qt.ItemDataRole.ForegroundRole:
             if info.error:
@@ -272,6 +279,9 @@ class ClipListPanel(QWidget):
         for signal in (session.label_changed, session.project_opened, session.raters_changed):
             signal.connect(self._show_rater_column)
         self._show_rater_column()
+        for signal in (session.project_opened, session.raters_changed, session.scale_changed):
+            signal.connect(self._fit_columns)
+        self._fit_columns()
 
     def _build_view(self) -> None:
         """The clip table (sortable, one row selected, the name elided in the middle)."""
@@ -289,9 +299,9 @@ class ClipListPanel(QWidget):
         header = self.view.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setMinimumSectionSize(36)
-        for col, name in enumerate(COLUMNS[1:], start=1):
+        for col in range(1, len(COLUMNS)):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
-            header.resizeSection(col, WIDTHS[name])
+        header.sortIndicatorChanged.connect(self._fit_columns)
         self.view.activated.connect(self._activated)
         self.view.selectionModel().selectionChanged.connect(self._selection_changed)
 
@@ -319,6 +329,33 @@ class ClipListPanel(QWidget):
         layout.addLayout(scan)
         layout.addLayout(scoring)
         layout.addWidget(self.view, 1)
+
+    def _fit_columns(self, *_args) -> None:
+        """Frames, FPS, Label, Rater and Model as wide as the widest text they can show (the
+        rater names, blind mode's words), so that File, which takes the rest, shows whole
+        names (issue 22.1). From the possible texts, not the rows: cheap with 100,000 clips."""
+        project, session = self.session.project, self.session
+        texts = dict(FITTED)
+        raters = known_raters(project.store, project.raters, project.rater) if project else []
+        texts["Rater"] = tuple(raters)
+        if session.blind:  # the words of ``raters_text``: at most everyone but you
+            others = max(len(raters) - 1, 1)
+            texts["Label"] = (*texts["Label"], "by you")
+            texts["Rater"] = (f"by {others} other{'s' if others > 1 else ''}",)
+        header, cell = self.view.horizontalHeader(), self.view.fontMetrics()
+        style, metric = self.style(), QStyle.PixelMetric
+        margin = 2 * (style.pixelMetric(metric.PM_FocusFrameHMargin) + 1) + 2
+        title_margin = 2 * style.pixelMetric(metric.PM_HeaderMargin) + 4
+        bold = QFont(header.font())
+        bold.setBold(True)  # the style may draw titles in bold
+        arrow = style.pixelMetric(metric.PM_HeaderMarkSize) + style.pixelMetric(
+            metric.PM_HeaderMargin)
+        for name, candidates in texts.items():
+            col = COLUMNS.index(name)
+            title = QFontMetrics(bold).horizontalAdvance(name) + title_margin + (
+                arrow if header.sortIndicatorSection() == col else 0)
+            width = max([title] + [cell.horizontalAdvance(t) + margin for t in candidates])
+            header.resizeSection(col, min(width, MAX_FITTED))
 
     def _show_model_column(self, *_args) -> None:
         """The Model column appears once a model has scored clips (unless scores are hidden)."""

@@ -62,7 +62,7 @@ class MainWindow(QMainWindow):
         self.label_page.setStretchFactor(0, 0)
         self.label_page.setStretchFactor(1, 1)
         self.label_page.setStretchFactor(2, 0)
-        self.label_page.setSizes([380, 740, 300])  # most of the width to the cine
+        self.label_page.setSizes([420, 700, 300])  # most of the width to the cine; whole names
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.label_page, "Label")
