@@ -1,9 +1,10 @@
 """An open labelling project without any GUI: the dataset folder, its clips (headers only),
 the labels CSV and an undo/redo history of label changes.
 
-Every label change is written to the CSV at once. Before writing, a CSV changed on disk by
-another program is read back in first (its rows win for clips we did not touch), so nothing
-written elsewhere is silently overwritten.
+Every label change is written to the CSV at once, or, with ``set_label(..., save=False)``, by
+the caller in another thread (the GUI: ``LabelStore.snapshot`` / ``write_snapshot``). Before
+writing, a CSV changed on disk by another program is read back in first (its rows win for
+clips we did not touch), so nothing written elsewhere is silently overwritten.
 """
 from __future__ import annotations
 

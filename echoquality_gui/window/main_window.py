@@ -188,6 +188,7 @@ class MainWindow(QMainWindow):
         s.project_opened.connect(lambda p: self.setWindowTitle(p.root.name))
         s.current_changed.connect(self._show_clip)
         s.saving.connect(lambda: self.saved_label.setText("saving…"))
+        s.saver.failed.connect(lambda _why: self.saved_label.setText("NOT saved"))
         s.saved.connect(lambda stamp: self.saved_label.setText(f"saved {stamp}"))
         s.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         s.undo_state_changed.connect(self._undo_state)
