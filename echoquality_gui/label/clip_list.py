@@ -11,7 +11,7 @@ from PySide6.QtCore import (
     Qt,
     Signal,
 )
-from PySide6.QtGui import QBrush, QColor, QFont, QFontMetrics
+from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -21,25 +21,20 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
-    QStyle,
     QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from echoquality_core.labels.project import ClipInfo
-from echoquality_core.labels.raters import known_raters
 from echoquality_core.evaluation.review import assessment, called_good, labelled_good
 from echoquality_gui.common import theme
 from echoquality_gui.label.clip_filter import MODES, ClipFilter, FilterRow, class_counts
+from echoquality_gui.label.columns import column_texts, fit_columns
 from echoquality_gui.raters.menu import raters_text
 from echoquality_gui.common.session import Session
 
 COLUMNS = ("File", "Frames", "FPS", "Label", "Issues", "Rater", "Model")
-FITTED = {"Frames": ("8888", "error"), "FPS": ("888.8",), "Label": ("good", "poor", "0.75"),
-          "Issues": (), "Rater": (), "Model": ("0.88",)}  # texts each column shows whole
-# (Issues fits its title: long tag lists are elided, and whole in the cell's tooltip)
-MAX_FITTED = 140  # a longer rater name is elided
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 REL_ROLE = Qt.ItemDataRole.UserRole + 2  # the clip's path relative to the project
 FILTERS = MODES
@@ -331,31 +326,8 @@ class ClipListPanel(QWidget):
         layout.addWidget(self.view, 1)
 
     def _fit_columns(self, *_args) -> None:
-        """Frames, FPS, Label, Rater and Model as wide as the widest text they can show (the
-        rater names, blind mode's words), so that File, which takes the rest, shows whole
-        names (issue 22.1). From the possible texts, not the rows: cheap with 100,000 clips."""
-        project, session = self.session.project, self.session
-        texts = dict(FITTED)
-        raters = known_raters(project.store, project.raters, project.rater) if project else []
-        texts["Rater"] = tuple(raters)
-        if session.blind:  # the words of ``raters_text``: at most everyone but you
-            others = max(len(raters) - 1, 1)
-            texts["Label"] = (*texts["Label"], "by you")
-            texts["Rater"] = (f"by {others} other{'s' if others > 1 else ''}",)
-        header, cell = self.view.horizontalHeader(), self.view.fontMetrics()
-        style, metric = self.style(), QStyle.PixelMetric
-        margin = 2 * (style.pixelMetric(metric.PM_FocusFrameHMargin) + 1) + 2
-        title_margin = 2 * style.pixelMetric(metric.PM_HeaderMargin) + 4
-        bold = QFont(header.font())
-        bold.setBold(True)  # the style may draw titles in bold
-        arrow = style.pixelMetric(metric.PM_HeaderMarkSize) + style.pixelMetric(
-            metric.PM_HeaderMargin)
-        for name, candidates in texts.items():
-            col = COLUMNS.index(name)
-            title = QFontMetrics(bold).horizontalAdvance(name) + title_margin + (
-                arrow if header.sortIndicatorSection() == col else 0)
-            width = max([title] + [cell.horizontalAdvance(t) + margin for t in candidates])
-            header.resizeSection(col, min(width, MAX_FITTED))
+        """Every column but File fits its texts; File takes the rest (``columns.py``)."""
+        fit_columns(self.view, COLUMNS, column_texts(self.session))
 
     def _show_model_column(self, *_args) -> None:
         """The Model column appears once a model has scored clips (unless scores are hidden)."""
