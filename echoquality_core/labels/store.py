@@ -175,8 +175,7 @@ class LabelStore:
 
     def is_continuous(self) -> bool:
         """True if any score is neither 0 nor 1."""
-        return any(row.label.quality_score not in (0.0, 1.0)
-                   for row in self._table.rows if row.label is not None)
+        return any(label.quality_score not in (0.0, 1.0) for label in self.labels())
 
     def resolve(self, rel: str | os.PathLike) -> Path:
         """Absolute path of clip ``rel`` (relative to the root, or already absolute)."""
