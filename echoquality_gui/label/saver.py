@@ -64,7 +64,11 @@ class LabelSaver(QObject):
             return
         self._worker = None
         if disk is None:  # another program wrote the file since we read it: merge, write again
-            self.project.reload_if_changed()
+            try:
+                self.project.reload_if_changed()
+            except (OSError, LabelError) as exc:  # theirs cannot be read: ours stay in memory
+                self._report(exc)
+                return
             self.merged.emit()
             self._dirty = True
         else:
@@ -77,6 +81,9 @@ class LabelSaver(QObject):
         if worker is not self._worker:
             return
         self._worker = None
+        self._report(exc)
+
+    def _report(self, exc: BaseException) -> None:
         self.failed.emit(f"Labels NOT saved: {exc}" if isinstance(exc, (OSError, LabelError))
                          else f"Labels NOT saved ({type(exc).__name__}: {exc})")
 

@@ -112,3 +112,20 @@ def test_labels_are_saved_in_order_and_show_as_saved_once_on_disk(
     assert all(set(s.split(",")) <= set(labelled) for s in shown)
     # a label made after a write started waits for the next write (in order, none lost)
     assert session.project.store.snapshot().pending == {}
+
+
+def test_a_csv_another_program_wrote_before_the_background_write_is_merged(
+        studio_window, open_project, tiny_project, qtbot):
+    csv_path = unlabelled(tiny_project(n_clips=4, n_frames=6, seed=25))
+    project = open_project(csv_path.parent)
+    session = studio_window.session
+    mine = session.current.rel
+    qtbot.keyClick(studio_window, "1")  # in memory; the write waits for the event loop
+    other = next(c.rel for c in project.clips if c.rel != mine)
+    LabelStore(project.csv_path, root=project.root).set(other, 0.0, rater="someone else")
+    qtbot.waitUntil(lambda: not session.saver.busy, timeout=10000)
+    after = on_disk(project)
+    assert after[mine].quality_score == 1.0  # ours written ...
+    assert after[other].rater == "someone else"  # ... over theirs merged in, not lost
+    assert "another program" in studio_window.statusBar().currentMessage()
+    assert studio_window.saved_label.text().startswith("saved ")
