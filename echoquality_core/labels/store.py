@@ -184,6 +184,8 @@ class LabelStore:
     def relative(self, path: str | os.PathLike) -> str:
         """``path`` relative to the root with '/' separators; LabelError if outside the root."""
         text = os.fspath(path)
+        if _plain_relative(text):
+            return text  # most rows of a big CSV: nothing to normalise
         if not text.strip():
             raise LabelError("empty video_path")
         text = text.replace("\\", "/")
@@ -399,6 +401,14 @@ class LabelStore:
         data = (codecs.BOM_UTF8 if snap.bom else b"") + text.encode("utf-8")
         st = write_atomic(self.csv_path, data)
         return _DiskState(st.st_ino, st.st_mtime_ns, st.st_size, hashlib.sha1(data).hexdigest())
+
+
+def _plain_relative(text: str) -> bool:
+    """True if ``text`` is a relative path that ``relative`` would return unchanged: no
+    backslash, drive, leading or trailing '/' or space, '.' part or empty part."""
+    return (bool(text) and "\\" not in text and ":" not in text and text[0] not in "/. "
+            and text[-1] not in "/ " and "/." not in text and "//" not in text
+            and text.strip() == text)
 
 
 def _compare(path: Path, disk: _DiskState | None) -> tuple[bool, _DiskState | None]:
