@@ -87,6 +87,7 @@ class CinePlayer(PlayerLayout):
             return
         self.info.setText(f"{self.path.name} · opening…")  # the name at once, the rest follows
         self.rate.setText("")
+        self.message.setText(f"Opening {self.path.name}…")  # shown until its first frame
         self.loader.open(self.path)
         clip = self.loader.header(self.path)
         if clip is not None:
