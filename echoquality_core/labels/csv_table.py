@@ -176,30 +176,29 @@ def _read_record(cells: list[str], raw: str, n_columns: int, columns: dict[str, 
         cells = cells[:n_columns]
     cells += [""] * (n_columns - len(cells))
     row = CsvRow(cells, raw)
-    if any(c.strip() for c in cells):
+    if any(map(str.strip, cells)):
         row.key, row.label = _read_label(cells, columns, relative, decimal_comma)
     return row
 
 
 def _read_label(cells: list[str], columns: dict[str, int], relative: Callable[[str], str],
                 decimal_comma: bool) -> tuple[str, Label | None]:
-    def cell(name: str) -> str:
-        return cells[columns[name]].strip() if name in columns else ""
-
-    if not cell(PATH):
-        raise LabelError(f"empty video_path (quality_score {cell(SCORE)!r})")
-    key = relative(cell(PATH))
-    issues = check_issues(cell(ISSUES))
-    labeled_at = _check_labeled_at(cell(LABELED_AT))
-    score_text = cell(SCORE)
+    path, score_text = cells[columns[PATH]].strip(), cells[columns[SCORE]].strip()
+    optional = {name: cells[columns[name]].strip() if name in columns else ""
+                for name in (ISSUES, LABELED_AT, RATER)} if len(columns) > 2 else None
+    if not path:
+        raise LabelError(f"empty video_path (quality_score {score_text!r})")
+    key = relative(path)
+    issues = check_issues(optional[ISSUES]) if optional else ()
+    labeled_at = _check_labeled_at(optional[LABELED_AT]) if optional else None
     if not score_text:
         return key, None
     if decimal_comma and re.fullmatch(r"\d*,\d+", score_text):
         score_text = score_text.replace(",", ".")  # decimal comma of a ';'-separated file
     score = _check_score(score_text)
     notes = cells[columns[NOTES]] if NOTES in columns else ""
-    return key, Label(key, score, cell(RATER) or None, labeled_at, issues,
-                      notes if notes.strip() else None)
+    return key, Label(key, score, (optional[RATER] or None) if optional else None, labeled_at,
+                      issues, notes if notes.strip() else None)
 
 
 def _records(text: str, delimiter: str) -> Iterator[tuple[list[str], str]]:
@@ -231,7 +230,7 @@ def _broken_record(cells: list[str], raw: str, columns: dict[str, int]) -> str |
             return ("video_path runs over several lines: an unbalanced quote (\") swallows the "
                     "rows after it; fix the quote")
     needed = max(columns[PATH], columns[SCORE]) + 1
-    if any(c.strip() for c in cells) and len(cells) < needed:
+    if len(cells) < needed and any(map(str.strip, cells)):
         return (f"{len(cells)} value{'s' if len(cells) != 1 else ''} but the header has "
                 f"{len(columns)} columns (no {SCORE!r} value); add the missing commas")
     return None
@@ -245,8 +244,9 @@ def _line_end(text: str) -> str:
 
 
 # --- writing ----------------------------------------------------------------------------------
-def render_csv(table: CsvTable) -> str:
-    """The CSV text; rows changed since the last load/save (``raw`` None) are formatted anew."""
+def render_parts(table: CsvTable) -> list[str]:
+    """The header's and each row's text, formatting the rows changed since the last load/save
+    (``raw`` None): a snapshot of the table that ``join_parts`` turns into the file's text."""
     def fmt(cells: list[str]) -> str:
         buf = io.StringIO()
         csv.writer(buf, delimiter=table.delimiter, lineterminator=table.newline).writerow(cells)
@@ -257,8 +257,11 @@ def render_csv(table: CsvTable) -> str:
     for row in table.rows:
         if row.raw is None:
             row.raw = fmt(row.cells)
-    parts = [table.header_raw] + [row.raw for row in table.rows]
-    for i in range(len(parts) - 1):
-        if not _line_end(parts[i]):
-            parts[i] += table.newline  # the old last line had no line end
-    return "".join(parts)
+    return [table.header_raw] + [row.raw for row in table.rows]
+
+
+def join_parts(parts: list[str], newline: str) -> str:
+    """The CSV text of ``render_parts``; a part without a line end (the old file's last line)
+    gets ``newline`` unless it is the last."""
+    ends = ("\n", "\r")
+    return "".join([p if p.endswith(ends) else p + newline for p in parts[:-1]] + parts[-1:])

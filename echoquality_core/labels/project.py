@@ -4,7 +4,9 @@ the labels CSV and an undo/redo history of label changes.
 Every label change is written to the CSV at once, as one read-merge-replace of every label file
 it touches under the project's one label lock (``labels.folder``): a CSV changed on disk by
 another program is read back in first (its rows win for clips we did not touch), so nothing
-written elsewhere is lost, and the training table always follows the per-rater file.
+written elsewhere is lost, and the training table always follows the per-rater file. With
+``set_label(..., save=False)`` (a one-rater project) the caller saves in another thread instead
+(the GUI: ``LabelStore.snapshot`` / ``write_snapshot``, under the same lock).
 """
 from __future__ import annotations
 
@@ -268,20 +270,36 @@ class Project:
         window to show)."""
         self.clashes = self.store.save_merged()
 
+    def defers_saves(self, rater: str | None) -> bool:
+        """Whether ``set_label(..., rater=rater, save=False)`` leaves the saving to the caller
+        (a writable one-rater project; with several raters every label is saved at once)."""
+        per_rater = (self._per_rater or self.raters.exists if rater == self._rater
+                     else needs_raters(self.store, self.raters, rater))
+        return not (self.read_only or per_rater)
+
     def set_label(self, rel: str, score: float, *, rater: str | None = None,
-                  issues: Iterable[str] = (), notes: str | None = None) -> LabelChange:
+                  issues: Iterable[str] = (), notes: str | None = None,
+                  save: bool = True) -> LabelChange:
         """Write one label to the CSV now and record it for undo. With several raters it is
-        ``rater``'s own label and the training table takes the consensus."""
+        ``rater``'s own label and the training table takes the consensus. ``save=False`` where
+        ``defers_saves(rater)``: the label is changed in memory only, and the caller saves it
+        (``store.snapshot``, ``store.write_snapshot`` in another thread, ``store.saved``)."""
         rater = rater_name(rater)
-        with self._editing():
-            self.reload_if_changed(strict=True)
-            if needs_raters(self.store, self.raters, rater):
-                return self._change(rel, Label(rel, float(score), rater, None, tuple(issues),
-                                               notes or None), rater or "", RATER)
+        if not save and self.defers_saves(rater):
             before = self.store.get(rel)
             self.store.set(rel, float(score), rater=rater, issues=tuple(issues),
                            notes=notes or None, save=False)
-            self._save()
+        else:
+            with self._editing():
+                self.reload_if_changed(strict=True)
+                if needs_raters(self.store, self.raters, rater):
+                    return self._change(rel, Label(rel, float(score), rater, None,
+                                                   tuple(issues), notes or None),
+                                        rater or "", RATER)
+                before = self.store.get(rel)
+                self.store.set(rel, float(score), rater=rater, issues=tuple(issues),
+                               notes=notes or None, save=False)
+                self._save()
         change = LabelChange(rel, before, self.store.get(rel))
         self._undo.append(change)
         self._redo.clear()

@@ -360,15 +360,13 @@ def needs_raters(table: LabelStore, raters: RaterStore, rater: str | None) -> bo
     the training table holds a label of another named rater."""
     if raters.exists:
         return True
-    return bool(rater) and any((label := table.get(rel)).rater and label.rater != rater
-                               for rel in table.paths())
+    return bool(rater) and any(name != rater for name in table.rater_names())
 
 
 def known_raters(table: LabelStore, raters: RaterStore, current: str | None = None) -> list[str]:
     """Everyone who labelled the project (per-rater file, else the training table's ``rater``
     column) plus ``current``: more than one means labelling should be blind."""
-    names = raters.raters() if raters.exists else [
-        label.rater for rel in table.paths() if (label := table.get(rel)).rater]
+    names = raters.raters() if raters.exists else list(table.rater_names())
     return list(dict.fromkeys(names + ([current] if current else [])))
 
 

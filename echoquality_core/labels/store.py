@@ -37,7 +37,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from echoquality_core.files.atomic import write_atomic
-from echoquality_core.labels.csv_table import CsvRow, CsvTable, parse_csv, render_csv
+from echoquality_core.labels.csv_table import (
+    CsvRow,
+    CsvTable,
+    join_parts,
+    parse_csv,
+    render_parts,
+)
 from echoquality_core.labels.folder import ProjectFolder
 from echoquality_core.labels.values import (
     FIVE_POINT_SCORES,
@@ -82,6 +88,16 @@ class _DiskState(NamedTuple):
     sha1: str
 
 
+class SaveSnapshot(NamedTuple):
+    """The file as it stood when ``LabelStore.snapshot`` was taken, for ``write_snapshot``."""
+
+    parts: list[str]  # the header's and each row's text
+    newline: str
+    bom: bool
+    disk: _DiskState | None  # the file the store last read or wrote
+    pending: dict[str, Label | None]  # the changes it holds
+
+
 class LabelStore:
     """The labels CSV of one dataset: read, query, change and save it atomically."""
 
@@ -94,6 +110,9 @@ class LabelStore:
         self._pending: dict[str, Label | None] = {}  # changes since the last load/save
         self._base: dict[str, Label | None] = {}  # the pending clips' labels as last read
         self._clashes: list[LabelClash] = []
+        self._version = 0  # counts changes of the table (for the ``labels`` cache)
+        self._labels: tuple[int, list[Label]] = (-1, [])
+        self._raters: tuple[int, list[str]] = (-1, [])
         self.folder = ProjectFolder.of_labels(self.csv_path)
         self.lock_path = self.folder.lock_file
         self.load()
@@ -118,25 +137,43 @@ class LabelStore:
         self._forget_changes()
 
     def _forget_changes(self) -> None:
+        self._version += 1
         self._pending, self._base, self._clashes = {}, {}, []
 
     # --- queries ------------------------------------------------------------------------------
     def get(self, path: str | os.PathLike) -> Label | None:
         """The label of clip ``path`` (absolute or relative to the root); None if unlabelled."""
-        i = self._table.index.get(self.relative(path))
+        index = self._table.index
+        i = index.get(path) if isinstance(path, str) else None  # a key already: no parsing
+        if i is None:
+            i = index.get(self.relative(path))
         return None if i is None else self._table.rows[i].label
+
+    def labels(self) -> list[Label]:
+        """Every label, in CSV order (kept until the table changes: do not modify it)."""
+        if self._labels[0] != self._version:
+            self._labels = (self._version, [row.label for row in self._table.rows
+                                            if row.label is not None])
+        return self._labels[1]
+
+    def rater_names(self) -> list[str]:
+        """The ``rater`` names of the labels, in order of first appearance (kept like
+        ``labels``)."""
+        if self._raters[0] != self._version:
+            names = dict.fromkeys(label.rater for label in self.labels() if label.rater)
+            self._raters = (self._version, list(names))
+        return self._raters[1]
 
     def paths(self) -> list[str]:
         """Relative paths of the labelled clips, in CSV order."""
         return [row.key for row in self._table.rows if row.label is not None]
 
     def __len__(self) -> int:
-        return sum(row.label is not None for row in self._table.rows)
+        return len(self.labels())
 
     def is_continuous(self) -> bool:
         """True if any score is neither 0 nor 1."""
-        return any(row.label.quality_score not in (0.0, 1.0)
-                   for row in self._table.rows if row.label is not None)
+        return any(label.quality_score not in (0.0, 1.0) for label in self.labels())
 
     def resolve(self, rel: str | os.PathLike) -> Path:
         """Absolute path of clip ``rel`` (relative to the root, or already absolute)."""
@@ -145,13 +182,15 @@ class LabelStore:
     def relative(self, path: str | os.PathLike) -> str:
         """``path`` relative to the root with '/' separators; LabelError if outside the root."""
         text = os.fspath(path)
+        if _plain_relative(text):
+            return text  # most rows of a big CSV: nothing to normalise
         if not text.strip():
             raise LabelError("empty video_path")
         if "\0" in text:
             raise LabelError(f"video_path {text.replace(chr(0), '<NUL>')!r} holds a NUL byte, "
                              "which no file name can; fix or remove the row")
         text = text.replace("\\", "/")
-        if Path(text).is_absolute() or text.startswith("/"):
+        if os.path.isabs(text) or text.startswith("/"):
             absolute = Path(os.path.normpath(text))
             try:
                 rel = absolute.relative_to(self.root).as_posix()
@@ -244,8 +283,10 @@ class LabelStore:
             if name in columns:
                 row.cells[columns[name]] = value
         row.label, row.raw = label, None
+        self._version += 1
 
     def _drop(self, key: str) -> None:
+        self._version += 1
         columns = self._table.columns()
         i = self._table.index[key]
         row = self._table.rows[i]
@@ -267,27 +308,10 @@ class LabelStore:
         changed, or ``strict`` (under the lock: a replaced file can get the inode just freed
         and the same time stamp within the clock's tick); a file rewritten with the same bytes
         does not count."""
-        try:
-            st = os.stat(self.csv_path)
-        except FileNotFoundError:
-            return self._disk is not None
-        disk = self._disk
-        if disk is None:
-            return True
-        same_status = (st.st_ino, st.st_mtime_ns, st.st_size) == (disk.inode, disk.mtime_ns,
-                                                                   disk.size)
-        if same_status and not strict:
-            return False
-        if st.st_size != disk.size:
-            return True
-        try:
-            digest = hashlib.sha1(self.csv_path.read_bytes()).hexdigest()
-        except FileNotFoundError:
-            return True
-        if digest != disk.sha1:
-            return True
-        self._disk = _DiskState(st.st_ino, st.st_mtime_ns, st.st_size, digest)
-        return False
+        changed, disk = _compare(self.csv_path, self._disk, strict)
+        if not changed:
+            self._disk = disk
+        return changed
 
     def merge_from_disk(self) -> list[str]:
         """Read the CSV again and re-apply the changes made here since the last load/save (ours
@@ -335,9 +359,71 @@ class LabelStore:
             self._write()
 
     def _write(self) -> None:
-        text = render_csv(self._table)
-        data = (codecs.BOM_UTF8 if self._table.bom else b"") + text.encode("utf-8")
-        st = write_atomic(self.csv_path, data)
-        self._disk = _DiskState(st.st_ino, st.st_mtime_ns, st.st_size,
-                                hashlib.sha1(data).hexdigest())
+        self._disk = self._write_data(self.snapshot())
         self._forget_changes()
+
+    # --- saving from another thread -------------------------------------------------------------
+    def snapshot(self) -> SaveSnapshot:
+        """The table as it stands, to be written by ``write_snapshot`` in another thread while
+        this one goes on changing the store (only the changed rows are formatted here)."""
+        table = self._table
+        return SaveSnapshot(render_parts(table), table.newline, table.bom, self._disk,
+                            dict(self._pending))
+
+    def write_snapshot(self, snap: SaveSnapshot) -> _DiskState | None:
+        """Write ``snap`` atomically under the lock; safe in another thread (it reads nothing
+        of the store but its paths). None, writing nothing, if the file is no longer the one
+        the snapshot's store last read or wrote: merge (``merge_from_disk``) and save again."""
+        with self.locked():
+            if _compare(self.csv_path, snap.disk, strict=True)[0]:
+                return None
+            return self._write_data(snap)
+
+    def saved(self, snap: SaveSnapshot, disk: _DiskState) -> None:
+        """``write_snapshot(snap)`` wrote ``disk``: the changes it held are saved (call in the
+        thread that changes the store; changes made after the snapshot stay pending)."""
+        self._disk = disk
+        for key, label in snap.pending.items():
+            if key in self._pending and self._pending[key] is label:
+                del self._pending[key]
+                self._base.pop(key, None)
+        self._clashes = []
+
+    def _write_data(self, snap: SaveSnapshot) -> _DiskState:
+        text = join_parts(snap.parts, snap.newline)
+        data = (codecs.BOM_UTF8 if snap.bom else b"") + text.encode("utf-8")
+        st = write_atomic(self.csv_path, data)
+        return _DiskState(st.st_ino, st.st_mtime_ns, st.st_size, hashlib.sha1(data).hexdigest())
+
+
+def _plain_relative(text: str) -> bool:
+    """True if ``text`` is a relative path that ``relative`` would return unchanged: no
+    backslash, drive, leading or trailing '/' or space, '.' part or empty part."""
+    return (bool(text) and "\\" not in text and ":" not in text and "\0" not in text
+            and text[0] not in "/. "
+            and text[-1] not in "/ " and "/." not in text and "//" not in text
+            and text.strip() == text)
+
+
+def _compare(path: Path, disk: _DiskState | None,
+             strict: bool = False) -> tuple[bool, _DiskState | None]:
+    """(whether file ``path`` differs from ``disk``, its state where it does not); ``strict``
+    compares the bytes even when the file's status is unchanged."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return disk is not None, None
+    if disk is None:
+        return True, None
+    if (st.st_ino, st.st_mtime_ns, st.st_size) == (disk.inode, disk.mtime_ns,
+                                                    disk.size) and not strict:
+        return False, disk
+    if st.st_size != disk.size:
+        return True, None
+    try:
+        digest = hashlib.sha1(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return True, None
+    if digest != disk.sha1:
+        return True, None
+    return False, _DiskState(st.st_ino, st.st_mtime_ns, st.st_size, digest)

@@ -103,7 +103,7 @@ def _check_score(score: object) -> float:
 
 def check_issues(issues: Iterable[str] | str | None) -> tuple[str, ...]:
     """Issue tags as a tuple (a string is split on ';'), each of lowercase letters, digits, _."""
-    if issues is None:
+    if not issues:
         return ()
     items = issues.split(";") if isinstance(issues, str) else list(issues)
     tags = []

@@ -11,9 +11,11 @@ from PySide6.QtCore import QObject, Signal
 
 from echoquality_core.labels.store import SCALES, Label
 from echoquality_core.labels.project import ClipInfo, LabelChange, Project, read_only_note
+from echoquality_core.labels.raters import known_raters
 from echoquality_gui.common import settings
 from echoquality_gui.model.state import ModelState
 from echoquality_gui.common.workers import Worker, retire
+from echoquality_gui.label.saver import LabelSaver
 
 
 class Session(ModelState, QObject):
@@ -29,7 +31,8 @@ class Session(ModelState, QObject):
     current_changed = Signal(object)  # ClipInfo | None
     label_changed = Signal(str)  # rel path of the clip whose label changed
     undo_state_changed = Signal(bool, bool)  # can undo, can redo
-    saved = Signal(str)  # "HH:MM:SS"
+    saving = Signal()  # labels are being written (``saved`` follows once they are on disk)
+    saved = Signal(str)  # "HH:MM:SS": every label so far is on disk
     message = Signal(str)  # status-bar text
     scale_changed = Signal(str)
     model_changed = Signal(object)  # model path | None (Train / Review tabs)
@@ -50,12 +53,17 @@ class Session(ModelState, QObject):
         self.auto_advance = True
         self.clip_order: Callable[[], list[str]] | None = None  # the clip list's visible order
         self._scan: Worker | None = None
+        self.saver = LabelSaver(self)  # labels CSV writes off the GUI thread, in order
+        self.saver.saved.connect(self.saved)
+        self.saver.failed.connect(self.message)
+        self.saver.merged.connect(self._merged)
 
     # --- project ---------------------------------------------------------------------------
     def open_project(self, root: str | Path, csv_path: str | Path | None = None) -> Project:
         """Open a dataset folder and its labels CSV, then scan the clips in the background
         (and score them when a model is loaded)."""
         self._stop_scan()
+        self.saver.flush()
         project = Project(Path(root), Path(csv_path) if csv_path else None)
         self.about_to_change_clip.emit(self.current)
         self.cancel_scoring()
@@ -170,16 +178,20 @@ class Session(ModelState, QObject):
 
     def label_current(self, score: float, issues=(), notes: str | None = None, *,
                       advance: bool | None = None) -> bool:
-        """Write the current clip's label to the CSV now; then open the next unlabelled clip
-        if ``advance`` (default: the auto-advance setting). False if nothing was written."""
+        """Label the current clip (written to the CSV in the background, ``saved`` once it is
+        on disk; at once with several raters); then open the next unlabelled clip if
+        ``advance`` (default: the auto-advance setting). False if nothing was labelled."""
         if self.project is None or self.current is None:
             return False
         rel = self.current.rel
         order = self.visible_order()  # before the label re-sorts or filters the list
         if self.project.rater != (settings.rater() or None):
             self.set_rater(settings.rater())
-        change = self._write(lambda: self.project.set_label(
-            rel, score, rater=settings.rater() or None, issues=issues, notes=notes))
+        project, rater = self.project, settings.rater() or None
+        deferred = project.defers_saves(rater)
+        change = self._write(lambda: project.set_label(
+            rel, score, rater=rater, issues=issues, notes=notes, save=not deferred),
+            deferred=deferred)
         if change is None:
             return False
         if self.auto_advance if advance is None else advance:
@@ -199,23 +211,29 @@ class Session(ModelState, QObject):
         self.about_to_change_clip.emit(self.current)
         return self._write(self.project.redo, "Redid")
 
-    def _write(self, action, verb: str | None = None) -> LabelChange | None:
+    def _write(self, action, verb: str | None = None, *,
+               deferred: bool = False) -> LabelChange | None:
+        """Run a label change; ``deferred``: it is in memory only, and the saver writes it."""
         project = self.project
+        if not deferred:
+            self.saver.flush()  # the labels before this change go to disk first, in order
         try:
-            reloaded = project.reload_if_changed()
+            reloaded = not self.saver.busy and project.reload_if_changed()
             change = action()
         except (OSError, ValueError) as exc:
             self.message.emit(f"Label NOT saved: {exc}")
             return None
         if reloaded:
-            self.message.emit("The labels CSV was changed by another program: reloaded and merged")
-            self.clips_reset.emit()
+            self._merged()
         if change is None:
             return None
         for clash in project.clashes:
             self.message.emit(f"Conflict: {clash}")
-        stamp = time.strftime("%H:%M:%S")
-        self.saved.emit(stamp)
+        if deferred:
+            self.saving.emit()
+            self.saver.request(project)
+        else:
+            self.saved.emit(time.strftime("%H:%M:%S"))
         if verb:
             self.message.emit(f"{verb} label change of {change.rel}")
             self.open_clip(change.rel)
@@ -223,6 +241,10 @@ class Session(ModelState, QObject):
         self._emit_undo_state()
         self.raters_state_changed()
         return change
+
+    def _merged(self) -> None:
+        self.message.emit("The labels CSV was changed by another program: reloaded and merged")
+        self.clips_reset.emit()
 
     def _emit_undo_state(self) -> None:
         p = self.project
@@ -269,9 +291,17 @@ class Session(ModelState, QObject):
 
     def raters_state_changed(self) -> None:
         """Blind mode follows the project (stored choice, else on with several raters)."""
-        from echoquality_gui.raters.menu import default_blind
+        self.set_blind(self.default_blind(), announce=False)
 
-        self.set_blind(default_blind(self), announce=False)
+    def default_blind(self) -> bool:
+        """The project's stored blind-mode choice; else on when it has more than one rater."""
+        project = self.project
+        if project is None:
+            return False
+        stored = settings.project_value(project.root, "blind")
+        if stored is not None:
+            return stored in (True, "true", "1", 1)
+        return len(known_raters(project.store, project.raters, project.rater)) > 1
 
     def set_blind(self, on: bool, *, announce: bool = True) -> None:
         """Blind labelling: no other rater's label and no model score in any widget."""
@@ -288,6 +318,7 @@ class Session(ModelState, QObject):
         """Write the clip's pending edits and stop background work (call before the window
         goes away)."""
         self.about_to_change_clip.emit(self.current)
+        self.saver.flush()
         self._stop_scan()
         self.cancel_scoring()
         self.close_model_process()

@@ -30,11 +30,11 @@ from echoquality_core.labels.project import ClipInfo
 from echoquality_core.decision import assessment, called_good, labelled_good
 from echoquality_gui.common import theme
 from echoquality_gui.label.clip_filter import MODES, ClipFilter, FilterRow, class_counts
+from echoquality_gui.label.columns import column_texts, fit_columns
 from echoquality_gui.raters.menu import raters_text
 from echoquality_gui.common.session import Session
 
 COLUMNS = ("File", "Frames", "FPS", "Label", "Issues", "Rater", "Model")
-WIDTHS = {"Frames": 58, "FPS": 42, "Label": 46, "Issues": 64, "Rater": 84, "Model": 50}
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 REL_ROLE = Qt.ItemDataRole.UserRole + 2  # the clip's path relative to the project
 FILTERS = MODES
@@ -120,6 +120,8 @@ class ClipTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             if col == "Model" and info.rel in self.session.scores and self.session.show_scores:
                 return self._score_tip(self.session.scores[info.rel])
+            if col == "Issues" and self._display(info, col):
+                return self._display(info, col)
             return f"{info.rel}\n{info.error}" if info.error else info.rel
         if role == Qt.ItemDataRole.ForegroundRole:
             if info.error:
@@ -272,6 +274,9 @@ class ClipListPanel(QWidget):
         for signal in (session.label_changed, session.project_opened, session.raters_changed):
             signal.connect(self._show_rater_column)
         self._show_rater_column()
+        for signal in (session.project_opened, session.raters_changed, session.scale_changed):
+            signal.connect(self._fit_columns)
+        self._fit_columns()
 
     def _build_view(self) -> None:
         """The clip table (sortable, one row selected, the name elided in the middle)."""
@@ -289,10 +294,11 @@ class ClipListPanel(QWidget):
         header = self.view.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setMinimumSectionSize(36)
-        for col, name in enumerate(COLUMNS[1:], start=1):
+        for col in range(1, len(COLUMNS)):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
-            header.resizeSection(col, WIDTHS[name])
+        header.sortIndicatorChanged.connect(self._fit_columns)
         self.view.activated.connect(self._activated)
+        self.view.selectionModel().selectionChanged.connect(self._selection_changed)
 
     def _lay_out(self) -> None:
         top = QHBoxLayout()
@@ -319,6 +325,10 @@ class ClipListPanel(QWidget):
         layout.addLayout(scoring)
         layout.addWidget(self.view, 1)
 
+    def _fit_columns(self, *_args) -> None:
+        """Every column but File fits its texts; File takes the rest (``columns.py``)."""
+        fit_columns(self.view, COLUMNS, column_texts(self.session))
+
     def _show_model_column(self, *_args) -> None:
         """The Model column appears once a model has scored clips (unless scores are hidden)."""
         self.view.setColumnHidden(COLUMNS.index("Model"),
@@ -328,9 +338,8 @@ class ClipListPanel(QWidget):
         """The Rater column appears once a label carries a rater's name (room for the file
         names in a one-person project that never named its rater)."""
         project = self.session.project
-        named = project is not None and (project.raters.exists or any(
-            label is not None and label.rater
-            for label in map(project.store.get, project.store.paths())))
+        named = project is not None and (project.raters.exists
+                                         or bool(project.store.rater_names()))
         self.view.setColumnHidden(COLUMNS.index("Rater"), not named)
 
     def _scoring_progress(self, done: int, total: int) -> None:
@@ -352,6 +361,20 @@ class ClipListPanel(QWidget):
 
     def _activated(self, index) -> None:
         self.open_requested.emit(self.model.clip(self.proxy.mapToSource(index).row()).rel)
+
+    def _selection_changed(self, *_args) -> None:
+        """A row the user highlights (click, arrow keys) opens at once, in the same event: the
+        label keys then act on the clip the list shows selected (issue 21.1)."""
+        rel, current = self.highlighted(), self.session.current
+        if rel is not None and (current is None or current.rel != rel):
+            self.open_requested.emit(rel)
+
+    def highlighted(self) -> str | None:
+        """The rel path of the row the list shows selected (None: no row)."""
+        rows = self.view.selectionModel().selectedRows()
+        if len(rows) != 1:
+            return None
+        return self.model.clip(self.proxy.mapToSource(rows[0]).row()).rel
 
     def _scan_progress(self, done: int, total: int) -> None:
         if done < 0:

@@ -5,66 +5,38 @@ per-frame importance curve under the scrub bar (``set_importance``) and the mode
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QGridLayout,
-    QHBoxLayout,
-    QLabel,
-    QSlider,
-    QStackedWidget,
-    QStyle,
-    QToolButton,
-    QVBoxLayout,
-    QWidget,
-)
 
-from echoquality_gui.common import theme
-from echoquality_gui.player.frame_loader import FrameLoader
-from echoquality_gui.window.keybinds import issue_key
 from echoquality_gui.common.resources import icon
+from echoquality_gui.player.clock import PlayClock
+from echoquality_gui.player.frame_loader import FrameLoader
+from echoquality_gui.player.layout import PlayerLayout
+from echoquality_gui.window.keybinds import issue_key
 
-SPEEDS = (0.25, 0.5, 1.0, 1.5, 2.0, 4.0)
 TICK_MS = 5
-OVERLAY_OPACITY = 0.45
 Overlay = Callable[[int], "np.ndarray | None"] | np.ndarray
 
 
-class CineViewBox(pg.ViewBox):
-    """The image's box: Ctrl+wheel zooms, the plain wheel steps frames (``wheel_step``), a
-    left-button drag pans."""
-
-    wheel_step = Signal(int)
-
-    def wheelEvent(self, ev, axis=None):  # noqa: N802 (pyqtgraph's name)
-        if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
-            super().wheelEvent(ev, axis)
-            return
-        delta = ev.delta() if hasattr(ev, "delta") else ev.angleDelta().y()
-        if delta:
-            self.wheel_step.emit(-1 if delta > 0 else 1)
-        ev.accept()
+def _clock_attr(name: str) -> property:
+    """A player attribute kept by its :class:`PlayClock`."""
+    return property(lambda self: getattr(self.clock, name),
+                    lambda self, value: setattr(self.clock, name, value))
 
 
-def _image_view() -> tuple[pg.GraphicsView, pg.ViewBox, pg.ImageItem]:
-    view = pg.GraphicsView()
-    view.setBackground(theme.VIDEO_BACKGROUND)
-    box = CineViewBox(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
-    image = pg.ImageItem(axisOrder="row-major")
-    box.addItem(image)
-    view.setCentralItem(box)
-    return view, box, image
+class CinePlayer(PlayerLayout):
+    """Shows one clip; ``open_clip(path)`` / ``prefetch(path)``; play, step, seek, speed, loop.
+    The frame index, frame rate, speed, loop and playing state live in ``self.clock``."""
 
-
-class CinePlayer(QWidget):
-    """Shows one clip; ``open_clip(path)`` / ``prefetch(path)``; play, step, seek, speed, loop."""
+    index = _clock_attr("index")
+    n_frames = _clock_attr("n_frames")
+    fps = _clock_attr("fps")
+    speed = _clock_attr("speed")
+    loop = _clock_attr("loop")
+    playing = _clock_attr("playing")
 
     frame_shown = Signal(int)
     clip_failed = Signal(object, str)  # path, reason
@@ -78,25 +50,17 @@ class CinePlayer(QWidget):
         self.loader.model_ready.connect(self._on_model_frames)
         self.loader.start()
 
+        self.clock = PlayClock()
         self.path: Path | None = None
-        self.n_frames = 0
-        self.fps = 30.0
         self.fps_source = ""
-        self.index = 0
-        self.speed = 1.0
-        self.loop = True
         self.autoplay = False  # set_autoplay(True): a clip plays as soon as it opens
         self.empty_text = "Open a folder of clips (File > Open folder…, or drop it here)"
-        self.playing = False
         self.frames_shown = 0
         self.show_model_input = False
         self._levels: tuple[float, float] | None = None
-        self._shown_at: deque[float] = deque()
         self._model: np.ndarray | None = None
         self._overlay: Overlay | None = None
         self.overlay_on = True
-        self._t0 = 0.0
-        self._start_index = 0
         self._opened_at = 0.0
         self._rate_updated = 0.0
         self.first_frame_seconds: float | None = None  # open_clip -> first frame on screen
@@ -106,173 +70,6 @@ class CinePlayer(QWidget):
         self._timer.setInterval(TICK_MS)
         self._timer.timeout.connect(self._tick)
         self._build()
-
-    # --- layout ----------------------------------------------------------------------------
-    def _build(self) -> None:
-        self._build_images()
-        self.info = QLabel("")
-        self.info.setObjectName("clipInfo")
-        self.rate = QLabel("")
-        self.rate.setObjectName("fpsInfo")
-        header = QHBoxLayout()
-        header.addWidget(self.info, 1)
-        header.addWidget(self.rate)
-        controls = self._build_controls()
-        levels = self._build_levels()
-
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.addLayout(header)
-        layout.addWidget(self.stack, 1)
-        layout.addLayout(controls)
-        layout.addLayout(levels)
-        layout.addWidget(self._overlay_controls())
-
-    def _build_images(self) -> None:
-        """The clip view (with the GradCAM overlay), the model-input view beside it, and the
-        message shown instead of both (``self.stack``)."""
-        self.view, self.view_box, self.image = _image_view()
-        self.overlay_item = pg.ImageItem(axisOrder="row-major")
-        self.overlay_item.setLookupTable(pg.colormap.get("inferno").getLookupTable(0, 1, 256))
-        self.overlay_item.setZValue(10)
-        self.overlay_item.setOpacity(OVERLAY_OPACITY)
-        self.view_box.addItem(self.overlay_item)
-        self.model_view, self.model_box, self.model_image = _image_view()
-        self.model_view.setVisible(False)
-        self.model_view.setToolTip("What the model sees: masked, cropped, 112 x 112")
-
-        self.view_box.wheel_step.connect(self.step)
-        self.message = QLabel(self.empty_text)
-        self.message.setObjectName("playerMessage")
-        self.message.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.message.setWordWrap(True)
-        images = QWidget()
-        row = QHBoxLayout(images)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.view, 3)
-        row.addWidget(self.model_view, 2)
-        self.stack = QStackedWidget()
-        self.stack.addWidget(self.message)
-        self.stack.addWidget(images)
-
-    def _build_controls(self) -> QGridLayout:
-        """Frame buttons, scrub bar, position, speed, loop; the importance strip below."""
-        self.play_button = self._tool("play", "Play / pause (Space)", self.toggle_play)
-        buttons = [
-            self._tool("first", "First frame (Home)", self.first),
-            self._tool("step_back", "Previous frame (←)", lambda: self.step(-1)),
-            self.play_button,
-            self._tool("step_forward", "Next frame (→)", lambda: self.step(1)),
-            self._tool("last", "Last frame (End)", self.last),
-        ]
-        self.slider = QSlider(Qt.Orientation.Horizontal)
-        self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.slider.valueChanged.connect(self._on_slider)
-        self.position = QLabel("0 / 0")
-        self.position.setObjectName("framePosition")
-        self.position.setToolTip("Frame / frames · time from the first frame (at the clip's "
-                                 "frame rate)")
-        self.position.setMinimumWidth(self.fontMetrics().horizontalAdvance("888 / 888 · 8888 ms"))
-        self.speed_box = QComboBox()
-        self.speed_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.speed_box.addItems([f"{s:g}×" for s in SPEEDS])
-        self.speed_box.setCurrentIndex(SPEEDS.index(1.0))
-        self.speed_box.currentIndexChanged.connect(lambda i: self.set_speed(SPEEDS[i]))
-        self.loop_box = QCheckBox("Loop", checked=True)
-        self.loop_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.loop_box.toggled.connect(self.set_loop)
-        controls = QGridLayout()
-        controls.setVerticalSpacing(0)
-        for col, widget in enumerate([*buttons, self.slider, self.position, self.speed_box,
-                                      self.loop_box]):
-            controls.addWidget(widget, 0, col)
-        controls.setColumnStretch(len(buttons), 1)
-        controls.addWidget(self._importance_plot(), 1, len(buttons))
-        return controls
-
-    def _build_levels(self) -> QHBoxLayout:
-        """Brightness, contrast, reset and the model-input toggle."""
-        self.brightness = self._level_slider(-100, 100, "Brightness")
-        self.contrast = self._level_slider(-100, 100, "Contrast")
-        self.model_box_toggle = QCheckBox("Model input (M)")
-        self.model_box_toggle.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.model_box_toggle.toggled.connect(self.set_model_input)
-        levels = QHBoxLayout()
-        levels.addWidget(QLabel("Brightness"))
-        levels.addWidget(self.brightness, 1)
-        levels.addWidget(QLabel("Contrast"))
-        levels.addWidget(self.contrast, 1)
-        levels.addWidget(self._text_button("Reset (R)", self.reset_levels))
-        levels.addWidget(self.model_box_toggle)
-        return levels
-
-    def _importance_plot(self) -> pg.PlotWidget:
-        """A strip under the scrub bar, x aligned with it (frame index), with a frame marker."""
-        plot = pg.PlotWidget(enableMenu=False)
-        plot.setBackground(None)
-        plot.setFixedHeight(38)
-        plot.hideAxis("left")
-        plot.hideAxis("bottom")
-        plot.setMouseEnabled(False, False)
-        plot.hideButtons()
-        plot.getPlotItem().setContentsMargins(0, 0, 0, 0)
-        plot.getPlotItem().layout.setContentsMargins(0, 0, 0, 0)
-        inset = self.style().pixelMetric(QStyle.PixelMetric.PM_SliderLength) // 2
-        plot.setContentsMargins(inset, 2, inset, 2)
-        plot.setToolTip("How much each frame the model saw mattered to its score "
-                        "(mean GradCAM activation)")
-        self.importance_curve = plot.plot(pen=pg.mkPen(theme.ORANGE, width=2), symbol="o",
-                                          symbolSize=5, symbolBrush=theme.ORANGE, symbolPen=None)
-        self.importance_marker = pg.InfiniteLine(angle=90, pen=pg.mkPen(theme.BLUE, width=1))
-        plot.addItem(self.importance_marker)
-        plot.setVisible(False)
-        self.importance_plot = plot
-        return plot
-
-    def _overlay_controls(self) -> QWidget:
-        """Show/hide and opacity of the heat map; visible while an overlay is set."""
-        self.overlay_box = QCheckBox("Heat map (G)", checked=True)
-        self.overlay_box.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.overlay_box.toggled.connect(self.set_overlay_visible)
-        self.opacity_slider = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=100,
-                                      value=round(OVERLAY_OPACITY * 100))
-        self.opacity_slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.opacity_slider.setToolTip("Heat-map opacity")
-        self.opacity_slider.valueChanged.connect(
-            lambda v: self.overlay_item.setOpacity(v / 100.0))
-        self.overlay_caption = QLabel("")
-        self.overlay_caption.setObjectName("clipInfo")
-        row_widget = QWidget()
-        row = QHBoxLayout(row_widget)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.overlay_box)
-        row.addWidget(QLabel("Opacity"))
-        row.addWidget(self.opacity_slider, 1)
-        row.addWidget(self.overlay_caption, 3)
-        row_widget.setVisible(False)
-        self.overlay_row = row_widget
-        return row_widget
-
-    def _tool(self, name: str, tip: str, slot) -> QToolButton:
-        button = QToolButton()
-        button.setIcon(icon(name))
-        button.setToolTip(tip)
-        button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        button.clicked.connect(slot)
-        return button
-
-    def _text_button(self, text: str, slot) -> QToolButton:
-        button = QToolButton(text=text)
-        button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        button.clicked.connect(slot)
-        return button
-
-    def _level_slider(self, lo: int, hi: int, tip: str) -> QSlider:
-        slider = QSlider(Qt.Orientation.Horizontal, minimum=lo, maximum=hi, value=0)
-        slider.setToolTip(f"{tip} (R resets)")
-        slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        slider.valueChanged.connect(self._apply_levels)
-        return slider
 
     # --- clips -----------------------------------------------------------------------------
     def open_clip(self, path: str | Path | None) -> None:
@@ -288,6 +85,9 @@ class CinePlayer(QWidget):
         if self.path is None:
             self._show_message(self.empty_text)
             return
+        self.info.setText(f"{self.path.name} · opening…")  # the name at once, the rest follows
+        self.rate.setText("")
+        self.message.setText(f"Opening {self.path.name}…")  # shown until its first frame
         self.loader.open(self.path)
         clip = self.loader.header(self.path)
         if clip is not None:
@@ -351,10 +151,7 @@ class CinePlayer(QWidget):
             self.model_image.setImage(self._model[index], autoLevels=False, levels=self._levels)
         self._refresh_overlay()
         self.frames_shown += 1
-        now = time.perf_counter()
-        self._shown_at.append(now)
-        while self._shown_at and now - self._shown_at[0] > 1.0:
-            self._shown_at.popleft()
+        self.clock.shown()
         self.frame_shown.emit(index)
 
     def seek(self, index: int) -> None:
@@ -364,7 +161,7 @@ class CinePlayer(QWidget):
         index = max(0, min(int(index), self.n_frames - 1))
         self._go(index)
         if self.playing:
-            self._t0, self._start_index = time.perf_counter(), index
+            self.clock.restart()
 
     def _go(self, index: int) -> None:
         self.index = index
@@ -411,8 +208,7 @@ class CinePlayer(QWidget):
         """Pause and move ``n`` frames (wrapping round when looping)."""
         self.pause()
         if self.n_frames:
-            target = self.index + n
-            self.seek(target % self.n_frames if self.loop else target)
+            self.seek(self.clock.stepped(n))
 
     def first(self) -> None:
         self.pause()
@@ -428,14 +224,12 @@ class CinePlayer(QWidget):
             return
         if not self.loop and self.index >= self.n_frames - 1:
             self.seek(0)
-        self.playing = True
-        self._t0, self._start_index = time.perf_counter(), self.index
-        self._shown_at.clear()
+        self.clock.play()
         self._timer.start()
         self.play_button.setIcon(icon("pause"))
 
     def pause(self) -> None:
-        self.playing = False
+        self.clock.pause()
         self._timer.stop()
         self.play_button.setIcon(icon("play"))
         self._update_rate_label()
@@ -444,14 +238,11 @@ class CinePlayer(QWidget):
         self.pause() if self.playing else self.play()
 
     def _tick(self) -> None:
-        elapsed = time.perf_counter() - self._t0
-        target = self._start_index + int(elapsed * self.fps * self.speed)
-        if target >= self.n_frames:
-            if not self.loop:
-                self._go(self.n_frames - 1)
-                self.pause()
-                return
-            target %= self.n_frames
+        target, ends = self.clock.due()
+        if ends:
+            self._go(target)
+            self.pause()
+            return
         if target != self.index:
             self._go(target)
         if time.perf_counter() - self._rate_updated > 0.25:
@@ -460,36 +251,24 @@ class CinePlayer(QWidget):
     @property
     def achieved_fps(self) -> float:
         """Frames put on screen in the last second of playback."""
-        if len(self._shown_at) < 2:
-            return 0.0
-        span = self._shown_at[-1] - self._shown_at[0]
-        return (len(self._shown_at) - 1) / span if span > 0 else 0.0
+        return self.clock.achieved_fps
 
     def _update_rate_label(self) -> None:
         self._rate_updated = time.perf_counter()
         if not self.n_frames:
             return
-        text = f"{self.fps:.1f} fps (from {self.fps_source or 'default'})"
-        if self.speed != 1.0:
-            text += f" × {self.speed:g}"
-        if self.playing and len(self._shown_at) > 2:
-            text += f" · shown {self.achieved_fps:.1f} fps"
-        self.rate.setText(text)
+        self.rate.setText(self.clock.rate_text(self.fps_source))
 
     def set_speed(self, speed: float) -> None:
         """Playback speed (0.25x to 4x of the clip's frame rate)."""
-        self.speed = float(min(max(speed, SPEEDS[0]), SPEEDS[-1]))
-        self._t0, self._start_index = time.perf_counter(), self.index
-        self._shown_at.clear()
-        closest = min(range(len(SPEEDS)), key=lambda i: abs(SPEEDS[i] - self.speed))
+        closest = self.clock.set_speed(speed)
         self.speed_box.blockSignals(True)
         self.speed_box.setCurrentIndex(closest)
         self.speed_box.blockSignals(False)
         self._update_rate_label()
 
     def change_speed(self, steps: int) -> None:
-        i = min(range(len(SPEEDS)), key=lambda k: abs(SPEEDS[k] - self.speed)) + steps
-        self.set_speed(SPEEDS[max(0, min(i, len(SPEEDS) - 1))])
+        self.set_speed(self.clock.stepped_speed(steps))
 
     def set_loop(self, on: bool) -> None:
         self.loop = bool(on)

@@ -20,17 +20,6 @@ def default_user() -> str:
         return ""
 
 
-def default_blind(session: Session) -> bool:
-    """The project's stored blind-mode choice; else on when it has more than one rater."""
-    project = session.project
-    if project is None:
-        return False
-    stored = settings.project_value(project.root, "blind")
-    if stored is not None:
-        return stored in (True, "true", "1", 1)
-    return len(known_raters(project.store, project.raters, project.rater)) > 1
-
-
 def raters_text(session: Session, rel: str, own, column: str) -> str | None:
     """The clip list's Label / Rater / Model cell with several raters or blind mode (None:
     the usual text). Blind: "by you" and "by n others", never a value of theirs or the model's."""

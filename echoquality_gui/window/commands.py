@@ -3,26 +3,41 @@ keybind registry's action ids (SLEAP's command objects, as plain functions): the
 the menus and the buttons all run the same code. Widgets keep only showing and forwarding.
 
 A label command asks first (the rater's name, once) and then does the change through the
-session; player commands act on the player of the tab in front (Label or Review).
+session; player commands act on the player of the tab in front (Label or Review). Commands see
+the window only through :class:`CommandContext` (SLEAP's ``CommandContext``), so any object
+with those parts runs them, and this module never imports the window.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from echoquality_gui.common.session import Session
+from echoquality_gui.label.panel import LabelPanel, ask_rater
 from echoquality_gui.window.keybinds import FIVE_POINT, ISSUE_KEYS, KEYBINDS
-from echoquality_gui.label.panel import ask_rater
 
-if TYPE_CHECKING:
-    from echoquality_gui.window.main_window import MainWindow
 
-Command = Callable[["MainWindow"], None]
+class CommandContext(Protocol):
+    """What the commands need of the window (``MainWindow`` is one)."""
+
+    session: Session
+    label_panel: LabelPanel
+    review: Any  # the Review tab: toggle_overlay(), confirm()
+
+    def active_player(self) -> Any: ...  # the player of the tab in front
+    def give_score(self, score: float) -> None: ...
+    def open_neighbour(self, step: int) -> None: ...
+    def choose_folder(self) -> None: ...
+    def show_keys(self) -> Any: ...
+
+
+Command = Callable[[CommandContext], None]
 
 
 def label(score: float) -> Command:
     """Label the current clip with ``score`` (on Review: relabel the clip under review)."""
 
-    def run(window: MainWindow) -> None:
+    def run(window: CommandContext) -> None:
         if ask_rater(window):  # ask ...
             window.give_score(score)  # ... then do
     return run
@@ -67,7 +82,7 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def handlers(window: MainWindow) -> dict[str, Callable[[], None]]:
+def handlers(window: CommandContext) -> dict[str, Callable[[], None]]:
     """The registry's actions bound to ``window`` (KeyError names an action without one)."""
     missing = [b.action for b in KEYBINDS if b.action not in COMMANDS]
     if missing:

@@ -64,7 +64,7 @@ class MainWindow(QMainWindow):
         self.label_page.setStretchFactor(0, 0)
         self.label_page.setStretchFactor(1, 1)
         self.label_page.setStretchFactor(2, 0)
-        self.label_page.setSizes([380, 740, 300])  # most of the width to the cine
+        self.label_page.setSizes([420, 700, 300])  # most of the width to the cine; whole names
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.label_page, "Label")
@@ -189,6 +189,8 @@ class MainWindow(QMainWindow):
         s = self.session
         s.project_opened.connect(lambda p: self.setWindowTitle(p.root.name))
         s.current_changed.connect(self._show_clip)
+        s.saving.connect(lambda: self.saved_label.setText("saving…"))
+        s.saver.failed.connect(lambda _why: self.saved_label.setText("NOT saved"))
         s.saved.connect(lambda stamp: self.saved_label.setText(f"saved {stamp}"))
         s.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         s.undo_state_changed.connect(self._undo_state)
@@ -235,8 +237,18 @@ class MainWindow(QMainWindow):
             self.adjudication.decide(score)
         elif self._on_review_tab():
             self.review.relabel(score)
-        else:
+        elif self._label_tab_agrees():
             self.label_panel.give_score(score)
+
+    def _label_tab_agrees(self) -> bool:
+        """The clip the list highlights is the open one (else nothing is labelled, and the
+        status bar says why): a label key never labels a clip the user did not pick."""
+        rel, current = self.clip_list.highlighted(), self.session.current
+        if rel is None or (current is not None and current.rel == rel):
+            return True
+        self.session.message.emit(f"Not labelled: {rel.rsplit('/', 1)[-1]} is not open yet; "
+                                  "press the key again")
+        return False
 
     def _undo_state(self, can_undo: bool, can_redo: bool) -> None:
         self.actions["undo"].setEnabled(can_undo and self._labels_active())

@@ -3,6 +3,7 @@ scale, a CSV edited by another program, and the cheat-sheet."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
 
 from echoquality_core.labels.store import LabelStore
 from echoquality_gui.window.keybinds import KEYBINDS, keybind
@@ -11,9 +12,18 @@ RATER = "Test Rater"  # set by the isolated_settings fixture
 
 
 def on_disk(project) -> dict:
-    """The labels as a fresh reader of the CSV sees them: rel -> Label."""
+    """The labels as a fresh reader of the CSV sees them, once the window's background
+    writes are done: rel -> Label."""
+    settle_saves()
     store = LabelStore(project.csv_path, root=project.root)
     return {rel: store.get(rel) for rel in store.paths()}
+
+
+def settle_saves() -> None:
+    """Wait for every window's labels CSV writes (they run in a background thread)."""
+    for widget in QApplication.topLevelWidgets():
+        if hasattr(widget, "session"):
+            widget.session.saver.flush()
 
 
 def press(qtbot, window, key, modifier=Qt.KeyboardModifier.NoModifier) -> None:

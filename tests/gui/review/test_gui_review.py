@@ -152,6 +152,7 @@ def test_relabel_undo_and_confirm_are_written_to_the_csv(qtbot, studio_window, r
 
     # relabel to what the model says (key 1 / 0 on the Review tab): written now, reviewed
     qtbot.keyClick(studio_window, "1" if clip.called_good else "0")
+    session.saver.flush()  # the CSV is written in the background
     after = LabelStore(csv_path).get(clip.rel)
     assert after.quality_score == (1.0 if clip.called_good else 0.0) != before.quality_score
     assert REVIEWED in after.issues
@@ -166,6 +167,7 @@ def test_relabel_undo_and_confirm_are_written_to_the_csv(qtbot, studio_window, r
     assert review.select(clip.rel) and review.rel == clip.rel
     to_review = sum(not c.reviewed for c in review.listed())
     qtbot.keyClick(studio_window, Qt.Key.Key_C)
+    session.saver.flush()
     confirmed = LabelStore(csv_path).get(clip.rel)
     assert confirmed.quality_score == before.quality_score and REVIEWED in confirmed.issues
     shown = {c.rel: c for c in review.listed()}

@@ -101,6 +101,7 @@ def test_out_of_fold_scope_and_label_noise_list_keep_and_flip(qtbot, review_tab,
     qtbot.waitUntil(lambda: tab.heat_map is not None, timeout=TIMEOUT)  # cine + GradCAM
     screenshot(studio_window, "review_label_issues.png")
     issues.flip.emit(first)
+    studio_window.session.saver.flush()  # the CSV is written in the background
     after = LabelStore(root / "labels.csv").get(first)
     assert after.quality_score == (0.0 if before >= 0.5 else 1.0)
     assert "reviewed" in after.issues and after.rater and after.labeled_at
@@ -110,6 +111,7 @@ def test_out_of_fold_scope_and_label_noise_list_keep_and_flip(qtbot, review_tab,
     kept = store.get(other).quality_score
     issues.select(other)
     issues.keep.emit(other)
+    studio_window.session.saver.flush()
     now = LabelStore(root / "labels.csv").get(other)
     assert now.quality_score == kept and "reviewed" in now.issues
 

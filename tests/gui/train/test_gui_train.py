@@ -176,6 +176,7 @@ def test_train_click_plots_summary_model_and_scores(studio_window, open_project,
     rel = session.current.rel
     assert session.label(rel) is None
     qtbot.keyClick(studio_window, "1")
+    session.saver.flush()  # the CSV is written in the background
     assert LabelStore(project.csv_path, root=project.root).get(rel).quality_score == 1.0
     studio_window.player.play()
     shown = studio_window.player.frames_shown

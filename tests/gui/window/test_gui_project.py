@@ -109,6 +109,7 @@ def test_unreadable_files_show_their_error_and_stay_labellable(studio_window, op
     screenshot(studio_window, "main_window_unreadable.png")
 
     qtbot.keyClick(studio_window, "0")
+    studio_window.session.saver.flush()  # the CSV is written in the background
     label = LabelStore(project.csv_path, root=project.root).get("no_pixels.dcm")
     assert label.quality_score == 0.0 and label.issues == ("unreadable",)
 
