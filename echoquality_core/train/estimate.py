@@ -1,0 +1,77 @@
+"""How long a run will take, from the step time the training child measured.
+
+The child reports each batch's seconds (``BatchEnd.seconds``). The first batch pays for
+warm-up (allocations, the first cached clips), so the estimate uses the median of the batches
+after it (the first alone when an epoch has one batch). A run is epochs x (training batches +
+validation), validation being forward passes only: about a third of a training step per clip.
+"""
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from echoquality_core.train.events import BatchEnd
+
+LONG_RUN_SECONDS = 15 * 60  # a run longer than this is called out before it goes on
+MEASURED_BATCHES = 3  # batches after the first that the step time is the median of
+FORWARD_SHARE = 1 / 3  # a validation (forward-only) clip costs this share of a training clip
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """A run's expected duration from a measured step time."""
+
+    step_seconds: float
+    steps_per_epoch: int
+    epochs: int
+    seconds: float
+
+    @property
+    def long(self) -> bool:
+        """Over :data:`LONG_RUN_SECONDS`."""
+        return self.seconds > LONG_RUN_SECONDS
+
+    def text(self) -> str:
+        """One sentence, e.g. "Measured 1.9 s per batch: this run takes about 25 min (2 epochs
+        of 18 batches, with validation)." plus a warning when it is long."""
+        minutes = self.seconds / 60
+        span = f"{minutes:.0f} min" if minutes >= 1 else f"{self.seconds:.0f} s"
+        line = (f"Measured {self.step_seconds:.2g} s per batch: this run takes about {span} "
+                f"({self.epochs} epoch{'s' * (self.epochs != 1)} of {self.steps_per_epoch} "
+                "batches, with validation).")
+        if self.long:
+            line += (f" That is over {LONG_RUN_SECONDS // 60} min: Stop keeps the best model "
+                     "so far; fewer epochs or frames make it shorter.")
+        return line
+
+
+def estimate_run(step_seconds: float, steps_per_epoch: int, epochs: int,
+                 split: Sequence[float] = (0.7, 0.15, 0.15)) -> RunEstimate:
+    """The run's duration: ``epochs`` x ``steps_per_epoch`` training steps of ``step_seconds``
+    plus validation on the ``split``'s share of clips (forward passes, see module docstring)."""
+    train, val = float(split[0]), float(split[1])
+    validation = val / train * FORWARD_SHARE if train > 0 else 0.0
+    seconds = step_seconds * steps_per_epoch * epochs * (1 + validation)
+    return RunEstimate(step_seconds, steps_per_epoch, epochs, seconds)
+
+
+class StepClock:
+    """Collects the first batches of a run; :meth:`add` returns the estimate once, as soon as
+    it can be made (None before and after)."""
+
+    def __init__(self, epochs: int, split: Sequence[float] = (0.7, 0.15, 0.15)):
+        self.epochs, self.split = epochs, tuple(split)
+        self.seconds: list[float] = []
+        self.done = False
+
+    def add(self, event: BatchEnd) -> RunEstimate | None:
+        if self.done or event.epoch != 1:
+            return None
+        self.seconds.append(event.seconds)
+        measured = self.seconds[1:] or (self.seconds if event.n_steps == 1 else [])
+        if len(measured) < min(MEASURED_BATCHES, event.n_steps - 1) or not measured:
+            return None
+        self.done = True
+        return estimate_run(statistics.median(measured), event.n_steps, self.epochs,
+                            self.split)

@@ -1,0 +1,34 @@
+"""The run's duration from the measured step time: warm-up left out, validation counted, long
+runs called out."""
+from __future__ import annotations
+
+import pytest
+
+from echoquality_core.train.estimate import LONG_RUN_SECONDS, StepClock, estimate_run
+from echoquality_core.train.events import BatchEnd
+
+
+def test_estimate_counts_training_and_validation():
+    est = estimate_run(2.0, 18, 2, split=(0.7, 0.15, 0.15))
+    assert est.seconds == pytest.approx(2.0 * 18 * 2 * (1 + 0.15 / 0.7 / 3))
+    assert not est.long and "about 1 min" in est.text() and "over" not in est.text()
+    long = estimate_run(20.0, 50, 2)
+    assert long.long and long.seconds > LONG_RUN_SECONDS
+    assert "over 15 min" in long.text() and "Measured 20 s per batch" in long.text()
+
+
+def test_step_clock_skips_the_warm_up_batch_and_answers_once():
+    clock = StepClock(epochs=3, split=(0.8, 0.2, 0.0))
+    seconds = [9.0, 1.0, 1.2, 0.8, 1.0]
+    answers = [clock.add(BatchEnd(1, i + 1, 10, 0.7, s)) for i, s in enumerate(seconds)]
+    assert answers[:3] == [None] * 3 and answers[4] is None
+    assert answers[3].step_seconds == 1.0 and answers[3].steps_per_epoch == 10
+    assert answers[3].seconds == pytest.approx(1.0 * 10 * 3 * (1 + 0.25 / 3))
+
+
+def test_step_clock_with_one_or_two_batches_per_epoch():
+    one = StepClock(epochs=2)
+    assert one.add(BatchEnd(1, 1, 1, 0.7, 3.0)).step_seconds == 3.0
+    two = StepClock(epochs=2)
+    assert two.add(BatchEnd(1, 1, 2, 0.7, 9.0)) is None
+    assert two.add(BatchEnd(1, 2, 2, 0.7, 1.5)).step_seconds == 1.5
