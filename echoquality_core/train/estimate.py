@@ -7,10 +7,13 @@ validation), validation being forward passes only: about a third of a training s
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from echoquality_core.train.config import TrainConfig
 from echoquality_core.train.events import BatchEnd
 
 LONG_RUN_SECONDS = 15 * 60  # a run longer than this is called out before it goes on
@@ -26,6 +29,7 @@ class RunEstimate:
     steps_per_epoch: int
     epochs: int
     seconds: float
+    runs: int = 1  # the folds of a cross-validation
 
     @property
     def long(self) -> bool:
@@ -39,7 +43,8 @@ class RunEstimate:
         span = f"{minutes:.0f} min" if minutes >= 1 else f"{self.seconds:.0f} s"
         line = (f"Measured {self.step_seconds:.2g} s per batch: this run takes about {span} "
                 f"({self.epochs} epoch{'s' * (self.epochs != 1)} of {self.steps_per_epoch} "
-                "batches, with validation).")
+                "batches, with validation"
+                + (f", for each of {self.runs} folds" if self.runs > 1 else "") + ").")
         if self.long:
             line += (f" That is over {LONG_RUN_SECONDS // 60} min: Stop keeps the best model "
                      "so far; fewer epochs or frames make it shorter.")
@@ -47,23 +52,32 @@ class RunEstimate:
 
 
 def estimate_run(step_seconds: float, steps_per_epoch: int, epochs: int,
-                 split: Sequence[float] = (0.7, 0.15, 0.15)) -> RunEstimate:
+                 split: Sequence[float] = (0.7, 0.15, 0.15), runs: int = 1) -> RunEstimate:
     """The run's duration: ``epochs`` x ``steps_per_epoch`` training steps of ``step_seconds``
-    plus validation on the ``split``'s share of clips (forward passes, see module docstring)."""
+    plus validation on the ``split``'s share of clips (forward passes, see module docstring),
+    ``runs`` times (the folds of a cross-validation)."""
     train, val = float(split[0]), float(split[1])
     validation = val / train * FORWARD_SHARE if train > 0 else 0.0
-    seconds = step_seconds * steps_per_epoch * epochs * (1 + validation)
-    return RunEstimate(step_seconds, steps_per_epoch, epochs, seconds)
+    seconds = step_seconds * steps_per_epoch * epochs * (1 + validation) * runs
+    return RunEstimate(step_seconds, steps_per_epoch, epochs, seconds, runs)
 
 
 class StepClock:
     """Collects the first batches of a run; :meth:`add` returns the estimate once, as soon as
     it can be made (None before and after)."""
 
-    def __init__(self, epochs: int, split: Sequence[float] = (0.7, 0.15, 0.15)):
-        self.epochs, self.split = epochs, tuple(split)
+    def __init__(self, epochs: int, split: Sequence[float] = (0.7, 0.15, 0.15), runs: int = 1):
+        self.epochs, self.split, self.runs = epochs, tuple(split), runs
         self.seconds: list[float] = []
         self.done = False
+
+    @classmethod
+    def for_settings(cls, settings: Mapping[str, Any]) -> StepClock:
+        """For a run of TrainConfig fields ``settings`` (TrainConfig's defaults where absent)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        return cls(int(settings.get("epochs", defaults["epochs"])),
+                   settings.get("split", defaults["split"]),
+                   int(settings.get("crossval_folds") or 1))
 
     def add(self, event: BatchEnd) -> RunEstimate | None:
         if self.done or event.epoch != 1:
@@ -74,4 +88,4 @@ class StepClock:
             return None
         self.done = True
         return estimate_run(statistics.median(measured), event.n_steps, self.epochs,
-                            self.split)
+                            self.split, self.runs)

@@ -15,6 +15,8 @@ def test_estimate_counts_training_and_validation():
     long = estimate_run(20.0, 50, 2)
     assert long.long and long.seconds > LONG_RUN_SECONDS
     assert "over 15 min" in long.text() and "Measured 20 s per batch" in long.text()
+    folds = estimate_run(2.0, 18, 2, runs=5)
+    assert folds.seconds == pytest.approx(5 * est.seconds) and "each of 5 folds" in folds.text()
 
 
 def test_step_clock_skips_the_warm_up_batch_and_answers_once():
@@ -32,3 +34,9 @@ def test_step_clock_with_one_or_two_batches_per_epoch():
     two = StepClock(epochs=2)
     assert two.add(BatchEnd(1, 1, 2, 0.7, 9.0)) is None
     assert two.add(BatchEnd(1, 2, 2, 0.7, 1.5)).step_seconds == 1.5
+
+
+def test_step_clock_for_training_settings():
+    clock = StepClock.for_settings({"epochs": 4, "crossval_folds": 3})
+    assert (clock.epochs, clock.split, clock.runs) == (4, (0.7, 0.15, 0.15), 3)
+    assert StepClock.for_settings({"split": (0.75, 0.25, 0.0)}).split == (0.75, 0.25, 0.0)

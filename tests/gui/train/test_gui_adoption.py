@@ -1,0 +1,60 @@
+"""After a run, the Train tab shows whether its model beats chance (test AUC with its CI) and
+makes it the project's model only as the core's adoption rule says; otherwise "Use this model"
+does it. The run's end is given to the tab's end slot (no training: a real checkpoint and a
+real test_predictions.csv in a run folder); the scoring that follows adoption is real."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+
+from echoquality_core.runs.folder import RunFolder
+from echoquality_core.train.events import TrainEnd
+
+
+def finished_run(path, checkpoint, rels, scores) -> TrainEnd:
+    """A run folder whose test clips ``rels`` (alternately good and poor) got ``scores``."""
+    labels = [float(i % 2 == 0) for i in range(len(rels))]
+    path.mkdir(exist_ok=True)
+    RunFolder(path).write_predictions(
+        [{"path": rel, "label": y, "score": s} for rel, y, s in zip(rels, labels, scores)],
+        {rel: rel for rel in rels})
+    return TrainEnd(checkpoint, {"roc_auc": 0.5}, None, best_epoch=1, run_dir=path)
+
+
+def test_chance_needs_use_this_model_a_clear_model_is_adopted(studio_window, open_project, qtbot,
+                                                             tiny_project, tiny_checkpoint,
+                                                             tmp_path, screenshot):
+    project = open_project(tiny_project(n_clips=10).parent)
+    session, panel = studio_window.session, studio_window.train_panel
+    studio_window.tabs.setCurrentWidget(panel)
+    panel._project_root = project.root  # the runs below were trained on this project
+    rels = [c.rel for c in project.clips][:10]
+
+    chance = [0.5] * len(rels)  # every clip the same score: AUC 0.5
+    end = finished_run(tmp_path / "run1", tiny_checkpoint, rels, chance)
+    panel._on_end(end)
+    qtbot.waitUntil(lambda: panel.verdict is not None, timeout=20000)
+    assert not panel.verdict.adopt and not panel.verdict.beats_chance
+    assert session.model_path is None and panel.results.use_button.isVisible()
+    text = panel.summary.toPlainText()
+    assert "Test AUC 0.50 (95% CI" in text and "includes 0.5" in text
+    assert "This is now the project's model" not in text
+    screenshot(panel, "train_tab_use_this_model.png")
+
+    with qtbot.waitSignal(session.scores_changed, timeout=60000,
+                          check_params_cb=lambda: bool(session.scores)):
+        qtbot.mouseClick(panel.results.use_button, Qt.MouseButton.LeftButton)
+    assert session.model_path == tiny_checkpoint and not panel.results.use_button.isVisible()
+    assert "This is now the project's model" in panel.summary.toPlainText()
+
+    # a clear model (AUC 1, CI above 0.5), at least as good as the current one on these clips
+    clear = [0.9 if i % 2 == 0 else 0.1 for i in range(len(rels))]
+    second = tmp_path / "run2"
+    second_model = second / "best.pt"
+    second.mkdir()
+    second_model.write_bytes(tiny_checkpoint.read_bytes())
+    panel._on_end(finished_run(second, second_model, rels, clear))
+    qtbot.waitUntil(lambda: session.model_path == second_model, timeout=20000)
+    assert panel.verdict.adopt and panel.verdict.beats_chance
+    assert panel.verdict.current_auc is not None  # compared with the model it replaces
+    assert "beats chance" in panel.summary.toPlainText()
+    assert not panel.results.use_button.isVisible()
