@@ -336,7 +336,7 @@ class TrainPanel(QWidget):
     def _judge(self, end: TrainEnd) -> None:
         """Judge the run's model in a worker (a 1000-resample bootstrap); ``_judged`` adopts it
         or offers "Use this model"."""
-        self.results.add_summary("\nTesting whether it beats chance…")
+        self.results.add_summary("\nTesting it against chance…")
         self._judging.start(Worker(
             judge_run, end.run_dir, dict(self.session.scores),
             self.session.model_path is not None, parent=self).connect(
@@ -352,6 +352,7 @@ class TrainPanel(QWidget):
         if verdict is not None and verdict.adopt:
             self.use_model()
         else:
+            self.results.add_summary("Click “Use this model” to use it anyway.")
             self.results.use_button.setVisible(True)
 
     def use_model(self) -> None:

@@ -257,14 +257,14 @@ class WeightsPicker(QWidget):
         busy = self.worker is not None
         point = self.registry.get(key)
         can_download = point is not None and point.url is not None and not self.cached(key)
-        self.download_button.setVisible(key != FILE and not busy)
+        self.download_button.setVisible(key not in (FILE, NONE) and not busy)
         self.download_button.setEnabled(can_download and not busy)
         self.browse_button.setVisible(key == FILE)
         self.cancel_button.setVisible(busy)
         self.progress.setVisible(busy or (point is not None and point.url is not None))
         echoprime = self.registry[ECHOPRIME]
         self.offer_button.setText(
-            "Start from EchoPrime's quality model" if self.cached(ECHOPRIME) else
-            f"Download EchoPrime's quality model ({(echoprime.size or 0) / 1e6:.0f} MB)")
+            "Use EchoPrime's model" if self.cached(ECHOPRIME) else
+            f"Download EchoPrime ({(echoprime.size or 0) / 1e6:.0f} MB)")
         self.offer_button.setVisible(key == NONE and not busy and echoprime.url is not None)
         self.choice.setEnabled(not busy)
