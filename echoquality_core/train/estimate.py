@@ -17,7 +17,7 @@ from echoquality_core.train.config import TrainConfig
 from echoquality_core.train.events import BatchEnd
 
 LONG_RUN_SECONDS = 15 * 60  # a run longer than this is called out before it goes on
-MEASURED_BATCHES = 3  # batches after the first that the step time is the median of
+MEASURED_BATCHES = 2  # batches after the first that the step time is the median of
 FORWARD_SHARE = 1 / 3  # a validation (forward-only) clip costs this share of a training clip
 
 

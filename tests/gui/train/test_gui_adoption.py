@@ -58,3 +58,22 @@ def test_chance_needs_use_this_model_a_clear_model_is_adopted(studio_window, ope
     assert panel.verdict.current_auc is not None  # compared with the model it replaces
     assert "beats chance" in panel.summary.toPlainText()
     assert not panel.results.use_button.isVisible()
+
+
+def test_a_long_run_is_called_out_from_its_measured_batches(studio_window, qtbot):
+    """Issue 22.2: the batches the child timed give the run's duration; over 15 min the tab says
+    so (its status, Messages and the status bar)."""
+    from echoquality_core.train.estimate import StepClock
+    from echoquality_core.train.events import BatchEnd
+
+    panel = studio_window.train_panel
+    studio_window.tabs.setCurrentWidget(panel)
+    panel._clock = StepClock.for_settings({"epochs": 20})  # what start() sets for a run
+    said = []
+    studio_window.session.message.connect(said.append)
+    for step, seconds in enumerate([30.0, 6.5, 5.5, 9.0], start=1):  # the first: warm-up
+        panel._on_batch(BatchEnd(1, step, 18, 0.69, seconds))  # the fourth comes too late
+    text = panel.status.estimate.text()
+    assert panel.status.estimate.isVisible() and "Measured 6 s per batch" in text
+    assert "about 39 min" in text and "over 15 min" in text
+    assert said == [text] and "over 15 min" in panel.messages.toPlainText()
