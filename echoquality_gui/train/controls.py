@@ -28,6 +28,7 @@ class TrainControls(QWidget):
         super().__init__(parent)
         self.session = session
         self.running = False
+        self._restoring = False  # a project's choice is being shown, not made
         self.form = TrainForm()
         self.form.weights.changed.connect(self._remember_weights)
         self.data_label = QLabel("Open a project to train on its labels.")
@@ -86,13 +87,17 @@ class TrainControls(QWidget):
 
     def _project_opened(self, project: Project) -> None:
         weights = app_settings.project_value(project.root, "train_weights", None)
-        self.form.weights.set_spec(self.form.weights.default_spec() if weights is None
-                                   else str(weights))
+        self._restoring = True  # the default is not remembered: it follows the cache
+        try:
+            self.form.weights.set_spec(self.form.weights.default_spec() if weights is None
+                                       else str(weights))
+        finally:
+            self._restoring = False
         self._show_data()
 
     def _remember_weights(self) -> None:
         project = self.session.project
-        if project is not None:
+        if project is not None and not self._restoring:
             app_settings.set_project_value(project.root, "train_weights",
                                            self.form.weights.spec() or "none")
 

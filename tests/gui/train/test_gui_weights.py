@@ -89,6 +89,19 @@ def test_random_weights_are_explained_and_echoprime_offered(studio_window, qtbot
     assert picker.key() == "echoprime-quality" and picker.worker is None and picker.ready()
 
 
+def test_echoprime_is_the_default_once_cached(studio_window, open_project, project_copy,
+                                             weights_cache):
+    """Opening a project while nothing is cached shows random weights without remembering
+    that as the project's choice: once EchoPrime's model is cached, it is the default."""
+    picker = studio_window.train_panel.form.weights
+    project = open_project(project_copy)
+    assert picker.key() == NONE
+    weights_cache.mkdir(parents=True)
+    (weights_cache / "video_quality_model.pt").write_bytes(b"cached")
+    studio_window.train_panel.controls._project_opened(project)  # reopened
+    assert picker.key() == "echoprime-quality" and picker.ready()
+
+
 def test_offline_download_says_where_to_put_the_file(studio_window, qtbot, weights_cache):
     import socket
 
