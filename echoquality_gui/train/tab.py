@@ -265,6 +265,7 @@ class TrainPanel(QWidget):
         estimate = self._clock.add(event) if self._clock is not None else None
         if estimate is not None:
             self.status.show_estimate(estimate)
+            self.controls.remember_speed(estimate, self._clock.settings)
             self.results.log(estimate.text(), theme.YELLOW if estimate.long else None)
             if estimate.long:
                 self.session.message.emit(estimate.text())

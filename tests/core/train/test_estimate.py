@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from echoquality_core.train.estimate import LONG_RUN_SECONDS, StepClock, estimate_run
+from echoquality_core.train.estimate import (
+    LONG_RUN_SECONDS,
+    StepClock,
+    estimate_run,
+    expected_run,
+)
 from echoquality_core.train.events import BatchEnd
 
 
@@ -40,3 +45,16 @@ def test_step_clock_for_training_settings():
     clock = StepClock.for_settings({"epochs": 4, "crossval_folds": 3})
     assert (clock.epochs, clock.split, clock.runs) == (4, (0.7, 0.15, 0.15), 3)
     assert StepClock.for_settings({"split": (0.75, 0.25, 0.0)}).split == (0.75, 0.25, 0.0)
+    assert clock.settings == {"epochs": 4, "crossval_folds": 3}
+
+
+def test_expected_run_scales_an_earlier_runs_speed():
+    measured = estimate_run(2.0, 18, 2)  # batch 8 of 16 frames: 2 s
+    speed = measured.clip_frame_seconds({"batch_size": 8, "n_frames": 16})
+    assert speed == pytest.approx(2.0 / 128)
+    same = expected_run({"epochs": 2, "batch_size": 8, "n_frames": 16}, 180, speed)
+    assert same.steps_per_epoch == 16 and same.step_seconds == pytest.approx(2.0)  # 126 / 8
+    assert same.earlier and same.text().startswith("An earlier run here measured 2 s per batch")
+    bigger = expected_run({"epochs": 20, "batch_size": 4, "n_frames": 32}, 180, speed)
+    assert bigger.step_seconds == pytest.approx(2.0) and bigger.steps_per_epoch == 32
+    assert bigger.seconds == pytest.approx(2.0 * 32 * 20 * (1 + 0.15 / 0.7 / 3))
