@@ -5,6 +5,7 @@ both promptly; errors show in the tab; the window stays responsive meanwhile."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 
 import pytest
@@ -201,8 +202,8 @@ def test_train_click_plots_summary_model_and_scores(studio_window, open_project,
     end = ended.args[0]
     assert "Test AUC" in panel.summary.toPlainText() and "includes 0.5" in \
         panel.summary.toPlainText()  # 2 test clips cannot show that it beats chance
-    assert panel.status.estimate.isVisible() and "per batch" in panel.status.estimate.text()
-    assert "Measured" in panel.messages.toPlainText()
+    assert re.search(r"Measured [\d.]+ s per batch: this run takes about",
+                     panel.messages.toPlainText())  # the run's duration from its first batches
     print(f"first plotted point {first_point:.1f} s after the click; largest UI stall "
           f"{watch.max_gap_ms} ms; stalls > 200 ms (s into run, ms): {watch.long_gaps}")
     assert end.error is None and not end.stopped and end.best_epoch == 1, end
