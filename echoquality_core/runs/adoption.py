@@ -65,8 +65,7 @@ def judge(labels: Sequence[float], scores: Sequence[float], *,
     if current_scores is not None:
         current = point_metrics(labels, current_scores, TRAINING_THRESHOLD)["roc_auc"]
     if auc.low <= CHANCE_AUC:
-        return Verdict(auc, current, n, False, "Not made the project's model on its own: it may be no "
-                       "better than chance.")
+        return Verdict(auc, current, n, False, "Not made the project's model on its own.")
     if not has_current_model:
         return Verdict(auc, None, n, True, "Made the project's model (it had none).")
     if current is None or math.isnan(current):

@@ -337,7 +337,6 @@ class TrainPanel(QWidget):
     def _judge(self, end: TrainEnd) -> None:
         """Judge the run's model in a worker (a 1000-resample bootstrap); ``_judged`` adopts it
         or offers "Use this model"."""
-        self.results.add_summary("\nTesting it against chance…")
         self._judging.start(Worker(
             judge_run, end.run_dir, dict(self.session.scores),
             self.session.model_path is not None, parent=self).connect(
@@ -348,7 +347,7 @@ class TrainPanel(QWidget):
         if end is not self.last_end or self.running:  # a newer run owns the tab
             return
         self.verdict = verdict
-        self.results.add_summary(verdict.text() if verdict is not None else
+        self.results.add_summary("\n" + verdict.text() if verdict is not None else
                                  f"It could not be judged ({failure}).")
         if verdict is not None and verdict.adopt:
             self.use_model()

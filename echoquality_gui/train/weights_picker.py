@@ -265,6 +265,6 @@ class WeightsPicker(QWidget):
         echoprime = self.registry[ECHOPRIME]
         self.offer_button.setText(
             "Use EchoPrime's model" if self.cached(ECHOPRIME) else
-            f"Download EchoPrime ({(echoprime.size or 0) / 1e6:.0f} MB)")
+            f"Get EchoPrime ({(echoprime.size or 0) / 1e6:.0f} MB)")
         self.offer_button.setVisible(key == NONE and not busy and echoprime.url is not None)
         self.choice.setEnabled(not busy)

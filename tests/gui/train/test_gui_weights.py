@@ -70,7 +70,8 @@ def test_random_weights_are_explained_and_echoprime_offered(studio_window, qtbot
     picker = form.weights
     studio_window.tabs.setCurrentWidget(studio_window.train_panel)
     assert picker.key() == NONE and picker.offer_button.isVisible()
-    assert picker.offer_button.text() == "Download EchoPrime (125 MB)"
+    assert picker.offer_button.text() == "Get EchoPrime (125 MB)"
+    assert picker.offer_button.width() >= picker.offer_button.sizeHint().width()  # not cut
     assert "no better than chance" in form.weights_warning.text()
     assert not picker.download_button.isVisible()  # nothing to download for random weights
     with FileServer(served_weights.parent) as server:
