@@ -18,6 +18,7 @@ from echoquality_core.evaluation.stats import Estimate, metrics_with_ci, point_m
 from echoquality_core.runs.folder import RunFolder
 
 CHANCE_AUC = 0.5  # the AUC of scores that know nothing about quality
+_NOT_ADOPTED = "Not made the project's model on its own"
 
 
 @dataclass(frozen=True)
@@ -59,23 +60,23 @@ def judge(labels: Sequence[float], scores: Sequence[float], *,
     n = len(labels)
     auc = metrics_with_ci(labels, scores, groups, TRAINING_THRESHOLD)["roc_auc"] if n else None
     if auc is None or math.isnan(auc.value):
-        return Verdict(None, None, n, False, "Not made the project's model on its own: the run has no test clips "
-                       "of both labels to show it beats chance.")
+        return Verdict(None, None, n, False, f"{_NOT_ADOPTED}: the run has no test clips of "
+                       "both labels to show it beats chance.")
     current = None
     if current_scores is not None:
         current = point_metrics(labels, current_scores, TRAINING_THRESHOLD)["roc_auc"]
     if auc.low <= CHANCE_AUC:
-        return Verdict(auc, current, n, False, "Not made the project's model on its own.")
+        return Verdict(auc, current, n, False, f"{_NOT_ADOPTED}.")
     if not has_current_model:
         return Verdict(auc, None, n, True, "Made the project's model (it had none).")
     if current is None or math.isnan(current):
-        return Verdict(auc, None, n, False, "Not made the project's model on its own: the project's current model "
-                       "has not scored these clips, so the two cannot be compared.")
+        return Verdict(auc, None, n, False, f"{_NOT_ADOPTED}: the project's current model has "
+                       "not scored these clips, so the two cannot be compared.")
     if auc.value >= current:
-        return Verdict(auc, current, n, True, f"Made the project's model: at least as good "
-                       f"as the previous one on the same clips (AUC {current:.2f}).")
-    return Verdict(auc, current, n, False, f"Not made the project's model on its own: the project's current model "
-                   f"does better on the same clips (AUC {current:.2f}).")
+        return Verdict(auc, current, n, True, "Made the project's model: at least as good as "
+                       f"the previous one on the same clips (AUC {current:.2f}).")
+    return Verdict(auc, current, n, False, f"{_NOT_ADOPTED}: the project's current model does "
+                   f"better on the same clips (AUC {current:.2f}).")
 
 
 def judge_run(run_dir: str | Path | None, current_scores: Mapping[str, float] | None = None,
