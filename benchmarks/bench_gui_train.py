@@ -99,6 +99,9 @@ def main() -> int:
                 return 1
             gaps.start()  # right after: the new model is loaded and the project scored
             after = time.perf_counter()
+            spin(app, lambda: panel.verdict is not None, timeout=900.0)
+            if not panel.verdict.adopt:  # a tiny run cannot show it beats chance
+                panel.use_model()
             spin(app, lambda: time.perf_counter() - after > 1.0 and not window.session.scoring,
                  timeout=900.0)
             print(f"  right after the run ({time.perf_counter() - after:.1f} s, new model "

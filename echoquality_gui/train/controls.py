@@ -1,6 +1,7 @@
 """The Train tab's left column: the settings form (its starting weights remembered per
 project), the project's data, the cross-validation mode, Train / Stop / Cancel and the run's
-status; the device probe (a short-lived child process) runs the first time the column is shown."""
+status, with the next run's duration at the speed the last run here measured; the device probe
+(a short-lived child process) runs the first time the column is shown."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,6 +10,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWi
 
 from echoquality_core.labels.project import Project
 from echoquality_core.jobs.devices import probe
+from echoquality_core.train.estimate import RunEstimate, expected_run
 from echoquality_gui.common import settings as app_settings
 from echoquality_gui.common.session import Session
 from echoquality_gui.common.widgets import section_title
@@ -26,7 +28,9 @@ class TrainControls(QWidget):
     def __init__(self, session: Session, status: RunStatus, parent: QWidget | None = None):
         super().__init__(parent)
         self.session = session
+        self.status = status
         self.running = False
+        self._restoring = False  # a project's choice is being shown, not made
         self.form = TrainForm()
         self.form.weights.changed.connect(self._remember_weights)
         self.data_label = QLabel("Open a project to train on its labels.")
@@ -58,9 +62,14 @@ class TrainControls(QWidget):
         self.setFixedWidth(340)
         session.project_opened.connect(self._project_opened)
         session.label_changed.connect(lambda _rel: self._show_data())
-        self._probe = Worker(lambda: probe(self._probe.cancelled), parent=self).connect(  # when the tab
-            returned=self._devices_found,  # is first shown: it imports torch
+        self._probe = Worker(lambda: probe(self._probe.cancelled), parent=self).connect(
+            returned=self._devices_found,  # started when the tab is first shown (a child)
             errored=lambda exc: self.form.device_info.setText(f"unavailable ({exc})"))
+        form = self.form
+        for spin in (form.epochs, form.batch_size, form.n_frames, self.crossval_mode.folds):
+            spin.valueChanged.connect(self.show_expected)
+        form.device.currentIndexChanged.connect(self.show_expected)
+        self.crossval_mode.enabled.toggled.connect(self.show_expected)
         if session.project is not None:
             self._project_opened(session.project)
         self.set_running(False)
@@ -82,16 +91,54 @@ class TrainControls(QWidget):
         self.train_button.setEnabled(not running and self.session.project is not None)
         self.stop_button.setEnabled(running)
         self.cancel_button.setEnabled(running)
+        self.show_expected()
+
+    def _next_run(self) -> dict[str, Any]:
+        """The form's fields that set the next run's duration (they are always valid)."""
+        form = self.form
+        return {"epochs": form.epochs.value(), "batch_size": form.batch_size.value(),
+                "n_frames": form.n_frames.value(), **self.crossval_mode.values(),
+                **(form.device.currentData() or {"device": "auto"})}
+
+    @staticmethod
+    def _speed_key(settings: dict[str, Any]) -> str:
+        device = str(settings.get("device", "auto")).replace(":", "_")
+        return f"train_speed_{device}_{settings.get('ranks') or 1}"
+
+    def remember_speed(self, estimate: RunEstimate, settings: dict[str, Any]) -> None:
+        """Keep the speed a run with ``settings`` measured, for the next runs' estimates."""
+        project = self.session.project
+        if project is not None:
+            app_settings.set_project_value(project.root, self._speed_key(settings),
+                                           estimate.clip_frame_seconds(settings))
+
+    def show_expected(self) -> None:
+        """While idle: the next run's duration at the speed an earlier run here measured on
+        the same device (nothing before any run)."""
+        project = self.session.project
+        if project is None or self.running:
+            return
+        settings = self._next_run()
+        speed = app_settings.project_value(project.root, self._speed_key(settings), None)
+        if speed is None:
+            self.status.estimate.setVisible(False)
+        else:
+            self.status.show_estimate(expected_run(settings, len(project.store), float(speed)))
 
     def _project_opened(self, project: Project) -> None:
         weights = app_settings.project_value(project.root, "train_weights", None)
-        self.form.weights.set_spec(self.form.weights.default_spec() if weights is None
-                                   else str(weights))
+        self._restoring = True  # the default is not remembered: it follows the cache
+        try:
+            self.form.weights.set_spec(self.form.weights.default_spec() if weights is None
+                                       else str(weights))
+        finally:
+            self._restoring = False
         self._show_data()
+        self.show_expected()
 
     def _remember_weights(self) -> None:
         project = self.session.project
-        if project is not None:
+        if project is not None and not self._restoring:
             app_settings.set_project_value(project.root, "train_weights",
                                            self.form.weights.spec() or "none")
 

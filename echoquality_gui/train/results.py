@@ -1,5 +1,6 @@
-"""The Train tab's report of a run: its status (progress bar, stage line, error banner) and its
-results (live plots, the Messages log and the Result summary), plus the words for a TrainEnd."""
+"""The Train tab's report of a run: its status (progress bar, stage line, the measured duration,
+error banner) and its results (live plots, the Messages log, the Result summary and its "Use this
+model" button), plus the words for a TrainEnd."""
 from __future__ import annotations
 
 import html
@@ -14,11 +15,13 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QProgressBar,
+    QPushButton,
     QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
+from echoquality_core.train.estimate import RunEstimate
 from echoquality_core.train.events import (
     BatchEnd,
     EpochEnd,
@@ -84,11 +87,15 @@ class RunStatus(QWidget):
         self.error_banner.setWordWrap(True)
         self.error_banner.setVisible(False)
         self.error_banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.estimate = QLabel("")  # the run's duration from its measured step time
+        self.estimate.setWordWrap(True)
+        self.estimate.setVisible(False)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(6)
         layout.addWidget(self.progress)
         layout.addWidget(self.stage)
+        layout.addWidget(self.estimate)
         layout.addWidget(self.error_banner)
 
     def set_stage(self, text: str, fraction: float | None = None, busy: bool = False) -> None:
@@ -110,6 +117,7 @@ class RunStatus(QWidget):
         """A run of ``epochs`` epochs starts: no error, no time estimate yet."""
         self.epochs, self.fold, self._first_batch_at = epochs, "", None
         self.show_error(None)
+        self.estimate.setVisible(False)
         self.set_stage("Starting (loading the training code)…", busy=True)
 
     def show_progress(self, event: Progress) -> None:
@@ -123,6 +131,12 @@ class RunStatus(QWidget):
         else:
             self.set_stage(f"Preparing clips {event.done}/{event.total}",
                            event.done / event.total if event.total else 0.0)
+
+    def show_estimate(self, estimate: RunEstimate) -> None:
+        """The run's expected duration, as a warning when it is long."""
+        self.estimate.setText(estimate.text())
+        self.estimate.setStyleSheet(f"color: {theme.YELLOW};" if estimate.long else "")
+        self.estimate.setVisible(True)
 
     def start_fold(self, event: FoldStart) -> None:
         """A cross-validation fold starts: the stage line names it."""
@@ -155,12 +169,17 @@ class RunResults(QWidget):
         self.summary = QPlainTextEdit(readOnly=True)
         self.summary.setObjectName("trainSummary")
         self.summary.setPlaceholderText("The result of the run appears here when it ends.")
+        self.use_button = QPushButton("Use this model")
+        self.use_button.setToolTip("Make this run's model the project's model and score all "
+                                   "clips with it")
+        self.use_button.setVisible(False)
         bottom = QGridLayout()
         bottom.setSpacing(6)
         bottom.addWidget(section_title("Messages"), 0, 0)
         bottom.addWidget(section_title("Result"), 0, 1)
         bottom.addWidget(self.messages, 1, 0)
         bottom.addWidget(self.summary, 1, 1)
+        bottom.addWidget(self.use_button, 2, 1, Qt.AlignmentFlag.AlignRight)
         bottom.setColumnStretch(0, 1)
         bottom.setColumnStretch(1, 1)
         for box in (self.messages, self.summary):
@@ -183,6 +202,7 @@ class RunResults(QWidget):
         self.plots.clear(epochs)
         self.messages.clear()
         self.summary.clear()
+        self.use_button.setVisible(False)
 
     def add_batch(self, event: BatchEnd) -> None:
         """Plot a batch's loss: the first at once, then at most every ``REDRAW_MS``."""

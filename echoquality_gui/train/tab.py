@@ -1,7 +1,9 @@
 """The Train tab: a form over the training settings, Train / Stop / Cancel, live plots of the
-run, its warnings and errors, and a summary when it ends (``results``). The run itself is the
-core ``Trainer`` in a child process, relayed by a ``TrainWorker``; the finished model becomes
-the project's model.
+run, its measured duration, its warnings and errors, and a summary when it ends
+(``results``). The run itself is the core ``Trainer`` in a child process, relayed by a
+``TrainWorker``. The finished model becomes the project's model when the core's adoption rule
+(``runs.adoption``: it beats chance and is at least as good as the current model) says so, or
+when the user clicks "Use this model".
 
 Stop frees the tab as soon as the training compute has halted: the stopped run saves, tests
 and logs its best model in the background (``finishing``) and reports when that is done,
@@ -15,6 +17,8 @@ from typing import Any
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
+from echoquality_core.runs.adoption import Verdict, judge_run
+from echoquality_core.train.estimate import StepClock
 from echoquality_core.train.events import (
     BatchEnd,
     CrossValEnd,
@@ -26,6 +30,7 @@ from echoquality_core.train.events import (
 )
 from echoquality_gui.common import theme
 from echoquality_gui.common.session import Session
+from echoquality_gui.common.workers import Latest, Worker
 from echoquality_gui.train.controls import TrainControls
 from echoquality_gui.train.crossval_mode import crossval_summary
 from echoquality_gui.train.results import RunResults, RunStatus, outcome, summary
@@ -76,6 +81,9 @@ class TrainPanel(QWidget):
         self.worker: TrainWorker | None = None
         self.finishing: TrainWorker | None = None  # a stopped run saving its model
         self.last_end: TrainEnd | None = None
+        self.verdict: Verdict | None = None  # the last run's model judged (runs.adoption)
+        self._judging = Latest()  # the run's model being judged
+        self._clock: StepClock | None = None
         self._project_root: Path | None = None
         self.state = RunState.IDLE
         self._closing = False  # the window is closing: a finished model is not adopted
@@ -95,6 +103,7 @@ class TrainPanel(QWidget):
         self.train_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
         self.cancel_button.clicked.connect(self.cancel)
+        self.results.use_button.clicked.connect(self.use_model)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
         layout.setSpacing(12)
@@ -133,7 +142,9 @@ class TrainPanel(QWidget):
         epochs = int(config.get("epochs", 1))
         self.results.clear(epochs)
         self.status.begin(epochs)
-        self.last_end = None
+        self.last_end, self.verdict = None, None
+        self._judging.abort()  # the last run's verdict no longer matters
+        self._clock = StepClock.for_settings(config)
         self.state = RunState.RUNNING
         self._project_root = self.session.project.root
         worker = TrainWorker(config, self)
@@ -217,6 +228,8 @@ class TrainPanel(QWidget):
         project's model."""
         self._closing, self._close_requested = True, False
         self.controls.shutdown()
+        self._judging.abort()
+        self._judging.wait()
         for worker in (self.worker, self.finishing):
             if worker is not None:
                 worker.stop()
@@ -251,6 +264,13 @@ class TrainPanel(QWidget):
         if self._from_finishing():
             return
         self.results.add_batch(event)
+        estimate = self._clock.add(event) if self._clock is not None else None
+        if estimate is not None:
+            self.status.show_estimate(estimate)
+            self.controls.remember_speed(estimate, self._clock.settings)
+            self.results.log(estimate.text(), theme.YELLOW if estimate.long else None)
+            if estimate.long:
+                self.session.message.emit(estimate.text())
         self.status.show_batch(event, halting=self.state in (RunState.STOPPING,
                                                              RunState.CANCELLING))
 
@@ -305,14 +325,50 @@ class TrainPanel(QWidget):
             return
         self.status.set_stage(outcome(end), 1.0)
         self.summary.setPlainText(summary(end, self._project_root))
-        if (not self._closing and end.error is None and end.best_checkpoint is not None
-                and self.session.project is not None
-                and self.session.project.root == self._project_root):
-            self.state = RunState.SCORING
-            self.session.set_model(end.best_checkpoint, run_dir=end.run_dir,
-                                   threshold=end.threshold)
-            self.results.add_summary("\nThis is now the project's model; scoring all clips…")
+        if self._adoptable(end):
+            self._judge(end)
         self.ended.emit(end)
+
+    def _adoptable(self, end: TrainEnd | None) -> bool:
+        """Whether ``end``'s model may become the project's (it was trained on the project
+        still open, the window is not closing)."""
+        return (end is not None and not self._closing and end.error is None
+                and end.best_checkpoint is not None and self.session.project is not None
+                and self.session.project.root == self._project_root)
+
+    def _judge(self, end: TrainEnd) -> None:
+        """Judge the run's model in a worker (a 1000-resample bootstrap); ``_judged`` adopts it
+        or offers "Use this model"."""
+        self._judging.start(Worker(
+            judge_run, end.run_dir, dict(self.session.scores),
+            self.session.model_path is not None,
+            self.session.project.root if self.session.project is not None else None,
+            parent=self).connect(
+                returned=lambda verdict: self._judged(end, verdict),
+                errored=lambda exc: self._judged(end, None, str(exc))))
+
+    def _judged(self, end: TrainEnd, verdict: Verdict | None, failure: str = "") -> None:
+        if end is not self.last_end or self.running:  # a newer run owns the tab
+            return
+        self.verdict = verdict
+        self.results.add_summary("\n" + verdict.text() if verdict is not None else
+                                 f"It could not be judged ({failure}).")
+        if verdict is not None and verdict.adopt:
+            self.use_model()
+        else:
+            self.results.add_summary("Click “Use this model” to use it anyway.")
+            self.results.use_button.setVisible(True)
+
+    def use_model(self) -> None:
+        """Make the last run's model the project's model and score all clips with it (the
+        adoption rule's choice, or the user's through "Use this model")."""
+        end = self.last_end
+        self.results.use_button.setVisible(False)
+        if not self._adoptable(end) or self.running:
+            return
+        self.state = RunState.SCORING
+        self.session.set_model(end.best_checkpoint, run_dir=end.run_dir, threshold=end.threshold)
+        self.results.add_summary("This is now the project's model; scoring all clips…")
 
     def _scores_arrived(self) -> None:
         if self.state is RunState.SCORING and self.session.scores:

@@ -1,5 +1,7 @@
 """The Train tab's "Starting weights": EchoPrime quality model / Kinetics-400 / a file… / none,
-with a Download button whose progress shows in the tab and can be cancelled.
+with a Download button whose progress shows in the tab and can be cancelled. EchoPrime's model
+is the default once cached; while it is not, random weights are the default, said plainly, and
+the picker offers EchoPrime's download in one click.
 
 The download runs in a ``workers.Worker`` (the core's verified, resumable ``download``); the
 widget only shows its state and forwards clicks.
@@ -26,7 +28,11 @@ from echoquality_core.files.download import DownloadProgress, download
 from echoquality_core.model.weights import FILE, NONE, REGISTRY, StartingPoint, cache_dir
 from echoquality_gui.common.workers import Worker
 
-_ORDER = ("echoprime-quality", "kinetics400", FILE, NONE)
+ECHOPRIME = "echoprime-quality"
+_ORDER = (ECHOPRIME, "kinetics400", FILE, NONE)
+RANDOM_TEXT = ("Random weights: the model starts knowing nothing about echo and learns only "
+               "from this project's labelled clips; with a few dozen it will likely do no "
+               "better than chance. EchoPrime's quality model is a far better start.")
 
 
 def download_worker(point: StartingPoint, parent=None) -> Worker:
@@ -67,6 +73,8 @@ class WeightsPicker(QWidget):
         self.download_button = QPushButton("Download")
         self.cancel_button = QPushButton("Cancel")
         self.browse_button = QPushButton("Browse…")
+        self.offer_button = QPushButton()  # "Use EchoPrime's model", shown while random
+        self.offer_button.setToolTip(self.registry[ECHOPRIME].description)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(False)
@@ -84,11 +92,13 @@ class WeightsPicker(QWidget):
         grid.addWidget(self.browse_button, 1, 1)
         grid.addWidget(self.cancel_button, 1, 2)
         grid.addWidget(self.status, 2, 0, 1, 3)
+        grid.addWidget(self.offer_button, 3, 0, 1, 3)
         grid.setColumnStretch(0, 1)
         self.choice.currentIndexChanged.connect(self._chosen)
         self.download_button.clicked.connect(self.start_download)
         self.cancel_button.clicked.connect(self.cancel_download)
         self.browse_button.clicked.connect(self.browse)
+        self.offer_button.clicked.connect(self.use_echoprime)
         self.set_spec(self.default_spec())
 
     # --- the choice ------------------------------------------------------------------------
@@ -101,7 +111,7 @@ class WeightsPicker(QWidget):
 
     def default_spec(self) -> str | None:
         """EchoPrime's model when it is downloaded, else none."""
-        return "echoprime-quality" if self.cached("echoprime-quality") else None
+        return ECHOPRIME if self.cached(ECHOPRIME) else None
 
     def spec(self) -> str | None:
         """``TrainConfig.model_weights``: a name, a file's path, or None (random)."""
@@ -141,13 +151,18 @@ class WeightsPicker(QWidget):
         if self.worker is not None:
             return ""
         if key == NONE or (key == FILE and not self.file):
-            return ("No starting weights: the model learns from scratch and will score poorly "
-                    "unless you have many labelled clips.")
+            return RANDOM_TEXT
         if key in self.registry and not self.cached(key):
             return "Not downloaded yet: click Download (or choose another starting point)."
         if key == "kinetics400":
             return "The backbone knows videos, not echo; its one-logit head starts random."
         return ""
+
+    def use_echoprime(self) -> None:
+        """Choose EchoPrime's quality model, downloading it when it is not cached."""
+        self.set_spec(ECHOPRIME)
+        if not self.cached(ECHOPRIME):
+            self.start_download()
 
     def browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -242,9 +257,14 @@ class WeightsPicker(QWidget):
         busy = self.worker is not None
         point = self.registry.get(key)
         can_download = point is not None and point.url is not None and not self.cached(key)
-        self.download_button.setVisible(key != FILE and not busy)
+        self.download_button.setVisible(key not in (FILE, NONE) and not busy)
         self.download_button.setEnabled(can_download and not busy)
         self.browse_button.setVisible(key == FILE)
         self.cancel_button.setVisible(busy)
         self.progress.setVisible(busy or (point is not None and point.url is not None))
+        echoprime = self.registry[ECHOPRIME]
+        self.offer_button.setText(
+            "Use EchoPrime's model" if self.cached(ECHOPRIME) else
+            f"Get EchoPrime ({(echoprime.size or 0) / 1e6:.0f} MB)")
+        self.offer_button.setVisible(key == NONE and not busy and echoprime.url is not None)
         self.choice.setEnabled(not busy)

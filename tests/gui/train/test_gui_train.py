@@ -1,9 +1,11 @@
-"""The Train tab runs a real (tiny, CPU) training in a thread: live plots, summary, the model
-becomes the project's model and scores the clips; Stop keeps the best model, Cancel discards
-it, both promptly; errors show in the tab; the window stays responsive meanwhile."""
+"""The Train tab runs a real (tiny, CPU) training in a thread: live plots, the run's measured
+duration, summary; a tiny run's model cannot be shown to beat chance, so "Use this model" makes
+it the project's model and scores the clips; Stop keeps the best model, Cancel discards it,
+both promptly; errors show in the tab; the window stays responsive meanwhile."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 
 import pytest
@@ -94,6 +96,15 @@ def start(qtbot, window, epochs: int, **extra):
     qtbot.mouseClick(panel.train_button, Qt.MouseButton.LeftButton)
     assert panel.running and not panel.train_button.isEnabled() and panel.stop_button.isEnabled()
     return panel, Watch(panel)
+
+
+def use_model(qtbot, panel) -> None:
+    """The run's model was judged and not adopted on its own (no test clips, or too few to
+    beat chance): click "Use this model"."""
+    qtbot.waitUntil(lambda: panel.verdict is not None, timeout=RUN_TIMEOUT_MS)
+    assert not panel.verdict.adopt and panel.results.use_button.isVisible()
+    assert panel.session.model_path != panel.last_end.best_checkpoint
+    qtbot.mouseClick(panel.results.use_button, Qt.MouseButton.LeftButton)
 
 
 def assert_prompt(what: str, latency: float, watch: Watch, clicked: float) -> None:
@@ -188,7 +199,12 @@ def test_train_click_plots_summary_model_and_scores(studio_window, open_project,
         with qtbot.waitSignal(panel.ended, timeout=RUN_TIMEOUT_MS) as ended:
             pass
         watch.stop()
+        use_model(qtbot, panel)
     end = ended.args[0]
+    assert "Test AUC" in panel.summary.toPlainText() and "includes 0.5" in \
+        panel.summary.toPlainText()  # 2 test clips cannot show that it beats chance
+    assert re.search(r"Measured [\d.]+ s per batch: this run takes about",
+                     panel.messages.toPlainText())  # the run's duration from its first batches
     print(f"first plotted point {first_point:.1f} s after the click; largest UI stall "
           f"{watch.max_gap_ms} ms; stalls > 200 ms (s into run, ms): {watch.long_gaps}")
     assert end.error is None and not end.stopped and end.best_epoch == 1, end
@@ -246,6 +262,8 @@ def test_stop_in_epoch_two_keeps_epoch_one_model(studio_window, open_project, qt
     assert end.stopped and end.error is None and end.best_epoch == 1
     assert end.best_checkpoint.is_file() and len(watch.epochs) == 1
     assert "Stopped" in panel.stage.text() and "epoch 1" in panel.summary.toPlainText()
+    use_model(qtbot, panel)  # no test clips: never adopted on its own
+    assert "no test clips" in panel.summary.toPlainText()
     assert studio_window.session.model_path == end.best_checkpoint
     assert watch.max_gap_ms <= MAX_UI_STALL * 1000
 
@@ -273,6 +291,7 @@ def test_train_again_while_the_stopped_run_saves(studio_window, open_project, qt
     assert "The stopped run: Stopped; kept the best model (epoch 1)" in \
         panel.messages.toPlainText()
     assert not second.stopped and second.error is None and second.best_epoch == 1
+    use_model(qtbot, panel)
     assert studio_window.session.model_path == second.best_checkpoint != first.best_checkpoint
     assert "Finished" in panel.stage.text() and panel.finishing is None
 

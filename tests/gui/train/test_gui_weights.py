@@ -61,6 +61,48 @@ def test_choose_download_cancel_retry(studio_window, qtbot, served_weights, weig
     screenshot(window.train_panel, "train_tab_weights.png")
 
 
+def test_random_weights_are_explained_and_echoprime_offered(studio_window, qtbot,
+                                                          served_weights, weights_cache):
+    """Issue 22.2: with nothing cached the default is random weights, said plainly, and one
+    click downloads EchoPrime's quality model and starts from it; once cached it is the
+    default."""
+    form = studio_window.train_panel.form
+    picker = form.weights
+    studio_window.tabs.setCurrentWidget(studio_window.train_panel)
+    assert picker.key() == NONE and picker.offer_button.isVisible()
+    assert picker.offer_button.text() == "Get EchoPrime (125 MB)"
+    assert picker.offer_button.width() >= picker.offer_button.sizeHint().width()  # not cut
+    assert "no better than chance" in form.weights_warning.text()
+    assert not picker.download_button.isVisible()  # nothing to download for random weights
+    with FileServer(served_weights.parent) as server:
+        picker.registry["echoprime-quality"] = dataclasses.replace(
+            picker.registry["echoprime-quality"], url=server.url(served_weights.name),
+            sha256=file_sha256(served_weights), size=served_weights.stat().st_size)
+        picker.offer_button.click()
+        assert picker.key() == "echoprime-quality" and picker.worker is not None
+        assert not picker.offer_button.isVisible()
+        qtbot.waitUntil(lambda: picker.worker is None, timeout=20000)
+    assert picker.ready() and picker.default_spec() == "echoprime-quality"
+    assert form.values()["model_weights"] == "echoprime-quality"
+    picker.set_spec(None)
+    assert picker.offer_button.isVisible() and picker.offer_button.text() == "Use EchoPrime's model"
+    picker.offer_button.click()
+    assert picker.key() == "echoprime-quality" and picker.worker is None and picker.ready()
+
+
+def test_echoprime_is_the_default_once_cached(studio_window, open_project, project_copy,
+                                             weights_cache):
+    """Opening a project while nothing is cached shows random weights without remembering
+    that as the project's choice: once EchoPrime's model is cached, it is the default."""
+    picker = studio_window.train_panel.form.weights
+    project = open_project(project_copy)
+    assert picker.key() == NONE
+    weights_cache.mkdir(parents=True)
+    (weights_cache / "video_quality_model.pt").write_bytes(b"cached")
+    studio_window.train_panel.controls._project_opened(project)  # reopened
+    assert picker.key() == "echoprime-quality" and picker.ready()
+
+
 def test_offline_download_says_where_to_put_the_file(studio_window, qtbot, weights_cache):
     import socket
 
