@@ -61,6 +61,27 @@ def inference_dtype(device: torch.device | str) -> torch.dtype | None:
     return None
 
 
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """``"bf16"``, ``"fp16"`` or ``"fp32"`` (None) for logs and MLflow."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+
+
+def training_dtype(device: torch.device | str, amp: bool = True) -> tuple[torch.dtype | None, str]:
+    """(autocast dtype or None, why) for training on ``device``: the rule of
+    :func:`inference_dtype` (``ECHOQUALITY_PRECISION=fp32`` overrides); None with ``amp`` off."""
+    device = torch.device(device)
+    if not amp:
+        return None, "fp32 (mixed precision turned off)"
+    dtype = inference_dtype(device)
+    if forced_fp32():
+        why = f"{PRECISION_ENV}=fp32"
+    elif device.type == "cpu":
+        why = "this CPU computes bf16 natively" if dtype else "this CPU has no native bf16"
+    else:
+        why = f"mixed precision on {device.type}"
+    return dtype, f"{dtype_name(dtype)} ({why})"
+
+
 def autocast(device: torch.device | str, dtype: torch.dtype | None | str = "auto"):
     """An autocast context for ``device``: ``dtype="auto"`` picks :func:`inference_dtype`;
     None disables it (fp32)."""

@@ -52,6 +52,7 @@ from echoquality_core.runs.folder import STATE_DICT_FILE, RunFolder
 from echoquality_core.runs.tracking import default_artifact_location, default_tracking_uri, start_run
 from echoquality_core.train.callbacks import BestCheckpoint, Callback, EarlyStopping, MlflowLogger
 from echoquality_core.train.config import LOSSES, SCHEDULERS, TrainConfig, loggable_config
+from echoquality_core.train.frozen_trunk import TrunkFeatures, setup_message
 from echoquality_core.train.loop import (
     criterion_args,
     make_optimizer,
@@ -105,6 +106,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.epoch = 0
         self.start = None  # the checked starting weights, once the run begins
+        self.trunk: TrunkFeatures | None = None  # the frozen trunk's outputs, when cached
 
     # --- control -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -239,6 +241,7 @@ class Trainer:
                                self.device)
         self.train_loader, self.val_loader = loaders.train, loaders.val
         self.test_loader, self.train_labels = loaders.test, loaders.train_labels
+        self.clips = cache
 
     # --- model ---------------------------------------------------------------------------
     def _build(self) -> None:
@@ -249,6 +252,18 @@ class Trainer:
         self.optimizer, self.scheduler = make_optimizer(c, self.model)
         self.criterion = make_criterion(c.loss, **criterion_args(c, self.train_labels))
         self.amp_dtype, self.scaler = mixed_precision(c, self.device)
+        self.trunk, params, message = setup_message(c, self.model, self.device, self.cache_dir
+                                                    / "trunk", self.clips, self.trunk_off)
+        log.info(message)
+        self._emit(Progress("setup", 0, 0, message))
+        if self.run_log is not None:
+            self.run_log.log_params(params)
+
+    def _net(self, loader: Any, should_stop: Callable[[], bool]) -> tuple[Any, Any]:
+        """(network, loader) to run: the trainable head and trunk outputs when cached."""
+        if self.trunk is None:
+            return self.model, loader
+        return self.trunk.wrap(self.model, loader, should_stop)
 
     # --- fit -----------------------------------------------------------------------------
     def _fit(self, run_log) -> TrainEnd:
@@ -357,20 +372,23 @@ class Trainer:
 
     # hooks of the epoch loop that a distributed run replaces
     stop_between_epochs = True  # a Stop pressed during the epoch's callbacks ends the loop
+    trunk_off: str | None = None  # why the frozen trunk is never cached (DDP: whole forward)
 
     def _agree_on_halt(self) -> None:
         """Where ranks agree on Stop/Cancel; one process has nothing to agree on."""
 
     def _validate(self) -> dict[str, Any]:
         """Predictions on the validation clips (loss, labels, scores, paths)."""
-        return predict(self.model, self.val_loader, self.criterion, self.device, self._halted)
+        net, loader = self._net(self.val_loader, self._halted)
+        return predict(net, loader, self.criterion, self.device, self._halted, self.amp_dtype)
 
     def _train_one(self, epoch: int) -> tuple[float, int]:
         def on_batch(step, n_steps, loss, seconds):
             self._emit(BatchEnd(epoch, step, n_steps, loss, seconds))
 
+        net, loader = self._net(self.train_loader, self._halted)
         return run_epoch(
-            self.model, self.train_loader, self.criterion, self.optimizer, self.device,
+            net, loader, self.criterion, self.optimizer, self.device,
             accum_steps=self.config.grad_accum_steps, amp_dtype=self.amp_dtype,
             scaler=self.scaler, on_batch=on_batch, should_stop=self._halted,
         )
@@ -394,8 +412,9 @@ class Trainer:
     def _finish(self) -> dict[str, Any]:
         """Make sure a best model exists, test it, write plots and log the outcome."""
         if self.best.epoch is None:  # stopped before the first validation
-            val = predict(self.model, self.val_loader, self.criterion, self.device,
-                           self._cancel.is_set)
+            net, loader = self._net(self.val_loader, self._cancel.is_set)
+            val = predict(net, loader, self.criterion, self.device, self._cancel.is_set,
+                          self.amp_dtype)
             if self._cancel.is_set():
                 raise _Cancelled
             self.best.save(self, self.epoch or 0, val)
@@ -418,9 +437,9 @@ class Trainer:
         n_test = self.data.sizes.get("test", 0)
         self._emit(Progress("test", 0, n_test, f"testing the best model on {n_test} clips"))
         try:
-            with interruptible(self.model, self._cancel.is_set):
-                metrics = evaluate_model(self.model, self.test_loader, self.device,
-                                         threshold=self.best.threshold)
+            net, loader = self._net(self.test_loader, self._cancel.is_set)
+            with interruptible(net, self._cancel.is_set):
+                metrics = evaluate_model(net, loader, self.device, threshold=self.best.threshold)
         except Interrupted:
             raise _Cancelled from None
         if self._cancel.is_set():

@@ -378,7 +378,9 @@ class TrainPanel(QWidget):
                 self.progress.setValue(int(1000 * min(max(fraction, 0.0), 1.0)))
 
     def _on_progress(self, event: Progress) -> None:
-        if event.stage == "finish":
+        if event.stage == "setup":  # precision and frozen-trunk cache: one line in the log
+            self._log(event.message)
+        elif event.stage == "finish":
             self._set_stage("Training halted: saving the best model…", busy=True)
         elif event.stage == "test":
             self._set_stage(f"Testing the best model on {event.total} test clips…", busy=True)
