@@ -54,6 +54,7 @@ class TrainConfig:
     seed: int = 42
     augment: bool = False
     synthetic_pairs: bool = False  # degraded copies of good training clips, labelled 0
+    frozen_trunk_cache: bool = True  # frozen blocks' outputs computed once per clip (if allowed)
     n_frames: int = 16
     stride: int = 2
     size: int = 112  # model input height/width (EchoPrime: 112)

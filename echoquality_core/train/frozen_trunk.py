@@ -43,6 +43,8 @@ MEMORY_BYTES = 1 << 30  # outputs kept in memory before spilling to disk
 def off_reason(config: Any) -> str | None:
     """Why the trunk cannot be cached for this run (a clip's input changes between epochs),
     or None."""
+    if not config.frozen_trunk_cache:
+        return "turned off in the settings"
     if config.augment:
         return "augmentation changes each clip every epoch"
     if config.synthetic_pairs:

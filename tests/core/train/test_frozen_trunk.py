@@ -34,11 +34,9 @@ def _run(csv_path: Path, tmp_path: Path, name: str, cached: bool = True, **overr
         "tracking_uri": default_tracking_uri(tmp_path), "n_frames": 4, "stride": 1,
         "size": 32, "batch_size": 2, "epochs": 3, "learning_rate": 1e-3, "device": "cpu",
         "log_mlflow_model": False, "run_name": name, "cache_dir": str(tmp_path / "cache"),
-        "split": (0.5, 0.25, 0.25)} | overrides))
+        "split": (0.5, 0.25, 0.25), "frozen_trunk_cache": cached} | overrides))
     events: list = []
     trainer = Trainer(config, events.append)
-    if not cached:
-        trainer.trunk_off = "turned off by the test"
     end = trainer.run()
     assert end.error is None, end.error
     return trainer, end, events
@@ -136,3 +134,20 @@ def test_this_cpu_trains_in_bf16_exactly_when_it_has_the_flags():
     with precision.precision("auto"):
         dtype, _ = precision.training_dtype("cpu")
     assert (dtype is torch.bfloat16) == (native and precision.cpu_has_native_bf16())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not precision.cpu_has_native_bf16(), reason="this CPU has no native bf16")
+def test_bf16_training_keeps_the_best_validation_auc_of_fp32(tmp_path):
+    csv_path = write_demo_project(tmp_path / "p", n_clips=48, n_frames=8, height=96, width=128,
+                                  seed=3, unlabelled=0.0)
+    aucs = {}
+    for choice in ("fp32", "auto"):
+        with precision.precision(choice):
+            trainer, end, events = _run(csv_path, tmp_path, choice, epochs=6, batch_size=4,
+                                        learning_rate=3e-3, split=(0.6, 0.2, 0.2),
+                                        scheduler="none", use_mlflow=False, size=56)
+        assert trainer.amp_dtype == (torch.bfloat16 if choice == "auto" else None)
+        best = next(e for e in events if isinstance(e, EpochEnd) and e.epoch == end.best_epoch)
+        aucs[choice] = best.metrics["roc_auc"]
+    assert aucs["auto"] == pytest.approx(aucs["fp32"], abs=0.02), aucs
