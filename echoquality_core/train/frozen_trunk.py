@@ -68,7 +68,7 @@ def setup_message(config: Any, model: nn.Module, device: torch.device, folder: P
         features = TrunkFeatures(folder, clips, device, dtype)
     else:
         cache, features = f"off: {off}", None
-    return (features, {"precision": dtype_name(dtype), "frozen_trunk_cache": cache[:250]},
+    return (features, {"precision": dtype_name(dtype), "frozen_trunk": cache[:250]},
             f"Precision {precision}; frozen-trunk cache {cache}.")
 
 

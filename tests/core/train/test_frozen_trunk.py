@@ -14,7 +14,7 @@ from echoquality_core.demo.project import write_demo_project
 from echoquality_core.model import precision
 from echoquality_core.model.network import build_model, freeze_model_except_final_layers
 from echoquality_core.runs.tracking import default_tracking_uri
-from echoquality_core.train.events import EpochEnd, Progress
+from echoquality_core.train.events import BatchEnd, EpochEnd, Progress
 from echoquality_core.train.frozen_trunk import Head, MemoryThenDisk, frozen_blocks
 from echoquality_core.train.trainer import TrainConfig, Trainer
 
@@ -28,7 +28,8 @@ def project(tmp_path_factory) -> Path:
     return write_demo_project(root, n_clips=8, n_frames=8, height=64, width=80, seed=3)
 
 
-def _run(csv_path: Path, tmp_path: Path, name: str, cached: bool = True, **overrides):
+def _run(csv_path: Path, tmp_path: Path, name: str, cached: bool = True, react=None,
+         **overrides):
     config = TrainConfig(**({
         "annotations_csv": str(csv_path), "videos_dir": None, "save_dir": str(tmp_path / "m"),
         "tracking_uri": default_tracking_uri(tmp_path), "n_frames": 4, "stride": 1,
@@ -36,7 +37,13 @@ def _run(csv_path: Path, tmp_path: Path, name: str, cached: bool = True, **overr
         "log_mlflow_model": False, "run_name": name, "cache_dir": str(tmp_path / "cache"),
         "split": (0.5, 0.25, 0.25), "frozen_trunk_cache": cached} | overrides))
     events: list = []
-    trainer = Trainer(config, events.append)
+
+    def callback(event) -> None:
+        events.append(event)
+        if react is not None:
+            react(trainer, event)
+
+    trainer = Trainer(config, callback)
     end = trainer.run()
     assert end.error is None, end.error
     return trainer, end, events
@@ -69,7 +76,7 @@ def test_cached_trunk_trains_as_the_full_forward(project, tmp_path):
     assert setup == ["Precision fp32 (ECHOQUALITY_PRECISION=fp32); frozen-trunk cache on "
                      "(stem, layer1, layer2, layer3 computed once per clip)."]
     params = MlflowClient(default_tracking_uri(tmp_path)).get_run(fast_end.run_id).data.params
-    assert params["precision"] == "fp32" and params["frozen_trunk_cache"].startswith("on")
+    assert params["precision"] == "fp32" and params["frozen_trunk"].startswith("on")
 
 
 @pytest.mark.slow
@@ -86,6 +93,23 @@ def test_unfreezing_moves_the_boundary_and_augmentation_turns_the_cache_off(proj
     setup = [e.message for e in events if isinstance(e, Progress) and e.stage == "setup"]
     assert setup == ["Precision fp32 (ECHOQUALITY_PRECISION=fp32); frozen-trunk cache off: "
                      "augmentation changes each clip every epoch."]
+
+
+def test_stop_during_the_trunk_forward_halts_inside_it(project, tmp_path):
+    calls: list = []
+
+    def react(trainer, event) -> None:
+        if isinstance(event, Progress) and event.stage == "setup":  # the model is built
+            def stop_here(_module, _args) -> None:
+                calls.append(torch.is_grad_enabled())
+                trainer.stop()
+
+            trainer.model.layer2.register_forward_pre_hook(stop_here)
+
+    _, end, events = _run(project, tmp_path, "stop", react=react)
+    assert calls == [False]  # the trunk's no-grad forward of the first batch, stopped there
+    assert end.stopped and end.best_checkpoint is None
+    assert not [e for e in events if isinstance(e, (BatchEnd, EpochEnd))]
 
 
 def test_outputs_beyond_the_memory_bound_spill_to_disk_and_come_back(tmp_path):
