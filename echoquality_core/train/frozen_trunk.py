@@ -61,10 +61,10 @@ def setup_message(config: Any, model: nn.Module, device: torch.device, folder: P
     dtype, precision = training_dtype(device, config.amp)
     off = off or off_reason(config)
     trunk = frozen_blocks(model)
-    if off is None and not trunk and not config.unfreeze_schedule:
+    if off is None and not trunk:  # unfreezing only ever moves the boundary down
         off = "no frozen block below the trainable ones"
     if off is None:
-        cache = f"on ({', '.join(trunk) or 'none yet'} computed once per clip)"
+        cache = f"on ({', '.join(trunk)} computed once per clip)"
         features = TrunkFeatures(folder, clips, device, dtype)
     else:
         cache, features = f"off: {off}", None

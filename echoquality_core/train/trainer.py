@@ -40,6 +40,7 @@ from echoquality_core.data.clips import ClipCache, save_split
 from echoquality_core.evaluation.evaluate import evaluate_model, metrics_from_scores, save_evaluation_plots
 from echoquality_core.train.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError, summarize
 from echoquality_core.model.interrupt import Interrupted, interruptible
+from echoquality_core.model.precision import cuda_batch_that_fits, prepare_model
 from echoquality_core.train.losses import make_criterion
 from echoquality_core.model.network import (
     freeze_model_except_final_layers,
@@ -252,6 +253,7 @@ class Trainer:
         self.optimizer, self.scheduler = make_optimizer(c, self.model)
         self.criterion = make_criterion(c.loss, **criterion_args(c, self.train_labels))
         self.amp_dtype, self.scaler = mixed_precision(c, self.device)
+        prepare_model(self.model, self.device, self.amp_dtype)  # bf16: channels_last_3d
         self.trunk, params, message = setup_message(c, self.model, self.device, self.cache_dir
                                                     / "trunk", self.clips, self.trunk_off)
         log.info(message)
@@ -307,8 +309,6 @@ class Trainer:
 
     def _out_of_memory(self, error: BaseException | None = None) -> TrainError:
         """Free the GPU and explain what to change, with the batch size that would fit."""
-        from echoquality_core.model.precision import cuda_batch_that_fits
-
         c = self.config
         fits = (cuda_batch_that_fits(c.batch_size, self.device, error)
                 if error is not None and self.device.type == "cuda" else max(1, c.batch_size // 2))

@@ -175,3 +175,15 @@ def test_bf16_training_keeps_the_best_validation_auc_of_fp32(tmp_path):
         best = next(e for e in events if isinstance(e, EpochEnd) and e.epoch == end.best_epoch)
         aucs[choice] = best.metrics["roc_auc"]
     assert aucs["auto"] == pytest.approx(aucs["fp32"], abs=0.02), aucs
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not precision.cpu_has_native_bf16(), reason="this CPU has no native bf16")
+def test_bf16_training_at_full_size_keeps_the_weights_finite(project, tmp_path):
+    """torch 2.14's bf16 weight gradient of layer4's temporal convolutions (T=2) is NaN on
+    the CPU in the default memory format; the trainer trains in channels_last_3d under bf16."""
+    with precision.precision("auto"):
+        trainer, end, _ = _run(project, tmp_path, "bf16-full", epochs=1, n_frames=16, size=112)
+    assert trainer.amp_dtype is torch.bfloat16
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert end.best_epoch == 1
