@@ -4,7 +4,9 @@ the hardware does bf16 natively, fp32 elsewhere, and a setting that forces fp32.
 On a CPU with native bf16 (AVX512-BF16 or AMX) the R(2+1)D-18 forward runs in about 0.4x the
 fp32 time with scores within ~1e-3; on a CPU without it (AVX2) bf16 is emulated and slower, so
 fp32 is kept. On CUDA: bf16 where the GPU supports it, else fp16. ``ECHOQUALITY_PRECISION=fp32``
-(or :func:`set_precision` ``("fp32")``) forces full precision everywhere.
+(or :func:`set_precision` ``("fp32")``) forces full precision everywhere. Training follows the
+same rule (:func:`training_dtype`), in ``channels_last_3d`` too: on the CPU, torch 2.14's bf16
+weight gradient of a temporal convolution over 2 frames (layer4) is NaN in the default format.
 """
 from __future__ import annotations
 
