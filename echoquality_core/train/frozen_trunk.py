@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import pickle
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -123,7 +124,8 @@ class MemoryThenDisk:
             return None
         try:
             tensor = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a torn or foreign file (any unpickler error): compute again
+        except (OSError, RuntimeError, EOFError, ValueError, IndexError, KeyError,
+                pickle.UnpicklingError) as exc:  # a torn or foreign file: compute it again
             log.warning("trunk cache entry %s unreadable (%s); computing it again", path.name, exc)
             return None
         self.put(key, tensor)

@@ -73,8 +73,8 @@ def test_cached_trunk_trains_as_the_full_forward(project, tmp_path):
         for t in (plain, fast))
     assert fast_scores == pytest.approx(plain_scores, abs=1e-4) and fast_scores
     setup = [e.message for e in fast_events if isinstance(e, Progress) and e.stage == "setup"]
-    assert setup == ["Precision fp32 (ECHOQUALITY_PRECISION=fp32); frozen-trunk cache on "
-                     "(stem, layer1, layer2, layer3 computed once per clip)."]
+    assert setup == [("Precision fp32 (ECHOQUALITY_PRECISION=fp32); frozen-trunk cache on "
+                      "(stem, layer1, layer2, layer3 computed once per clip).")]
     params = MlflowClient(default_tracking_uri(tmp_path)).get_run(fast_end.run_id).data.params
     assert params["precision"] == "fp32" and params["frozen_trunk"].startswith("on")
 
@@ -91,8 +91,8 @@ def test_unfreezing_moves_the_boundary_and_augmentation_turns_the_cache_off(proj
         assert trainer.trunk.hits == 0
         _, _, events = _run(project, tmp_path, "augment", epochs=1, augment=True)
     setup = [e.message for e in events if isinstance(e, Progress) and e.stage == "setup"]
-    assert setup == ["Precision fp32 (ECHOQUALITY_PRECISION=fp32); frozen-trunk cache off: "
-                     "augmentation changes each clip every epoch."]
+    assert setup == [("Precision fp32 (ECHOQUALITY_PRECISION=fp32); frozen-trunk cache off: "
+                      "augmentation changes each clip every epoch.")]
 
 
 def test_stop_during_the_trunk_forward_halts_inside_it(project, tmp_path):
