@@ -89,6 +89,9 @@ class _TrainPrinter:
             self.close_bar()
             if event.stage == "test":
                 print(f"Testing the best model on {event.total} clips", file=sys.stderr)
+        elif isinstance(event, Progress) and event.stage == "setup":
+            self.close_bar()
+            print(event.message, file=sys.stderr)
         elif isinstance(event, Progress):
             if self.bar is None:
                 self.bar = progress_bar(event.total, "Preparing clips", "clip")

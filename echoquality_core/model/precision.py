@@ -4,7 +4,9 @@ the hardware does bf16 natively, fp32 elsewhere, and a setting that forces fp32.
 On a CPU with native bf16 (AVX512-BF16 or AMX) the R(2+1)D-18 forward runs in about 0.4x the
 fp32 time with scores within ~1e-3; on a CPU without it (AVX2) bf16 is emulated and slower, so
 fp32 is kept. On CUDA: bf16 where the GPU supports it, else fp16. ``ECHOQUALITY_PRECISION=fp32``
-(or :func:`set_precision` ``("fp32")``) forces full precision everywhere.
+(or :func:`set_precision` ``("fp32")``) forces full precision everywhere. Training follows the
+same rule (:func:`training_dtype`), in ``channels_last_3d`` too: on the CPU, torch 2.14's bf16
+weight gradient of a temporal convolution over 2 frames (layer4) is NaN in the default format.
 """
 from __future__ import annotations
 
@@ -59,6 +61,27 @@ def inference_dtype(device: torch.device | str) -> torch.dtype | None:
     if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return None
+
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """``"bf16"``, ``"fp16"`` or ``"fp32"`` (None) for logs and MLflow."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+
+
+def training_dtype(device: torch.device | str, amp: bool = True) -> tuple[torch.dtype | None, str]:
+    """(autocast dtype or None, why) for training on ``device``: the rule of
+    :func:`inference_dtype` (``ECHOQUALITY_PRECISION=fp32`` overrides); None with ``amp`` off."""
+    device = torch.device(device)
+    if not amp:
+        return None, "fp32 (mixed precision turned off)"
+    dtype = inference_dtype(device)
+    if forced_fp32():
+        why = f"{PRECISION_ENV}=fp32"
+    elif device.type == "cpu":
+        why = "this CPU computes bf16 natively" if dtype else "this CPU has no native bf16"
+    else:
+        why = f"mixed precision on {device.type}"
+    return dtype, f"{dtype_name(dtype)} ({why})"
 
 
 def autocast(device: torch.device | str, dtype: torch.dtype | None | str = "auto"):

@@ -49,12 +49,13 @@ class TrainConfig:
     cosine_t0: int = 5  # cosine_restarts: epochs until the first restart
     cosine_t_mult: int = 2  # cosine_restarts: each restart period is this many times longer
     grad_accum_steps: int = 1
-    amp: bool = True  # mixed precision, CUDA only
+    amp: bool = True  # mixed precision where native: bf16 CPUs (AVX512-BF16/AMX), CUDA
     unfreeze_schedule: str = ""  # e.g. "fc@0,layer4@3,layer3@6"; overrides num_unfrozen_layers
     early_stopping_patience: int = 0  # epochs without improvement; 0 = off
     seed: int = 42
     augment: bool = False
     synthetic_pairs: bool = False  # degraded copies of good training clips, labelled 0
+    frozen_trunk_cache: bool = True  # frozen blocks' outputs computed once per clip (if allowed)
     n_frames: int = 16
     stride: int = 2
     size: int = 112  # model input height/width (EchoPrime: 112)

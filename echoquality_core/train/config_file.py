@@ -32,13 +32,15 @@ HELP = {
     "cosine_t0": "cosine_restarts: epochs until the first restart",
     "cosine_t_mult": "cosine_restarts: each period is this many times longer",
     "grad_accum_steps": "batches whose gradients add up before each step",
-    "amp": "mixed precision (CUDA only)",
+    "amp": "mixed precision where native (bf16 CPU, CUDA)",
     "unfreeze_schedule": 'progressive unfreezing, e.g. "fc@0,layer4@3,layer3@6" (epochs from '
                          "0); overrides num_unfrozen_layers",
     "early_stopping_patience": "stop after this many epochs without improvement (0 = off)",
     "seed": "random seed (split, shuffling, initialisation)",
     "augment": "vary brightness, contrast, angle, position and zoom of training clips",
     "synthetic_pairs": "add degraded copies of good training clips, labelled poor",
+    "frozen_trunk_cache": "compute the frozen blocks once per clip (not with augment, "
+                          "synthetic_pairs)",
     "n_frames": "frames per clip the model sees (EchoPrime: 16)",
     "stride": "take every n-th frame (EchoPrime: 2)",
     "size": "model input height and width in pixels (EchoPrime: 112)",

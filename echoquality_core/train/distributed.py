@@ -43,6 +43,7 @@ class DistributedTrainer(Trainer):
     """One rank of a DDP training run (see the module docstring)."""
 
     stop_between_epochs = False  # a Stop holds only once the ranks agreed on it
+    trunk_off = "DDP synchronises gradients in the whole model's forward"
 
     def __init__(self, config: TrainConfig, callback: Callable[[Any], None] | None = None):
         super().__init__(config, callback)

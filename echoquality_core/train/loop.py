@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from echoquality_core.model.interrupt import Interrupted, interruptible
+from echoquality_core.model.precision import training_dtype
 from echoquality_core.train.losses import class_pos_weight
 from echoquality_core.train.config import TrainConfig
 
@@ -96,14 +97,18 @@ def train_epoch(
 
 
 @torch.no_grad()
-def predict(model, loader, criterion, device, should_cancel=None) -> dict[str, Any]:
-    """Mean loss, labels, scores (sigmoid) and paths over a loader; stops early on cancel."""
+def predict(model, loader, criterion, device, should_cancel=None,
+            amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """Mean loss, labels, scores (sigmoid) and paths over a loader (under autocast to
+    ``amp_dtype`` when given); stops early on cancel."""
     model.eval()
+    device = torch.device(device)
     total, labels, scores, paths = 0.0, [], [], []
     for batch in loader:
         videos, y = batch[0].to(device), batch[1].to(device).float().reshape(-1)
         try:
-            with interruptible(model, should_cancel):
+            with interruptible(model, should_cancel), torch.autocast(
+                    device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(videos).reshape(-1).float()
         except Interrupted:
             break
@@ -152,10 +157,11 @@ def make_optimizer(c: TrainConfig, model: torch.nn.Module):
 
 
 def mixed_precision(c: TrainConfig, device: torch.device):
-    """(autocast dtype or None, GradScaler or None): bfloat16 where the GPU has it, else
-    float16 with a scaler; full precision off CUDA or with ``amp=False``."""
-    if not (c.amp and device.type == "cuda"):
-        return None, None
-    if torch.cuda.is_bf16_supported():
-        return torch.bfloat16, None
-    return torch.float16, torch.amp.GradScaler("cuda")
+    """(autocast dtype or None, GradScaler or None): the precision scoring uses
+    (``precision.training_dtype``: bf16 on CPUs that compute it natively and on GPUs that have
+    it, fp16 with a scaler on other GPUs, fp32 elsewhere, with ``amp=False`` or
+    ``ECHOQUALITY_PRECISION=fp32``)."""
+    dtype, _ = training_dtype(device, c.amp)
+    if dtype is torch.float16:
+        return dtype, torch.amp.GradScaler("cuda")
+    return dtype, None

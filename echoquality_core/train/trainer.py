@@ -40,6 +40,7 @@ from echoquality_core.data.clips import ClipCache, save_split
 from echoquality_core.evaluation.evaluate import evaluate_model, metrics_from_scores, save_evaluation_plots
 from echoquality_core.train.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError, summarize
 from echoquality_core.model.interrupt import Interrupted, interruptible
+from echoquality_core.model.precision import cuda_batch_that_fits, prepare_model
 from echoquality_core.train.losses import make_criterion
 from echoquality_core.model.network import (
     freeze_model_except_final_layers,
@@ -52,6 +53,7 @@ from echoquality_core.runs.folder import STATE_DICT_FILE, RunFolder
 from echoquality_core.runs.tracking import default_artifact_location, default_tracking_uri, start_run
 from echoquality_core.train.callbacks import BestCheckpoint, Callback, EarlyStopping, MlflowLogger
 from echoquality_core.train.config import LOSSES, SCHEDULERS, TrainConfig, loggable_config
+from echoquality_core.train.frozen_trunk import TrunkFeatures, setup_message
 from echoquality_core.train.loop import (
     criterion_args,
     make_optimizer,
@@ -106,6 +108,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.epoch = 0
         self.start = None  # the checked starting weights, once the run begins
+        self.trunk: TrunkFeatures | None = None  # the frozen trunk's outputs, when cached
 
     # --- control -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -236,6 +239,7 @@ class Trainer:
                                self.device)
         self.train_loader, self.val_loader = loaders.train, loaders.val
         self.test_loader, self.train_labels = loaders.test, loaders.train_labels
+        self.clips = cache
 
     # --- model ---------------------------------------------------------------------------
     def _build(self) -> None:
@@ -246,6 +250,19 @@ class Trainer:
         self.optimizer, self.scheduler = make_optimizer(c, self.model)
         self.criterion = make_criterion(c.loss, **criterion_args(c, self.train_labels))
         self.amp_dtype, self.scaler = mixed_precision(c, self.device)
+        prepare_model(self.model, self.device, self.amp_dtype)  # bf16: channels_last_3d
+        self.trunk, params, message = setup_message(c, self.model, self.device, self.cache_dir
+                                                    / "trunk", self.clips, self.trunk_off)
+        log.info(message)
+        self._emit(Progress("setup", 0, 0, message))
+        if self.run_log is not None:
+            self.run_log.log_params(params)
+
+    def _net(self, loader: Any, should_stop: Callable[[], bool]) -> tuple[Any, Any]:
+        """(network, loader) to run: the trainable head and trunk outputs when cached."""
+        if self.trunk is None:
+            return self.model, loader
+        return self.trunk.wrap(self.model, loader, should_stop)
 
     # --- fit -----------------------------------------------------------------------------
     def _fit(self, run_log) -> TrainEnd:
@@ -289,8 +306,6 @@ class Trainer:
 
     def _out_of_memory(self, error: BaseException | None = None) -> TrainError:
         """Free the GPU and explain what to change, with the batch size that would fit."""
-        from echoquality_core.model.precision import cuda_batch_that_fits
-
         c = self.config
         fits = (cuda_batch_that_fits(c.batch_size, self.device, error)
                 if error is not None and self.device.type == "cuda" else max(1, c.batch_size // 2))
@@ -354,20 +369,23 @@ class Trainer:
 
     # hooks of the epoch loop that a distributed run replaces
     stop_between_epochs = True  # a Stop pressed during the epoch's callbacks ends the loop
+    trunk_off: str | None = None  # why the frozen trunk is never cached (DDP: whole forward)
 
     def _agree_on_halt(self) -> None:
         """Where ranks agree on Stop/Cancel; one process has nothing to agree on."""
 
     def _validate(self) -> dict[str, Any]:
         """Predictions on the validation clips (loss, labels, scores, paths)."""
-        return predict(self.model, self.val_loader, self.criterion, self.device, self._halted)
+        net, loader = self._net(self.val_loader, self._halted)
+        return predict(net, loader, self.criterion, self.device, self._halted, self.amp_dtype)
 
     def _train_one(self, epoch: int) -> tuple[float, int]:
         def on_batch(step, n_steps, loss, seconds):
             self._emit(BatchEnd(epoch, step, n_steps, loss, seconds))
 
+        net, loader = self._net(self.train_loader, self._halted)
         return run_epoch(
-            self.model, self.train_loader, self.criterion, self.optimizer, self.device,
+            net, loader, self.criterion, self.optimizer, self.device,
             accum_steps=self.config.grad_accum_steps, amp_dtype=self.amp_dtype,
             scaler=self.scaler, on_batch=on_batch, should_stop=self._halted,
         )
@@ -391,8 +409,9 @@ class Trainer:
     def _finish(self) -> dict[str, Any]:
         """Make sure a best model exists, test it, write plots and log the outcome."""
         if self.best.epoch is None:  # stopped before the first validation
-            val = predict(self.model, self.val_loader, self.criterion, self.device,
-                           self._cancel.is_set)
+            net, loader = self._net(self.val_loader, self._cancel.is_set)
+            val = predict(net, loader, self.criterion, self.device, self._cancel.is_set,
+                          self.amp_dtype)
             if self._cancel.is_set():
                 raise _Cancelled
             self.best.save(self, self.epoch or 0, val)
@@ -415,9 +434,9 @@ class Trainer:
         n_test = self.data.sizes.get("test", 0)
         self._emit(Progress("test", 0, n_test, f"testing the best model on {n_test} clips"))
         try:
-            with interruptible(self.model, self._cancel.is_set):
-                metrics = evaluate_model(self.model, self.test_loader, self.device,
-                                         threshold=self.best.threshold)
+            net, loader = self._net(self.test_loader, self._cancel.is_set)
+            with interruptible(net, self._cancel.is_set):
+                metrics = evaluate_model(net, loader, self.device, threshold=self.best.threshold)
         except Interrupted:
             raise _Cancelled from None
         if self._cancel.is_set():

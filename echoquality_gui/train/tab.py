@@ -244,6 +244,9 @@ class TrainPanel(QWidget):
     def _on_progress(self, event: Progress) -> None:
         if self._from_finishing():
             return
+        if event.stage == "setup":  # precision and frozen-trunk cache: one line in the log
+            self.results.log(event.message)
+            return
         if (event.stage in ("finish", "test") and self.state is RunState.STOPPING
                 and not self._closing):  # closing waits for the whole run
             self._finish_in_background()

@@ -18,6 +18,7 @@ from echoquality_core.demo.project import synthetic_clip, write_demo_project, wr
 from echoquality_core.dicom import read_clip
 from echoquality_core.train.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError
 from echoquality_core.labels.store import LabelStore
+from echoquality_core.model.precision import precision
 from echoquality_core.runs.tracking import (
     default_tracking_uri,
     download_checkpoint,
@@ -245,7 +246,8 @@ def test_fine_tuned_model_separates_good_from_poor_clips_on_held_out_patients(tm
     config = _config(csv_path, tmp_path, epochs=10, batch_size=4, learning_rate=3e-3,
                      num_unfrozen_layers=2, split=(0.6, 0.2, 0.2), scheduler="none",
                      use_mlflow=False)
-    end, _ = _collect(config)
+    with precision("fp32"):  # the bar was set on fp32 runs; bf16 vs fp32: test_frozen_trunk.py
+        end, _ = _collect(config)
     assert end.error is None, end.error
     assert end.split_sizes["test"] >= 6
     assert end.test_metrics["roc_auc"] >= 0.9, end.test_metrics

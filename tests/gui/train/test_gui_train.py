@@ -214,6 +214,8 @@ def test_train_click_plots_summary_model_and_scores(studio_window, open_project,
     assert panel.plots.best_epoch == 1 and panel.plots.best_lines[0].isVisible()
     assert end.best_checkpoint.is_file() and end.run_id in panel.summary.toPlainText()
     assert "Test:" in panel.summary.toPlainText() and "Finished" in panel.stage.text()
+    assert "; frozen-trunk cache on (stem, layer1, layer2, layer3, layer4 computed once per clip)" \
+        in panel.messages.toPlainText()  # the setup line, with the precision before it
     runs = list_runs(default_tracking_uri(project.root))
     assert [(r["run_id"], r["status"]) for r in runs] == [(end.run_id, "FINISHED")]
     assert session.model_path == end.best_checkpoint and session.threshold == end.threshold
@@ -232,7 +234,8 @@ def test_stop_in_epoch_two_keeps_epoch_one_model(studio_window, open_project, qt
     training compute halts within 1 s, Train is usable again within 2 s; saving, testing and
     logging the kept model go on in the background and are reported when done."""
     open_project(demo_root(tmp_path))
-    panel, watch = start(qtbot, studio_window, epochs=2, split=MID_EPOCH_SPLIT)
+    panel, watch = start(qtbot, studio_window, epochs=2, split=MID_EPOCH_SPLIT,
+                         frozen_trunk_cache=False)  # epoch 2 as slow as epoch 1: Stop lands in it
     ends = []
     panel.ended.connect(ends.append)
     qtbot.waitUntil(lambda: watch.in_epoch(2), timeout=RUN_TIMEOUT_MS)
@@ -302,7 +305,7 @@ def test_cancel_in_epoch_two_discards_everything(studio_window, open_project, qt
     from echoquality_core.runs.tracking import default_tracking_uri, list_runs
 
     project = open_project(demo_root(tmp_path))
-    panel, watch = start(qtbot, studio_window, epochs=2)
+    panel, watch = start(qtbot, studio_window, epochs=2, frozen_trunk_cache=False)
     qtbot.waitUntil(lambda: watch.in_epoch(2), timeout=RUN_TIMEOUT_MS)
     kept = list((project.root / "trained_models").rglob("best.pt"))
     assert len(kept) == 1  # epoch 1's best model, about to be thrown away
