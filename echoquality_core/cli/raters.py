@@ -15,7 +15,7 @@ SUFFIX = "_by_rater.csv"
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add the ``agreement``, ``raters`` and ``adjudicate`` subcommands."""
-    p = sub.add_parser("agreement", help="inter-rater agreement (kappa, alpha, % agreement, "
+    p = sub.add_parser("agreement", help="inter-rater agreement (kappa, alpha, %% agreement, "
                                          "confusion matrices) with bootstrap 95%% CIs")
     _csv_option(p)
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")

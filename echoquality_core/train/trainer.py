@@ -36,8 +36,9 @@ from uuid import uuid4
 import torch
 
 from echoquality_core.files.atomic import DiskFullError
-from echoquality_core.data.clips import ClipCache, save_split
+from echoquality_core.data.clips import ClipCache, _group_key, save_split
 from echoquality_core.evaluation.evaluate import evaluate_model, metrics_from_scores, save_evaluation_plots
+from echoquality_core.evaluation.stats import ci_metrics, metrics_with_ci
 from echoquality_core.train.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError, summarize
 from echoquality_core.model.interrupt import Interrupted, interruptible
 from echoquality_core.train.losses import make_criterion
@@ -427,5 +428,12 @@ class Trainer:
             raise _Cancelled
         plots = list(save_evaluation_plots(metrics, self.folder.plots) or [])
         names = {r["file"]: r["path"] for r in self.data.records}
-        self.folder.write_predictions(metrics.get("records", []), names)
+        records = metrics.get("records", [])
+        keys = {str(r["file"]): _group_key(r) for r in self.data.records}  # their patients
+        groups = [keys.get(str(r["path"]), str(r["path"])) for r in records]
+        if records:
+            metrics |= ci_metrics(metrics_with_ci([r["label"] for r in records],
+                                                  [r["score"] for r in records], groups,
+                                                  metrics["threshold"]))
+        self.folder.write_predictions(records, names, groups)
         return metrics, plots
