@@ -167,8 +167,9 @@ def log_evaluation_to_mlflow(
     metrics: Mapping[str, Any], prefix: str = "test_", plots_dir: str | os.PathLike | None = None
 ) -> dict[str, float]:
     """Log the numeric metrics (confusion-matrix cells as tn/fp/fn/tp; the 95% CIs of
-    ``stats.ci_metrics`` as <metric>_ci_low/_ci_high; NaN skipped) and the plots (under artifact folder "plots") into the active MLflow run: the PNGs in
-    ``plots_dir``, or, without one, plots drawn now from the metrics' per-clip records.
+    ``stats.ci_metrics`` as <metric>_ci_low/_ci_high; NaN skipped) and the plots (under
+    artifact folder "plots") into the active MLflow run: the PNGs in ``plots_dir``, or,
+    without one, plots drawn now from the metrics' per-clip records.
 
     Raises RuntimeError when no run is active. Returns the metrics as logged.
     """
