@@ -1,22 +1,18 @@
-"""CLI of cross-validation and its uses: ``echoquality crossval``, ``label-issues``,
-``threshold``, and the confidence intervals ``evaluate`` prints."""
+"""CLI of cross-validation and its uses: ``echoquality crossval``, ``label-issues`` and
+``threshold``."""
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from echoquality_core.cli.common import fail
-from echoquality_core.decision import labelled_good
 
 _CV_OPTIONS = ("epochs", "batch_size", "learning_rate", "num_unfrozen_layers", "n_frames",
                "stride", "size", "device", "seed", "tracking_uri", "experiment", "use_mlflow",
                "augment", "loss", "class_weighting", "scheduler")
-_SHOWN = (("roc_auc", "roc_auc"), ("pr_auc", "pr_auc"), ("sensitivity", "sensitivity (recall)"),
-          ("specificity", "specificity"), ("ppv", "PPV (precision)"), ("npv", "NPV"),
-          ("accuracy", "accuracy"), ("brier", "brier"))
+
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +27,7 @@ def _add_crossval(sub: argparse._SubParsersAction) -> None:
         "crossval", help="patient-grouped k-fold cross-validation: an out-of-fold score per clip",
         description="Train one model per fold (patients grouped, labels stratified), each an "
         "MLflow run nested under one parent run; writes <project>/crossval/<run>/oof_scores.csv "
-        "and prints metrics with patient-level bootstrap 95%% CIs.")
+        "and prints metrics with patient-level bootstrap 95% CIs.")
     p.add_argument("--csv", type=Path, required=True, help="labels CSV (video_path, quality_score)")
     p.add_argument("--videos", type=Path, help="folder with the clips")
     p.add_argument("--weights", type=Path, help="starting weights, e.g. video_quality_model.pt")
@@ -93,6 +89,9 @@ def _add_threshold(sub: argparse._SubParsersAction) -> None:
                    help="youden, sensitivity_95, specificity_95, or a number in 0..1")
     t.add_argument("--calibrate", choices=("none", "temperature", "platt"), default="none")
     t.add_argument("--tracking-uri", help="MLflow store of the model's run (default: project's)")
+    t.add_argument("--force", action="store_true",
+                   help="save even when the scores were made with other preprocessing "
+                   "settings (frames, size, ...) than the model's")
     t.set_defaults(run=run_threshold)
 
 
@@ -153,27 +152,12 @@ def _printer():
 
 
 def _oof_report(oof_csv: Path, threshold: float) -> str:
+    from echoquality_core.evaluation.stats import format_with_ci
     from echoquality_core.train.folds import read_oof
 
     rows = read_oof(oof_csv)
     return format_with_ci([r["label"] for r in rows], [r["score"] for r in rows],
                           [r["group"] for r in rows], threshold, "Out-of-fold scores")
-
-
-def format_with_ci(labels: Sequence[float], scores: Sequence[float],
-                   groups: Sequence[object] | None, threshold: float, source: str) -> str:
-    """Lines: what the numbers rest on, then each metric with its bootstrap 95% CI."""
-    from echoquality_core.evaluation.stats import describe_basis, metrics_with_ci
-
-    lines = [describe_basis(labels, groups, source) + f", threshold {threshold:.3f}:"]
-    y = [labelled_good(v) for v in labels]
-    if not 0 < sum(y) < len(y):
-        return "\n".join(lines + ["  (one class only: no metrics with confidence intervals)"])
-    estimates = metrics_with_ci(labels, scores, groups, threshold)
-    for key, name in _SHOWN:
-        lines.append(f"  {name:<21} {estimates[key].text()}")
-    lines.append("  (95% CIs: patient-level bootstrap, 1000 resamples)")
-    return "\n".join(lines)
 
 
 def run_label_issues(args: argparse.Namespace) -> int:
@@ -205,13 +189,22 @@ def run_threshold(args: argparse.Namespace) -> int:
         save_decision,
         threshold_preset,
     )
+    from echoquality_core.evaluation.stats import format_with_ci
+    from echoquality_core.evaluation.threshold import weak_auc_warning
     from echoquality_core.labels.folder import ProjectFolder
     from echoquality_core.runs.tracking import default_tracking_uri
-    from echoquality_core.train.folds import read_oof
+    from echoquality_core.train.folds import preprocess_mismatch, read_oof
 
     try:
-        rows = read_oof(ProjectFolder(args.project).find_crossval(args.crossval))
+        oof = ProjectFolder(args.project).find_crossval(args.crossval)
+        mismatch = preprocess_mismatch(oof, args.model)
+        if mismatch and not args.force:
+            return fail("threshold", f"{mismatch}; --force saves it anyway")
+        rows = read_oof(oof)
         labels = [r["label"] for r in rows]
+        for warning in (mismatch, weak_auc_warning(labels, [r["score"] for r in rows])):
+            if warning:
+                print(f"Warning: {warning}", file=sys.stderr)
         calibration = fit_calibration(labels, [r["score"] for r in rows], args.calibrate)
         scores = apply_calibration([r["score"] for r in rows], calibration)
         try:
@@ -233,23 +226,3 @@ def run_threshold(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_test_split(run_id: str, tracking_uri: str, folder: Path) -> set[str]:
-    """video_paths of the test split of MLflow run ``run_id`` (its split.csv artifact)."""
-    import csv
-
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="split.csv", dst_path=str(folder),
-            tracking_uri=tracking_uri)
-    except (MlflowException, OSError) as exc:
-        raise ValueError(f"MLflow run {run_id!r} has no split.csv, so its test split is "
-                         "unknown; use --all-clips to evaluate every labelled clip") from exc
-    with open(local, newline="", encoding="utf-8") as fh:
-        test = {row["video_path"] for row in csv.DictReader(fh) if row["split"] == "test"}
-    if not test:
-        raise ValueError(f"MLflow run {run_id!r} has no test split; use --all-clips to "
-                         "evaluate every labelled clip (training clips included)")
-    return test

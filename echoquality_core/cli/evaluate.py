@@ -3,6 +3,7 @@ clips of a CSV (a run's test split by default)."""
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from echoquality_core.cli.common import add_trust, clip_progress, fail
@@ -40,7 +41,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     import json
-    import math
     import tempfile
 
     from echoquality_core.files.atomic import atomic_write
@@ -69,25 +69,27 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 finish(bar)
         except (OSError, ValueError, LabelError) as exc:
             return fail("evaluate", exc)
+    from echoquality_core.data.patients import patient_groups
+    from echoquality_core.evaluation.stats import ci_metrics, format_with_ci, metrics_with_ci
+
+    records = metrics["records"]
+    labels, scores = [r["label"] for r in records], [r["score"] for r in records]
+    groups = patient_groups([r["file"] for r in records])
+    estimates = metrics_with_ci(labels, scores, groups, metrics["threshold"])
+    metrics |= ci_metrics(estimates)
     args.out.mkdir(parents=True, exist_ok=True)
     plots = save_evaluation_plots(metrics, args.out)
     with atomic_write(args.out / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
         table.to_csv(fh, index=False)
-    summary = {k: None if isinstance(v, float) and math.isnan(v) else v  # NaN is not JSON
-               for k, v in metrics.items() if k != "records"}
+    summary = {k: _no_nan(v) for k, v in metrics.items() if k != "records"}
     with atomic_write(args.out / "metrics.json", "w", encoding="utf-8") as fh:
         fh.write(json.dumps(summary, indent=2) + "\n")
 
     failed = int((table["error"] != "").sum())
     print(f"Evaluated {metrics['n']} labelled clip(s) ({source})"
           + (f" ({failed} unreadable, left out: see predictions.csv)" if failed else ""))
-    from echoquality_core.cli.crossval import format_with_ci
-    from echoquality_core.data.patients import patient_groups
-
-    records = metrics["records"]
-    print(format_with_ci([r["label"] for r in records], [r["score"] for r in records],
-                         patient_groups([r["file"] for r in records]), metrics["threshold"],
-                         source[0].upper() + source[1:]))
+    print(format_with_ci(labels, scores, groups, metrics["threshold"],
+                         source[0].upper() + source[1:], estimates))
     print(f"  {'f1':<21} {metrics['f1']:.3f}")
     (tn, fp), (fn, tp) = metrics["confusion_matrix"]
     print("Confusion matrix (rows: label, columns: predicted)")
@@ -99,6 +101,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _no_nan(value: object) -> object:
+    """``value`` with NaN made None (NaN is not JSON), inside dicts and lists too."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    return [_no_nan(v) for v in value] if isinstance(value, list) else value
+
+
 def _evaluation_scope(args: argparse.Namespace, uri: str,
                       folder: Path) -> tuple[set[str] | None, str]:
     """(clip names to evaluate or None for all, plain words for what they are)."""
@@ -107,6 +118,6 @@ def _evaluation_scope(args: argparse.Namespace, uri: str,
     if args.all_clips:
         return None, ("ALL labelled clips, including the run's training and validation clips: "
                       "NOT a test measurement")
-    from echoquality_core.cli.crossval import run_test_split
+    from echoquality_core.runs.test_split import run_test_split
 
     return run_test_split(args.run_id, uri, folder), f"test split of run {args.run_id}"

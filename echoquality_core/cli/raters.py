@@ -13,7 +13,7 @@ from echoquality_core.cli.common import fail
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add the ``agreement``, ``raters`` and ``adjudicate`` subcommands."""
-    p = sub.add_parser("agreement", help="inter-rater agreement (kappa, alpha, % agreement, "
+    p = sub.add_parser("agreement", help="inter-rater agreement (kappa, alpha, %% agreement, "
                                          "confusion matrices) with bootstrap 95%% CIs")
     _csv_option(p)
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")

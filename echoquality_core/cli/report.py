@@ -10,7 +10,7 @@ from echoquality_core.cli.common import fail
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add the ``report`` sub-command."""
     p = sub.add_parser("report", help="write a training run's report as one HTML file",
-                       description="Metrics with 95%% CIs, ROC/PR/calibration plots, confusion "
+                       description="Metrics with 95% CIs, ROC/PR/calibration plots, confusion "
                        "matrix, disagreements with GradCAM, settings and data summary; no "
                        "patient data.")
     p.add_argument("--run", dest="run_dir", type=Path, required=True,

@@ -167,9 +167,10 @@ def save_evaluation_plots(metrics: Mapping[str, Any], out_dir: str | os.PathLike
 def log_evaluation_to_mlflow(
     metrics: Mapping[str, Any], prefix: str = "test_", plots_dir: str | os.PathLike | None = None
 ) -> dict[str, float]:
-    """Log the numeric metrics (confusion-matrix cells as tn/fp/fn/tp; NaN skipped) and the
-    plots (under artifact folder "plots") into the active MLflow run: the PNGs in
-    ``plots_dir``, or, without one, plots drawn now from the metrics' per-clip records.
+    """Log the numeric metrics (confusion-matrix cells as tn/fp/fn/tp; the 95% CIs of
+    ``stats.ci_metrics`` as <metric>_ci_low/_ci_high; NaN skipped) and the plots (under
+    artifact folder "plots") into the active MLflow run: the PNGs in ``plots_dir``, or,
+    without one, plots drawn now from the metrics' per-clip records.
 
     Raises RuntimeError when no run is active. Returns the metrics as logged.
     """
@@ -185,6 +186,10 @@ def log_evaluation_to_mlflow(
             (tn, fp), (fn, tp) = value
             logged.update({f"{prefix}{k}": float(v)
                            for k, v in (("tn", tn), ("fp", fp), ("fn", fn), ("tp", tp))})
+        elif key == "ci":
+            logged.update({f"{prefix}{name}_ci_{end}": float(v)
+                           for name, pair in value.items() for end, v in zip(("low", "high"), pair)
+                           if math.isfinite(float(v))})
         elif (isinstance(value, numbers.Real) and not isinstance(value, bool)
               and math.isfinite(float(value))):
             logged[f"{prefix}{key}"] = float(value)

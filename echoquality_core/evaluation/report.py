@@ -1,7 +1,7 @@
 """A training run as one self-contained HTML report (File ▸ Export report, ``echoquality report``).
 
-The report holds the run's test metrics with 95% confidence intervals (Wilson intervals for the
-rates, a seeded bootstrap over clips for the AUCs), ROC / precision-recall / calibration plots
+The report holds the run's test metrics with 95% confidence intervals (``stats.metrics_with_ci``,
+the patient-level bootstrap every other surface shows), ROC / precision-recall / calibration plots
 and the confusion matrix (matplotlib PNGs embedded as base64), the disagreement list with a
 GradCAM still per clip, the run settings and a data summary. It reads no DICOM header field:
 clips appear under their path in the labels CSV and nothing else (no patient names, IDs or
@@ -26,13 +26,11 @@ import numpy as np
 
 from echoquality_core import __version__
 from echoquality_core.decision import Decision, called_good, disagrees, labelled_good
+from echoquality_core.evaluation.stats import METHOD, METRICS, NAMES, Estimate
 from echoquality_core.files.atomic import atomic_write
 from echoquality_core.runs.folder import RunFolder
 
 SECTIONS = ("summary", "metrics", "plots", "confusion", "disagreements", "settings", "data")
-RATE_METRICS = (("accuracy", "Accuracy"), ("precision", "Precision (good called good)"),
-                ("recall", "Recall / sensitivity"), ("specificity", "Specificity"))
-CURVE_METRICS = (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC (average precision)"))
 _PATH_FIELDS = ("annotations_csv", "videos_dir", "model_weights", "save_dir", "cache_dir")
 _HIDDEN_SETTINGS = ("tracking_uri",)
 Progress = Callable[[int, int, str], None]
@@ -67,57 +65,11 @@ class ReportData:
     scores: np.ndarray
     rels: list[str]
     metrics: dict[str, Any]
-    intervals: dict[str, tuple[float, float]]
+    estimates: dict[str, Estimate]
+    basis: str
     settings: dict[str, Any]
     split_counts: dict[str, dict[str, int]]
     disagreements: list[Disagreement] = field(default_factory=list)
-
-
-# --- statistics --------------------------------------------------------------------------------
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion (nan, nan) when ``n`` is 0."""
-    if n <= 0:
-        return (math.nan, math.nan)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def bootstrap_interval(labels: np.ndarray, scores: np.ndarray, metric: Callable,
-                       n_boot: int = 500, seed: int = 0) -> tuple[float, float]:
-    """95% percentile bootstrap interval of ``metric(labels, scores)`` over clips (resamples
-    with one class only are skipped); (nan, nan) when too few resamples are usable."""
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(labels), len(labels))
-        y = labels[idx]
-        if 0 < y.sum() < len(y):
-            values.append(metric(y, scores[idx]))
-    if len(values) < n_boot // 4:
-        return (math.nan, math.nan)
-    return (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
-
-
-def confidence_intervals(labels: np.ndarray, scores: np.ndarray,
-                         threshold: float) -> dict[str, tuple[float, float]]:
-    """95% intervals of the rates (Wilson) and the AUCs (bootstrap over clips)."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    y = labelled_good(labels).astype(int)
-    called = called_good(scores, threshold).astype(int)
-    out = {
-        "accuracy": wilson_interval(int((y == called).sum()), len(y)),
-        "precision": wilson_interval(int((y & called).sum()), int(called.sum())),
-        "recall": wilson_interval(int((y & called).sum()), int(y.sum())),
-        "specificity": wilson_interval(int(((1 - y) & (1 - called)).sum()), int((1 - y).sum())),
-    }
-    if 0 < y.sum() < len(y):
-        out["roc_auc"] = bootstrap_interval(y, scores, roc_auc_score)
-        out["pr_auc"] = bootstrap_interval(y, scores, average_precision_score, seed=1)
-    return out
 
 
 # --- gathering ---------------------------------------------------------------------------------
@@ -177,6 +129,7 @@ def collect_report(run_dir: str | os.PathLike) -> tuple[ReportData, dict[str, An
     test scores as the model's decision (its checkpoint's threshold and calibration, else the
     run's threshold) reads them. ReportError when the folder has no test predictions."""
     from echoquality_core.evaluation.metrics import metrics_from_scores
+    from echoquality_core.evaluation.stats import describe_basis, metrics_with_ci
 
     folder = RunFolder(run_dir)
     if not folder.path.is_dir():
@@ -195,12 +148,14 @@ def collect_report(run_dir: str | os.PathLike) -> tuple[ReportData, dict[str, An
     labels = np.array([predictions[r][0] for r in rels], dtype=float)
     scores = decision.scores([predictions[r][1] for r in rels])
     metrics = metrics_from_scores(labels, scores, threshold)
-    cm = np.asarray(metrics["confusion_matrix"])
-    negatives = int(cm[0].sum())
-    metrics["specificity"] = float(cm[0, 0] / negatives) if negatives else math.nan
+    known = folder.read_groups() or {}
+    groups = [known[r] for r in rels] if all(r in known for r in rels) else None
     data = ReportData(
         run_name=folder.path.name, threshold=threshold, labels=labels, scores=scores, rels=rels,
-        metrics=metrics, intervals=confidence_intervals(labels, scores, threshold),
+        metrics=metrics, estimates=metrics_with_ci(labels, scores, groups, threshold),
+        basis=describe_basis(labels, groups, "Test split")
+        + ("" if groups else " (each clip counted as its own patient: this run's "
+           "test_predictions.csv does not say which clips share a patient)"),
         settings=_settings(info, _read_json(folder.summary)),
         split_counts=_split_counts(folder.split_csv),
         disagreements=sorted(
@@ -278,18 +233,25 @@ def _fmt(value: Any) -> str:
     return escape(str(value))
 
 
+def _setting(value: Any) -> str:
+    """A run setting with its significant digits (learning rate 1e-05, not 0.000)."""
+    if isinstance(value, (dict, list)):
+        return escape(json.dumps(value))
+    if isinstance(value, float):
+        return "n/a" if not math.isfinite(value) else f"{value:.4g}"
+    return escape(str(value))
+
+
 def _metrics_table(data: ReportData) -> str:
     rows = []
-    for key, name in RATE_METRICS + CURVE_METRICS + (("brier", "Brier score"),):
-        lo, hi = data.intervals.get(key, (math.nan, math.nan))
-        ci = f"{lo:.3f} – {hi:.3f}" if math.isfinite(lo) and math.isfinite(hi) else "n/a"
-        rows.append(f"<tr><td>{name}</td><td>{_fmt(data.metrics.get(key))}</td>"
-                    f"<td>{ci}</td></tr>")
+    for key in METRICS:
+        e = data.estimates[key]
+        ci = (f"{e.low:.3f} – {e.high:.3f}" if math.isfinite(e.low) and math.isfinite(e.high)
+              else "n/a")
+        rows.append(f"<tr><td>{NAMES[key]}</td><td>{_fmt(e.value)}</td><td>{ci}</td></tr>")
     return ("<table><tr><th>Metric</th><th>Value</th><th>95% CI</th></tr>" + "".join(rows)
-            + f"</table><p>Test split: {data.metrics['n']} clips ({data.metrics['n_pos']} good, "
-            f"{data.metrics['n_neg']} poor), decision threshold {data.threshold:.3f}. "
-            "Intervals: Wilson for rates, bootstrap over clips (500 resamples) for AUCs; "
-            "clips of one patient are not independent, so they are optimistic.</p>")
+            + f"</table><p>{escape(data.basis)}, decision threshold {data.threshold:.3f} "
+            f"({METHOD}).</p>")
 
 
 def _plots(data: ReportData) -> str:
@@ -331,7 +293,7 @@ def _disagreements(data: ReportData) -> str:
 
 def _settings_table(data: ReportData) -> str:
     rows = "".join(
-        f"<tr><td>{escape(k)}</td><td>{_fmt(json.dumps(v) if isinstance(v, (dict, list)) else v)}"
+        f"<tr><td>{escape(k)}</td><td>{_setting(v)}"
         "</td></tr>" for k, v in data.settings.items())
     return f"<table>{rows}</table>" if rows else "<p>The run's settings were not found.</p>"
 
@@ -358,8 +320,9 @@ def render_report(data: ReportData) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = {
         "summary": f"<p>Run <b>{escape(data.run_name)}</b>, report written {stamp} by "
-                   f"EchoQuality Studio {__version__}. ROC AUC {_fmt(data.metrics.get('roc_auc'))}"
-                   f", accuracy {_fmt(data.metrics.get('accuracy'))} on {data.metrics['n']} test "
+                   f"EchoQuality Studio {__version__}. ROC AUC "
+                   f"{_fmt(data.estimates['roc_auc'].value)}, accuracy "
+                   f"{_fmt(data.estimates['accuracy'].value)} on {data.metrics['n']} test "
                    f"clips; {len(data.disagreements)} disagreements.</p>",
         "metrics": _metrics_table(data), "plots": _plots(data), "confusion": _confusion(data),
         "disagreements": _disagreements(data), "settings": _settings_table(data),

@@ -7,6 +7,12 @@ A bootstrap of a perfect result has zero width (every resample is perfect too), 
 proportion-like metrics are never narrower than the Wilson score interval of the same proportion
 on its denominator (sensitivity: the good clips; AUC: the smaller class; PR AUC: the good clips).
 
+Patients are drawn in an order fixed by their clips' labels and scores, not by their keys or
+the order of the rows: every surface (evaluate, report, MLflow, cross-validation, the Review
+tab) that holds the same clips, scores and patient partition gets the same intervals, whatever
+it calls the patients. :func:`metrics_with_ci` is the one function that computes them and
+:func:`format_with_ci` the one text of them.
+
 "Positive" is a *good* clip (label 1, score near 1), as in ``evaluate.py``: sensitivity is the
 share of good clips called good, specificity the share of poor clips called poor, PPV the share
 of clips called good that are good, NPV the share of clips called poor that are poor.
@@ -21,6 +27,11 @@ import numpy as np
 from echoquality_core.decision import called_good, labelled_good
 
 METRICS = ("roc_auc", "pr_auc", "sensitivity", "specificity", "ppv", "npv", "accuracy", "brier")
+NAMES = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "sensitivity": "sensitivity (recall)",
+         "specificity": "specificity", "ppv": "PPV (precision)", "npv": "NPV",
+         "accuracy": "accuracy", "brier": "Brier score"}
+N_RESAMPLES = 1000
+METHOD = f"95% CIs: patient-level bootstrap, {N_RESAMPLES} resamples"
 Z95 = 1.959963984540054
 _NAN = float("nan")
 
@@ -120,12 +131,13 @@ def group_indices(groups: Sequence[object]) -> list[np.ndarray]:
 
 def bootstrap_samples(labels: Sequence[float], scores: Sequence[float],
                       groups: Sequence[object], threshold: float, *,
-                      n_resamples: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+                      n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict[str, np.ndarray]:
     """Each metric on ``n_resamples`` patient-level resamples: resample b draws
     ``rng.integers(0, n_groups, n_groups)`` with ``rng = np.random.default_rng(seed)`` over the
-    groups of :func:`group_indices` and pools their clips."""
+    groups of :func:`group_indices` (ordered by their clips' sorted (label, score) pairs) and
+    pools their clips."""
     y, s = np.asarray(labels, dtype=float), np.asarray(scores, dtype=float)
-    members = group_indices(groups)
+    members = sorted(group_indices(groups), key=lambda m: _content(y[m], s[m]))
     rng = np.random.default_rng(seed)
     out = {name: np.empty(n_resamples) for name in METRICS}
     for b in range(n_resamples):
@@ -136,9 +148,15 @@ def bootstrap_samples(labels: Sequence[float], scores: Sequence[float],
     return out
 
 
+def _content(labels: np.ndarray, scores: np.ndarray) -> tuple[tuple[float, float], ...]:
+    """A patient's place in the draw order: its clips' (label, score) pairs, sorted (scores
+    rounded to the 6 decimals a run's test_predictions.csv keeps)."""
+    return tuple(sorted(zip(labels.tolist(), np.round(scores, 6).tolist(), strict=True)))
+
+
 def metrics_with_ci(labels: Sequence[float], scores: Sequence[float],
                     groups: Sequence[object] | None, threshold: float, *,
-                    n_resamples: int = 1000, seed: int = 0,
+                    n_resamples: int = N_RESAMPLES, seed: int = 0,
                     confidence: float = 0.95) -> dict[str, Estimate]:
     """:data:`METRICS` at ``threshold``, each an Estimate with its bootstrap CI (see module
     docstring); ``groups`` are patient keys per clip (None: every clip its own patient)."""
@@ -149,6 +167,8 @@ def metrics_with_ci(labels: Sequence[float], scores: Sequence[float],
         raise ValueError(f"need as many scores as labels (at least one), got {s.size} and "
                          f"{y_soft.size}")
     groups = list(range(y_soft.size)) if groups is None else list(groups)
+    order = np.lexsort((s, y_soft))  # rows in a fixed order: sums round the same everywhere
+    y_soft, s, groups = y_soft[order], s[order], [groups[i] for i in order]
     values = point_metrics(y_soft, s, threshold)
     samples = bootstrap_samples(y_soft, s, groups, threshold, n_resamples=n_resamples,
                                 seed=seed)
@@ -180,3 +200,26 @@ def describe_basis(labels: Sequence[float], groups: Sequence[object] | None,
     n_patients = len(set(map(str, groups))) if groups is not None else y.size
     return (f"{source} of {y.size} clip(s) from {n_patients} patient(s) "
             f"({int(y.sum())} good, {int((~y).sum())} poor)")
+
+
+def ci_metrics(estimates: dict[str, Estimate]) -> dict[str, object]:
+    """Estimates as plain data: {metric: value, ..., "ci": {metric: [low, high]}} (what
+    summary files and MLflow keep)."""
+    return {k: e.value for k, e in estimates.items()} | {
+        "ci": {k: [e.low, e.high] for k, e in estimates.items()}}
+
+
+def format_with_ci(labels: Sequence[float], scores: Sequence[float],
+                   groups: Sequence[object] | None, threshold: float, source: str,
+                   estimates: dict[str, Estimate] | None = None) -> str:
+    """Lines: what the numbers rest on, then each metric of :func:`metrics_with_ci` (computed
+    here unless given) with its 95% CI ("n/a" where undefined, e.g. the AUCs with one class)."""
+    lines = [describe_basis(labels, groups, source) + f", threshold {threshold:.3f}:"]
+    if estimates is None:
+        estimates = metrics_with_ci(labels, scores, groups, threshold)
+    lines += [f"  {NAMES[key]:<21} {estimates[key].text()}" for key in METRICS]
+    y = [v >= 0.5 for v in labels]
+    if not 0 < sum(y) < len(y):
+        lines.append("  (one class only: ROC and PR AUC are undefined)")
+    lines.append(f"  ({METHOD})")
+    return "\n".join(lines)

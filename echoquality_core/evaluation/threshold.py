@@ -3,6 +3,7 @@ labelled clips, an optional calibration, the threshold in effect and the one bei
 clips whose call the change flips, and saving the choice with the model."""
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,18 @@ from echoquality_core.evaluation.calibration import (
 )
 from echoquality_core.evaluation.stats import point_metrics
 from echoquality_core.decision import apply_calibration, called_good, labelled_good
+
+MIN_AUC = 0.6  # below it, held-out scores barely tell good from poor clips
+
+
+def weak_auc_warning(labels: Sequence[float], scores: Sequence[float]) -> str | None:
+    """A warning when held-out scores separate good from poor clips little (ROC AUC below
+    :data:`MIN_AUC`), else None (also with one class, where the AUC is undefined)."""
+    auc = point_metrics(labels, scores, 0.5)["roc_auc"]
+    if math.isnan(auc) or auc >= MIN_AUC:
+        return None
+    return (f"ROC AUC of these held-out scores is only {auc:.3f} (below {MIN_AUC:g}): they "
+            "barely tell good from poor clips, so a threshold chosen on them means little")
 
 
 class ThresholdChoice:
@@ -63,6 +76,10 @@ class ThresholdChoice:
     def stats(self) -> dict[str, float]:
         """Point metrics (sensitivity, specificity, PPV, NPV, ...) at the tried threshold."""
         return point_metrics(self.labels, self.scores, self.threshold)
+
+    def warning(self) -> str | None:
+        """:func:`weak_auc_warning` of these scores (a calibration does not change the AUC)."""
+        return weak_auc_warning(self.labels, self.raw)
 
     def flips(self) -> list[tuple[str, float, float, str]]:
         """(clip, label, score, new call) of every clip whose call changes from the saved

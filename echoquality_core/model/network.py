@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import warnings
+import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,12 @@ import torch
 from torch import nn
 
 from echoquality_core.files.atomic import write_atomic
-from echoquality_core.model.weights_file import WeightsError, check_state, split_checkpoint
+from echoquality_core.model.weights_file import (
+    WeightsError,
+    check_archive,
+    check_state,
+    split_checkpoint,
+)
 from echoquality_core.decision import TRAINING_THRESHOLD
 
 log = logging.getLogger(__name__)
@@ -128,11 +134,17 @@ def _check_finite(path: Path, state: Mapping[str, torch.Tensor]) -> None:
                                      f"training diverged?); this model cannot score")
 
 
-def _read_torch_file(path: Path) -> Any:
+def _read_torch_file(path: Path, new_head: bool = False) -> Any:
+    """What ``torch.load(weights_only=True)`` reads from ``path``, after ``check_archive``
+    (``new_head``: a backbone, its head not compared); WeightsError otherwise."""
     if not path.exists():
         raise WeightsError(path, f"file not found ({path})")
     if not path.is_file():
         raise WeightsError(path, f"not a file ({path})")
+    try:
+        check_archive(path, new_head=new_head)  # before anything is decompressed
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise WeightsError(path, f"not a PyTorch weights file or unreadable ({exc})") from exc
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")

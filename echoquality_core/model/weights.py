@@ -27,6 +27,8 @@ from echoquality_core.model.weights_file import (
     ForeignObject,
     Shape,
     WeightsError,
+    check_archive,
+    check_finite,
     check_state,
     expected_shapes,
     read_shapes,
@@ -224,14 +226,17 @@ def check_weights_file(path: str | os.PathLike, *, new_head: bool = False) -> No
         return
     state, _ = split_checkpoint(path, data, lambda value: isinstance(value, Shape))
     check_state(path, state, expected_shapes(), ignore=("fc.",) if new_head else ())
+    check_archive(path, new_head=new_head)  # record sizes, before anything is decompressed
+    check_finite(path, state)
 
 
 def _check_with_torch(path: Path, new_head: bool) -> None:
-    from echoquality_core.model.network import _read_torch_file
+    from echoquality_core.model.network import _check_finite, _read_torch_file
 
     state, _ = split_checkpoint(path, _read_torch_file(path), lambda v: hasattr(v, "shape"))
     check_state(path, {k: tuple(v.shape) for k, v in state.items()}, expected_shapes(),
                 ignore=("fc.",) if new_head else ())
+    _check_finite(path, state)
 
 
 def build_start_model(start: StartingWeights, device: Any = "cpu") -> tuple[Any, list[str]]:
@@ -250,7 +255,7 @@ def build_start_model(start: StartingWeights, device: Any = "cpu") -> tuple[Any,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # only the head is random: logged below
         model = build_model(None, "cpu")
-    state, _ = split_checkpoint(start.path, _read_torch_file(start.path),
+    state, _ = split_checkpoint(start.path, _read_torch_file(start.path, new_head=True),
                                 lambda v: hasattr(v, "shape"))
     backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
     check_state(start.path, {k: tuple(v.shape) for k, v in backbone.items()}, expected_shapes(),

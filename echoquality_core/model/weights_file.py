@@ -8,13 +8,20 @@ never reads the tensor bytes. This lets ``echoquality train`` refuse a wrong fil
 even imported. Files in torch's legacy (non-zip) format return ``None``: the caller then checks
 them with ``torch.load(weights_only=True)``.
 
+:func:`check_archive` reads the zip's own directory and that description before torch touches
+the file: every tensor's declared shape against the network, and every stored entry's size
+against the storage it declares, so a small file that would inflate to gigabytes (a "zip bomb")
+is refused before anything is decompressed.
+
 :func:`expected_shapes` is the state dict of our model (torchvision's R(2+1)D-18 with a
 one-logit head), computed from the architecture; a test compares it with the real model.
 """
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
+import math
 import os
 import pickle
 import zipfile
@@ -26,6 +33,11 @@ _STATE_KEYS = ("model_state_dict", "state_dict")
 _SHOWN = 5  # how many offending keys an error message lists
 _TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # first object of a legacy torch.save file
 _TENSOR_BUILDERS = {"_rebuild_tensor_v2", "_rebuild_tensor", "_rebuild_parameter"}
+_MAX_PICKLE = 16 << 20  # data.pkl: the description of the tensors, a few kB for our model
+_MAX_OTHER = 1 << 20  # version, byteorder, ...: a few bytes each
+_ITEM_SIZES = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4,
+               "Short": 2, "Char": 1, "Byte": 1, "Bool": 1, "ComplexDouble": 16,
+               "ComplexFloat": 8, "UntypedStorage": 1}
 
 
 class WeightsError(ValueError):
@@ -38,7 +50,22 @@ class WeightsError(ValueError):
 
 
 class Shape(tuple):
-    """A tensor's shape, standing in for the tensor in what :func:`read_shapes` returns."""
+    """A tensor's shape, standing in for the tensor in what :func:`read_shapes` returns;
+    ``storage`` is the :class:`StorageRef` it views (None where the file did not say)."""
+
+    storage: StorageRef | None = None
+    end: int = 0  # elements of the storage the tensor reaches (offset + extent)
+
+
+@dataclasses.dataclass(frozen=True)
+class StorageRef:
+    """A storage as data.pkl declares it: its zip record ``key`` and size in bytes
+    (``item_size`` 0: a dtype not known here, size unknown)."""
+
+    key: str
+    nbytes: int
+    item_size: int
+    kind: str = ""  # "Float", "BFloat16", "Long", ...
 
 
 class ForeignObject(pickle.UnpicklingError):
@@ -50,7 +77,17 @@ class ForeignObject(pickle.UnpicklingError):
 
 
 def _shape(storage: Any, offset: Any, size: Any, *rest: Any) -> Shape:
-    return Shape(int(n) for n in size)
+    shape = Shape(int(n) for n in size)
+    if isinstance(storage, StorageRef):
+        stride = rest[0] if rest and isinstance(rest[0], tuple) else None
+        if not all(int(n) for n in size):
+            extent = 0
+        elif stride is None or len(stride) != len(size):
+            extent = math.prod(shape)  # contiguous
+        else:
+            extent = 1 + sum((int(n) - 1) * int(k) for n, k in zip(size, stride, strict=True))
+        shape.storage, shape.end = storage, int(offset) + extent
+    return shape
 
 
 def _parameter(data: Any, *rest: Any) -> Any:
@@ -68,7 +105,13 @@ class _Unpickler(pickle.Unpickler):
         raise ForeignObject(f"{module}.{name}")
 
     def persistent_load(self, pid: Any) -> Any:
-        return None  # a tensor's bytes: never read
+        """A tensor's bytes are never read: ("storage", type, key, location, numel) becomes a
+        :class:`StorageRef`."""
+        if isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage":
+            kind = str(pid[1]).removesuffix("Storage")
+            size = _ITEM_SIZES.get(kind, _ITEM_SIZES.get(str(pid[1]), 0))
+            return StorageRef(str(pid[2]), int(pid[4]) * size, size, kind)
+        return None
 
 
 def read_shapes(path: str | os.PathLike) -> Any:
@@ -81,7 +124,10 @@ def read_shapes(path: str | os.PathLike) -> Any:
             names = [n for n in archive.namelist() if n.endswith("data.pkl")]
             if not names:
                 raise ValueError("a zip file without data.pkl, not saved by torch.save")
-            return _Unpickler(io.BytesIO(archive.read(min(names, key=len)))).load()
+            description = archive.getinfo(min(names, key=len))
+            if description.file_size > _MAX_PICKLE:
+                raise ValueError(f"its data.pkl inflates to {description.file_size:,} bytes")
+            return _Unpickler(io.BytesIO(archive.read(description))).load()
     with open(path, "rb") as fh:
         try:
             first = _Unpickler(fh).load()
@@ -92,6 +138,133 @@ def read_shapes(path: str | os.PathLike) -> Any:
     if first != _TORCH_MAGIC:
         raise ValueError("a plain Python pickle, not a file saved by torch.save")
     return None
+
+
+def check_archive(path: str | os.PathLike, *, new_head: bool = False) -> None:
+    """Raise :class:`WeightsError` for a torch zip file that does not describe our network (but
+    for the head when ``new_head``: a backbone whose head we replace), or
+    whose stored records are not the sizes they declare (a compressed record inflating to more
+    than its tensor needs), reading only the zip directory and data.pkl: milliseconds, and no
+    tensor is decompressed. Where data.pkl cannot be read here (pickled objects, not a torch
+    file) only records inflating over 100x are refused; those files and the legacy format are
+    left to ``torch.load(weights_only=True)`` and its messages."""
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        return
+    with zipfile.ZipFile(path) as archive:
+        entries = archive.infolist()
+        pickles = [e for e in entries if e.filename.endswith("data.pkl")]
+        if not pickles:
+            return
+        description = min(pickles, key=lambda e: len(e.filename))
+        if description.file_size > _MAX_PICKLE:
+            raise WeightsError(path, f"its tensor description inflates to "
+                               f"{description.file_size:,} bytes; not a weights file")
+        try:
+            data = _Unpickler(io.BytesIO(archive.read(description))).load()
+        except Exception:  # noqa: BLE001 (torch.load says what is wrong with it)
+            data = None
+    if data is None:  # sizes unknown: torch.save stores records plain, a bomb deflates them
+        for entry in entries:
+            if entry.file_size > max(_MAX_OTHER, 100 * entry.compress_size):
+                raise WeightsError(path, f"the record {entry.filename} inflates to "
+                                   f"{entry.file_size:,} bytes from {entry.compress_size:,}; "
+                                   "torch.save does not compress, so not a weights file")
+        return
+    storages = _storages(data)
+    prefix = description.filename.removesuffix("data.pkl")
+    for entry in entries:
+        key = entry.filename.removeprefix(prefix + "data/") \
+            if entry.filename.startswith(prefix + "data/") else None
+        declared = storages[key].nbytes if key in storages else None
+        if declared is not None and not storages[key].item_size:
+            continue  # a dtype this check does not know: its size is torch.load's to check
+        if declared is None and entry is not description and entry.file_size > _MAX_OTHER:
+            raise WeightsError(path, f"the record {entry.filename} inflates to "
+                               f"{entry.file_size:,} bytes that no tensor declares; "
+                               "not a weights file")
+        if declared is not None and entry.file_size != declared:
+            raise WeightsError(path, f"the record {entry.filename} inflates to "
+                               f"{entry.file_size:,} bytes but its tensor declares {declared:,}; "
+                               "a damaged or forged file")
+    _check_declared(path, data, new_head)
+
+
+# float formats: (numpy float type or None, same-size integer, exponent bits: all set = NaN/inf)
+_NOT_FINITE = {"Float": ("<f4", "<u4", 0x7F800000), "Double": ("<f8", "<u8", 0x7FF0000000000000),
+               "Half": ("<f2", "<u2", 0x7C00), "BFloat16": (None, "<u2", 0x7F80)}
+
+
+def check_finite(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
+    """Raise :class:`WeightsError` naming the first tensor of ``state`` (a state dict of
+    :class:`Shape` from a torch zip file) holding NaN or infinity (a diverged training): its
+    records are read one at a time with numpy, without torch (~0.3 s for our model): a sum
+    per record first (NaN or infinity make it non-finite), the exponent bits only where it is
+    not finite (possibly an overflow of finite values) or numpy has no such float."""
+    import numpy as np
+
+    path = Path(path)
+    with zipfile.ZipFile(path) as archive:
+        prefix = min((n for n in archive.namelist() if n.endswith("data.pkl")),
+                     key=len).removesuffix("data.pkl")
+        for name, shape in state.items():
+            ref = shape.storage if isinstance(shape, Shape) else None
+            if ref is None or ref.kind not in _NOT_FINITE:
+                continue
+            floats, ints, exponent = _NOT_FINITE[ref.kind]
+            raw = archive.read(f"{prefix}data/{ref.key}")
+            if floats is not None and np.isfinite(np.frombuffer(raw, dtype=floats).sum()):
+                continue
+            bits = np.frombuffer(raw, dtype=ints)
+            if np.any((bits & np.asarray(exponent, dtype=ints)) == exponent):
+                raise WeightsError(path, f"the weights {name} hold NaN or infinite values (the "
+                                         "training diverged?); this model cannot score")
+
+
+def _storages(data: Any) -> dict[str, StorageRef]:
+    """The storages (by key) that the tensors anywhere in ``data`` view."""
+    return {s.storage.key: s.storage for s in _shapes(data) if s.storage is not None}
+
+
+def _check_declared(path: Path, data: Any, new_head: bool) -> None:
+    """The state dict's shapes against the network (a backbone's head only bounded in size),
+    no storage larger than the tensors viewing it reach, and tensors outside the state
+    dict (an optimizer's state) no bigger than four fp32 copies of the network."""
+    try:
+        state, info = split_checkpoint(path, data, lambda value: isinstance(value, Shape))
+    except WeightsError:
+        return  # not a state dict: torch.load's reading says so
+    expected = expected_shapes()
+    check_state(path, state, expected, ignore=("fc.",) if new_head else ())
+    head = sum(math.prod(v) for k, v in state.items() if k.startswith("fc."))
+    if head > 1000 * 513:
+        raise WeightsError(path, f"its head holds {head:,} values; not weights for this model")
+    reach: dict[str, int] = {}
+    for shape in _shapes(data):
+        if shape.storage is not None:
+            key = shape.storage.key
+            reach[key] = max(reach.get(key, 0), shape.end * shape.storage.item_size)
+    for ref in _storages(data).values():
+        if ref.nbytes > reach.get(ref.key, 0) + _MAX_OTHER:
+            raise WeightsError(path, f"a tensor's storage declares {ref.nbytes:,} bytes, far more "
+                               "than its tensors use; not a weights file")
+    extra = sum(math.prod(s) * (s.storage.item_size if s.storage else 4)
+                for s in _shapes(info))
+    budget = 16 * sum(math.prod(v) for v in expected.values())  # e.g. an AMSGrad state, fp32
+    if extra > budget:
+        raise WeightsError(path, f"besides the weights it holds {extra:,} bytes of other tensors, "
+                           "several times the network; not a checkpoint of this model")
+
+
+def _shapes(data: Any) -> Iterable[Shape]:
+    if isinstance(data, Shape):
+        yield data
+    elif isinstance(data, Mapping):
+        for value in data.values():
+            yield from _shapes(value)
+    elif isinstance(data, (list, tuple)):
+        for value in data:
+            yield from _shapes(value)
 
 
 def _bn(prefix: str, n: int) -> dict[str, tuple[int, ...]]:

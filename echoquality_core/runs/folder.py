@@ -3,8 +3,9 @@
 ``<save_dir>/<run name>/`` holds ``best.pt`` (checkpoint with threshold and preprocessing),
 ``best_state_dict.pt`` (the same weights as a plain state dict, EchoPrime's format),
 ``split.csv`` (video_path, split, label), ``summary.json``, ``test_predictions.csv``
-(video_path, label, score) and ``plots/``. Every file is written atomically; none holds patient
-data (no DICOM header fields, no patient keys).
+(video_path, label, score, group: p001, p002, ... one per patient, what the bootstrap CIs
+resample) and ``plots/``. Every file is written atomically; none holds patient data (no DICOM
+header fields, no patient keys).
 """
 from __future__ import annotations
 
@@ -58,16 +59,19 @@ class RunFolder:
         return self.summary
 
     def write_predictions(self, records: Sequence[Mapping[str, Any]],
-                          names: Mapping[str, str]) -> Path:
+                          names: Mapping[str, str], groups: Sequence[str] = ()) -> Path:
         """``test_predictions.csv`` from evaluation records (path, label, score); ``names``
-        maps a record's file path to its name in the labels CSV (default: the file name)."""
+        maps a record's file path to its name in the labels CSV (default: the file name);
+        ``groups``: each record's patient key, written as anonymous p001, p002, ..."""
+        number = {k: f"p{n:03d}" for n, k in enumerate(sorted(set(groups)), start=1)}
         with atomic_write(self.predictions, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["video_path", "label", "score"])
-            for r in records:
+            writer.writerow(["video_path", "label", "score"] + (["group"] if groups else []))
+            for i, r in enumerate(records):
                 path = str(r.get("path"))
                 writer.writerow([names.get(path, Path(path).name), r.get("label"),
-                                 f"{float(r.get('score', float('nan'))):.6f}"])
+                                 f"{float(r.get('score', float('nan'))):.6f}"]
+                                + ([number[groups[i]]] if groups else []))
         return self.predictions
 
     # --- reading -------------------------------------------------------------------------
@@ -84,6 +88,15 @@ class RunFolder:
                 if math.isfinite(label) and math.isfinite(score):
                     predictions[row["video_path"]] = (label, score)
         return predictions
+
+    def read_groups(self) -> dict[str, str] | None:
+        """{video_path: anonymous patient} of the test split; None when the file has no
+        ``group`` column (runs from before it was written)."""
+        with open(self.predictions, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows or not rows[0].get("group"):
+            return None
+        return {row["video_path"]: row["group"] for row in rows}
 
     def read_threshold(self) -> float | None:
         """The decision threshold the run chose, or None when its summary does not say."""

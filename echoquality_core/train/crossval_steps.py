@@ -4,6 +4,7 @@ Each step takes the ``CrossValidator`` (``cv``: its settings, folder, events and
 this module does not import it, so ``crossval`` -> ``crossval_steps`` -> ``folds`` runs one way."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import statistics
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from typing import Any
 from echoquality_core.data.patients import patient_group
 from echoquality_core.labels.folder import OOF_FILE
 from echoquality_core.train.events import CrossValEnd, TrainEnd, TrainError
-from echoquality_core.decision import TRAINING_THRESHOLD, labelled_good
+from echoquality_core.decision import TRAINING_THRESHOLD
 from echoquality_core.train.folds import make_folds, summary_json, write_fold_split, write_oof
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ def _fold_scores(end: TrainEnd) -> list[tuple[str, float]]:
 def _finish(cv: Any, records: list[dict], scores: dict[int, list[float]],
             first: dict[int, tuple[int, float]], thresholds: list[float], done: int,
             stopped: bool, parent_run_id: str | None) -> CrossValEnd:
-    from echoquality_core.evaluation.stats import describe_basis, metrics_with_ci
+    from echoquality_core.evaluation.stats import ci_metrics, describe_basis, metrics_with_ci
 
     group_ids = _anonymous_groups(records)
     rows = [{"video_path": records[i]["path"], "label": float(records[i]["label"]),
@@ -115,20 +116,15 @@ def _finish(cv: Any, records: list[dict], scores: dict[int, list[float]],
             for i in sorted(scores)]
     oof = write_oof(cv.run_dir / OOF_FILE, rows)
     threshold = statistics.median(thresholds) if thresholds else TRAINING_THRESHOLD
-    metrics: dict[str, Any] = {}
     labels = [r["label"] for r in rows]
-    if rows and 0 < sum(labelled_good(y) for y in labels) < len(rows):
-        estimates = metrics_with_ci(labels, [r["score"] for r in rows],
-                                    [r["group"] for r in rows], threshold,
-                                    seed=cv.config.seed)
-        metrics = {k: e.value for k, e in estimates.items()}
-        metrics["ci"] = {k: [e.low, e.high] for k, e in estimates.items()}
+    metrics: dict[str, Any] = ci_metrics(metrics_with_ci(
+        labels, [r["score"] for r in rows], [r["group"] for r in rows], threshold)) if rows else {}
     basis = describe_basis(labels, [r["group"] for r in rows], "Out-of-fold scores")
     summary_json(cv.run_dir / "summary.json", {
         "n_folds": cv.n_folds, "repeats": cv.repeats, "folds_done": done, "stopped": stopped,
         "threshold": threshold, "fold_thresholds": thresholds, "basis": basis,
         "n_clips": len(rows), "n_labelled_usable": len(records), "metrics": metrics,
-        "parent_run_id": parent_run_id})
+        "parent_run_id": parent_run_id, "preprocess": dataclasses.asdict(cv.config.preprocess)})
     return CrossValEnd(None, metrics, parent_run_id, stopped=stopped,
                        split_sizes={"out_of_fold": len(rows)}, threshold=threshold,
                        run_dir=cv.run_dir, oof_csv=oof, n_folds=cv.n_folds, folds_done=done)

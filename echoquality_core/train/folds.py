@@ -6,6 +6,7 @@ that ``crossval`` (the CrossValidator) and ``crossval_steps`` (its steps) both u
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from collections import defaultdict
 from collections.abc import Sequence
@@ -122,3 +123,26 @@ def write_oof(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
 def summary_json(path: Path, payload: dict[str, Any]) -> Path:
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
     return path
+
+
+def preprocess_mismatch(oof_csv: str | Path, checkpoint: str | Path) -> str | None:
+    """Why the out-of-fold scores of ``oof_csv`` cannot stand for the model in ``checkpoint``
+    (made with other preprocessing settings, or the cross-validation does not record its own),
+    or None when they were made as the model scores clips."""
+    from echoquality_core.model.checkpoint import params_from_info
+    from echoquality_core.model.network import read_model_file
+
+    try:
+        saved = json.loads((Path(oof_csv).parent / "summary.json").read_text(encoding="utf-8"))
+        theirs = params_from_info({"preprocess": dict(saved["preprocess"])})
+    except (OSError, ValueError, KeyError, TypeError):
+        return ("the cross-validation does not record the preprocessing settings of its scores "
+                "(it predates that record), so they cannot be checked against the model's")
+    ours = params_from_info(read_model_file(checkpoint)[1])
+    differ = [f"{f.name} {getattr(theirs, f.name)} (model {getattr(ours, f.name)})"
+              for f in dataclasses.fields(ours) if getattr(theirs, f.name) != getattr(ours, f.name)]
+    if not differ:
+        return None
+    return ("the out-of-fold scores were made with other preprocessing settings than the "
+            f"model's: {', '.join(differ)}; a threshold chosen on them does not fit this model "
+            "(cross-validate with the model's settings)")

@@ -37,32 +37,22 @@ import torch
 from echoquality_core.files.atomic import DiskFullError
 from echoquality_core.labels.folder import ProjectFolder
 from echoquality_core.data.clips import ClipCache, save_split
+from echoquality_core.data.patients import patient_group
 from echoquality_core.evaluation.evaluate import evaluate_model, metrics_from_scores, save_evaluation_plots
+from echoquality_core.evaluation.stats import ci_metrics, metrics_with_ci
 from echoquality_core.train.events import BatchEnd, EpochEnd, Progress, TrainEnd, TrainError, summarize
 from echoquality_core.model.interrupt import Interrupted, interruptible
 from echoquality_core.model.precision import cuda_batch_that_fits, prepare_model
 from echoquality_core.train.losses import make_criterion
-from echoquality_core.model.network import (
-    freeze_model_except_final_layers,
-    load_weights,
-    parse_unfreeze_schedule,
-    resolve_device,
-    unfreeze,
-)
+from echoquality_core.model.network import (freeze_model_except_final_layers, load_weights,
+                                            parse_unfreeze_schedule, resolve_device, unfreeze)
 from echoquality_core.runs.folder import STATE_DICT_FILE, RunFolder
 from echoquality_core.runs.tracking import default_artifact_location, default_tracking_uri, start_run
 from echoquality_core.train.callbacks import BestCheckpoint, Callback, EarlyStopping, MlflowLogger
 from echoquality_core.train.config import LOSSES, SCHEDULERS, TrainConfig, loggable_config
 from echoquality_core.train.frozen_trunk import TrunkFeatures, setup_message
-from echoquality_core.train.loop import (
-    criterion_args,
-    make_optimizer,
-    mixed_precision,
-    predict,
-    run_epoch,
-    seed_everything,
-    train_epoch,
-)
+from echoquality_core.train.loop import (criterion_args, make_optimizer, mixed_precision, predict,
+                                         run_epoch, seed_everything, train_epoch)
 from echoquality_core.train.preflight import (
     RunData,
     SetupError,
@@ -443,5 +433,12 @@ class Trainer:
             raise _Cancelled
         plots = list(save_evaluation_plots(metrics, self.folder.plots) or [])
         names = {r["file"]: r["path"] for r in self.data.records}
-        self.folder.write_predictions(metrics.get("records", []), names)
+        records = metrics.get("records", [])
+        keys = {str(r["file"]): patient_group(r) for r in self.data.records}  # their patients
+        groups = [keys.get(str(r["path"]), str(r["path"])) for r in records]
+        if records:
+            metrics |= ci_metrics(metrics_with_ci([r["label"] for r in records],
+                                                  [r["score"] for r in records], groups,
+                                                  metrics["threshold"]))
+        self.folder.write_predictions(records, names, groups)
         return metrics, plots

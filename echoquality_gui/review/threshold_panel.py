@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from echoquality_core.evaluation.threshold import ThresholdChoice
+from echoquality_gui.common.theme import YELLOW
 from echoquality_gui.common.workers import Latest, Worker
 
 STEPS = 1000  # slider resolution: thresholds 0.000 .. 1.000
@@ -40,7 +41,7 @@ GOOD, POOR = "#66bb6a", "#ef5350"  # histogram colours
 
 def confidence_intervals(labels: list[float], scores: list[float], threshold: float, groups,
                          paths: list[Path] | None, source: str) -> tuple[dict[str, Any], str]:
-    """Bootstrap 95% CIs of one score table ({} with one class only) and the text saying what
+    """Bootstrap 95% CIs of one score table (``stats.metrics_with_ci``) and the text saying what
     they are based on (run in a Worker). Patient keys are read from the clips' headers when no
     groups are given."""
     from echoquality_core.evaluation.stats import describe_basis, metrics_with_ci
@@ -50,8 +51,6 @@ def confidence_intervals(labels: list[float], scores: list[float], threshold: fl
 
         groups = patient_groups(paths)
     basis = describe_basis(labels, groups, source)
-    if not 0 < sum(y >= 0.5 for y in labels) < len(labels):
-        return {}, basis
     return metrics_with_ci(labels, scores, groups, threshold), basis
 
 
@@ -95,6 +94,9 @@ class ThresholdPanel(QWidget):
         self.ci = QLabel("")
         self.ci.setObjectName("clipInfo")
         self.ci.setWordWrap(True)
+        self.auc_warning = QLabel("")  # weak held-out scores, said before Save
+        self.auc_warning.setWordWrap(True)
+        self.auc_warning.setStyleSheet(f"color: {YELLOW};")
         self.flip_title = QLabel("")
         self.flips = QListWidget()
         self.flips.setToolTip("Clips whose call changes from the saved threshold to this one")
@@ -119,6 +121,7 @@ class ThresholdPanel(QWidget):
         layout.addWidget(self.basis)
         layout.addLayout(slider_row)
         layout.addLayout(preset_row)
+        layout.addWidget(self.auc_warning)
         layout.addWidget(self.stats)
         layout.addWidget(self.ci)
         layout.addWidget(self.views, 1)
@@ -189,6 +192,9 @@ class ThresholdPanel(QWidget):
         choice has no groups."""
         self.choice, self.source, self._paths, self.kind = choice, source, paths, kind
         enabled = choice is not None
+        warning = choice.warning() if enabled else None
+        self.auc_warning.setText(f"Warning: {warning}" if warning else "")
+        self.auc_warning.setVisible(bool(warning))
         for widget in (self.slider, self.calibration, self.save_button, *self.preset_buttons):
             widget.setEnabled(enabled)
         if choice is None:
@@ -311,9 +317,6 @@ class ThresholdPanel(QWidget):
 
     def _ci_ready(self, result: tuple[dict[str, Any], str]) -> None:
         estimates, basis = result
-        if not estimates:
-            self.ci.setText(basis + ": one class only, no confidence intervals.")
-            return
         names = (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("sensitivity", "Sens"),
                  ("specificity", "Spec"), ("ppv", "PPV"), ("npv", "NPV"), ("brier", "Brier"))
         parts = [f"{name} {estimates[key].text(2)}" for key, name in names]

@@ -106,7 +106,7 @@ def test_evaluate_prints_metrics_and_writes_plots(demo_project, checkpoint, tmp_
     assert main(["evaluate", "--model", str(checkpoint), "--csv", str(_labels_csv(demo_project)),
                  "--out", str(out), "--workers", "0", "--device", "cpu"]) == 0
     shown = capsys.readouterr().out
-    for word in ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "brier",
+    for word in ("accuracy", "precision", "recall", "f1", "ROC AUC", "PR AUC", "Brier",
                  "threshold", "Confusion matrix"):
         assert word in shown
     for name in ("roc.png", "precision_recall.png", "confusion_matrix.png",

@@ -23,7 +23,7 @@ def _cli(*args: str, cwd: Path, env: dict | None = None) -> tuple[subprocess.Com
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "echoquality_core", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]),
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3]),
                                **(env or {})})
     return done, time.perf_counter() - start
 
@@ -46,8 +46,26 @@ def not_tensors(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def nan_weights(tmp_path_factory, random_model) -> Path:
+    """Our network's real weights after a diverged training: one tensor holds NaN."""
+    state = random_model(0).state_dict()
+    state["layer2.0.conv1.0.0.weight"][0, 0, 0, 0, 0] = float("nan")
+    path = tmp_path_factory.mktemp("nan") / "nan.pt"
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def weights_bomb(tmp_path_factory) -> Path:
+    from hostile_models import write_weights_bomb
+
+    return write_weights_bomb(tmp_path_factory.mktemp("bomb") / "bomb.pt")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["missing", "other_architecture", "not_tensors"])
+@pytest.mark.parametrize("case", ["missing", "other_architecture", "not_tensors", "nan_weights",
+                                  "weights_bomb"])
 def test_train_refuses_bad_weights_fast_in_one_line(case, demo_project, tmp_path, request):
     weights = {"missing": tmp_path / "video_quality_model.pt"}.get(case) \
         or request.getfixturevalue(case)
@@ -63,7 +81,9 @@ def test_train_refuses_bad_weights_fast_in_one_line(case, demo_project, tmp_path
     assert lines[0].startswith("echoquality train: error: " + weights.name)
     assert {"missing": "weights file not found",
             "other_architecture": "not weights for this model",
-            "not_tensors": "no model state dict found"}[case] in lines[0]
+            "not_tensors": "no model state dict found",
+            "nan_weights": "layer2.0.conv1.0.0.weight hold NaN",
+            "weights_bomb": "inflates to 1,073,741,824 bytes"}[case] in lines[0]
     assert "Traceback" not in done.stderr + done.stdout
     assert seconds < LIMIT_S
     assert not (project / "mlruns.db").exists() and not (project / "mlartifacts").exists()

@@ -3,7 +3,6 @@ GradCAM stills embedded, opened by a real browser engine when Debian's chromium 
 and no patient name from the DICOM headers anywhere in it."""
 from __future__ import annotations
 
-import math
 import shutil
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from echoquality_core.evaluation.report import SECTIONS, wilson_interval
+from echoquality_core.evaluation.report import SECTIONS
 
 SENTINEL = "ZZSENTINEL^PATIENTNAME"
 
@@ -46,12 +45,6 @@ def _sentinel_project(trained_run, tmp_path) -> tuple[Path, Path]:
         write_dicom_clip(path, clip.frames, fps=clip.fps, compression="none",
                          patient_name=SENTINEL, patient_id="ZZSENTINEL-ID")
     return copy, Path(end.run_dir)
-
-
-def test_wilson_interval_brackets_the_rate():
-    lo, hi = wilson_interval(8, 10)
-    assert 0.44 < lo < 0.8 < hi < 0.98
-    assert all(math.isnan(v) for v in wilson_interval(0, 0))  # no clips, no interval
 
 
 @pytest.mark.slow
@@ -104,3 +97,26 @@ def test_cli_report_refuses_a_folder_without_a_run(tmp_path):
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "test_predictions.csv" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_report_settings_keep_their_significant_digits_and_metrics_their_intervals():
+    """Issue 21.7: learning_rate 1e-4 and weight_decay 1e-5 were shown as 0.000."""
+    import numpy as np
+
+    from echoquality_core.evaluation.metrics import metrics_from_scores
+    from echoquality_core.evaluation.report import ReportData, render_report
+    from echoquality_core.evaluation.stats import metrics_with_ci
+
+    labels = np.array([0, 0, 1, 1, 1, 0], dtype=float)
+    scores = np.array([.2, .6, .7, .9, .4, .1])
+    data = ReportData(
+        run_name="r", threshold=0.5, labels=labels, scores=scores,
+        rels=[f"c{i}.dcm" for i in range(6)], metrics=metrics_from_scores(labels, scores, 0.5),
+        estimates=metrics_with_ci(labels, scores, None, 0.5), basis="Test split of 6 clip(s)",
+        settings={"learning_rate": 1e-4, "weight_decay": 1e-5, "epochs": 10},
+        split_counts={})
+    html = render_report(data)
+    assert "<td>learning_rate</td><td>0.0001</td>" in html
+    assert "<td>weight_decay</td><td>1e-05</td>" in html
+    assert "<td>epochs</td><td>10</td>" in html and "0.000<" not in html
+    assert "patient-level bootstrap, 1000 resamples" in html

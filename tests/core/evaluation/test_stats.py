@@ -15,7 +15,7 @@ from echoquality_core.evaluation.calibration import (
     threshold_preset,
 )
 from echoquality_core.decision import FAIL_BANDS, PASS_BANDS, apply_calibration, assessment
-from echoquality_core.evaluation.stats import metrics_with_ci, point_metrics
+from echoquality_core.evaluation.stats import format_with_ci, metrics_with_ci, point_metrics
 
 # A fixed table: 20 clips of 8 patients (labels 1 = good), scores of a middling model.
 LABELS = np.array([1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 1, 0], dtype=float)
@@ -41,8 +41,9 @@ def _reference(labels, scores, groups, threshold, n=1000, seed=0):
     """The intervals computed the plain way: a loop over resampled patients, the AUC by its
     definition, scikit-learn's average precision, percentiles, then widened to the Wilson
     interval where the metric is a proportion."""
-    keys = sorted(set(groups))
-    members = {k: [i for i, g in enumerate(groups) if g == k] for k in keys}
+    members = {k: [i for i, g in enumerate(groups) if g == k] for k in set(groups)}
+    keys = sorted(members, key=lambda k: sorted((labels[i], round(scores[i], 6))
+                                                for i in members[k]))  # by content, not name
     rng = np.random.default_rng(seed)
     samples = {k: [] for k in ("roc_auc", "pr_auc", "sensitivity", "specificity", "brier")}
     for _ in range(n):
@@ -157,3 +158,21 @@ def test_assessment_never_contradicts_the_pass_call(threshold):
         assert (words in PASS_BANDS) == (score >= threshold), (score, threshold, words)
         assert (words in FAIL_BANDS) == (score < threshold)
     assert assessment(0.003, 0.003) == "Acceptable quality"  # was "Very poor" with pass=True
+
+
+def test_intervals_do_not_depend_on_patient_names_or_row_order():
+    """evaluate names patients by header keys, a run folder by p001...: same numbers."""
+    got = metrics_with_ci(LABELS, SCORES, GROUPS, 0.5)
+    order = np.random.default_rng(5).permutation(len(LABELS))
+    renamed = [f"p{ord(GROUPS[i]) * 7 % 11:03d}" for i in order]  # other names, other order
+    assert metrics_with_ci(LABELS[order], SCORES[order], renamed, 0.5) == got
+
+
+def test_one_class_gives_the_defined_metrics_with_intervals():
+    labels, scores = np.ones(6), np.array([.9, .8, .4, .7, .95, .6])
+    got = metrics_with_ci(labels, scores, None, 0.5)
+    assert math.isnan(got["roc_auc"].value) and got["roc_auc"].text() == "n/a"
+    assert got["sensitivity"].value == pytest.approx(5 / 6)
+    assert got["sensitivity"].low < 5 / 6 < got["sensitivity"].high
+    text = format_with_ci(labels, scores, None, 0.5, "Scores")
+    assert "one class only" in text and "ROC AUC" in text and "95% CI" in text

@@ -91,7 +91,7 @@ def test_cli_writes_one_out_of_fold_score_per_labelled_clip(cv_cli):
         assert (twin["group"], twin["fold"]) == (r["group"], r["fold"])
         assert not r["group"].startswith("PATIENT")
     assert "Out-of-fold scores of 12 clip(s) from 6 patient(s)" in shown
-    assert "roc_auc" in shown and "95% CI" in shown
+    assert "ROC AUC" in shown and "95% CI" in shown
     assert sorted(decodes) == sorted(Path(p).name for p in labelled)  # decoded once, all folds
 
 
