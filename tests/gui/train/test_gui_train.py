@@ -277,7 +277,8 @@ def test_train_again_while_the_stopped_run_saves(studio_window, open_project, qt
     stopped one still saves its model; that one's end is a line in Messages, and the new
     run's model becomes the project's."""
     open_project(demo_root(tmp_path))
-    panel, watch = start(qtbot, studio_window, epochs=2, split=MID_EPOCH_SPLIT)
+    panel, watch = start(qtbot, studio_window, epochs=2, split=MID_EPOCH_SPLIT,
+                         frozen_trunk_cache=False)  # epoch 2 as slow as epoch 1: Stop lands in it
     ends = []
     panel.ended.connect(ends.append)
     qtbot.waitUntil(lambda: watch.in_epoch(2), timeout=RUN_TIMEOUT_MS)
