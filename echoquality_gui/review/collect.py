@@ -8,6 +8,7 @@ import json
 import threading
 from pathlib import Path
 
+from echoquality_core.decision import TRAINING_THRESHOLD
 from echoquality_core.evaluation.review import ReviewSet, build_review, read_run_predictions
 from echoquality_core.labels.store import LabelError
 from echoquality_core.runs.folder import RunFolder
@@ -64,8 +65,8 @@ def collect_review(session: Session, oof: Path | None = None) -> ReviewSet | Non
 
 
 def _oof_threshold(oof: Path) -> float:
-    """The cross-validation's threshold (median of its folds'), else 0.5."""
+    """The cross-validation's threshold (median of its folds'), else the training default."""
     try:
         return float(json.loads((oof.parent / "summary.json").read_text())["threshold"])
     except (OSError, ValueError, KeyError, TypeError):
-        return 0.5
+        return TRAINING_THRESHOLD

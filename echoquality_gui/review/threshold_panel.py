@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from echoquality_core.decision import labelled_good
 from echoquality_core.evaluation.threshold import ThresholdChoice
 from echoquality_gui.common.theme import YELLOW
 from echoquality_gui.common.workers import Latest, Worker
@@ -277,7 +278,7 @@ class ThresholdPanel(QWidget):
         self.flips.clear()
         for rel, label, score, call in flips:
             item = QListWidgetItem(f"{Path(rel).name}  ·  score {score:.3f}  ·  labelled "
-                                   f"{'good' if label >= 0.5 else 'poor'}  ·  now called {call}")
+                                   f"{'good' if labelled_good(label) else 'poor'}  ·  now called {call}")
             item.setData(Qt.ItemDataRole.UserRole, rel)
             self.flips.addItem(item)
 
