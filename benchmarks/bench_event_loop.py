@@ -103,6 +103,7 @@ def after(seconds: float):
 
 
 def one_repeat(app: QApplication, record: Record, source: Path, root: Path, model: Path) -> None:
+    from echoquality_gui.common.garbage import freeze_start_up
     from echoquality_gui.window.main_window import MainWindow
 
     shutil.rmtree(root, ignore_errors=True)
@@ -113,6 +114,7 @@ def one_repeat(app: QApplication, record: Record, source: Path, root: Path, mode
     window = MainWindow()
     window.resize(1366, 768)
     window.show()
+    freeze_start_up()  # as the app's main does once its window is up
     try:
         spin(app, after(1.0), 10.0)  # the window's own start-up work done
         session, review = window.session, window.review

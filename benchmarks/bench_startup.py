@@ -1,6 +1,6 @@
 """Start-up of the desktop app, offscreen: CPU-seconds and wall seconds from launching a fresh
-interpreter to the first clip frame on screen (a demo project of 480x640 clips opened from the
-command line), against a bare Qt window (QApplication + an empty QMainWindow shown and painted)
+interpreter to the first clip frame on screen (``echoquality-gui DEMO``, a demo project of
+480x640 clips), against a bare Qt window (QApplication + an empty QMainWindow shown and painted)
 launched in the same run; also whether the window was painted before any clip was decoded,
 and whether torch got imported on the way (it should not: it loads lazily when a model is
 needed).
@@ -20,11 +20,9 @@ import time
 from pathlib import Path
 
 APP = r"""
-import json, resource, sys, threading, time
-from PySide6.QtCore import QEvent, QObject
+import json, resource, sys, time
+from PySide6.QtCore import QEvent, QObject, QTimer
 from PySide6.QtWidgets import QApplication
-from echoquality_gui.app import configure_application
-from echoquality_gui.window.main_window import MainWindow
 import echoquality_core.dicom as dicom
 stamps = {}
 frame = dicom.Clip.frame
@@ -34,26 +32,27 @@ def timed_frame(self, i):
 dicom.Clip.frame = timed_frame
 class Painted(QObject):
     def eventFilter(self, obj, event):
-        if event.type() == QEvent.Type.Paint:
+        if event.type() == QEvent.Type.Paint and getattr(obj, "isWindow", bool)():
             stamps.setdefault("painted", time.time())
         return False
 app = QApplication(sys.argv[:1])
-configure_application(app)
-window = MainWindow()
 painted = Painted()
-window.installEventFilter(painted)
-window.open_project(sys.argv[1])
-window.show()
-deadline = time.monotonic() + 60
-while window.player.frames_shown == 0 and time.monotonic() < deadline:
-    app.processEvents()
-    time.sleep(0.001)
-shown = time.time()
-usage = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({"shown": shown, "painted": stamps.get("painted"),
-                  "decoded": stamps.get("decoded"), "frames": window.player.frames_shown,
-                  "cpu": usage.ru_utime + usage.ru_stime, "torch": "torch" in sys.modules}))
-window.close()
+app.installEventFilter(painted)
+def check():
+    window = next((w for w in app.topLevelWidgets() if hasattr(w, "player")), None)
+    if window is not None and window.player.frames_shown > 0:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        stamps.update(shown=time.time(), frames=window.player.frames_shown,
+                      cpu=usage.ru_utime + usage.ru_stime, torch="torch" in sys.modules)
+        app.quit()
+timer = QTimer()
+timer.timeout.connect(check)
+timer.start(1)
+QTimer.singleShot(60_000, app.quit)
+from echoquality_gui.app import main
+main([sys.argv[1]])
+stamps.setdefault("frames", 0)
+print(json.dumps(stamps))
 """
 
 BARE = r"""
@@ -70,8 +69,11 @@ print(json.dumps({"shown": time.time(), "cpu": usage.ru_utime + usage.ru_stime})
 """
 
 
-def launch(code: str, *args: str) -> tuple[dict, float]:
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+def launch(code: str, config: Path, *args: str) -> tuple[dict, float]:
+    """Run ``code`` in a fresh interpreter (byte code cached as for an installed app; the
+    user's settings under ``config``)."""
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_CONFIG_HOME=str(config))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     start = time.time()
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                          env=env, check=True)
@@ -91,8 +93,8 @@ def main() -> None:
         write_demo_project(demo, n_clips=4, n_frames=16, seed=0)
         app_cpu, app_wall, bare_cpu, bare_wall, torch_loaded, order = [], [], [], [], set(), []
         for n in range(args.repeats + 1):  # the first pair warms the disk cache
-            bare, bare_s = launch(BARE)
-            result, seconds = launch(APP, str(demo))
+            bare, bare_s = launch(BARE, Path(tmp))
+            result, seconds = launch(APP, Path(tmp), str(demo))
             if result["frames"] == 0:
                 raise RuntimeError("no frame shown within 60 s")
             if n == 0:

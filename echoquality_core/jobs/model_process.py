@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from echoquality_core.train.events import Progress
-from echoquality_core.jobs.train_process import cpu_threads, exit_when_orphaned
+from echoquality_core.jobs.train_process import cpu_threads, exit_when_orphaned, yield_to_window
 
 FORWARD_TIMEOUT = 120.0  # seconds one model call (load, forward) may take before it is killed
 WATCH_SECONDS = 0.05  # how often the parent looks at the child between messages
@@ -234,6 +234,7 @@ def _child(jobs: Any, results: Any, calls: Any, what: Any, cancelled: Any,
     from echoquality_core.scoring import gradcam
     from echoquality_core.scoring import score as scoring
 
+    yield_to_window()
     torch.set_num_threads(cpu_threads())  # one core stays free for the window
     watch = _Watch(calls, what)
     models = _Models(watch)

@@ -95,7 +95,7 @@ def wait_for_ranks(ranks: list[subprocess.Popen], timeout: float = 30.0) -> None
 
 def main(argv: list[str]) -> int:
     """One rank > 0: ``python -m echoquality_core.jobs.ranks SETTINGS_JSON PARENT_PID``."""
-    from echoquality_core.jobs.train_process import cpu_threads, exit_when_orphaned
+    from echoquality_core.jobs.train_process import cpu_threads, exit_when_orphaned, yield_to_window
 
     settings, parent = json.loads(argv[0]), int(argv[1])
     exit_when_orphaned(parent, ORPHAN_SECONDS / 2)
@@ -104,6 +104,7 @@ def main(argv: list[str]) -> int:
     from echoquality_core.train.config import TrainConfig
     from echoquality_core.train.distributed import DistributedTrainer
 
+    yield_to_window()
     torch.set_num_threads(cpu_threads(int(os.environ["WORLD_SIZE"])))
     DistributedTrainer(TrainConfig(**settings)).run()
     return 0

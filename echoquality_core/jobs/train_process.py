@@ -26,12 +26,22 @@ from echoquality_core.train.events import TrainEnd, TrainError
 POLL_SECONDS = 0.1
 ORPHAN_SECONDS = 1.5  # an orphaned child exits this long after its app died, at the latest
 RUN, STOP, CANCEL = 0, 1, 2  # the parent's request, in a shared integer
+CHILD_NICENESS = 5  # a model or training child yields the CPU to the window
 
 
 def cpu_threads(ranks: int = 1) -> int:
     """Threads a CPU training (each of its ``ranks``) gets: all cores but one, which stays free
     for the window, shared by the ranks."""
     return max(1, ((os.cpu_count() or 1) - 1) // max(1, ranks))
+
+
+def yield_to_window() -> None:
+    """Lower this child process's CPU priority (``CHILD_NICENESS``): on a busy machine the
+    window's process is scheduled first and keeps answering while the child computes."""
+    try:
+        os.nice(CHILD_NICENESS)
+    except (AttributeError, OSError):  # no nice() on Windows; a refused change is harmless
+        pass
 
 
 def device_choices() -> list[tuple[str, dict[str, Any]]]:
@@ -100,6 +110,7 @@ def _child(settings: dict[str, Any], events: Any, request: Any, parent: int) -> 
         return
     import torch
 
+    yield_to_window()
     torch.set_num_threads(cpu_threads(world))
 
     def relay() -> None:  # the parent's Stop / Cancel -> the trainer; the app's death -> cancel

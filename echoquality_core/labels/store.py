@@ -96,6 +96,7 @@ class LabelStore:
         self._pending: dict[str, Label | None] = {}  # changes since the last load/save
         self._base: dict[str, Label | None] = {}  # the pending clips' labels as last read
         self._clashes: list[LabelClash] = []
+        self._relatives: dict[str, str] = {}  # relative()'s answers: the clip list asks often
         self.lock_path = self.csv_path.with_name(f".{self.csv_path.name}.lock")
         self._lock = FileLock(self.lock_path, timeout=_LOCK_TIMEOUT)
         self.load()
@@ -147,6 +148,8 @@ class LabelStore:
     def relative(self, path: str | os.PathLike) -> str:
         """``path`` relative to the root with '/' separators; LabelError if outside the root."""
         text = os.fspath(path)
+        if (known := self._relatives.get(text)) is not None:
+            return known
         if not text.strip():
             raise LabelError("empty video_path")
         text = text.replace("\\", "/")
@@ -167,6 +170,7 @@ class LabelStore:
                              f"{self.root}")
         if rel == ".":
             raise LabelError(f"video_path {os.fspath(path)!r} names the dataset folder, not a clip")
+        self._relatives[text] = rel
         return rel
 
     def to_frame(self, include_unlabelled: bool = False) -> pandas.DataFrame:
