@@ -42,11 +42,10 @@ class ReviewTab(QWidget):
         self.scope.changed.connect(self.refresh)
         self.review_set: ReviewSet | None = None
         self.save_worker: Worker | None = None  # the last threshold save
-        # scikit-learn takes seconds to import: in a thread, once the project's clips are
-        # listed, a model is loaded or the tab is shown (not during start-up); refresh waits
+        # scikit-learn takes seconds to import: in a thread, once a model is loaded or the tab
+        # is shown (never during start-up, where it doubled the CPU time); refresh waits
         self._warm_up = Worker(import_metrics, parent=self).connect(
             returned=lambda _: self._metrics_loaded(), errored=lambda _: self.refresh())
-        session.scan_finished.connect(self._warm_up_metrics)
         self._build()
         for signal in (session.model_changed, session.label_changed, session.scores_changed,
                        session.project_opened, session.raters_changed):
