@@ -232,6 +232,13 @@ class ReviewTab(QWidget):
     def _metrics_loaded(self) -> None:
         freeze_import()  # scikit-learn's objects: out of the window's garbage collections
         self.refresh()
+        if self.isVisible():
+            self._play_first()
+
+    def _play_first(self) -> None:
+        """Play the first listed clip when none is chosen yet."""
+        if self.rel is None and self.table.rowCount():
+            self.table.selectRow(0)
 
     # --- life cycle ------------------------------------------------------------------------
     def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
@@ -239,8 +246,7 @@ class ReviewTab(QWidget):
         if not METRICS_READY.is_set():
             self.refresh()
         self.model_vs_raters.refresh_if_stale()
-        if self.rel is None and self.table.rowCount():
-            self.table.selectRow(0)
+        self._play_first()
 
     def hideEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         self.player.pause()
