@@ -56,9 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_application(app)
     first_start = not settings.rater()
     window = MainWindow()
+    window.show()
+    app.processEvents()  # the window is painted before any clip is read or decoded
     if args.project:
         window.open_project(args.project, args.labels)
-    window.show()
     if first_start and not args.screenshot:  # asked once, never on a label key press
         QTimer.singleShot(0, lambda: prompt_rater(window))
     if args.screenshot:

@@ -25,6 +25,8 @@ RUN, STOP, CANCEL = 0, 1, 2  # a parent's request to a training child, in a shar
 POLL_SECONDS = 0.1  # how often a waiting parent looks whether its child is still there
 CONTEXT = mp.get_context("spawn")  # no fork of a process that runs Qt or CUDA threads
 
+CHILD_NICENESS = 5  # a model or training child yields the CPU to the window
+
 
 def cpu_threads(ranks: int = 1) -> int:
     """Threads a child's torch gets (each of its ``ranks``): all cores but one, which stays
@@ -33,10 +35,21 @@ def cpu_threads(ranks: int = 1) -> int:
 
 
 def use_cpu_threads(ranks: int = 1) -> None:
-    """Give torch ``cpu_threads(ranks)`` in this child (imports torch)."""
+    """Give torch ``cpu_threads(ranks)`` in this child (imports torch), at a lower CPU priority
+    (``yield_to_window``)."""
     import torch
 
+    yield_to_window()
     torch.set_num_threads(cpu_threads(ranks))
+
+
+def yield_to_window() -> None:
+    """Lower this child process's CPU priority (``CHILD_NICENESS``): on a busy machine the
+    window's process is scheduled first and keeps answering while the child computes."""
+    try:
+        os.nice(CHILD_NICENESS)
+    except (AttributeError, OSError):  # no nice() on Windows; a refused change is harmless
+        pass
 
 
 def shared_int(value: int = 0) -> Any:

@@ -115,6 +115,7 @@ class LabelStore:
         self._raters: tuple[int, list[str]] = (-1, [])
         self.folder = ProjectFolder.of_labels(self.csv_path)
         self.lock_path = self.folder.lock_file
+        self._relatives: dict[str, str] = {}  # relative()'s answers: the clip list asks often
         self.load()
 
     # --- reading ------------------------------------------------------------------------------
@@ -184,6 +185,8 @@ class LabelStore:
         text = os.fspath(path)
         if _plain_relative(text):
             return text  # most rows of a big CSV: nothing to normalise
+        if (known := self._relatives.get(text)) is not None:
+            return known
         if not text.strip():
             raise LabelError("empty video_path")
         if "\0" in text:
@@ -207,6 +210,7 @@ class LabelStore:
                              f"{self.root}")
         if rel == ".":
             raise LabelError(f"video_path {os.fspath(path)!r} names the dataset folder, not a clip")
+        self._relatives[os.fspath(path)] = rel
         return rel
 
     def to_frame(self, include_unlabelled: bool = False) -> pandas.DataFrame:

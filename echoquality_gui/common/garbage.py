@@ -26,17 +26,17 @@ def collect_in_gui_thread() -> None:
 
 
 def freeze_start_up() -> None:
-    """Collect once, then keep every object alive now out of later collections (the app,
-    once its window is up); from then on ``freeze_import`` freezes too."""
+    """Keep every object alive now out of later collections (the app, once its window is up;
+    no collection first: a full one costs ~0.1 CPU-s before the first frame, for the few
+    cycles of the start-up); from then on ``freeze_import`` freezes too."""
     global _freezing
     _freezing = True
-    gc.collect()
     gc.freeze()
 
 
 def freeze_import() -> None:
-    """After a large lazy import (torch): keep its objects out of later collections too
-    (instant: no collection). Only in an app that froze its start-up: a test process holds
+    """After a large lazy import (scikit-learn, torch): keep its objects out of later
+    collections too (instant: no collection). Only in an app that froze its start-up: a test process holds
     every earlier test's objects, which must stay collectable."""
     if _freezing:
         gc.freeze()

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 from echoquality_core.evaluation.review import ReviewClip, ReviewSet
 from echoquality_core.labels.store import REVIEWED
 from echoquality_core.scoring.heatmap import ClipHeatMap
+from echoquality_gui.common.garbage import freeze_import
 from echoquality_gui.common.session import Session
 from echoquality_gui.common.widgets import section_title
 from echoquality_gui.common.workers import Worker, retire
@@ -41,9 +42,10 @@ class ReviewTab(QWidget):
         self.scope.changed.connect(self.refresh)
         self.review_set: ReviewSet | None = None
         self.save_worker: Worker | None = None  # the last threshold save
-        self._warm_up = Worker(import_metrics, parent=self).connect(  # scikit-learn takes
-            returned=lambda _: self.refresh(), errored=lambda _: self.refresh())  # seconds
-        self._warm_up.start()  # to import: not in the GUI thread (refresh waits for it)
+        # scikit-learn takes seconds to import: in a thread, once a model is loaded or the tab
+        # is shown (never during start-up, where it doubled the CPU time); refresh waits
+        self._warm_up = Worker(import_metrics, parent=self).connect(
+            returned=lambda _: self._metrics_loaded(), errored=lambda _: self.refresh())
         self._build()
         for signal in (session.model_changed, session.label_changed, session.scores_changed,
                        session.project_opened, session.raters_changed):
@@ -111,7 +113,9 @@ class ReviewTab(QWidget):
     # --- what is shown ---------------------------------------------------------------------
     def refresh(self) -> None:
         """Recompute from the session's model, run and labels (after any of them changed)."""
-        if not METRICS_READY.is_set() and self._warm_up.isRunning():
+        if not METRICS_READY.is_set() and not self._warm_up.isFinished():
+            if self.session.model_path is not None or self.isVisible():
+                self._warm_up_metrics()
             return  # again once scikit-learn is loaded
         blind = self.session.blind  # several raters label blind: no model score anywhere
         project = self.session.project
@@ -221,12 +225,28 @@ class ReviewTab(QWidget):
         """Save the threshold panel's choice into the model (in a thread) and rescore."""
         self.save_worker = self.lists.save_threshold(self.session) or self.save_worker
 
+    def _warm_up_metrics(self) -> None:
+        if not METRICS_READY.is_set() and not self._warm_up.isFinished():
+            self._warm_up.start()  # nothing while it runs
+
+    def _metrics_loaded(self) -> None:
+        freeze_import()  # scikit-learn's objects: out of the window's garbage collections
+        self.refresh()
+        if self.isVisible():
+            self._play_first()
+
+    def _play_first(self) -> None:
+        """Play the first listed clip when none is chosen yet."""
+        if self.rel is None and self.table.rowCount():
+            self.table.selectRow(0)
+
     # --- life cycle ------------------------------------------------------------------------
     def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         super().showEvent(event)
+        if not METRICS_READY.is_set():
+            self.refresh()
         self.model_vs_raters.refresh_if_stale()
-        if self.rel is None and self.table.rowCount():
-            self.table.selectRow(0)
+        self._play_first()
 
     def hideEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         self.player.pause()

@@ -206,7 +206,8 @@ def test_clip_filter_by_tag_and_score_range_and_class_counts(qtbot, studio_windo
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("screen,scale", [("1366x768", 1.0), ("1920x1080", 1.5)])
+@pytest.mark.parametrize("screen,scale", [("1366x768", 1.0), ("1920x1080", 1.5),
+                                          ("2560x1440", 2.0)])
 def test_every_tab_fits_the_screen_with_a_clip_loaded(trained_run, tmp_path, screen, scale):
     root, end = trained_run
     project = Path(shutil.copytree(root, tmp_path / "project", ignore=shutil.ignore_patterns(
@@ -221,6 +222,7 @@ def test_every_tab_fits_the_screen_with_a_clip_loaded(trained_run, tmp_path, scr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["tabs"][:4] == ["Label", "Train", "Review", "Runs"]
     assert result["outside"] == []  # every visible button lies inside the window
+    assert result["squashed"] == []  # no control smaller than its minimum size hint
     assert result["window"] == result["screen"]  # the window fits the screen
     assert result["minimum"][0] <= result["screen"][0]
     assert all(Path(p).stat().st_size > 10_000 for p in result["screenshots"])

@@ -5,7 +5,8 @@ factor must be set before the QApplication exists) by tests/test_gui_ui_pass.py:
     python tests/gui/ui_screens.py PROJECT RUN_DIR OUT_DIR --screen 1920x1080 --scale 1.5
 
 Prints one JSON line: {"tabs": [...], "screen": [w, h], "window": [w, h],
-"outside": ["tab: button text", ...], "screenshots": [...]}.
+"outside": ["tab: button text", ...], "squashed": ["tab: control WxH < hint", ...],
+"screenshots": [...]}.
 """
 from __future__ import annotations
 
@@ -44,6 +45,27 @@ def _outside(window, tab_name: str) -> list[str]:
         if not inside.contains(rect):
             bad.append(f"{tab_name}: {button.text() or button.toolTip() or type(button).__name__}"
                        f" at {rect.getRect()}")
+    return bad
+
+
+def _squashed(window, tab_name: str) -> list[str]:
+    """Visible controls laid out smaller than their minimum size hint (a box squashed to a
+    line, a button whose text is cut)."""
+    from PySide6.QtWidgets import (QAbstractButton, QAbstractSpinBox, QComboBox, QGroupBox,
+                                   QLineEdit, QTabBar)
+
+    bad = []
+    for kind in (QAbstractButton, QAbstractSpinBox, QComboBox, QGroupBox, QLineEdit, QTabBar):
+        for widget in window.findChildren(kind):
+            if (not widget.isVisible() or widget.width() <= 0
+                    or isinstance(widget.parent(), (QComboBox, QAbstractSpinBox))):
+                continue  # a combo box's or spin box's own line edit is sized by its box
+            hint = widget.minimumSizeHint()
+            if widget.height() < hint.height() - 1 or widget.width() < min(hint.width(), 60):
+                name = (getattr(widget, "title", None) or getattr(widget, "text", None)
+                        or (lambda: ""))() or widget.objectName() or type(widget).__name__
+                bad.append(f"{tab_name}: {name} {widget.width()}x{widget.height()} < "
+                           f"{hint.width()}x{hint.height()}")
     return bad
 
 
@@ -88,7 +110,7 @@ def main() -> int:
     wait(lambda: window.player.frames_shown > 0, 30)
     tag = f"{args.screen}@{args.scale:g}x"
     args.out.mkdir(parents=True, exist_ok=True)
-    outside, shots, tabs = [], [], []
+    outside, squashed, shots, tabs = [], [], [], []
     for index in range(window.tabs.count()):
         name = window.tabs.tabText(index)
         tabs.append(name)
@@ -102,8 +124,10 @@ def main() -> int:
         window.grab().save(str(path))
         shots.append(str(path))
         outside += _outside(window, name)
+        squashed += _squashed(window, name)
     print(json.dumps({"tabs": tabs, "screen": [screen.width(), screen.height()],
                       "window": [window.width(), window.height()], "outside": outside,
+                      "squashed": squashed,
                       "screenshots": shots, "minimum": [window.minimumSizeHint().width(),
                                                         window.minimumSizeHint().height()]}))
     window.close()
