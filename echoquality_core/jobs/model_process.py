@@ -46,8 +46,9 @@ _CALLS = {LOAD: "loading the model", FORWARD: "a forward pass"}
 
 @dataclass(frozen=True)
 class Loaded:
-    """The model file loaded; ``threshold`` is the one scoring uses."""
+    """The model file loaded; ``threshold`` and ``calibration`` are the decision scoring uses."""
     threshold: float
+    calibration: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ def _score(job: _Job, models: _Models, watch: _Watch, cancelled: Any, put: Any) 
     except Exception as exc:  # noqa: BLE001 - any file the user picks: say why it cannot be used
         put(Failed(_text(exc), "load"))
         return
-    put(Loaded(decision.threshold))
+    put(Loaded(decision.threshold, decision.calibration))
     clips = job.args["clips"]
     if isinstance(clips, list) and not clips:  # only check that the model loads
         put(Done(pd.DataFrame(columns=list(COLUMNS))))

@@ -33,6 +33,7 @@ class ModelState:
     def _init_model_state(self) -> None:
         self.scores: dict[str, float] = {}
         self.threshold = DEFAULT_THRESHOLD
+        self.calibration: dict | None = None  # the model's (its scores come calibrated)
         self.model_path: Path | None = None
         self.trusted_exports: set[Path] = set()  # TorchScript files the user chose to run
         self.run_dir: Path | None = None  # training run folder (summary.json, ...) if known
@@ -57,6 +58,7 @@ class ModelState:
         self.cancel_scoring()
         if path is None:
             self.model_path, self.run_dir, self._given_threshold = None, None, None
+            self.calibration = None
             self._confirmed = (None, None, self.threshold)
             self.model_changed.emit(None)
             self.set_scores({})
@@ -80,6 +82,7 @@ class ModelState:
         self.cancel_scoring()
         if model != self.model_path:
             self.model_path, self.run_dir, self._given_threshold = model, None, None
+            self.calibration = None  # not known here (its scores come calibrated)
             self.model_changed.emit(model)
         self.threshold = float(threshold)
         self._confirmed = (self.model_path, self.run_dir, self.threshold)
@@ -160,7 +163,7 @@ class ModelState:
             worker.deleteLater()
 
     def _on_model_loaded(self, loaded: Loaded) -> None:
-        self.threshold = loaded.threshold
+        self.threshold, self.calibration = loaded.threshold, loaded.calibration
         self._confirmed = (self.model_path, self.run_dir, loaded.threshold)
         if self.scores:
             self.set_scores({})

@@ -8,7 +8,7 @@ import json
 import threading
 from pathlib import Path
 
-from echoquality_core.decision import TRAINING_THRESHOLD
+from echoquality_core.decision import TRAINING_THRESHOLD, Decision
 from echoquality_core.evaluation.review import ReviewSet, build_review, read_run_predictions
 from echoquality_core.labels.store import LabelError
 from echoquality_core.runs.folder import RunFolder
@@ -41,27 +41,31 @@ def collect_review(session: Session, oof: Path | None = None) -> ReviewSet | Non
 
     if oof is not None:
         scored, groups = oof_scored(oof, rel)
-        threshold = session.threshold if session.model_path is not None else _oof_threshold(oof)
+        decision = (Decision(session.threshold, session.calibration)  # raw scores, read as the
+                    if session.model_path is not None  # model's decision reads its own
+                    else Decision(_oof_threshold(oof)))
         source = (f"All {len(scored)} labelled clips · out-of-fold scores of cross-validation "
                   f"{oof.parent.name} (each scored by a model that never trained on it)")
-        rs = build_review(scored, threshold, source, {r: project.label(r) for r in scored})
+        rs = build_review(scored, decision, source, {r: project.label(r) for r in scored})
         rs.groups = groups
         return rs
 
     if run_dir is not None and RunFolder(run_dir).predictions.is_file():
         recorded, threshold = read_run_predictions(Path(run_dir))
         scored = {r: v for p, v in recorded.items() if (r := rel(p)) is not None}
-        threshold = session.threshold if threshold is None else threshold
+        decision = (Decision(session.threshold, session.calibration)  # the run's raw scores
+                    if session.calibration  # as the calibrated model reads them
+                    else Decision(session.threshold if threshold is None else threshold))
         source = (f"Run {Path(run_dir).name} · test split, {len(scored)} clips it never trained "
                   "on (scores from the run, labels as in the CSV now)")
     else:
         scored = {r: (project.label(r).quality_score, s) for r, s in session.scores.items()
                   if project.label(r) is not None}
-        threshold = session.threshold
+        decision = Decision(session.threshold)  # the app's scores come calibrated
         source = (f"Model {session.model_path.name} · its scores on the {len(scored)} labelled "
                   "clips (no training run: these may include clips it was trained on)")
     labels = {r: project.label(r) for r in scored}
-    return build_review(scored, threshold, source, labels)
+    return build_review(scored, decision, source, labels)
 
 
 def _oof_threshold(oof: Path) -> float:
