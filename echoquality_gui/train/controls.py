@@ -48,7 +48,7 @@ class TrainControls(QWidget):
             buttons.addWidget(button)
         left = QVBoxLayout(self)
         left.setContentsMargins(0, 0, 0, 0)
-        left.setSpacing(6)
+        left.setSpacing(4)
         left.addWidget(section_title("Settings"))
         left.addWidget(self.form)
         left.addWidget(section_title("Data"))

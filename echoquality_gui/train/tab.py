@@ -14,8 +14,8 @@ import enum
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import QHBoxLayout, QWidget
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QScrollArea, QWidget
 
 from echoquality_core.runs.adoption import Verdict, judge_run
 from echoquality_core.train.estimate import StepClock
@@ -107,7 +107,13 @@ class TrainPanel(QWidget):
         layout = QHBoxLayout(self)
         layout.setContentsMargins(10, 8, 10, 8)
         layout.setSpacing(12)
-        layout.addWidget(self.controls)
+        side = QScrollArea()  # a short screen (150-200 % scaling) scrolls the column, never
+        side.setWidget(self.controls)  # squashes its boxes below their size
+        side.setWidgetResizable(True)
+        side.setFrameShape(QFrame.Shape.NoFrame)
+        side.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        side.setFixedWidth(self.controls.width() + side.verticalScrollBar().sizeHint().width())
+        layout.addWidget(side)
         layout.addWidget(self.results, 1)
 
         self.setStyleSheet(_STYLE)

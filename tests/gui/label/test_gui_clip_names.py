@@ -24,12 +24,13 @@ def test_whole_names_with_the_rater_column_and_in_blind_mode(
     csv_path = tiny_project(n_clips=40, n_frames=4, height=48, width=64, seed=22,
                             unlabelled=0.5)
     open_project(csv_path.parent)
+    studio_window.resize(1366, 768)  # the default size (earlier tests may have left another)
     view, session = studio_window.clip_list.view, studio_window.session
     qtbot.keyClick(studio_window, "1")  # a label that names its rater: the Rater column shows
     session.saver.flush()
     rater, label = COLUMNS.index("Rater"), COLUMNS.index("Label")
     qtbot.waitUntil(lambda: not view.isColumnHidden(rater))
-    assert view.verticalScrollBar().isVisible()  # 40 clips: the scroll bar takes its width
+    qtbot.waitUntil(view.verticalScrollBar().isVisible)  # 40 clips: the bar takes its width
     names = _cells(view, 0)
     screenshot(studio_window, "clip_list_names.png")
     assert len(names) == 40 and all(_fits(view, 0, name) for name in names), \
