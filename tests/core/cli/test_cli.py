@@ -88,6 +88,7 @@ def test_installed_script_scores_with_an_exported_model(demo_project, checkpoint
     assert len(table) > 0 and table["score"].between(0, 1).all()
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 4 minutes
 def test_export_prints_files_and_the_onnx_outcome(checkpoint, tmp_path, capsys):
     assert main(["export", "--model", str(checkpoint), "--out", str(tmp_path / "e"),
                  "--frames", "4"]) == 0
@@ -118,6 +119,7 @@ def test_evaluate_prints_metrics_and_writes_plots(demo_project, checkpoint, tmp_
     assert sum(map(sum, metrics["confusion_matrix"])) == metrics["n"]
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 4 minutes
 def test_evaluate_a_run_uses_its_logged_checkpoint(demo_project, checkpoint, tmp_path, capsys):
     from echoquality_core.runs.tracking import default_artifact_location, start_run
 

@@ -367,6 +367,7 @@ def demo_fan(height: int, width: int, grow: int = 0) -> np.ndarray:
     return cv2.dilate(inside.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=grow) > 0
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 4 minutes
 @pytest.mark.parametrize("seed, fps", [(2, 50.0), (3, 25.0), (4, 30.0)])
 def test_demo_overlays_never_survive_the_mask_and_the_sector_does(seed, fps):
     """Every kind, several seeds: the mask keeps no pixel of the burned-in text, depth ruler and

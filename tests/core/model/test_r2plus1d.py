@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 from torchvision.models.video import r2plus1d_18
 
@@ -52,6 +53,7 @@ def test_same_outputs_and_gradients_with_the_same_weights():
     _same_state(ours.state_dict(), theirs.state_dict())  # running statistics alike
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 4 minutes
 def test_loading_scoring_and_gradcam_modules_do_not_import_torchvision(tmp_path):
     code = ("import sys, torch\n"
             "from echoquality_core.model.network import build_model, save_checkpoint\n"

@@ -177,6 +177,7 @@ def test_bf16_training_keeps_the_best_validation_auc_of_fp32(tmp_path):
     assert aucs["auto"] == pytest.approx(aucs["fp32"], abs=0.02), aucs
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 4 minutes
 @pytest.mark.skipif(not precision.cpu_has_native_bf16(), reason="this CPU has no native bf16")
 def test_bf16_training_gives_finite_gradients_at_full_size(project, tmp_path):
     """torch 2.14's bf16 weight gradient of layer4's temporal convolutions over 2 frames (the

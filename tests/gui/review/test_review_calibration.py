@@ -4,7 +4,6 @@ SR and the report do (``decision.Decision.verdicts``), not the raw scores at the
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -102,6 +102,7 @@ def test_mlflow_ui_starts_on_free_port_answers_and_stops_with_window(
         NO_PROXY.open(url, timeout=5)
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 4 minutes
 def test_mlflow_ui_failure_is_shown_with_its_output(qtbot, studio_window, tmp_path):
     panel = studio_window.runs_panel
     with qtbot.waitSignal(panel.server.failed, timeout=120000) as failed:

@@ -4,6 +4,7 @@ does it. The run's end is given to the tab's end slot (no training: a real check
 real test_predictions.csv in a run folder); the scoring that follows adoption is real."""
 from __future__ import annotations
 
+import pytest
 from PySide6.QtCore import Qt
 
 from echoquality_core.runs.folder import RunFolder
@@ -20,6 +21,7 @@ def finished_run(path, checkpoint, rels, scores) -> TrainEnd:
     return TrainEnd(checkpoint, {"roc_auc": 0.5}, None, best_epoch=1, run_dir=path)
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 4 minutes
 def test_chance_needs_use_this_model_a_clear_model_is_adopted(studio_window, open_project, qtbot,
                                                              tiny_project, tiny_checkpoint,
                                                              tmp_path, screenshot):

@@ -137,6 +137,7 @@ def test_form_defaults_are_the_core_defaults(studio_window, open_project, projec
     assert "not a number" in panel.error_banner.text() and panel.error_banner.isVisibleTo(panel)
 
 
+@pytest.mark.slow  # a few seconds: the fast tier stays under 4 minutes
 def test_device_choice_reaches_the_training_config(studio_window, open_project, project_copy,
                                                    qtbot):
     """The Device list is found in a worker when the tab is first shown (torch is not imported
