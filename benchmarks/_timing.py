@@ -1,8 +1,23 @@
 """Helpers shared by the benchmark scripts (run as ``python benchmarks/<name>.py``)."""
 from __future__ import annotations
 
+import platform
 import statistics
 import time
+from pathlib import Path
+
+
+
+def cpu_model() -> str:
+    """The CPU's name as /proc/cpuinfo gives it (else the platform's guess): every benchmark
+    prints which CPU gave its figures."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def median_seconds(fn, repeats: int) -> float:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -19,22 +18,13 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from _timing import spin
+from _timing import cpu_model, spin
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
 from echoquality_core.demo.project import write_demo_project
 from echoquality_core.labels.store import LabelStore
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def report(name: str, times: list[float]) -> None:

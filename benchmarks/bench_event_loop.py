@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
-from _timing import Gaps, spin
+from _timing import Gaps, cpu_model, spin
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
@@ -53,16 +52,6 @@ save_checkpoint(net, sys.argv[1], threshold=0.5,
                                             size=int(sys.argv[3])))
 """
 
-
-def cpu_model() -> str:
-    """The CPU's name as /proc/cpuinfo gives it (else the platform's guess)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def load() -> str:

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from _timing import cpu_model
 from echoquality_core.data import preprocess
 from echoquality_core.data.clips import EchoDataset
 from echoquality_core.demo.project import write_demo_project
@@ -101,13 +102,6 @@ def original_validate(model, loader, criterion, device) -> float:
         outputs = model(videos.to(device))
         total += criterion(outputs.squeeze(1), labels.to(device)).item() * videos.size(0)
     return total / len(loader.dataset)
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def load() -> str:
