@@ -3,7 +3,8 @@
 The project folder is the labels CSV's folder. Beside the CSV (``labels.csv`` by default) lie
 the per-rater labels ``<stem>_by_rater.csv``, the rater policy ``<stem>_raters.json`` and the
 lock ``.<name>.lock``; in the folder lie the clip cache ``.echoquality/cache``, the saved
-decision ``.echoquality/decision.json``, cross-validations ``crossval/<run>/``, the MLflow store
+decision ``.echoquality/decision.json``, clips imported from the PACS ``pacs/<study>/``,
+cross-validations ``crossval/<run>/``, the MLflow store
 ``mlruns.db`` with its artifacts ``mlartifacts/``, and training runs ``trained_models/<run>/``.
 
 ONE lock covers every label file (the CSV, the per-rater file, the policy): every save of any of
@@ -29,6 +30,7 @@ POLICY_SUFFIX = "_raters.json"  # labels.csv -> labels_raters.json
 STATE_DIR = ".echoquality"
 CACHE_DIR = f"{STATE_DIR}/cache"
 DECISION_FILE = f"{STATE_DIR}/decision.json"
+PACS_DIR = "pacs"  # clips imported from the PACS, one folder per study
 CROSSVAL_DIR = "crossval"
 OOF_FILE = "oof_scores.csv"  # a cross-validation's out-of-fold table, in crossval/<run>/
 TRACKING_DB = "mlruns.db"
@@ -63,6 +65,7 @@ class ProjectFolder:
     # the project's own files
     cache = property(lambda self: self.path / CACHE_DIR, doc="preprocessed clips")
     decision = property(lambda self: self.path / DECISION_FILE, doc="the saved threshold")
+    pacs = property(lambda self: self.path / PACS_DIR, doc="clips imported from the PACS")
     crossval = property(lambda self: self.path / CROSSVAL_DIR, doc="cross-validations")
     tracking_db = property(lambda self: self.path / TRACKING_DB, doc="the MLflow store")
     artifacts = property(lambda self: self.path / ARTIFACTS_DIR, doc="MLflow artifacts")

@@ -20,12 +20,12 @@ import pydicom
 import requests
 
 from echoquality_core.files.atomic import atomic_write
+from echoquality_core.labels.folder import ProjectFolder
 from echoquality_core.pacs.connection import PacsAuthError, PacsConnection, PacsError
 from echoquality_core.pacs.search import InstanceRef, StudySummary, list_clips
 
 log = logging.getLogger(__name__)
 
-PACS_FOLDER = "pacs"
 SALT_ENV = "ECHOQUALITY_SALT"
 _DEFAULT_SALT = "echoquality-pacs"
 # the stored file as it is, not transcoded
@@ -42,7 +42,7 @@ def uid_key(uid: str) -> str:
 
 def clip_path(root: str | os.PathLike, ref: InstanceRef) -> Path:
     """Where a clip is stored in a project: ``<root>/pacs/<study key>/<instance key>.dcm``."""
-    return Path(root) / PACS_FOLDER / uid_key(ref.study_uid) / f"{uid_key(ref.sop_uid)}.dcm"
+    return ProjectFolder(root).pacs / uid_key(ref.study_uid) / f"{uid_key(ref.sop_uid)}.dcm"
 
 
 def on_disk(path: Path, sop_uid: str) -> bool:
