@@ -93,16 +93,17 @@ class RunEstimate:
     def text(self) -> str:
         """One sentence, e.g. "Measured 1.9 s per batch: this run takes about 25 min (2 epochs
         of 18 batches, with validation)." or, before the run, "About 25 min (measured on this
-        computer): …", plus a warning when it is long."""
+        computer): 2 epochs of 18 batches of 1.9 s.", plus a warning when it is long."""
         minutes = self.seconds / 60
         span = f"{minutes:.0f} min" if minutes >= 1 else f"{self.seconds:.0f} s"
+        folds = f", for each of {self.runs} folds" if self.runs > 1 else ""
         shape = (f"{self.epochs} epoch{'s' * (self.epochs != 1)} of {self.steps_per_epoch} "
-                 f"batch{'es' * (self.steps_per_epoch != 1)}, with validation"
-                 + (f", for each of {self.runs} folds" if self.runs > 1 else ""))
+                 f"batch{'es' * (self.steps_per_epoch != 1)}")
         if self.before:
-            line = (f"About {span} (measured on this computer): {shape}, "
-                    f"{self.step_seconds:.2g} s per batch.")
+            line = (f"About {span} (measured on this computer): {shape} of "
+                    f"{self.step_seconds:.2g} s{folds}.")
         else:
+            shape += ", with validation" + folds
             line = (f"Measured {self.step_seconds:.2g} s per batch: this run takes about "
                     f"{span} ({shape}).")
         if self.long:

@@ -3,11 +3,11 @@
 
 It runs in a child process (``jobs.devices.measure_speed``): R(2+1)D-18 (random weights: the
 speed does not depend on their values) frozen as the settings say, on their device, in the
-precision ``model.precision`` picks for training, on a random batch of their batch size, frames
-and size. One warm-up round, then one timed round of the same three parts a run has: the frozen
-blocks' forward (``frozen_trunk.trunk_forward``), a training step of the trainable blocks
-(``loop.run_epoch``: forward, loss, backward, optimiser step) and their forward
-(``loop.predict``).
+precision ``model.precision`` picks for training, on a random batch of their batch size (at
+most ``MAX_BATCH`` clips), frames and size. One warm-up round, then one timed round of the same
+three parts a run has: the frozen blocks' forward (``frozen_trunk.trunk_forward``), a training
+step of the trainable blocks (``loop.run_epoch``: forward, loss, backward, optimiser step) and
+their forward (``loop.predict``).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from echoquality_core.train.losses import make_criterion
 from echoquality_core.train.loop import make_optimizer, mixed_precision, predict, run_epoch
 
 _FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+MAX_BATCH = 8  # clips timed at most: a larger batch scales linearly, but would take long
 
 
 def measure_step(settings: Mapping[str, Any]) -> StepSpeed:
@@ -46,7 +47,7 @@ def measure_step(settings: Mapping[str, Any]) -> StepSpeed:
     head = Head(model, trunk) if trunk else model
     optimizer, _ = make_optimizer(config, model)
     criterion = make_criterion(config.loss)
-    batch, frames = config.batch_size, config.n_frames
+    batch, frames = min(config.batch_size, MAX_BATCH), config.n_frames
     videos = prepare_input(torch.randn(batch, 3, frames, config.size, config.size), device, dtype)
     labels = torch.arange(batch) % 2
     seconds: list[float] = []
