@@ -4,7 +4,9 @@ During a run the child reports each batch's seconds (``BatchEnd.seconds``). The 
 for warm-up (allocations, the first cached clips), so the estimate uses the median of the
 batches after it (the first alone when an epoch has one batch). Without a measured
 :class:`StepSpeed` a run is epochs x (training batches + validation), validation being forward
-passes only: about a third of a training step per clip (:func:`estimate_run`).
+passes only: about a third of a training step per clip (:func:`estimate_run`; with the
+frozen-trunk cache a batch's time is the head's alone, so this leaves out the first epoch's
+trunk pass).
 
 Before a run, ``jobs.devices.measure_speed`` times one step of the real network on this
 machine (``train.step_speed``) as a :class:`StepSpeed`: seconds per clip frame of the frozen
