@@ -1,7 +1,8 @@
-"""Where this machine can train, in words: the Train tab's Device choices and what a run trains
-on. Finding out imports torch, which never enters the app's process: the app calls ``probe``
-(a spawned child answers), and a training child says what it trains on itself (``RunDevice``,
-the first message of ``train_process``)."""
+"""Where this machine can train, in words, and how fast: the Train tab's Device choices, what a
+run trains on and the speed of one training step. Finding out imports torch, which never enters
+the app's process: the app calls ``probe`` and ``measure_speed`` (a spawned child answers), and
+a training child says what it trains on itself (``RunDevice``, the first message of
+``train_process``)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from echoquality_core.jobs.child import call_in_child, cpu_threads
+from echoquality_core.jobs.child import call_in_child, cpu_threads, yield_to_window
+from echoquality_core.train.estimate import StepSpeed
 
 
 @dataclass(frozen=True)
@@ -70,3 +72,19 @@ def probe(cancelled: Callable[[], bool] = lambda: False) -> tuple[str, list[tupl
     for seconds (torch's import), so call it off the GUI thread. RuntimeError when the child
     fails or ``cancelled()`` turns true."""
     return call_in_child(_found, name="echoquality-devices", cancelled=cancelled)
+
+
+def _measure(settings: dict[str, Any]) -> StepSpeed:
+    yield_to_window()  # before torch's import, which takes seconds of CPU too
+    from echoquality_core.train.step_speed import measure_step
+
+    return measure_step(settings)
+
+
+def measure_speed(settings: dict[str, Any],
+                  cancelled: Callable[[], bool] = lambda: False) -> StepSpeed:
+    """This machine's speed for a run of TrainConfig fields ``settings``, one step timed by a
+    spawned child at a lower priority (``train.step_speed``): blocks for seconds, so call it
+    off the GUI thread. RuntimeError when the child fails or ``cancelled()`` turns true."""
+    return call_in_child(_measure, dict(settings), name="echoquality-speed",
+                         cancelled=cancelled)

@@ -137,3 +137,16 @@ def loggable_config(config: TrainConfig) -> dict[str, Any]:
         if out.get(name):
             out[name] = Path(out[name]).name
     return out
+
+
+def off_reason(config: Any) -> str | None:
+    """Why the frozen trunk cannot be cached for a run of ``config`` (a TrainConfig or any
+    object with its ``frozen_trunk_cache``, ``augment`` and ``synthetic_pairs``): a clip's input
+    changes between epochs; None when it is cached."""
+    if not config.frozen_trunk_cache:
+        return "turned off in the settings"
+    if config.augment:
+        return "augmentation changes each clip every epoch"
+    if config.synthetic_pairs:
+        return "synthetic pairs degrade clips at random every epoch"
+    return None

@@ -13,7 +13,7 @@ block trainable the boundary moves down and the blocks below it are computed ane
 changes); with no frozen block below the trainable ones the full forward runs.
 
 It is off when a clip's input changes between epochs: with augmentation or synthetic pairs
-(:func:`off_reason`).
+(``config.off_reason``, which the duration estimate follows too).
 """
 from __future__ import annotations
 
@@ -34,23 +34,12 @@ from echoquality_core.files.atomic import atomic_write
 from echoquality_core.model.interrupt import Interrupted, interruptible
 from echoquality_core.model.network import _unwrap
 from echoquality_core.model.precision import autocast, dtype_name, training_dtype
+from echoquality_core.train.config import off_reason
 
 log = logging.getLogger(__name__)
 
 TRUNK_BLOCKS = ("stem", "layer1", "layer2", "layer3", "layer4")  # forward order
 MEMORY_BYTES = 1 << 30  # outputs kept in memory before spilling to disk
-
-
-def off_reason(config: Any) -> str | None:
-    """Why the trunk cannot be cached for this run (a clip's input changes between epochs),
-    or None."""
-    if not config.frozen_trunk_cache:
-        return "turned off in the settings"
-    if config.augment:
-        return "augmentation changes each clip every epoch"
-    if config.synthetic_pairs:
-        return "synthetic pairs degrade clips at random every epoch"
-    return None
 
 
 def setup_message(config: Any, model: nn.Module, device: torch.device, folder: Path,
@@ -220,21 +209,13 @@ class TrunkFeatures:
         missing = [i for i, f in enumerate(found) if f is None]
         self.hits += len(keys) - len(missing)
         if missing:
-            outputs = self._forward(model, trunk, videos[missing], should_stop)
+            outputs = trunk_forward(model, trunk, videos[missing], self.device, self.dtype,
+                                    should_stop)
             for i, out in zip(missing, outputs):
                 found[i] = out.clone()
                 self.store.put(keys[i], found[i])
             self.computed += len(missing)
         return torch.stack(found).to(self.device, torch.float32)
-
-    @torch.no_grad()
-    def _forward(self, model: nn.Module, trunk: list[str], videos: torch.Tensor,
-                 should_stop: Callable[[], bool] | None) -> torch.Tensor:
-        target = _unwrap(model)
-        blocks = nn.Sequential(*(getattr(target, name) for name in trunk))
-        with _eval(blocks), interruptible(blocks, should_stop), autocast(self.device, self.dtype):
-            x = blocks(videos.to(self.device))
-        return x.to(self.dtype or torch.float32).cpu()
 
 
 class _TrunkLoader:
@@ -257,6 +238,19 @@ class _TrunkLoader:
             except Interrupted:
                 return
             yield x, labels, paths
+
+
+@torch.no_grad()
+def trunk_forward(model: nn.Module, trunk: list[str], videos: torch.Tensor, device: torch.device,
+                  dtype: torch.dtype | None,
+                  should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
+    """The output of ``model``'s frozen blocks ``trunk`` for ``videos`` (in eval mode, under
+    ``dtype`` autocast), on the CPU in ``dtype`` (float32 when None)."""
+    target = _unwrap(model)
+    blocks = nn.Sequential(*(getattr(target, name) for name in trunk))
+    with _eval(blocks), interruptible(blocks, should_stop), autocast(device, dtype):
+        x = blocks(videos.to(device))
+    return x.to(dtype or torch.float32).cpu()
 
 
 @contextlib.contextmanager

@@ -83,3 +83,14 @@ def autoplay() -> bool:
 
 def set_autoplay(on: bool) -> None:
     app_settings().setValue("autoplay", bool(on))
+
+
+def train_speed(kind: str) -> str | None:
+    """The training speed measured on this computer for ``kind`` of run (device, layers, …),
+    as ``StepSpeed.to_text`` wrote it; None before any measurement."""
+    value = app_settings().value(f"train_speed/{kind}", None)
+    return None if value is None else str(value)
+
+
+def set_train_speed(kind: str, text: str) -> None:
+    app_settings().setValue(f"train_speed/{kind}", text)

@@ -138,6 +138,12 @@ class RunStatus(QWidget):
         self.estimate.setStyleSheet(f"color: {theme.YELLOW};" if estimate.long else "")
         self.estimate.setVisible(True)
 
+    def show_note(self, text: str) -> None:
+        """A plain line where the estimate goes (e.g. while the speed is measured)."""
+        self.estimate.setText(text)
+        self.estimate.setStyleSheet("")
+        self.estimate.setVisible(True)
+
     def start_fold(self, event: FoldStart) -> None:
         """A cross-validation fold starts: the stage line names it."""
         self.fold, self._first_batch_at = fold_text(event) + " · ", None

@@ -150,7 +150,8 @@ class TrainPanel(QWidget):
         self.status.begin(epochs)
         self.last_end, self.verdict = None, None
         self._judging.abort()  # the last run's verdict no longer matters
-        self._clock = StepClock.for_settings(config)
+        self.controls.stop_measuring()  # the run measures its own batches
+        self._clock = StepClock.for_settings(config, self.controls.stored_speed(config))
         self.state = RunState.RUNNING
         self._project_root = self.session.project.root
         worker = TrainWorker(config, self)
@@ -276,7 +277,8 @@ class TrainPanel(QWidget):
         estimate = self._clock.add(event) if self._clock is not None else None
         if estimate is not None:
             self.status.show_estimate(estimate)
-            self.controls.remember_speed(estimate, self._clock.settings)
+            if self._clock.speed is not None:  # rescaled to this run's own batches
+                self.controls.remember_speed(self._clock.speed, self._clock.settings)
             self.results.log(estimate.text(), theme.YELLOW if estimate.long else None)
             if estimate.long:
                 self.session.message.emit(estimate.text())

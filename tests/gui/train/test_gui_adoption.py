@@ -83,24 +83,28 @@ def test_a_long_run_is_called_out_from_its_measured_batches(studio_window, qtbot
 
 def test_the_next_run_is_estimated_from_the_speed_measured_here(studio_window, open_project,
                                                                 project_copy):
-    """Before Train is clicked: the speed the last run here measured, scaled to the form's
-    batch size, frames and epochs, gives the next run's duration (on the same device)."""
-    from echoquality_core.train.estimate import estimate_run, expected_run
+    """Before Train is clicked: the speed measured on this computer for this kind of run,
+    scaled to the form's batch size, frames and epochs, gives the next run's duration (on the
+    same device; another device's speed is not used)."""
+    from echoquality_core.train.estimate import StepSpeed, expected_run
 
     project = open_project(project_copy)
     panel = studio_window.train_panel
+    controls = panel.controls
+    speed = StepSpeed(trunk=0.2, train=0.1, evaluate=0.03)
+    controls.remember_speed(speed, controls._next_run())  # as a measurement would
     studio_window.tabs.setCurrentWidget(panel)
     form, estimate = panel.form, panel.status.estimate
-    assert not estimate.isVisible()  # no run has measured anything here
-    measured = estimate_run(2.0, 18, 2)  # 2 s per batch of 8 clips x 16 frames
-    panel.controls.remember_speed(measured, {"batch_size": 8, "n_frames": 16, "device": "auto"})
     form.batch_size.setValue(4)  # any change of the form estimates again
-    assert estimate.isVisible() and estimate.text().startswith(
-        "An earlier run here measured 1 s per batch")  # half the clips: half the time
-    assert estimate.text() == expected_run(panel.controls._next_run(), len(project.store),
-                                           2.0 / 128).text()
+    assert estimate.isVisible() and estimate.text().startswith("About ")
+    assert "(measured on this computer)" in estimate.text()
+    assert estimate.text() == expected_run(controls._next_run(), len(project.store),
+                                           speed).text()
     form.epochs.setValue(1000)
-    assert "over 15 min" in estimate.text()
+    assert "over 15 min" in estimate.text() and "#" in estimate.styleSheet()  # yellow
+    form.augment.setChecked(True)  # no frozen-trunk cache: every epoch runs the trunk
+    assert estimate.text() == expected_run(controls._next_run(), len(project.store),
+                                           speed).text()
     form.set_device_choices([("Auto", {"device": "auto"}), ("CPU", {"device": "cpu"})])
-    form.device.setCurrentIndex(1)  # no run measured the CPU chosen by name
-    assert not estimate.isVisible()
+    form.device.setCurrentIndex(1)  # nothing measured the CPU chosen by name yet
+    assert not (estimate.isVisible() and estimate.text().startswith("About "))
