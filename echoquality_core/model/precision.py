@@ -5,8 +5,11 @@ On a CPU with native bf16 (AVX512-BF16 or AMX) the R(2+1)D-18 forward runs in ab
 fp32 time with scores within ~1e-3; on a CPU without it (AVX2) bf16 is emulated and slower, so
 fp32 is kept. On CUDA: bf16 where the GPU supports it, else fp16. ``ECHOQUALITY_PRECISION=fp32``
 (or :func:`set_precision` ``("fp32")``) forces full precision everywhere. Training follows the
-same rule (:func:`training_dtype`), in ``channels_last_3d`` too: on the CPU, torch 2.14's bf16
-weight gradient of a temporal convolution over 2 frames (layer4) is NaN in the default format.
+same rule (:func:`training_dtype`), in ``channels_last_3d`` too. On the CPU, torch 2.14.1's
+oneDNN bf16 weight gradient of layer4's temporal convolutions (2 frames at 16x112x112) is NaN
+on some steps, in either memory format and not reproducible from the same tensors (a few
+steps in 100 with one thread): the training step owner (``train.loop.StepPrecision``) redoes
+such a step in fp32 and after 3 of them trains the rest of the run in fp32.
 """
 from __future__ import annotations
 

@@ -38,6 +38,7 @@ class Trainer(Protocol):
     run_id: str | None
     best: BestCheckpoint
     early_stopped_at: int | None
+    steps: Any  # loop.StepPrecision: the precision trained in, steps redone in fp32
 
 
 class Callback:
@@ -107,7 +108,10 @@ class EarlyStopping(Callback):
 
 
 class MlflowLogger(Callback):
-    """Logs the data split, every epoch's metrics and the run's outcome to an MLflow run."""
+    """Logs the data split, every epoch's metrics and the run's outcome to an MLflow run; with
+    each epoch the training steps redone in fp32 so far (metric ``fp32_redone_steps``) and the
+    precision trained in (tag ``precision_effective``, e.g. "bf16, then fp32 (3 steps redone
+    in fp32)"; the param ``precision`` is the one the run started in)."""
 
     def __init__(self, run_log: Any) -> None:
         self.run_log = run_log
@@ -130,9 +134,11 @@ class MlflowLogger(Callback):
     def on_epoch_end(self, trainer: Trainer, event: EpochEnd) -> None:
         self.run_log.log_metrics(
             {"train_loss": event.train_loss, "val_loss": event.val_loss, "lr": event.lr,
-             "epoch_seconds": event.seconds} | {f"val_{k}": v for k, v in event.metrics.items()},
+             "epoch_seconds": event.seconds, "fp32_redone_steps": trainer.steps.redone}
+            | {f"val_{k}": v for k, v in event.metrics.items()},
             step=event.epoch,
         )
+        self.run_log.set_tags({"precision_effective": trainer.steps.effective()})
         if trainer.early_stopped_at == event.epoch:
             self.run_log.set_tags({"early_stopped_at_epoch": event.epoch})
 
@@ -140,6 +146,7 @@ class MlflowLogger(Callback):
         best, folder, run_log = trainer.best, trainer.folder, self.run_log
         run_log.log_metrics({"best_val_loss": best.loss, "best_epoch": best.epoch or 0,
                              "threshold": best.threshold})
+        run_log.set_tags({"precision_effective": trainer.steps.effective()})
         if metrics:
             log_evaluation_to_mlflow(metrics, prefix="test_",
                                      plots_dir=folder.plots if plots else None)

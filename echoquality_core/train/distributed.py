@@ -142,7 +142,7 @@ class DistributedTrainer(Trainer):
 
         loss, done = run_epoch(
             self.model, self.train_loader, self.criterion, self.optimizer, self.device,
-            accum_steps=self.config.grad_accum_steps, amp_dtype=self.amp_dtype,
+            accum_steps=self.config.grad_accum_steps, steps=self.steps,
             scaler=self.scaler, on_batch=on_batch, should_stop=self._agreed.is_set,
         )
         losses = dist.gather_objects(loss)  # equal shard sizes: the mean of means is the mean

@@ -47,7 +47,8 @@ class EpochEnd:
 
 @dataclass(frozen=True)
 class TrainError:
-    """Something went wrong. kind: "nan_loss", "out_of_memory", "data", "weights" or "error".
+    """Something went wrong. kind: "nan_loss", "out_of_memory", "data", "weights", "error",
+    or "precision" (a warning: a bf16 step was redone in fp32, or the run switched to fp32).
 
     ``fatal`` False means a warning (e.g. unreadable clips were left out) and training goes on;
     a fatal error ends the run (its TrainEnd follows, with ``error`` set).

@@ -4,23 +4,71 @@ Trainer (``train.py``) wires them up.
 """
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from echoquality_core.model.interrupt import Interrupted, interruptible
-from echoquality_core.model.precision import training_dtype
+from echoquality_core.model.precision import dtype_name, training_dtype
 from echoquality_core.train.losses import class_pos_weight
 from echoquality_core.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 def criterion_args(config: TrainConfig, train_labels: list[float]) -> dict[str, Any]:
     pos_weight = class_pos_weight(train_labels) if config.class_weighting else None
     return {"alpha": config.focal_alpha, "gamma": config.focal_gamma, "pos_weight": pos_weight}
+
+
+REDO_LIMIT = 3  # reduced-precision steps redone in fp32 before the rest of a run is fp32
+
+
+@dataclass
+class StepPrecision:
+    """The autocast dtype of a run's training steps and its finite-gradient guard.
+
+    A reduced-precision (bf16) step whose loss or gradients are not finite is redone in fp32
+    from the same batches; after ``limit`` such redos the rest of the run trains (and
+    validates) in fp32: ``dtype`` becomes None. torch 2.14.1's oneDNN bf16 weight gradient of
+    layer4's temporal convolutions is NaN now and then on the CPU (see ``model/precision.py``).
+    ``report(step, message)`` is told about every redo and the switch.
+    """
+
+    dtype: torch.dtype | None
+    limit: int = REDO_LIMIT
+    report: Callable[[int, str], None] | None = None
+    redone: int = 0
+    switched: bool = False
+
+    def __post_init__(self) -> None:
+        self.start = dtype_name(self.dtype)  # the precision the run started in
+
+    def effective(self) -> str:
+        """The precision the run trained in, for MLflow: ``"bf16"``, ``"fp32"``, ``"bf16 (2
+        steps redone in fp32)"`` or ``"bf16, then fp32 (3 steps redone in fp32)"``."""
+        if not self.redone:
+            return dtype_name(self.dtype)
+        first = f"{self.start}, then fp32" if self.switched else self.start
+        return f"{first} ({self.redone} step{'s' * (self.redone != 1)} redone in fp32)"
+
+    def redid(self, step: int) -> None:
+        """Count a redone step; switch to fp32 at the limit; tell ``report``."""
+        self.redone += 1
+        message = (f"step {step}: the {self.start} loss or gradients were not finite; the step was "
+                   f"redone in fp32 ({self.redone} of at most {self.limit})")
+        if self.redone >= self.limit:
+            self.dtype, self.switched = None, True
+            message += "; the rest of the run trains in fp32"
+        log.warning(message)
+        if self.report is not None:
+            self.report(step, message + ".")
 
 
 def run_epoch(
@@ -35,13 +83,20 @@ def run_epoch(
     scaler: torch.amp.GradScaler | None = None,
     on_batch: Callable[[int, int, float, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    steps: StepPrecision | None = None,
 ) -> tuple[float, int]:
     """One pass over ``loader`` with gradient accumulation and optional autocast.
 
-    Returns (mean loss per clip, batches done). Raises FloatingPointError on a non-finite loss
-    (its args: step number). ``should_stop`` is checked after every batch and inside the model
-    at every block; a batch interrupted that way is abandoned (no optimiser step).
+    ``steps`` (a run's :class:`StepPrecision`, kept across epochs; made from ``amp_dtype``
+    when None) gives the autocast dtype and guards reduced-precision steps: an optimiser step
+    whose accumulated gradients (or a loss) are not finite is redone in fp32 from the same
+    batches before it is applied (not with a GradScaler, which skips such steps itself).
+    Returns (mean loss per clip, batches done). Raises FloatingPointError on a non-finite fp32
+    loss or gradient (its args: step number). ``should_stop`` is checked after every batch and
+    inside the model at every block; a batch interrupted that way is abandoned (no optimiser
+    step).
     """
+    steps = steps if steps is not None else StepPrecision(amp_dtype)
     model.train()
     for module in model.modules():  # frozen blocks keep their pretrained BatchNorm statistics
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not any(
@@ -49,29 +104,38 @@ def run_epoch(
             module.eval()
     n_steps = len(loader)
     total, count, done = 0.0, 0, 0
+    window: list[tuple[torch.Tensor, torch.Tensor]] = []  # batches of the step, for a redo
+    finite = True  # the window's losses so far
     optimizer.zero_grad(set_to_none=True)
     for step, batch in enumerate(loader, start=1):
         t0 = time.perf_counter()
-        videos, labels = batch[0].to(device), batch[1].to(device).float()
+        videos, labels = batch[0].to(device), batch[1].to(device).float().reshape(-1)
+        guard = steps.dtype is not None and scaler is None
+        window.append((videos, labels))
         try:
             with interruptible(model, should_stop):
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = model(videos).reshape(-1)
-                loss = criterion(logits.float(), labels.reshape(-1))
-                if not torch.isfinite(loss):
+                loss = _forward_backward(model, criterion, videos, labels, device, steps.dtype,
+                                         accum_steps, scaler)
+                finite = finite and bool(torch.isfinite(loss))
+                if not (finite or guard):
                     optimizer.zero_grad(set_to_none=True)
                     raise FloatingPointError(step)
-                scaled = loss / accum_steps
-                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                last = step % accum_steps == 0 or step == n_steps
+                if guard and (not finite or last and not _grads_finite(optimizer)):
+                    loss = _redo_in_fp32(model, criterion, window, optimizer, device,
+                                         accum_steps, step)
+                    finite = True
+                    steps.redid(step)
         except Interrupted:
             break
-        if step % accum_steps == 0 or step == n_steps:
+        if last:
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()
             else:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            window.clear()
         total += float(loss.detach()) * len(labels)
         count += len(labels)
         done = step
@@ -81,6 +145,40 @@ def run_epoch(
             break
     optimizer.zero_grad(set_to_none=True)
     return (total / count if count else float("nan")), done
+
+
+def _forward_backward(model, criterion, videos, labels, device, dtype, accum_steps,
+                      scaler=None) -> torch.Tensor:
+    """One batch's loss (returned) and its gradients added to the parameters'."""
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        logits = model(videos).reshape(-1)
+    loss = criterion(logits.float(), labels)
+    scaled = loss / accum_steps
+    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+    return loss
+
+
+def _grads_finite(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every gradient is finite, from their sums (a NaN or inf makes a sum non-finite;
+    10 ms for layer4 + fc on one core, 15x less than ``isfinite`` over every element)."""
+    sums = [p.grad.sum() for group in optimizer.param_groups for p in group["params"]
+            if p.grad is not None]
+    return not sums or bool(torch.isfinite(torch.stack(sums)).all())
+
+
+def _redo_in_fp32(model, criterion, window, optimizer, device, accum_steps,
+                  step: int) -> torch.Tensor:
+    """The gradients of ``window``'s batches again, in fp32; the last batch's loss. Raises
+    FloatingPointError(step) when they are not finite in fp32 either."""
+    optimizer.zero_grad(set_to_none=True)
+    for videos, labels in window:
+        loss = _forward_backward(model, criterion, videos, labels, device, None, accum_steps)
+        if not torch.isfinite(loss):
+            break
+    if not (torch.isfinite(loss) and _grads_finite(optimizer)):
+        optimizer.zero_grad(set_to_none=True)
+        raise FloatingPointError(step)
+    return loss
 
 
 def train_epoch(

@@ -51,8 +51,9 @@ from echoquality_core.runs.tracking import default_artifact_location, default_tr
 from echoquality_core.train.callbacks import BestCheckpoint, Callback, EarlyStopping, MlflowLogger
 from echoquality_core.train.config import LOSSES, SCHEDULERS, TrainConfig, loggable_config
 from echoquality_core.train.frozen_trunk import TrunkFeatures, setup_message
-from echoquality_core.train.loop import (criterion_args, make_optimizer, mixed_precision, predict,
-                                         run_epoch, seed_everything, train_epoch)
+from echoquality_core.train.loop import (StepPrecision, criterion_args, make_optimizer,
+                                         mixed_precision, predict, run_epoch, seed_everything,
+                                         train_epoch)
 from echoquality_core.train.preflight import (
     RunData,
     SetupError,
@@ -239,8 +240,10 @@ class Trainer:
         freeze_model_except_final_layers(self.model, 0 if self.schedule else c.num_unfrozen_layers)
         self.optimizer, self.scheduler = make_optimizer(c, self.model)
         self.criterion = make_criterion(c.loss, **criterion_args(c, self.train_labels))
-        self.amp_dtype, self.scaler = mixed_precision(c, self.device)
-        prepare_model(self.model, self.device, self.amp_dtype)  # bf16: channels_last_3d
+        dtype, self.scaler = mixed_precision(c, self.device)
+        self.steps = StepPrecision(dtype, report=lambda step, text: self._emit(  # fp32 redos
+            TrainError("precision", f"Epoch {self.epoch} {text}", fatal=False)))
+        prepare_model(self.model, self.device, dtype)  # bf16: channels_last_3d
         self.trunk, params, message = setup_message(c, self.model, self.device, self.cache_dir
                                                     / "trunk", self.clips, self.trunk_off)
         log.info(message)
@@ -271,7 +274,8 @@ class Trainer:
         except FloatingPointError as exc:
             return self._failed(TrainError(
                 "nan_loss",
-                f"The training loss became NaN/infinite at epoch {self.epoch} step {exc.args[0]}; "
+                f"The training loss or its gradients became NaN/infinite at epoch {self.epoch} "
+                f"step {exc.args[0]}; "
                 f"try a lower learning rate (now {c.learning_rate:g}).",
             ))
         except torch.cuda.OutOfMemoryError as exc:
@@ -367,7 +371,7 @@ class Trainer:
     def _validate(self) -> dict[str, Any]:
         """Predictions on the validation clips (loss, labels, scores, paths)."""
         net, loader = self._net(self.val_loader, self._halted)
-        return predict(net, loader, self.criterion, self.device, self._halted, self.amp_dtype)
+        return predict(net, loader, self.criterion, self.device, self._halted, self.steps.dtype)
 
     def _train_one(self, epoch: int) -> tuple[float, int]:
         def on_batch(step, n_steps, loss, seconds):
@@ -376,8 +380,8 @@ class Trainer:
         net, loader = self._net(self.train_loader, self._halted)
         return run_epoch(
             net, loader, self.criterion, self.optimizer, self.device,
-            accum_steps=self.config.grad_accum_steps, amp_dtype=self.amp_dtype,
-            scaler=self.scaler, on_batch=on_batch, should_stop=self._halted,
+            accum_steps=self.config.grad_accum_steps, steps=self.steps, scaler=self.scaler,
+            on_batch=on_batch, should_stop=self._halted,
         )
 
     def _epoch_end(self, epoch: int, train_loss: float, val: dict, seconds: float) -> EpochEnd:
@@ -401,7 +405,7 @@ class Trainer:
         if self.best.epoch is None:  # stopped before the first validation
             net, loader = self._net(self.val_loader, self._cancel.is_set)
             val = predict(net, loader, self.criterion, self.device, self._cancel.is_set,
-                          self.amp_dtype)
+                          self.steps.dtype)
             if self._cancel.is_set():
                 raise _Cancelled
             self.best.save(self, self.epoch or 0, val)
