@@ -106,6 +106,9 @@ def run_epoch(
     total, count, done = 0.0, 0, 0
     window: list[tuple[torch.Tensor, torch.Tensor]] = []  # batches of the step, for a redo
     finite = True  # the window's losses so far
+    # with several ranks only the (all-reduced, so shared) gradients decide a redo: a rank
+    # redoing alone would wait forever for the others' all-reduce
+    ranks = torch.distributed.is_available() and torch.distributed.is_initialized()
     optimizer.zero_grad(set_to_none=True)
     for step, batch in enumerate(loader, start=1):
         t0 = time.perf_counter()
@@ -121,7 +124,7 @@ def run_epoch(
                     optimizer.zero_grad(set_to_none=True)
                     raise FloatingPointError(step)
                 last = step % accum_steps == 0 or step == n_steps
-                if guard and (not finite or last and not _grads_finite(optimizer)):
+                if guard and last and not (_grads_finite(optimizer) and (finite or ranks)):
                     loss = _redo_in_fp32(model, criterion, window, optimizer, device,
                                          accum_steps, step)
                     finite = True
