@@ -8,7 +8,8 @@ objects) loaders of those outputs instead of videos, for training, validation an
 test alike. The outputs are keyed by the clip's digest and preprocessing settings (the
 ``ClipCache`` entry name), the trunk's blocks, a hash of their weights and buffers, and the
 precision; they are kept in memory up to ``memory_bytes`` (least recently used first out) and
-spilled to ``<cache folder>/trunk`` beyond that. When progressive unfreezing makes a trunk
+spilled to ``<cache folder>/trunk`` beyond that (at most ``DISK_BYTES`` there, the least
+recently used pruned first). When progressive unfreezing makes a trunk
 block trainable the boundary moves down and the blocks below it are computed anew (the key
 changes); with no frozen block below the trainable ones the full forward runs.
 
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 TRUNK_BLOCKS = ("stem", "layer1", "layer2", "layer3", "layer4")  # forward order
 MEMORY_BYTES = 1 << 30  # outputs kept in memory before spilling to disk
+DISK_BYTES = 8 << 30  # spilled outputs kept on disk; the least recently used go first
 
 
 def setup_message(config: Any, model: nn.Module, device: torch.device, folder: Path,
@@ -97,12 +99,31 @@ class MemoryThenDisk:
     """Tensors by key: in memory up to ``memory_bytes`` (least recently used evicted first),
     evicted ones written to ``folder`` and read back from there."""
 
-    def __init__(self, folder: Path, memory_bytes: int = MEMORY_BYTES):
+    def __init__(self, folder: Path, memory_bytes: int = MEMORY_BYTES,
+                 disk_bytes: int = DISK_BYTES):
         self.folder = Path(folder)
         self.memory_bytes = memory_bytes
+        self.disk_bytes = disk_bytes
         self.used = 0
         self.spilled = 0
         self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.prune()
+
+    def prune(self) -> int:
+        """Delete the least recently used spilled outputs (file times; a read touches its file)
+        until those left take at most ``disk_bytes``: outputs of earlier starting weights or
+        settings are never asked for again. Returns the number deleted."""
+        try:
+            files = [(f.stat().st_mtime, f.stat().st_size, f) for f in self.folder.glob("*.pt")]
+        except OSError:
+            return 0
+        total, deleted = sum(size for _, size, _ in files), 0
+        for _, size, path in sorted(files, key=lambda entry: entry[0]):
+            if total <= self.disk_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total, deleted = total - size, deleted + 1
+        return deleted
 
     def get(self, key: str) -> torch.Tensor | None:
         if key in self._memory:
@@ -117,6 +138,8 @@ class MemoryThenDisk:
                 pickle.UnpicklingError) as exc:  # a torn or foreign file: compute it again
             log.warning("trunk cache entry %s unreadable (%s); computing it again", path.name, exc)
             return None
+        with contextlib.suppress(OSError):
+            path.touch()  # recently used: pruned last
         self.put(key, tensor)
         return tensor
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,21 @@ def test_outputs_beyond_the_memory_bound_spill_to_disk_and_come_back(tmp_path):
     (tmp_path / "trunk" / "k0.pt").write_bytes(b"torn")
     store.clear()
     assert store.get("k0") is None and torch.equal(store.get("k1"), tensors["k1"])
+
+
+def test_spilled_outputs_beyond_the_disk_bound_are_pruned_least_recently_used_first(tmp_path):
+    folder = tmp_path / "trunk"
+    store = MemoryThenDisk(folder, memory_bytes=400)
+    for i in range(4):
+        store.put(f"k{i}", torch.full((100,), float(i)))
+    sizes = {p.stem: p.stat().st_size for p in folder.iterdir()}
+    assert sorted(sizes) == ["k0", "k1", "k2"]
+    for age, key in enumerate(["k1", "k0", "k2"]):  # k1 least recently used
+        os.utime(folder / f"{key}.pt", (1000 + age, 1000 + age))
+    assert torch.equal(MemoryThenDisk(folder).get("k1"), torch.full((100,), 1.0))  # now recent
+    reopened = MemoryThenDisk(folder, disk_bytes=sizes["k1"] + sizes["k2"])
+    assert sorted(p.stem for p in folder.iterdir()) == ["k1", "k2"]
+    assert reopened.get("k0") is None and torch.equal(reopened.get("k2"), torch.full((100,), 2.0))
 
 
 def test_head_after_the_trunk_gives_the_model_output():
