@@ -39,6 +39,7 @@ class TrainControls(QWidget):
         self._restoring = False  # a project's choice is being shown, not made
         self._shown = False  # the column has been shown: measuring may start
         self._probing = False  # the device probe's child runs
+        self._closed = False  # shut down: no new child (a run ending after asks for an estimate)
         self._measuring = Latest()  # one training step timed in a child (kind in _measuring_kind)
         self._measuring_kind: str | None = None
         self._unmeasurable: set[str] = set()  # kinds whose measurement failed (not retried)
@@ -151,7 +152,7 @@ class TrainControls(QWidget):
         """Time one step for ``settings``' kind in a child, unless that cannot be done now;
         whether it is being measured."""
         kind = self._speed_kind(settings)
-        if not self._shown or self._probing or kind in self._unmeasurable:
+        if not self._shown or self._probing or self._closed or kind in self._unmeasurable:
             return False
         if self._measuring.worker is not None and self._measuring_kind == kind:
             return True
@@ -205,7 +206,8 @@ class TrainControls(QWidget):
     def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         """Find the training device the first time the tab is shown, then its speed."""
         self._shown = True
-        if not self._probe.isRunning() and self.form.device_info.text() == "finding…":
+        if (not self._closed and not self._probe.isRunning()
+                and self.form.device_info.text() == "finding…"):
             self._probing = True  # one torch child at a time: the measurement waits
             self._probe.start()
         super().showEvent(event)
@@ -223,7 +225,9 @@ class TrainControls(QWidget):
         self.show_expected()
 
     def shutdown(self) -> None:
-        """Wait for the device probe, the measurement and the weights picker's threads."""
+        """Wait for the device probe, the measurement and the weights picker's threads; start
+        no other child after."""
+        self._closed = True
         self._probe.abort()  # its child is killed at once
         self.stop_measuring()  # so is this one's
         self._probe.wait()

@@ -72,11 +72,15 @@ def _score_and_explain(qtbot, window, project, model) -> None:
     qtbot.waitUntil(lambda: any(progress), timeout=TIMEOUT_MS)
 
 
-def _assert_all_stopped(window, children, hid: float, gone: float, returned: float) -> None:
+def _assert_all_stopped(qtbot, window, children, hid: float, gone: float,
+                        returned: float) -> None:
     print(f"closed: hidden after {hid * 1000:.0f} ms, {len(children)} child processes gone "
           f"after {gone:.2f} s, close() returned after {returned:.2f} s")
     assert hid < HIDE_SECONDS and gone < GONE_SECONDS
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert not [t for t in window.findChildren(QThread) if t.isRunning()]
+    qtbot.wait(1000)  # what the ended work reports after: nothing starts again (a thread left
+    # running when the window is deleted aborts the process: "QThread: Destroyed while ...")
     assert not [t for t in window.findChildren(QThread) if t.isRunning()]
 
 
@@ -95,7 +99,7 @@ def test_closing_during_scoring_and_gradcam_hides_at_once_and_ends_every_child(
     _score_and_explain(qtbot, studio_window, project, tiny_checkpoint)
     children = _ours(before)
     assert len(children) >= 2 and studio_window.session.scoring  # scoring and GradCAM
-    _assert_all_stopped(studio_window, children, *_close(studio_window, children))
+    _assert_all_stopped(qtbot, studio_window, children, *_close(studio_window, children))
 
 
 @pytest.mark.slow
@@ -121,4 +125,4 @@ def test_closing_again_during_a_run_cancels_it_hides_at_once_and_ends_every_chil
 
     assert not studio_window.close()  # the first close stops the run, keeping its best model
     assert studio_window.isVisible()
-    _assert_all_stopped(studio_window, children, *_close(studio_window, children))
+    _assert_all_stopped(qtbot, studio_window, children, *_close(studio_window, children))
