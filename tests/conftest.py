@@ -165,7 +165,13 @@ def studio_window(qtbot, qapp, isolated_settings):
     window.resize(1366, 768)
     window.show()
     qtbot.waitExposed(window)
-    return window
+    yield window
+    from PySide6.QtCore import QThread
+
+    window.close()  # a thread still running when pytest-qt deletes the window aborts the
+    # whole process ("QThread: Destroyed while thread is still running"): fail this test instead
+    left = [t for t in window.findChildren(QThread) if t.isRunning() and not t.wait(60000)]
+    assert not left, f"{len(left)} threads still ran 60 s after the window closed"
 
 
 @pytest.fixture
