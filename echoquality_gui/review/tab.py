@@ -113,11 +113,11 @@ class ReviewTab(QWidget):
     # --- what is shown ---------------------------------------------------------------------
     def refresh(self) -> None:
         """Recompute from the session's model, run and labels (after any of them changed)."""
-        if not METRICS_READY.is_set() and not self._warm_up.isFinished():
+        blind = self.session.blind  # several raters label blind: no model score anywhere
+        if not blind and not METRICS_READY.is_set() and not self._warm_up.isFinished():
             if self.session.model_path is not None or self.isVisible():
                 self._warm_up_metrics()
             return  # again once scikit-learn is loaded
-        blind = self.session.blind  # several raters label blind: no model score anywhere
         project = self.session.project
         self.scope.update_entries(project.folder.path if project else None)
         self.review_set = None if blind else collect_review(self.session, self.scope.oof_csv())

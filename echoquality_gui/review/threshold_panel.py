@@ -206,6 +206,8 @@ class ThresholdPanel(QWidget):
             self.flips.clear()
             self.flip_title.setText("")
             self.views.setTabText(2, "Calls that change")
+            self.value.setText("–")  # the last model's threshold and scores: gone (blind mode)
+            self._clear_plots()
             return
         self.calibration.blockSignals(True)
         method = (choice.calibration or {}).get("method", "none")
@@ -291,10 +293,8 @@ class ThresholdPanel(QWidget):
         c = self.choice
         curve = c.reliability()
         seen = curve["count"] > 0
+        self._clear_plots()
         self.reliability_curve.setData(curve["mean_score"][seen], curve["fraction_good"][seen])
-        for item in self._count_items:
-            self.reliability.removeItem(item)
-        self._count_items = []
         for x, y, n in zip(curve["mean_score"][seen], curve["fraction_good"][seen],
                            curve["count"][seen]):
             text = pg.TextItem(str(int(n)), color="#c8ced8", anchor=(0.5, 1.2))
@@ -304,6 +304,14 @@ class ThresholdPanel(QWidget):
         edges, good, poor = c.histograms()
         self.good_hist.setData(edges, good)
         self.poor_hist.setData(edges, poor)
+
+    def _clear_plots(self) -> None:
+        self.reliability_curve.setData([], [])
+        for item in self._count_items:
+            self.reliability.removeItem(item)
+        self._count_items = []
+        for histogram in (self.good_hist, self.poor_hist):
+            histogram.setData([0.0], [])  # step mode: one edge more than counts
 
     def _start_ci(self) -> None:
         c = self.choice
