@@ -59,6 +59,10 @@ class CsvTable:
     bom: bool = False
     newline: str = "\n"
     delimiter: str = ","
+    # ``render_parts``'s last answer (header first) and the rows changed since, by key: a save
+    # of a big file formats only the rows that changed
+    parts: list[str] | None = field(default=None, repr=False)
+    dirty: dict[str, CsvRow] = field(default_factory=dict, repr=False)
 
     def columns(self) -> dict[str, int]:
         """Column name (stripped) -> position."""
@@ -70,9 +74,35 @@ class CsvTable:
             return
         self.header.append(name)
         self.header_raw = None
+        self.parts = None
         for row in self.rows:
             row.cells.append("")
             row.raw = None
+
+    def changed(self, row: CsvRow) -> None:
+        """``row`` (one with a key) was changed: it is formatted again at the next render."""
+        row.raw = None
+        self.dirty[row.key] = row
+
+    def append(self, row: CsvRow) -> None:
+        """Add a changed row with a key at the end."""
+        self.index[row.key] = len(self.rows)
+        self.rows.append(row)
+        if self.parts is not None:
+            self.parts.append("")
+        self.changed(row)
+
+    def delete(self, key: str) -> None:
+        """Delete the row of ``key`` (only the rows after it are indexed again)."""
+        i = self.index.pop(key)
+        del self.rows[i]
+        self.dirty.pop(key, None)
+        if self.parts is not None:
+            del self.parts[i + 1]
+        rows, index = self.rows, self.index
+        for j in range(i, len(rows)):
+            if rows[j].key is not None:
+                index[rows[j].key] = j
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -252,12 +282,20 @@ def render_parts(table: CsvTable) -> list[str]:
         csv.writer(buf, delimiter=table.delimiter, lineterminator=table.newline).writerow(cells)
         return buf.getvalue()
 
-    if table.header_raw is None:
-        table.header_raw = fmt(table.header)
-    for row in table.rows:
-        if row.raw is None:
+    parts = table.parts
+    if parts is None or table.header_raw is None:
+        if table.header_raw is None:
+            table.header_raw = fmt(table.header)
+        for row in table.rows:
+            if row.raw is None:
+                row.raw = fmt(row.cells)
+        table.parts = parts = [table.header_raw] + [row.raw for row in table.rows]
+    else:
+        for key, row in table.dirty.items():
             row.raw = fmt(row.cells)
-    return [table.header_raw] + [row.raw for row in table.rows]
+            parts[table.index[key] + 1] = row.raw
+    table.dirty.clear()
+    return parts.copy()
 
 
 def join_parts(parts: list[str], newline: str) -> str:
