@@ -68,16 +68,28 @@ class CsvTable:
         """Column name (stripped) -> position."""
         return {name.strip(): i for i, name in enumerate(self.header)}
 
-    def ensure_column(self, name: str) -> None:
-        """Add column ``name`` at the end (every row gets an empty cell) unless it exists."""
-        if name in self.columns():
+    def ensure_columns(self, names: list[str]) -> None:
+        """Add the columns of ``names`` the table lacks at the end: every row gets empty cells,
+        its text only as many delimiters more (no row is formatted again)."""
+        known = self.columns()
+        new = [name for name in dict.fromkeys(names) if name not in known]
+        if not new:
             return
-        self.header.append(name)
+        self.header.extend(new)
         self.header_raw = None
         self.parts = None
+        empty, add = [""] * len(new), self.delimiter * len(new)
         for row in self.rows:
-            row.cells.append("")
-            row.raw = None
+            row.cells.extend(empty)
+            raw = row.raw
+            if raw is None:
+                continue
+            if raw.endswith("\r\n"):
+                row.raw = raw[:-2] + add + "\r\n"
+            elif raw.endswith(("\n", "\r")):
+                row.raw = raw[:-1] + add + raw[-1]
+            else:
+                row.raw = raw + add
 
     def changed(self, row: CsvRow) -> None:
         """``row`` (one with a key) was changed: it is formatted again at the next render."""
@@ -115,7 +127,7 @@ def parse_csv(data: bytes, relative: Callable[[str], str]) -> CsvTable:
     if not text.strip():
         return CsvTable(bom=bom)
     delimiter = sniff_delimiter(next(iter(io.StringIO(text, newline=""))))
-    records = _records(text, delimiter)
+    records = _plain_records(text, delimiter) if '"' not in text else _records(text, delimiter)
     header, header_raw = _read_header(records)
     rows, index = _read_rows(records, header, relative, decimal_comma=delimiter != ",")
     return CsvTable(header, header_raw, rows, index, bom, _line_end(header_raw) or "\n",
@@ -167,6 +179,7 @@ def _read_rows(records: Iterator[tuple[list[str], str]], header: list[str],
     index: dict[str, int] = {}
     first_seen: dict[str, int] = {}
     problems: Problems = []
+    quick = _QuickRows(columns, relative)
     row_number = 1
     while True:
         row_number += 1
@@ -178,7 +191,9 @@ def _read_rows(records: Iterator[tuple[list[str], str]], header: list[str],
             problems.append((row_number, f"cannot read the row: {exc}"))
             break
         try:
-            row = _read_record(cells, raw, len(header), columns, relative, decimal_comma)
+            row = quick.row(cells, raw) if len(cells) == len(header) else None
+            if row is None:
+                row = _read_record(cells, raw, len(header), columns, relative, decimal_comma)
         except LabelError as exc:
             problems.append((row_number, exc.problem))
             continue
@@ -229,6 +244,47 @@ def _read_label(cells: list[str], columns: dict[str, int], relative: Callable[[s
     notes = cells[columns[NOTES]] if NOTES in columns else ""
     return key, Label(key, score, (optional[RATER] or None) if optional else None, labeled_at,
                       issues, notes if notes.strip() else None)
+
+
+class _QuickRows:
+    """Reads the common row of a big file (a plain relative path, a score such as ``1`` or
+    ``0.75``, plain optional cells) with cached answers for the values rows share; None for
+    any other row, which ``_read_record`` reads (and explains when it is bad)."""
+
+    def __init__(self, columns: dict[str, int], relative: Callable[[str], str]) -> None:
+        self.path, self.score = columns[PATH], columns[SCORE]
+        self.optional = [columns.get(name) for name in (RATER, LABELED_AT, ISSUES, NOTES)]
+        self.relative = relative
+        self.scores: dict[str, float] = {}
+        self.issues: dict[str, tuple[str, ...]] = {"": ()}
+
+    def row(self, cells: list[str], raw: str) -> CsvRow | None:
+        path, score_text = cells[self.path], cells[self.score]
+        if not path or path != path.strip() or '"' in raw:
+            return None
+        key = self.relative(path)
+        if not score_text:
+            return None if any(c is not None and cells[c] for c in self.optional) else (
+                CsvRow(cells, raw, key))
+        score = self.scores.get(score_text)
+        if score is None:
+            if score_text != score_text.strip() or "," in score_text:
+                return None
+            score = self.scores[score_text] = _check_score(score_text)
+        rater, labeled_at, issues, notes = (
+            cells[c].strip() if c is not None else "" for c in self.optional)
+        tags = self.issues.get(issues)
+        if tags is None:
+            tags = self.issues[issues] = check_issues(issues)
+        return CsvRow(cells, raw, key, Label(
+            key, score, rater or None, _check_labeled_at(labeled_at) if labeled_at else None,
+            tags, cells[self.optional[3]] if notes else None))
+
+
+def _plain_records(text: str, delimiter: str) -> Iterator[tuple[list[str], str]]:
+    """``_records`` of a text without any quote: each line is one record."""
+    for line in io.StringIO(text, newline=""):
+        yield line.rstrip("\r\n").split(delimiter), line
 
 
 def _records(text: str, delimiter: str) -> Iterator[tuple[list[str], str]]:

@@ -266,9 +266,7 @@ class LabelStore:
     def _put(self, label: Label) -> None:
         values = {RATER: label.rater or "", LABELED_AT: label.labeled_at or "",
                   ISSUES: ";".join(label.issues), NOTES: label.notes or ""}
-        for name, value in values.items():
-            if value:
-                self._table.ensure_column(name)
+        self._table.ensure_columns([name for name, value in values.items() if value])
         columns = self._table.columns()
         i = self._table.index.get(label.video_path)
         if i is None:

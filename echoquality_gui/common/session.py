@@ -199,17 +199,22 @@ class Session(ModelState, QObject):
         return True
 
     def undo(self) -> LabelChange | None:
-        """Undo the last label change (written to the CSV)."""
+        """Undo the last label change (written to the CSV, in the background like a label
+        where the label was)."""
         if self.project is None:
             return None
         self.about_to_change_clip.emit(self.current)
-        return self._write(self.project.undo, "Undid")
+        project = self.project
+        deferred = project.defers_undo()
+        return self._write(lambda: project.undo(save=not deferred), "Undid", deferred=deferred)
 
     def redo(self) -> LabelChange | None:
         if self.project is None:
             return None
         self.about_to_change_clip.emit(self.current)
-        return self._write(self.project.redo, "Redid")
+        project = self.project
+        deferred = project.defers_undo(redo=True)
+        return self._write(lambda: project.redo(save=not deferred), "Redid", deferred=deferred)
 
     def _write(self, action, verb: str | None = None, *,
                deferred: bool = False) -> LabelChange | None:
