@@ -143,6 +143,7 @@ def run(args) -> None:
         report("open the project in the window", opens)
         report("idle control: largest timer gap", controls)
         report("one label: largest timer gap", labels)
+        print("   each (ms):", " ".join(f"{x * 1000:.0f}" for x in labels))
         print(f"{'':<34} max    {max(labels) * 1000:8.1f} ms   (control max "
               f"{max(controls) * 1000:.1f} ms)")
         report("one undo: largest timer gap", undos)
