@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from echoquality_core.labels.project import Project
-from echoquality_core.labels.store import LabelStore
+from echoquality_core.labels.store import LabelError, LabelStore
 
 
 def _csv(tmp_path, rows: int = 5):
@@ -92,17 +94,29 @@ def test_a_new_column_keeps_every_other_rows_text_and_a_save_formats_only_change
     assert (len(store), store.is_continuous()) == (1, False)
 
 
-def test_a_file_without_quotes_reads_as_the_csv_module_reads_it(tmp_path):
+@pytest.mark.parametrize("body", [
+    ("video_path,quality_score,rater,labeled_at,issues,notes\n"  # read column by column
+     "a.dcm,1,ann,2026-01-02T03:04:05+00:00,off_axis;foreshortened,hi\n"
+     "b.dcm,0.25,,,,\nc.dcm,,,,,\nd.dcm,0,bob,,,\n"),
+    ("video_path,quality_score,rater,labeled_at,issues,notes\n"  # row by row: spaces, a blank
+     "a.dcm,1,ann,2026-01-02T03:04:05+00:00,off_axis;foreshortened,hi\n"
+     "b.dcm, 0.25 ,,,,\n\nc.dcm,,,,,\nd.dcm,0\n"),
+])
+def test_a_file_without_quotes_reads_as_the_csv_module_reads_it(tmp_path, body):
     path = tmp_path / "labels.csv"
-    body = ("video_path,quality_score,rater,labeled_at,issues,notes\n"
-            "a.dcm,1,ann,2026-01-02T03:04:05+00:00,off_axis;foreshortened,hi\n"
-            "b.dcm, 0.25 ,,,,\n\n"
-            "c.dcm,,,,,\n"
-            "d.dcm,0\n")
     path.write_text(body)
     quick = LabelStore(path, tmp_path)
     path.write_text(body.replace("hi", '"hi"'))  # one quote: every row read by the csv module
     general = LabelStore(path, tmp_path)
-    assert quick.labels() == general.labels()
+    assert quick.labels() == general.labels() and quick.paths() == general.paths()
     assert quick.get("a.dcm").issues == ("off_axis", "foreshortened")
     assert quick.get("b.dcm").quality_score == 0.25 and quick.get("c.dcm") is None
+    assert quick.rater_names() == general.rater_names()
+
+
+def test_a_bad_row_of_a_file_without_quotes_is_named(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("video_path,quality_score\na.dcm,1\nb.dcm,2\na.dcm,0\n")
+    with pytest.raises(LabelError) as caught:
+        LabelStore(path, tmp_path)
+    assert [row for row, _ in caught.value.problems] == [3, 4]

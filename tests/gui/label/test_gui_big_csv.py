@@ -60,3 +60,25 @@ def test_a_label_in_a_100k_row_csv_is_written_off_the_gui_thread(
         session.undo()
     assert writers and all(t is not threading.main_thread() for t in writers)
     assert LabelStore(csv_path, root=project.root).get(rel) is None
+
+
+def test_label_keys_wait_for_the_labels_and_a_newer_open_drops_an_older_load(
+        studio_window, open_project, tiny_project, qtbot):
+    big = big_csv(tiny_project(n_clips=4, n_frames=6, seed=25))
+    small = tiny_project(n_clips=4, n_frames=6, seed=26)
+    session = studio_window.session
+    open_project(small.parent)
+    messages: list[str] = []
+    session.message.connect(messages.append)
+    before = big.read_bytes()
+
+    assert studio_window.open_project(big.parent)  # read in the background
+    assert session.loading is not None
+    studio_window.give_score(1.0)
+    assert session.undo() is None
+    assert sum("still being read" in m for m in messages) == 2
+    project = open_project(small.parent)  # a newer open: the big project's load is dropped
+    qtbot.waitUntil(lambda: not session._load._running, timeout=30000)
+    qtbot.wait(50)
+    assert session.project is project and project.root == small.parent.resolve()
+    assert session.loading is None and big.read_bytes() == before
