@@ -127,7 +127,7 @@ def run(args) -> None:
         for _ in range(args.repeats):
             start = time.perf_counter()
             open_gaps.append(stall(app, gaps, lambda: window.open_project(root),
-                                   lambda: session.loading is None))
+                                   lambda: getattr(session, "loading", None) is None))
             opens.append(time.perf_counter() - start)
             spin(app, lambda: not session.scanning and session.current is not None)
             for score in (1.0, 0.0):  # two labels per opening (the first names the rater)

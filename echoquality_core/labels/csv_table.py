@@ -78,12 +78,13 @@ class CsvTable:
             return
         self.header.extend(new)
         self.header_raw = None
-        self.parts = None
+        self.parts = parts = [""]  # the header's is formatted by the next render
         empty, add = [""] * len(new), self.delimiter * len(new)
         for row in self.rows:
             row.cells.extend(empty)
             raw = row.raw
-            if raw is None:
+            if raw is None:  # a changed row (in ``dirty``): formatted by the next render
+                parts.append("")
                 continue
             if raw.endswith("\r\n"):
                 row.raw = raw[:-2] + add + "\r\n"
@@ -91,6 +92,7 @@ class CsvTable:
                 row.raw = raw[:-1] + add + raw[-1]
             else:
                 row.raw = raw + add
+            parts.append(row.raw)
 
     def changed(self, row: CsvRow) -> None:
         """``row`` (one with a key) was changed: it is formatted again at the next render."""
@@ -136,8 +138,9 @@ def parse_csv(data: bytes, relative: Callable[[str], str]) -> CsvTable:
         body = list(records)
         read, records = _read_columns(body, header, relative), iter(body)
     rows, index = read or _read_rows(records, header, relative, decimal_comma=delimiter != ",")
+    parts = [header_raw] + [row.raw for row in rows]  # the first save's, made in this thread
     return CsvTable(header, header_raw, rows, index, bom, _line_end(header_raw) or "\n",
-                    delimiter)
+                    delimiter, parts)
 
 
 def sniff_delimiter(header_line: str) -> str:
@@ -347,10 +350,12 @@ def render_parts(table: CsvTable) -> list[str]:
         csv.writer(buf, delimiter=table.delimiter, lineterminator=table.newline).writerow(cells)
         return buf.getvalue()
 
+    if table.header_raw is None:
+        table.header_raw = fmt(table.header)
+        if table.parts is not None:
+            table.parts[0] = table.header_raw
     parts = table.parts
-    if parts is None or table.header_raw is None:
-        if table.header_raw is None:
-            table.header_raw = fmt(table.header)
+    if parts is None:
         for row in table.rows:
             if row.raw is None:
                 row.raw = fmt(row.cells)
