@@ -60,8 +60,13 @@ def busy(n: int) -> list[multiprocessing.Process]:
     return procs
 
 
-def stall(app, gaps: Gaps, work, done) -> float:
-    """The largest gap (s) between timer ticks while ``work()`` runs and until ``done()``."""
+CPU: dict[str, list[float]] = {}  # the GUI thread's CPU seconds per watched step, by name
+
+
+def stall(app, gaps: Gaps, work, done, name: str = "") -> float:
+    """The largest gap (s) between timer ticks while ``work()`` runs and until ``done()``;
+    the GUI thread's CPU time meanwhile goes to ``CPU[name]`` (robust on a busy machine)."""
+    cpu = time.thread_time()
     gaps.start()
     spin(app, lambda: True)  # the first tick's clock
     work()
@@ -69,6 +74,7 @@ def stall(app, gaps: Gaps, work, done) -> float:
     end = time.perf_counter() + 0.05  # ticks after the write's result arrived
     spin(app, lambda: time.perf_counter() > end)
     gaps.stop()
+    CPU.setdefault(name, []).append(time.thread_time() - cpu)
     return max(gaps.gaps) / 1000
 
 
@@ -105,12 +111,14 @@ def run(args) -> None:
         root = big_project(tmp, args.rows)
         csv_path = root / "labels.csv"
 
-        loads, saves = [], []
+        loads, load_cpu, saves = [], [], []
         for _ in range(args.repeats):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             store = LabelStore(csv_path, root)
             loads.append(time.perf_counter() - start)
+            load_cpu.append(time.thread_time() - cpu)
         report(f"load {len(store)} labels (LabelStore)", loads)
+        report("  (its CPU time)", load_cpu)
         for i in range(args.repeats):
             store.set(f"elsewhere/clip_{i:06d}.dcm", 1.0, save=False)
             start = time.perf_counter()
@@ -127,7 +135,7 @@ def run(args) -> None:
         for _ in range(args.repeats):
             start = time.perf_counter()
             open_gaps.append(stall(app, gaps, lambda: window.open_project(root),
-                                   lambda: getattr(session, "loading", None) is None))
+                                   lambda: getattr(session, "loading", None) is None, "open"))
             opens.append(time.perf_counter() - start)
             spin(app, lambda: not session.scanning and session.current is not None)
             for score in (1.0, 0.0):  # two labels per opening (the first names the rater)
@@ -135,13 +143,14 @@ def run(args) -> None:
                     break
                 end = time.perf_counter() + 0.3
                 controls.append(stall(app, gaps, lambda: None,
-                                      lambda: time.perf_counter() > end))
+                                      lambda: time.perf_counter() > end, "control"))
                 start = time.perf_counter()
                 labels.append(stall(app, gaps, lambda: window.give_score(score),
-                                    lambda: not session.saver.busy))
+                                    lambda: not session.saver.busy, "label"))
                 on_disk.append(time.perf_counter() - start)
             for _ in range(2):  # back to unlabelled for the next round
-                undos.append(stall(app, gaps, session.undo, lambda: not session.saver.busy))
+                undos.append(stall(app, gaps, session.undo, lambda: not session.saver.busy,
+                                   "undo"))
         report("open the project until labels read", opens)
         report("  meanwhile: largest timer gap", open_gaps)
         report("idle control: largest timer gap", controls)
@@ -151,6 +160,9 @@ def run(args) -> None:
               f"{max(controls) * 1000:.1f} ms)")
         report("one undo: largest timer gap", undos)
         report("one label: key to on disk", on_disk)
+        for name, text in (("open", "opening"), ("control", "idle control"),
+                           ("label", "one label"), ("undo", "one undo")):
+            report(f"GUI thread CPU: {text}", CPU[name])
         window.close()
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
