@@ -317,7 +317,10 @@ class Project:
         self._redo.clear()
         return change
 
-    def _apply(self, rel: str, label: Label | None, change: LabelChange) -> None:
+    def _apply(self, rel: str, label: Label | None, change: LabelChange, save: bool) -> None:
+        if not save and change.rater is None and self.defers_saves(self._rater):
+            self._put(rel, label)  # in memory only: the caller saves, as after set_label
+            return
         with self._editing():
             self.reload_if_changed(strict=True)
             self._apply_locked(rel, label, change)
@@ -328,30 +331,42 @@ class Project:
                               change.role)
             self._save()
             return
+        self._put(rel, label)
+        self._save()
+
+    def _put(self, rel: str, label: Label | None) -> None:
         if label is None:
             self.store.remove(rel, save=False)
         else:
             self.store.set(rel, label.quality_score, rater=label.rater, issues=label.issues,
                            notes=label.notes, labeled_at=label.labeled_at, save=False)
-        self._save()
 
-    def undo(self) -> LabelChange | None:
-        """Put back the label before the last change (on disk too); None if nothing to undo."""
+    def undo(self, save: bool = True) -> LabelChange | None:
+        """Put back the label before the last change (on disk too); None if nothing to undo.
+        ``save=False``: as ``set_label``'s, the caller saves a training-table change (a
+        one-rater project's); a rater's own label is saved at once."""
         if not self._undo:
             return None
         change = self._undo.pop()
-        self._apply(change.rel, change.before, change)
+        self._apply(change.rel, change.before, change, save)
         self._redo.append(change)
         return change
 
-    def redo(self) -> LabelChange | None:
-        """Re-apply the last undone change (on disk too); None if nothing to redo."""
+    def redo(self, save: bool = True) -> LabelChange | None:
+        """Re-apply the last undone change (on disk too, unless ``save=False`` as in ``undo``);
+        None if nothing to redo."""
         if not self._redo:
             return None
         change = self._redo.pop()
-        self._apply(change.rel, change.after, change)
+        self._apply(change.rel, change.after, change, save)
         self._undo.append(change)
         return change
+
+    def defers_undo(self, redo: bool = False) -> bool:
+        """Whether ``undo(save=False)`` (``redo(save=False)`` with ``redo``) leaves the saving
+        to the caller: a training-table change of a project where ``defers_saves``."""
+        stack = self._redo if redo else self._undo
+        return bool(stack) and stack[-1].rater is None and self.defers_saves(self._rater)
 
     @property
     def can_undo(self) -> bool:

@@ -112,7 +112,7 @@ class LabelStore:
         self._clashes: list[LabelClash] = []
         self._version = 0  # counts changes of the table (for the ``labels`` cache)
         self._labels: tuple[int, list[Label]] = (-1, [])
-        self._raters: tuple[int, list[str]] = (-1, [])
+        self._summary = _Summary(())
         self.folder = ProjectFolder.of_labels(self.csv_path)
         self.lock_path = self.folder.lock_file
         self._relatives: dict[str, str] = {}  # relative()'s answers: the clip list asks often
@@ -139,6 +139,7 @@ class LabelStore:
 
     def _forget_changes(self) -> None:
         self._version += 1
+        self._summary = _Summary(row.label for row in self._table.rows)
         self._pending, self._base, self._clashes = {}, {}, []
 
     # --- queries ------------------------------------------------------------------------------
@@ -158,23 +159,20 @@ class LabelStore:
         return self._labels[1]
 
     def rater_names(self) -> list[str]:
-        """The ``rater`` names of the labels, in order of first appearance (kept like
-        ``labels``)."""
-        if self._raters[0] != self._version:
-            names = dict.fromkeys(label.rater for label in self.labels() if label.rater)
-            self._raters = (self._version, list(names))
-        return self._raters[1]
+        """The ``rater`` names of the labels: in CSV order as read, a name given since at the
+        end (kept across label changes, not counted again from the whole table)."""
+        return self._summary.rater_names()
 
     def paths(self) -> list[str]:
         """Relative paths of the labelled clips, in CSV order."""
         return [row.key for row in self._table.rows if row.label is not None]
 
     def __len__(self) -> int:
-        return len(self.labels())
+        return self._summary.labelled
 
     def is_continuous(self) -> bool:
         """True if any score is neither 0 nor 1."""
-        return any(label.quality_score not in (0.0, 1.0) for label in self.labels())
+        return self._summary.continuous > 0
 
     def resolve(self, rel: str | os.PathLike) -> Path:
         """Absolute path of clip ``rel`` (relative to the root, or already absolute)."""
@@ -268,16 +266,13 @@ class LabelStore:
     def _put(self, label: Label) -> None:
         values = {RATER: label.rater or "", LABELED_AT: label.labeled_at or "",
                   ISSUES: ";".join(label.issues), NOTES: label.notes or ""}
-        for name, value in values.items():
-            if value:
-                self._table.ensure_column(name)
+        self._table.ensure_columns([name for name, value in values.items() if value])
         columns = self._table.columns()
         i = self._table.index.get(label.video_path)
         if i is None:
             cells = [""] * len(self._table.header)
             cells[columns[PATH]] = label.video_path
-            self._table.index[label.video_path] = len(self._table.rows)
-            self._table.rows.append(CsvRow(cells, None, label.video_path))
+            self._table.append(CsvRow(cells, None, label.video_path))
             i = len(self._table.rows) - 1
         row = self._table.rows[i]
         old_score = row.label.quality_score if row.label else None
@@ -286,7 +281,9 @@ class LabelStore:
         for name, value in values.items():
             if name in columns:
                 row.cells[columns[name]] = value
-        row.label, row.raw = label, None
+        self._summary.replace(row.label, label)
+        row.label = label
+        self._table.changed(row)
         self._version += 1
 
     def _drop(self, key: str) -> None:
@@ -295,15 +292,15 @@ class LabelStore:
         i = self._table.index[key]
         row = self._table.rows[i]
         ours = {PATH, SCORE, *OPTIONAL_COLUMNS}
+        self._summary.replace(row.label, None)
         if any(row.cells[j].strip() for name, j in columns.items() if name not in ours):
             for name in (SCORE, *OPTIONAL_COLUMNS):
                 if name in columns:
                     row.cells[columns[name]] = ""
-            row.label, row.raw = None, None
+            row.label = None
+            self._table.changed(row)
             return
-        del self._table.rows[i]
-        rows = self._table.rows
-        self._table.index = {row.key: j for j, row in enumerate(rows) if row.key is not None}
+        self._table.delete(key)
 
     # --- saving -------------------------------------------------------------------------------
     def changed_on_disk(self, strict: bool = False) -> bool:
@@ -398,6 +395,38 @@ class LabelStore:
         data = (codecs.BOM_UTF8 if snap.bom else b"") + text.encode("utf-8")
         st = write_atomic(self.csv_path, data)
         return _DiskState(st.st_ino, st.st_mtime_ns, st.st_size, hashlib.sha1(data).hexdigest())
+
+
+class _Summary:
+    """Counts of a store's labels (labelled clips, non-binary scores, labels per rater), kept
+    up to date label by label: a label in a 100,000-row table does not count them all again."""
+
+    def __init__(self, labels: Iterable[Label | None]) -> None:
+        self.labelled = self.continuous = 0
+        self.raters: dict[str, int] = {}
+        for label in labels:
+            if label is not None:
+                self._add(label, 1)
+
+    def replace(self, old: Label | None, new: Label | None) -> None:
+        """One row's label went from ``old`` to ``new`` (None: unlabelled)."""
+        if old is not None:
+            self._add(old, -1)
+        if new is not None:
+            self._add(new, 1)
+
+    def _add(self, label: Label, n: int) -> None:
+        self.labelled += n
+        self.continuous += n if label.quality_score not in (0.0, 1.0) else 0
+        if label.rater:
+            count = self.raters.get(label.rater, 0) + n
+            if count:
+                self.raters[label.rater] = count
+            else:
+                del self.raters[label.rater]
+
+    def rater_names(self) -> list[str]:
+        return list(self.raters)
 
 
 def _plain_relative(text: str) -> bool:

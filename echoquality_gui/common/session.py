@@ -14,7 +14,7 @@ from echoquality_core.labels.project import ClipInfo, LabelChange, Project, read
 from echoquality_core.labels.raters import known_raters
 from echoquality_gui.common import settings
 from echoquality_gui.model.state import ModelState
-from echoquality_gui.common.workers import Worker, retire
+from echoquality_gui.common.workers import Latest, Worker, retire
 from echoquality_gui.label.saver import LabelSaver
 
 
@@ -23,6 +23,7 @@ class Session(ModelState, QObject):
     threshold and scores come from :class:`ModelState` (``model_state.py``)."""
 
     project_opened = Signal(object)  # Project
+    open_failed = Signal(str)  # why a project read in the background could not be opened
     clips_reset = Signal()  # the clip list was replaced
     clips_updated = Signal(list)  # rows whose header arrived
     scan_progress = Signal(int, int)  # done, total (done == -1: cancelled)
@@ -53,18 +54,50 @@ class Session(ModelState, QObject):
         self.auto_advance = True
         self.clip_order: Callable[[], list[str]] | None = None  # the clip list's visible order
         self._scan: Worker | None = None
+        self._load = Latest()  # a project's labels CSV being read (a newer open drops it)
+        self.loading: Path | None = None  # the folder whose labels are being read
         self.saver = LabelSaver(self)  # labels CSV writes off the GUI thread, in order
         self.saver.saved.connect(self.saved)
         self.saver.failed.connect(self.message)
         self.saver.merged.connect(self._merged)
 
     # --- project ---------------------------------------------------------------------------
-    def open_project(self, root: str | Path, csv_path: str | Path | None = None) -> Project:
+    def open_project(self, root: str | Path, csv_path: str | Path | None = None, *,
+                     background: bool = False) -> Project | None:
         """Open a dataset folder and its labels CSV, then scan the clips in the background
-        (and score them when a model is loaded)."""
+        (and score them when a model is loaded). ``background``: the labels CSV is read in a
+        worker (a 100,000-row one takes a while) and the project opens once it is read, None
+        returned (``open_failed`` says why it could not); meanwhile label changes are refused
+        with a status-bar line, and a newer open drops this one."""
         self._stop_scan()
         self.saver.flush()
-        project = Project(Path(root), Path(csv_path) if csv_path else None)
+        self._load.abort()
+        self.loading = None
+        csv = Path(csv_path) if csv_path else None
+        if not background:
+            return self._opened(Project(Path(root), csv))
+        if not Path(root).is_dir():
+            raise NotADirectoryError(f"not a folder: {root}")
+        self.loading = Path(root)
+        self.message.emit(f"Reading the labels of {self.loading.name}…")
+        self._load.start(Worker(Project, Path(root), csv, parent=self).connect(
+            returned=self._opened, errored=self._open_failed))
+        return None
+
+    def _open_failed(self, exc: BaseException) -> None:
+        self.loading = None
+        self.open_failed.emit(str(exc))
+
+    def refused_while_loading(self) -> bool:
+        """True (and a status-bar line) while a project's labels are still being read."""
+        if self.loading is None:
+            return False
+        self.message.emit(f"Not labelled: the labels of {self.loading.name} are still being "
+                          "read; press the key again in a moment")
+        return True
+
+    def _opened(self, project: Project) -> Project:
+        self.loading = None
         self.about_to_change_clip.emit(self.current)
         self.cancel_scoring()
         self.project, self.current, self.scores = project, None, {}
@@ -181,7 +214,7 @@ class Session(ModelState, QObject):
         """Label the current clip (written to the CSV in the background, ``saved`` once it is
         on disk; at once with several raters); then open the next unlabelled clip if
         ``advance`` (default: the auto-advance setting). False if nothing was labelled."""
-        if self.project is None or self.current is None:
+        if self.refused_while_loading() or self.project is None or self.current is None:
             return False
         rel = self.current.rel
         order = self.visible_order()  # before the label re-sorts or filters the list
@@ -199,17 +232,22 @@ class Session(ModelState, QObject):
         return True
 
     def undo(self) -> LabelChange | None:
-        """Undo the last label change (written to the CSV)."""
-        if self.project is None:
+        """Undo the last label change (written to the CSV, in the background like a label
+        where the label was)."""
+        if self.refused_while_loading() or self.project is None:
             return None
         self.about_to_change_clip.emit(self.current)
-        return self._write(self.project.undo, "Undid")
+        project = self.project
+        deferred = project.defers_undo()
+        return self._write(lambda: project.undo(save=not deferred), "Undid", deferred=deferred)
 
     def redo(self) -> LabelChange | None:
-        if self.project is None:
+        if self.refused_while_loading() or self.project is None:
             return None
         self.about_to_change_clip.emit(self.current)
-        return self._write(self.project.redo, "Redid")
+        project = self.project
+        deferred = project.defers_undo(redo=True)
+        return self._write(lambda: project.redo(save=not deferred), "Redid", deferred=deferred)
 
     def _write(self, action, verb: str | None = None, *,
                deferred: bool = False) -> LabelChange | None:
@@ -284,7 +322,7 @@ class Session(ModelState, QObject):
 
     def adjudicate(self, rel: str, score: float, notes: str | None = None) -> bool:
         """Record the current rater's final label of a clip the raters disagree about."""
-        if self.project is None or not settings.rater():
+        if self.refused_while_loading() or self.project is None or not settings.rater():
             return False
         return self._write(lambda: self.project.adjudicate(
             rel, score, by=settings.rater(), notes=notes)) is not None
@@ -318,6 +356,8 @@ class Session(ModelState, QObject):
         """Write the clip's pending edits and stop background work (call before the window
         goes away)."""
         self.about_to_change_clip.emit(self.current)
+        self._load.abort()
+        self._load.wait()
         self.saver.flush()
         self._stop_scan()
         self.cancel_scoring()

@@ -193,6 +193,7 @@ class MainWindow(QMainWindow):
         s.saver.failed.connect(lambda _why: self.saved_label.setText("NOT saved"))
         s.saved.connect(lambda stamp: self.saved_label.setText(f"saved {stamp}"))
         s.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        s.open_failed.connect(lambda why: QMessageBox.warning(self, "Cannot open project", why))
         s.undo_state_changed.connect(self._undo_state)
         s.scale_changed.connect(self._scale_changed)
         s.scan_finished.connect(self._scan_finished)
@@ -288,9 +289,10 @@ class MainWindow(QMainWindow):
 
     # --- dialogs ---------------------------------------------------------------------------
     def open_project(self, root: str | Path, csv_path: str | Path | None = None) -> bool:
-        """Open a dataset folder (and its labels CSV); errors are shown, not raised."""
+        """Open a dataset folder (and its labels CSV, read in the background); errors are
+        shown, not raised."""
         try:
-            self.session.open_project(root, csv_path)
+            self.session.open_project(root, csv_path, background=True)
         except (OSError, ValueError) as exc:
             QMessageBox.warning(self, "Cannot open project", str(exc))
             return False
