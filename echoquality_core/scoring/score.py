@@ -11,6 +11,10 @@ are skipped; clips whose row has no score (unreadable last time, e.g. still bein
 tried again, their old rows first removed (``ScoresFile.drop``), so the file ends with one row
 per clip. Each batch's rows are appended at once, so a crash loses at most the batch being
 scored. Nothing from DICOM headers except the frame count and frame rate reaches the output.
+
+The network scores with its BatchNorms folded into its convolutions (``model.fold``): in place
+for a model read from a file, a copy for a module the caller keeps or when GradCAM strips are
+asked for (GradCAM explains the network as it is).
 """
 from __future__ import annotations
 
