@@ -48,6 +48,9 @@ def _run_score(args: argparse.Namespace) -> int:
 
     if cli_distributed.wants_distributed(args):
         return cli_distributed.run_score_rank(args, fail)
+    # torch and the model take seconds to load: say so at once (stdout: stderr is for errors)
+    print(f"Scoring into {args.out.name}: loading torch and the model {args.model.name} ...",
+          flush=True)
     from echoquality_core.scoring.score import score_clips
 
     bar, progress = clip_progress("Scoring")

@@ -172,6 +172,7 @@ def _score(job: _Job, models: _Models, watch: _Watch, cancelled: Any, put: Any) 
 
     from echoquality_core.decision import Decision
     from echoquality_core.model.checkpoint import params_from_info
+    from echoquality_core.model.fold import fold_batchnorm
     from echoquality_core.scoring.score import ClipInput, score_clips
     from echoquality_core.scoring.scores_csv import COLUMNS
 
@@ -197,7 +198,9 @@ def _score(job: _Job, models: _Models, watch: _Watch, cancelled: Any, put: Any) 
         return
     inputs = [ClipInput(Path(p), name) for p, name in clips] if isinstance(clips, list) else clips
     try:
-        table = score_clips(inputs, _watched(net, watch), out_csv=job.args["out_csv"],
+        # scored as `echoquality score` scores (BatchNorms folded); GradCAM keeps ``net``
+        table = score_clips(inputs, _watched(fold_batchnorm(net), watch),
+                            out_csv=job.args["out_csv"],
                             threshold=decision.threshold, batch_size=job.args["batch_size"],
                             params=params_from_info(info), cache_dir=job.args["cache_dir"],
                             progress=progress, calibration=decision.calibration)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from echoquality_core.model import precision
+from echoquality_core.model.fold import fold_batchnorm
 from echoquality_core.model.network import (
     WeightsError,
     model_from_state,
@@ -209,12 +210,13 @@ def forward_scores(net: nn.Module, videos: torch.Tensor, dev: torch.device) -> l
 
 def score_arrays(net: nn.Module, videos: np.ndarray | torch.Tensor,
                  device: str | torch.device = "cpu") -> np.ndarray:
-    """Scores (N,) for a batch of model-input clips (N,3,T,S,S): sigmoid of the logits."""
+    """Scores (N,) for a batch of model-input clips (N,3,T,S,S): sigmoid of the logits, from
+    ``net`` with its BatchNorms folded as ``scoring.score`` scores (``net`` is left as it is)."""
     dev = resolve_device(device)
     videos = torch.as_tensor(videos, dtype=torch.float32)
     was_training = net.training
     precision.prepare_model(net, dev).eval()
     try:
-        return np.asarray(forward_scores(net, videos, dev), dtype=np.float32)
+        return np.asarray(forward_scores(fold_batchnorm(net), videos, dev), dtype=np.float32)
     finally:
         net.train(was_training)

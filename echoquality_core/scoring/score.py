@@ -11,6 +11,10 @@ are skipped; clips whose row has no score (unreadable last time, e.g. still bein
 tried again, their old rows first removed (``ScoresFile.drop``), so the file ends with one row
 per clip. Each batch's rows are appended at once, so a crash loses at most the batch being
 scored. Nothing from DICOM headers except the frame count and frame rate reaches the output.
+
+The network scores with its BatchNorms folded into its convolutions (``model.fold``): in place
+for a model read from a file, a copy for a module the caller keeps or when GradCAM strips are
+asked for (GradCAM explains the network as it is).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from echoquality_core.model import precision
+from echoquality_core.model.fold import fold_batchnorm
 from echoquality_core.model.checkpoint import (
     forward_scores,
     params_from_info,
@@ -231,11 +236,13 @@ def score_clips(
     todo, skipped, retry = _resume(out, clips)
     batches = iter(_loader(todo, params, cache_dir, batch_size, num_workers, dev))
     net = build_net()  # the loader's workers decode the first batches meanwhile
+    was_training = net.training
     scorer = _BatchScorer(net, dev, decision, gradcam_dir)
     rows: list[dict[str, Any]] = []
     if todo:
-        was_training = net.training
         precision.prepare_model(net, dev).eval()
+        # a module given by the caller, or one GradCAM explains, stays as it is: fold a copy
+        scorer.folded = fold_batchnorm(net, in_place=net is not model and gradcam_dir is None)
         try:
             for ok, videos, failed in batches:
                 new = scorer.rows(todo, ok, videos, failed)
@@ -275,13 +282,14 @@ class _BatchScorer:
     def __init__(self, net: nn.Module, dev: torch.device, decision: Decision,
                  gradcam_dir: str | os.PathLike | None):
         self.net, self.dev, self.decision = net, dev, decision
+        self.folded = net  # what scores: ``net`` with its BatchNorms folded (``model.fold``)
         self.gradcam_dir = gradcam_dir
         self.counts = {"scored": 0, "passed": 0, "failed": 0}
 
     def rows(self, todo: Sequence[ClipInput], ok: list[dict], videos: torch.Tensor | None,
              failed: list[dict]) -> list[dict[str, Any]]:
         """The rows of one batch from ``collate_scoring`` (``todo``: the loader's clips)."""
-        raw = forward_scores(self.net, videos, self.dev) if videos is not None else []
+        raw = forward_scores(self.folded, videos, self.dev) if videos is not None else []
         verdicts = self.decision.verdicts(raw)
         by_index = {it["index"]: _row(todo[it["index"]].name, it, None) for it in failed}
         for it, verdict in zip(ok, verdicts):

@@ -262,3 +262,42 @@ def test_bad_inputs_are_refused_with_a_clear_error(demo_project, checkpoint, tmp
     with pytest.raises(ValueError, match="not a scores CSV"):
         score_clips(demo_project, checkpoint, out_csv=foreign)
     assert foreign.read_text(encoding="utf-8") == "a,b\n1,2\n"
+
+
+def test_workers_report_and_skip_a_corrupt_clip_and_score_as_one_process(
+    folder_with_corrupt_clip, checkpoint, tmp_path
+):
+    root, broken = folder_with_corrupt_clip
+    alone = score_clips(root, checkpoint, device="cpu", batch_size=3)
+    out = tmp_path / "scores.csv"
+    result = score_clips(root, checkpoint, out_csv=out, device="cpu", batch_size=3,
+                         num_workers=2)
+
+    assert result.attrs["failed"] == 1 and result.attrs["scored"] == len(result) - 1
+    bad = result[result["video_path"] == broken].iloc[0]
+    assert bad["error"].startswith("truncated.dcm:") and math.isnan(bad["score"])
+    good = result[result["video_path"] != broken]
+    assert (good["error"] == "").all() and good["score"].between(0, 1).all()
+    assert list(alone["video_path"]) == list(result["video_path"])
+    assert np.allclose(alone["score"], result["score"], atol=1e-6, equal_nan=True)
+    assert read_scores(out).equals(result)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not torch"])
+def test_a_bad_model_file_leaves_the_scores_csv_untouched(
+    project_copy, checkpoint, tmp_path, damage
+):
+    out = tmp_path / "scores.csv"
+    clips = find_clips(project_copy)
+    score_clips(clips[:2], checkpoint, out_csv=out, device="cpu")
+    find_clips(project_copy)[2].write_bytes(b"not a DICOM file")  # an error row to retry
+    score_clips(clips[:3], checkpoint, out_csv=out, device="cpu")
+    before = out.read_bytes()
+    assert read_scores(out)["error"].astype(bool).sum() == 1
+
+    bad = tmp_path / "bad.pt"
+    data = checkpoint.read_bytes()
+    bad.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"hello " * 100)
+    with pytest.raises(ValueError):  # WeightsError
+        score_clips(clips, bad, out_csv=out, device="cpu", num_workers=2)
+    assert out.read_bytes() == before
