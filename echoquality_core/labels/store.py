@@ -45,6 +45,7 @@ from echoquality_core.labels.csv_table import (
     render_parts,
 )
 from echoquality_core.labels.folder import ProjectFolder
+from echoquality_core.labels.summary import LabelSummary
 from echoquality_core.labels.values import (
     FIVE_POINT_SCORES,
     GOOD,
@@ -112,7 +113,7 @@ class LabelStore:
         self._clashes: list[LabelClash] = []
         self._version = 0  # counts changes of the table (for the ``labels`` cache)
         self._labels: tuple[int, list[Label]] = (-1, [])
-        self._summary = _Summary(())
+        self._summary = LabelSummary(())
         self.folder = ProjectFolder.of_labels(self.csv_path)
         self.lock_path = self.folder.lock_file
         self._relatives: dict[str, str] = {}  # relative()'s answers: the clip list asks often
@@ -139,7 +140,7 @@ class LabelStore:
 
     def _forget_changes(self) -> None:
         self._version += 1
-        self._summary = _Summary(row.label for row in self._table.rows)
+        self._summary = LabelSummary(row.label for row in self._table.rows)
         self._pending, self._base, self._clashes = {}, {}, []
 
     # --- queries ------------------------------------------------------------------------------
@@ -395,38 +396,6 @@ class LabelStore:
         data = (codecs.BOM_UTF8 if snap.bom else b"") + text.encode("utf-8")
         st = write_atomic(self.csv_path, data)
         return _DiskState(st.st_ino, st.st_mtime_ns, st.st_size, hashlib.sha1(data).hexdigest())
-
-
-class _Summary:
-    """Counts of a store's labels (labelled clips, non-binary scores, labels per rater), kept
-    up to date label by label: a label in a 100,000-row table does not count them all again."""
-
-    def __init__(self, labels: Iterable[Label | None]) -> None:
-        self.labelled = self.continuous = 0
-        self.raters: dict[str, int] = {}
-        for label in labels:
-            if label is not None:
-                self._add(label, 1)
-
-    def replace(self, old: Label | None, new: Label | None) -> None:
-        """One row's label went from ``old`` to ``new`` (None: unlabelled)."""
-        if old is not None:
-            self._add(old, -1)
-        if new is not None:
-            self._add(new, 1)
-
-    def _add(self, label: Label, n: int) -> None:
-        self.labelled += n
-        self.continuous += n if label.quality_score not in (0.0, 1.0) else 0
-        if label.rater:
-            count = self.raters.get(label.rater, 0) + n
-            if count:
-                self.raters[label.rater] = count
-            else:
-                del self.raters[label.rater]
-
-    def rater_names(self) -> list[str]:
-        return list(self.raters)
 
 
 def _plain_relative(text: str) -> bool:

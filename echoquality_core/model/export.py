@@ -39,6 +39,7 @@ from echoquality_core.model.checkpoint import (
     score_arrays,
 )
 from echoquality_core.decision import Decision
+from echoquality_core.model.fold import fold_batchnorm
 from echoquality_core.model.network import WeightsError
 from echoquality_core.model.precision import precision
 from echoquality_core.data.preprocess import MEAN, STD, PreprocessParams
@@ -78,7 +79,9 @@ def export_model(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    model = model.cpu().eval()
+    # the exports score as scoring does: BatchNorm folded into the convolutions (fold.py),
+    # so an export and its checkpoint give the same scores at any precision
+    model = fold_batchnorm(model.cpu().eval())
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(2, 3, int(example_frames), params.size, params.size, generator=generator)
     info = _info(params, int(example_frames), Decision.from_info(source_info, threshold))
