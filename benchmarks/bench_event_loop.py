@@ -165,7 +165,7 @@ def one_repeat(app: QApplication, record: Record, source: Path, root: Path, mode
         record.watch(app, "right after (1 s)", lambda: deadline.__setitem__(
             0, time.perf_counter() + 1.0), lambda: time.perf_counter() > deadline[0])
         panel = window.train_panel
-        record.watch(app, "Train tab (device probe)", lambda: window.tabs.setCurrentWidget(
+        record.watch(app, "Train tab shown", lambda: window.tabs.setCurrentWidget(
             panel), lambda: "finding" not in panel.form.device_info.text())
         record.watch(app, "training run (1 epoch)", lambda: train_one_epoch(window),
                      lambda: panel.last_end is not None and not panel.running)
