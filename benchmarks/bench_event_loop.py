@@ -7,7 +7,12 @@
   header scan is done);
 - loading a model and scoring every clip;
 - GradCAM of a clip in the Review tab (first, then a second clip);
-- right after (1 s).
+- right after (1 s);
+- the Train tab shown (its device probe), then a real training run from it (1 epoch, batch 2,
+  4 frames, CPU, on the project's clips; the Label tab in front);
+- right after the training run: the run judged (a 1000-resample bootstrap, in a thread), its
+  model made the project's (on its own, or as by "Use this model") and every clip scored, the
+  Review tab shown on the run's test split, and 1 s more.
 
 Each repeat starts a fresh window on a fresh copy of the project (no preprocessing cache).
 Prints the longest stall and the 99th percentile per step and repeat, the longest over all
@@ -91,6 +96,45 @@ def after(seconds: float):
     return lambda: time.perf_counter() - start > seconds
 
 
+class AfterTraining:
+    """What follows a finished run, as the user sees it: the verdict, the run's model used
+    ("Use this model" when it was not adopted on its own), every clip scored, then the Review
+    tab on the run's test split for 1 s. Called as the step's ``until``."""
+
+    def __init__(self, window) -> None:
+        self.window, self.used, self.shown_at = window, False, None
+
+    def __call__(self) -> bool:
+        panel, session, review = self.window.train_panel, self.window.session, \
+            self.window.review
+        if panel.verdict is None:
+            return False
+        if not self.used:
+            self.used = True
+            if not panel.verdict.adopt:  # a 1-epoch run cannot show it beats chance
+                panel.use_model()
+            return False
+        if session.scoring or session.model_path != panel.last_end.best_checkpoint \
+                or len(session.scores) < len(session.project.clips):
+            return False
+        if self.shown_at is None:
+            self.window.tabs.setCurrentWidget(review)
+            self.shown_at = time.perf_counter()
+        return (review.review_set is not None and review.review_set.source.startswith("Run")
+                and time.perf_counter() - self.shown_at > 1.0)
+
+
+def train_one_epoch(window) -> None:
+    """Start a 1-epoch CPU run from the Train tab's form, the Label tab in front."""
+    panel = window.train_panel
+    panel.form.epochs.setValue(1)
+    panel.form.batch_size.setValue(2)
+    panel.form.n_frames.setValue(4)
+    panel.extra = {"stride": 1, "device": "cpu", "log_mlflow_model": False}
+    window.tabs.setCurrentIndex(0)
+    panel.train_button.click()
+
+
 def one_repeat(app: QApplication, record: Record, source: Path, root: Path, model: Path) -> None:
     from echoquality_gui.common.garbage import freeze_start_up
     from echoquality_gui.window.main_window import MainWindow
@@ -120,6 +164,15 @@ def one_repeat(app: QApplication, record: Record, source: Path, root: Path, mode
                          lambda rel=rel: review.heat_map is not None and review.rel == rel)
         record.watch(app, "right after (1 s)", lambda: deadline.__setitem__(
             0, time.perf_counter() + 1.0), lambda: time.perf_counter() > deadline[0])
+        panel = window.train_panel
+        record.watch(app, "Train tab shown", lambda: window.tabs.setCurrentWidget(
+            panel), lambda: "finding" not in panel.form.device_info.text())
+        record.watch(app, "training run (1 epoch)", lambda: train_one_epoch(window),
+                     lambda: panel.last_end is not None and not panel.running)
+        end = panel.last_end
+        if end.error is not None or end.best_checkpoint is None:
+            raise RuntimeError(f"the training run did not finish: {end}")
+        record.watch(app, "right after training", lambda: None, AfterTraining(window))
     finally:
         window.close()
         window.deleteLater()

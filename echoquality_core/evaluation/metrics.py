@@ -2,8 +2,10 @@
 
 Scores are sigmoid(logit) in 0..1 (1 = good quality). Labels may be soft (0..1): the
 classification metrics use them binarised at 0.5, the Brier score uses them as they are.
-Every metric comes from scikit-learn; an empty split gives NaN metrics and a one-class split
-NaN ROC/PR AUC, never an exception. No torch here (tensors are accepted when torch is loaded).
+Every metric is computed in numpy as scikit-learn computes it (``curves``; tests compare the
+two): the window reviews a model without importing scikit-learn. An empty split gives NaN
+metrics and a one-class split NaN ROC/PR AUC, never an exception. No torch here (tensors are
+accepted when torch is loaded).
 """
 from __future__ import annotations
 
@@ -13,6 +15,12 @@ from typing import Any
 
 import numpy as np
 from echoquality_core.decision import TRAINING_THRESHOLD, called_good, labelled_good
+from echoquality_core.evaluation.curves import (
+    average_precision,
+    precision_recall_curve,
+    roc_auc,
+    roc_curve,
+)
 
 _NAN = float("nan")
 _SCALAR_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "brier")
@@ -46,38 +54,33 @@ def metrics_from_scores(labels: Any, scores: Any,
     Returns accuracy, precision, recall, f1, roc_auc, pr_auc (average precision), brier,
     confusion_matrix [[tn, fp], [fn, tp]], threshold, n, n_pos, n_neg.
     """
-    from sklearn.metrics import (
-        accuracy_score,
-        average_precision_score,
-        confusion_matrix,
-        f1_score,
-        mean_squared_error,
-        precision_score,
-        recall_score,
-        roc_auc_score,
-    )
-
     y_soft, s = _labels_scores(labels, scores)
     threshold = float(threshold)
-    y = labelled_good(y_soft).astype(int)
-    predicted = called_good(s, threshold).astype(int)
+    y = labelled_good(y_soft)
+    predicted = called_good(s, threshold)
     n_pos = int(y.sum())
     out: dict[str, Any] = dict.fromkeys(_SCALAR_METRICS, _NAN)
     out.update(confusion_matrix=[[0, 0], [0, 0]], threshold=threshold, n=int(y.size),
                n_pos=n_pos, n_neg=int(y.size) - n_pos)
     if y.size == 0:
         return out
-    out["accuracy"] = float(accuracy_score(y, predicted))
-    out["precision"] = float(precision_score(y, predicted, zero_division=0))
-    out["recall"] = float(recall_score(y, predicted, zero_division=0))
-    out["f1"] = float(f1_score(y, predicted, zero_division=0))
-    out["brier"] = float(mean_squared_error(y_soft, s))  # == brier_score_loss for 0/1 labels
-    out["confusion_matrix"] = confusion_matrix(y, predicted, labels=[0, 1]).tolist()
+    tp, fp = int(np.sum(y & predicted)), int(np.sum(~y & predicted))
+    fn, tn = int(np.sum(y & ~predicted)), int(np.sum(~y & ~predicted))
+    out["accuracy"] = (tp + tn) / y.size
+    out["precision"] = _ratio(tp, tp + fp)
+    out["recall"] = _ratio(tp, tp + fn)
+    out["f1"] = _ratio(2 * tp, 2 * tp + fp + fn)
+    out["brier"] = float(np.mean((y_soft - s) ** 2))  # == brier_score_loss for 0/1 labels
+    out["confusion_matrix"] = [[tn, fp], [fn, tp]]
     if 0 < n_pos < y.size:
-        out["roc_auc"] = float(roc_auc_score(y, s))
-        out["pr_auc"] = float(average_precision_score(y, s))
+        out["roc_auc"] = roc_auc(y, s)
+        out["pr_auc"] = average_precision(y, s)
     return out
 
+
+def _ratio(a: int, b: int) -> float:
+    """a / b, 0 when b is 0 (scikit-learn's ``zero_division=0``)."""
+    return a / b if b else 0.0
 
 
 def _closest_to_half(candidates: np.ndarray) -> float:
@@ -91,8 +94,6 @@ def choose_threshold(labels: Any, scores: Any, method: str | float = "youden") -
     threshold maximising F1; a number: that fixed threshold. Ties go to the threshold closest
     to 0.5; a split with one class (or none) gives 0.5.
     """
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
     if isinstance(method, numbers.Real) and not isinstance(method, bool):
         fixed = float(method)
     elif isinstance(method, str) and method.strip().lower() not in ("youden", "f1"):

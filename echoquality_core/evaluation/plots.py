@@ -10,6 +10,12 @@ from pathlib import Path
 
 import numpy as np
 from echoquality_core.decision import TRAINING_THRESHOLD, labelled_good
+from echoquality_core.evaluation.curves import (
+    average_precision,
+    precision_recall_curve,
+    roc_auc,
+    roc_curve,
+)
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -48,15 +54,13 @@ def _both_classes(y: np.ndarray) -> bool:
 
 def plot_roc(labels, scores, path: str | os.PathLike) -> Path:
     """ROC curve with its AUC (a note instead when the clips are all one class)."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     y, s = _binary(labels), np.asarray(scores, dtype=float).reshape(-1)
     fig = _figure()
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1, label="chance")
     if _both_classes(y):
         fpr, tpr, _ = roc_curve(y, s)
-        ax.plot(fpr, tpr, color=_COLOURS[1], lw=2, label=f"AUC = {roc_auc_score(y, s):.3f}")
+        ax.plot(fpr, tpr, color=_COLOURS[1], lw=2, label=f"AUC = {roc_auc(y, s):.3f}")
         ax.legend(loc="lower right")
     else:
         _note(ax, "ROC needs clips of both classes")
@@ -67,14 +71,12 @@ def plot_roc(labels, scores, path: str | os.PathLike) -> Path:
 
 def plot_precision_recall(labels, scores, path: str | os.PathLike) -> Path:
     """Precision-recall curve with average precision and the base rate."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve
-
     y, s = _binary(labels), np.asarray(scores, dtype=float).reshape(-1)
     fig = _figure()
     ax = fig.add_subplot()
     if _both_classes(y):
         precision, recall, _ = precision_recall_curve(y, s)
-        ap = average_precision_score(y, s)
+        ap = average_precision(y, s)
         ax.plot(recall, precision, color=_COLOURS[1], lw=2, drawstyle="steps-post",
                 label=f"AP = {ap:.3f}")
         ax.axhline(y.mean(), ls="--", color="0.6", lw=1, label=f"base rate = {y.mean():.2f}")

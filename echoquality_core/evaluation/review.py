@@ -12,6 +12,7 @@ import numpy as np
 from echoquality_core.decision import Decision, called_good, labelled_good
 from echoquality_core.labels.store import REVIEWED, Label
 from echoquality_core.evaluation.metrics import metrics_from_scores
+from echoquality_core.evaluation.curves import roc_curve
 from echoquality_core.runs.folder import RunFolder
 
 KINDS = {"tn": "true negative", "fp": "false positive", "fn": "false negative",
@@ -74,8 +75,6 @@ class ReviewSet:
 
     def roc(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(false positive rate, true positive rate) of the ROC curve; None with one class."""
-        from sklearn.metrics import roc_curve
-
         y = [int(c.labelled_good) for c in self.clips]
         if not 0 < sum(y) < len(y):
             return None

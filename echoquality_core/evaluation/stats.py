@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from echoquality_core.decision import called_good, labelled_good
+from echoquality_core.evaluation.curves import average_precision, normal_quantile, roc_auc
 
 METRICS = ("roc_auc", "pr_auc", "sensitivity", "specificity", "ppv", "npv", "accuracy", "brier")
 NAMES = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "sensitivity": "sensitivity (recall)",
@@ -68,7 +69,7 @@ def point_metrics(labels: Sequence[float], scores: Sequence[float],
     """The :data:`METRICS` of scores against labels (binarised at 0.5) at ``threshold``;
     undefined ones (e.g. AUC with one class, PPV with nothing called good) are NaN. ROC AUC and
     PR AUC are computed as scikit-learn's ``roc_auc_score`` / ``average_precision_score`` do,
-    in plain numpy (the bootstrap calls this thousands of times)."""
+    in plain numpy (``curves``: the bootstrap calls this thousands of times)."""
     y_soft = np.asarray(labels, dtype=float)
     s = np.asarray(scores, dtype=float)
     y = labelled_good(y_soft)
@@ -77,8 +78,8 @@ def point_metrics(labels: Sequence[float], scores: Sequence[float],
     fp, fn = int(np.sum(~y & called)), int(np.sum(y & ~called))
     both = 0 < y.sum() < y.size
     return {
-        "roc_auc": _roc_auc(y, s) if both else _NAN,
-        "pr_auc": _average_precision(y, s) if both else _NAN,
+        "roc_auc": roc_auc(y, s) if both else _NAN,
+        "pr_auc": average_precision(y, s) if both else _NAN,
         "sensitivity": _ratio(tp, tp + fn),
         "specificity": _ratio(tn, tn + fp),
         "ppv": _ratio(tp, tp + fp),
@@ -86,26 +87,6 @@ def point_metrics(labels: Sequence[float], scores: Sequence[float],
         "accuracy": _ratio(tp + tn, y.size),
         "brier": float(np.mean((s - y_soft) ** 2)) if y.size else _NAN,
     }
-
-
-def _roc_auc(y: np.ndarray, s: np.ndarray) -> float:
-    """Mann-Whitney U / (n_pos n_neg), ties counted half (= sklearn's roc_auc_score)."""
-    from scipy.stats import rankdata
-
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    return float((rankdata(s)[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def _average_precision(y: np.ndarray, s: np.ndarray) -> float:
-    """Sum over distinct thresholds of (recall step) x precision (= sklearn's AP)."""
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, hits = s[order], y[order].astype(float)
-    last = np.r_[np.flatnonzero(np.diff(s_sorted)), s_sorted.size - 1]  # end of each tie block
-    tps = np.cumsum(hits)[last]
-    precision = tps / (last + 1)
-    recall = tps / tps[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def _ratio(a: int, b: int) -> float:
@@ -187,9 +168,7 @@ def metrics_with_ci(labels: Sequence[float], scores: Sequence[float],
 
 
 def _z(confidence: float) -> float:
-    from scipy.stats import norm
-
-    return float(norm.ppf(0.5 + confidence / 2))
+    return normal_quantile(0.5 + confidence / 2)
 
 
 def describe_basis(labels: Sequence[float], groups: Sequence[object] | None,

@@ -3,11 +3,12 @@ for all, percent agreement, rater-vs-rater confusion matrices, per-issue-tag agr
 model's agreement with each rater, each statistic with a seeded bootstrap 95% CI (clips
 resampled with replacement, percentile interval).
 
-The statistics come from the reference libraries: scikit-learn's ``cohen_kappa_score``
-(quadratic weights on the five-point scale; its bootstrap replicates from statsmodels'
-``cohens_kappa`` on the resampled rater-vs-rater table, the same value ten times faster),
-statsmodels' ``fleiss_kappa`` and the
-``krippendorff`` package (ordinal on the five-point scale, nominal for binary labels and tags).
+Cohen's kappa (quadratic weights on the five-point scale) is a few lines of numpy on the
+rater-vs-rater table, tested equal to scikit-learn's ``cohen_kappa_score`` and statsmodels'
+``cohens_kappa``: the Review tab's model-vs-raters view runs in the window's process, where
+importing those held the GIL ~1 s. Fleiss' kappa comes from statsmodels' ``fleiss_kappa`` and
+Krippendorff's alpha from the ``krippendorff`` package (ordinal on the five-point scale,
+nominal for binary labels and tags).
 A statistic that is undefined (e.g. every rater gave the same score) is NaN, shown as "–".
 """
 from __future__ import annotations
@@ -153,22 +154,34 @@ def _quiet(fn: Callable[[], float]) -> float:
     return value if np.isfinite(value) else float("nan")
 
 
-def cohen_kappa(a: np.ndarray, b: np.ndarray, n_levels: int, weighted: bool) -> float:
-    """scikit-learn's Cohen's kappa of two raters' level codes (quadratic weights if
-    ``weighted``); NaN when undefined."""
-    from sklearn.metrics import cohen_kappa_score
+def contingency(a: np.ndarray, b: np.ndarray, n_levels: int) -> np.ndarray:
+    """The rater-vs-rater table of two raters' level codes: [i, j] = clips ``a`` gave level i
+    and ``b`` level j."""
+    cells = a.astype(int) * n_levels + b.astype(int)
+    return np.bincount(cells, minlength=n_levels * n_levels).reshape(n_levels, n_levels)
 
-    return _quiet(lambda: cohen_kappa_score(a.astype(int), b.astype(int),
-                                            labels=list(range(n_levels)),
-                                            weights="quadratic" if weighted else None))
+
+def cohen_kappa(a: np.ndarray, b: np.ndarray, n_levels: int, weighted: bool) -> float:
+    """Cohen's kappa of two raters' level codes (quadratic weights if ``weighted``); NaN when
+    undefined."""
+    return kappa_of_table(contingency(a, b, n_levels), weighted)
 
 
 def kappa_of_table(table: np.ndarray, weighted: bool) -> float:
-    """statsmodels' Cohen's kappa of a rater-vs-rater contingency table."""
-    from statsmodels.stats.inter_rater import cohens_kappa
-
-    return _quiet(lambda: cohens_kappa(table, wt="quadratic" if weighted else None,
-                                       return_results=False))
+    """Cohen's kappa of a rater-vs-rater contingency table: 1 - observed / chance-expected
+    disagreement (quadratic weights if ``weighted``, else 0/1); NaN when undefined (no clips, or
+    no disagreement expected by chance)."""
+    table = np.asarray(table, dtype=float)
+    total = table.sum()
+    if total == 0:
+        return float("nan")
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / total
+    i, j = np.indices(table.shape)
+    weights = (i - j) ** 2 if weighted else (i != j)
+    chance = float(np.sum(weights * expected))
+    if chance <= 0:
+        return float("nan")
+    return 1.0 - float(np.sum(weights * table)) / chance
 
 
 def fleiss(complete: np.ndarray, n_levels: int) -> float:
@@ -225,8 +238,6 @@ def bootstrap(stat: Callable[[np.ndarray], float], n_units: int, n_boot: int,
 def pair_agreement(a: str, b: str, x: np.ndarray, y: np.ndarray, levels: list[float],
                    weighted: bool, n_boot: int, seed: int) -> PairAgreement:
     """Two raters' level codes (NaN = not labelled) on the same clips."""
-    from sklearn.metrics import confusion_matrix
-
     both = np.isfinite(x) & np.isfinite(y)
     x, y = x[both].astype(int), y[both].astype(int)
     n = len(levels)
@@ -238,7 +249,7 @@ def pair_agreement(a: str, b: str, x: np.ndarray, y: np.ndarray, levels: list[fl
         return kappa_of_table(np.bincount(cells[i], minlength=n * n).reshape(n, n), weighted)
 
     kappa = bootstrap(resampled, len(x), n_boot, seed, cohen_kappa(x, y, n, weighted))
-    matrix = confusion_matrix(x, y, labels=list(range(n))) if len(x) else np.zeros((n, n), int)
+    matrix = contingency(x, y, n)
     return PairAgreement(a, b, int(both.sum()), percent, kappa, matrix)
 
 

@@ -4,8 +4,8 @@ Collected from a decoding or GradCAM thread, a Qt object would be destroyed in t
 and crash the app, so collections run on a timer in the GUI thread (pyqtgraph's recipe). A
 full collection scans every object alive: ~170k once the window is up, ~400k once the Train tab
 has imported torch to list the devices, 60–280 ms of a stalled window here. The app therefore
-freezes (``gc.freeze``) the objects of its start-up and of that import: later collections scan
-only newer objects. Objects freed by their reference count are freed as before; only reference
+freezes (``gc.freeze``) the objects of its start-up: later collections scan only newer
+objects. Objects freed by their reference count are freed as before; only reference
 cycles among frozen objects would stay."""
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import gc
 from pyqtgraph.util.garbage_collector import GarbageCollector
 
 _collector: GarbageCollector | None = None
-_freezing = False
 
 
 def collect_in_gui_thread() -> None:
@@ -28,15 +27,5 @@ def collect_in_gui_thread() -> None:
 def freeze_start_up() -> None:
     """Keep every object alive now out of later collections (the app, once its window is up;
     no collection first: a full one costs ~0.1 CPU-s before the first frame, for the few
-    cycles of the start-up); from then on ``freeze_import`` freezes too."""
-    global _freezing
-    _freezing = True
+    cycles of the start-up)."""
     gc.freeze()
-
-
-def freeze_import() -> None:
-    """After a large lazy import (scikit-learn, torch): keep its objects out of later
-    collections too (instant: no collection). Only in an app that froze its start-up: a test process holds
-    every earlier test's objects, which must stay collectable."""
-    if _freezing:
-        gc.freeze()

@@ -1,11 +1,9 @@
 """What the Review tab reviews: the session's model on the run's test split, on the labelled
-clips, or a cross-validation's out-of-fold scores (a core ``ReviewSet``); and scikit-learn's
-metrics loaded ahead of the first review, off the GUI thread."""
+clips, or a cross-validation's out-of-fold scores (a core ``ReviewSet``; its metrics are
+numpy, no scikit-learn in the window)."""
 from __future__ import annotations
 
-import importlib
 import json
-import threading
 from pathlib import Path
 
 from echoquality_core.decision import TRAINING_THRESHOLD, Decision
@@ -14,16 +12,6 @@ from echoquality_core.labels.store import LabelError
 from echoquality_core.runs.folder import RunFolder
 from echoquality_gui.common.session import Session
 from echoquality_gui.review.scope import oof_scored
-
-METRICS_READY = threading.Event()
-
-
-def import_metrics() -> None:
-    """Load scikit-learn's metrics (``metrics_from_scores``) ahead of the first review (in a
-    worker: the import takes seconds); sets ``METRICS_READY``."""
-    importlib.import_module("sklearn.metrics")
-    METRICS_READY.set()
-
 
 def collect_review(session: Session, oof: Path | None = None) -> ReviewSet | None:
     """What the Review tab shows: with ``oof`` (a cross-validation's out-of-fold table) all

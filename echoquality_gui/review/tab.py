@@ -18,15 +18,14 @@ from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 from echoquality_core.evaluation.review import ReviewClip, ReviewSet
 from echoquality_core.labels.store import REVIEWED
 from echoquality_core.scoring.heatmap import ClipHeatMap
-from echoquality_gui.common.garbage import freeze_import
 from echoquality_gui.common.session import Session
 from echoquality_gui.common.widgets import section_title
-from echoquality_gui.common.workers import Worker, retire
+from echoquality_gui.common.workers import Worker
 from echoquality_gui.label.panel import ask_rater
 from echoquality_gui.review.charts import ReviewCharts
 from echoquality_gui.review.clip_panel import ClipPanel
 from echoquality_gui.review.clip_table import ClipTable
-from echoquality_gui.review.collect import METRICS_READY, collect_review, import_metrics
+from echoquality_gui.review.collect import collect_review
 from echoquality_gui.review.lists import ReviewLists
 from echoquality_gui.review.model_vs_raters import ModelVsRaters
 from echoquality_gui.review.scope import ReviewScope
@@ -42,10 +41,6 @@ class ReviewTab(QWidget):
         self.scope.changed.connect(self.refresh)
         self.review_set: ReviewSet | None = None
         self.save_worker: Worker | None = None  # the last threshold save
-        # scikit-learn takes seconds to import: in a thread, once a model is loaded or the tab
-        # is shown (never during start-up, where it doubled the CPU time); refresh waits
-        self._warm_up = Worker(import_metrics, parent=self).connect(
-            returned=lambda _: self._metrics_loaded(), errored=lambda _: self.refresh())
         self._build()
         for signal in (session.model_changed, session.label_changed, session.scores_changed,
                        session.project_opened, session.raters_changed):
@@ -114,10 +109,6 @@ class ReviewTab(QWidget):
     def refresh(self) -> None:
         """Recompute from the session's model, run and labels (after any of them changed)."""
         blind = self.session.blind  # several raters label blind: no model score anywhere
-        if not blind and not METRICS_READY.is_set() and not self._warm_up.isFinished():
-            if self.session.model_path is not None or self.isVisible():
-                self._warm_up_metrics()
-            return  # again once scikit-learn is loaded
         project = self.session.project
         self.scope.update_entries(project.folder.path if project else None)
         self.review_set = None if blind else collect_review(self.session, self.scope.oof_csv())
@@ -225,16 +216,6 @@ class ReviewTab(QWidget):
         """Save the threshold panel's choice into the model (in a thread) and rescore."""
         self.save_worker = self.lists.save_threshold(self.session) or self.save_worker
 
-    def _warm_up_metrics(self) -> None:
-        if not METRICS_READY.is_set() and not self._warm_up.isFinished():
-            self._warm_up.start()  # nothing while it runs
-
-    def _metrics_loaded(self) -> None:
-        freeze_import()  # scikit-learn's objects: out of the window's garbage collections
-        self.refresh()
-        if self.isVisible():
-            self._play_first()
-
     def _play_first(self) -> None:
         """Play the first listed clip when none is chosen yet."""
         if self.rel is None and self.table.rowCount():
@@ -243,8 +224,6 @@ class ReviewTab(QWidget):
     # --- life cycle ------------------------------------------------------------------------
     def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         super().showEvent(event)
-        if not METRICS_READY.is_set():
-            self.refresh()
         self.model_vs_raters.refresh_if_stale()
         self._play_first()
 
@@ -255,7 +234,6 @@ class ReviewTab(QWidget):
     def shutdown(self) -> None:
         """Stop the GradCAM thread and the player (before the widget is destroyed)."""
         self.lists.wait()
-        retire(self._warm_up)
         self.model_vs_raters.shutdown()
         self.side.shutdown()
 

@@ -113,3 +113,60 @@ def test_cli_prints_the_same_numbers_as_the_library(tmp_path):
                          cwd=Path(__file__).parent.parent, timeout=120)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "labels CSV not found" in bad.stderr
+
+
+def kappa_cases():
+    """(codes a, codes b, levels): random, almost all agreeing, one level only, empty."""
+    rng = np.random.default_rng(5)
+    out = [(rng.integers(0, n, m), rng.integers(0, n, m), n)
+           for n, m in ((2, 7), (2, 60), (5, 12), (5, 200))]
+    a = rng.integers(0, 5, 40)
+    b = a.copy()
+    b[:3] = (b[:3] + 1) % 5
+    out += [(a, b, 5), (np.ones(6, int), np.ones(6, int), 2), (np.zeros(5, int), b[:5] % 2, 2)]
+    return out
+
+
+@pytest.mark.parametrize("a, b, n", kappa_cases())
+@pytest.mark.parametrize("weighted", [False, True])
+def test_kappa_equals_scikit_learn_and_statsmodels(a, b, n, weighted):
+    """The numpy kappa the window uses (no scikit-learn there) against the reference libraries,
+    used here only as the reference."""
+    import warnings
+
+    from sklearn.metrics import cohen_kappa_score, confusion_matrix
+    from statsmodels.stats.inter_rater import cohens_kappa
+
+    from echoquality_core.labels.agreement import cohen_kappa, contingency, kappa_of_table
+
+    table = contingency(a, b, n)
+    np.testing.assert_array_equal(table, confusion_matrix(a, b, labels=list(range(n))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = cohen_kappa_score(a, b, labels=list(range(n)),
+                                      weights="quadratic" if weighted else None)
+        table_reference = cohens_kappa(table, wt="quadratic" if weighted else None,
+                                       return_results=False)
+    ours = cohen_kappa(a, b, n, weighted)
+    if not np.isfinite(reference):
+        assert np.isnan(ours) and np.isnan(kappa_of_table(table, weighted))
+        return
+    assert ours == pytest.approx(reference, abs=1e-12)
+    assert kappa_of_table(table, weighted) == pytest.approx(table_reference, abs=1e-12)
+
+
+def test_model_vs_raters_imports_no_scikit_learn_statsmodels_or_scipy():
+    """The Review tab's model-vs-raters view runs in the window's process (in a thread, where
+    such an import still holds the GIL ~1 s): in a fresh interpreter, none of them loads."""
+    code = ("import sys; from echoquality_core.labels.agreement import model_vs_raters; "
+            "from echoquality_core.labels.store import Label; "
+            f"a, b = {A}, {B}; "
+            "labels = [Label(f'c{k}.dcm', float(s), r, None, (), None) "
+            "for r, scores in (('ann', a), ('bob', b)) for k, s in enumerate(scores)]; "
+            "scores = {f'c{k}.dcm': 0.9 if v else 0.2 for k, v in enumerate(a)}; "
+            "m, h = model_vs_raters(labels, scores, 0.5, n_boot=200); "
+            "print(round(h[0].kappa.value, 6), "
+            "sorted({'sklearn', 'statsmodels', 'scipy'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, check=True)
+    assert out.stdout.split() == ["0.4", "[]"], out.stdout + out.stderr

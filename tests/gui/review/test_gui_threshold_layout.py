@@ -8,7 +8,6 @@ import numpy as np
 from PySide6.QtWidgets import QApplication
 
 from echoquality_core.evaluation.threshold import ThresholdChoice
-from echoquality_gui.review.collect import METRICS_READY
 
 
 def fully_visible(widget) -> bool:
@@ -24,8 +23,7 @@ def test_slider_figures_and_save_fit_at_1366x768(qtbot, studio_window, screensho
                              list(scores), 0.5, [f"p{i // 2}" for i in range(40)])
     review = studio_window.review
     studio_window.tabs.setCurrentWidget(review)
-    qtbot.waitUntil(METRICS_READY.is_set, timeout=60_000)  # the tab's refresh once scikit-learn
-    qtbot.wait(100)  # is loaded (no model: no scope) comes before the choice, not after it
+    qtbot.wait(100)
     panel = review.threshold_panel
     review.lists.setCurrentWidget(panel)
     panel.set_choice(choice, "Held-out scores of a test", None, "Held-out scores")
