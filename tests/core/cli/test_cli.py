@@ -245,3 +245,21 @@ def test_a_clip_no_decoder_can_read_is_one_line_and_its_row_not_a_traceback(
 
     debug = _score_in_a_process(folder, checkpoint, tmp_path / "again.csv", "--debug")
     assert debug.returncode == 0 and "Traceback" in debug.stderr  # one per plugin
+
+
+def test_the_console_script_exits_with_the_code_after_the_exit_handlers(tmp_path):
+    """``run`` (the `echoquality` script) skips the interpreter's slow shutdown once torch is
+    imported, but the exit code, the flushed output and the exit handlers (MLflow's, temporary
+    folders') are those of a normal exit."""
+    marker = tmp_path / "handler_ran"
+    argv = ["echoquality", "score", str(tmp_path), "--model", str(tmp_path / "missing.pt"),
+            "--out", str(tmp_path / "scores.csv")]
+    code = ("import atexit, sys, torch; from echoquality_core.cli.main import run; "
+            f"atexit.register(lambda: open({str(marker)!r}, 'w').write('yes')); "
+            f"sys.argv = {argv!r}; print('before', end=''); run()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2
+    assert done.stdout.startswith("before")
+    assert "no DICOM clips found" in done.stderr and "Traceback" not in done.stderr
+    assert marker.read_text() == "yes"
