@@ -41,10 +41,11 @@ class ReviewTab(QWidget):
         self.scope.changed.connect(self.refresh)
         self.review_set: ReviewSet | None = None
         self.save_worker: Worker | None = None  # the last threshold save
+        self._stale = False  # the session changed while the tab was hidden
         self._build()
         for signal in (session.model_changed, session.label_changed, session.scores_changed,
                        session.project_opened, session.raters_changed):
-            signal.connect(lambda *_: self.refresh())
+            signal.connect(self._session_changed)
         self.refresh()
 
     def _build(self) -> None:
@@ -106,8 +107,17 @@ class ReviewTab(QWidget):
         return self.side.heat_map
 
     # --- what is shown ---------------------------------------------------------------------
+    def _session_changed(self, *_args) -> None:
+        """Refresh now when shown; else once shown (a finished training run changes model and
+        scores several times in a row: ~50 ms each, for a tab nobody looks at)."""
+        if self.isVisible():
+            self.refresh()
+        else:
+            self._stale = True
+
     def refresh(self) -> None:
         """Recompute from the session's model, run and labels (after any of them changed)."""
+        self._stale = False
         blind = self.session.blind  # several raters label blind: no model score anywhere
         project = self.session.project
         self.scope.update_entries(project.folder.path if project else None)
@@ -224,6 +234,8 @@ class ReviewTab(QWidget):
     # --- life cycle ------------------------------------------------------------------------
     def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         super().showEvent(event)
+        if self._stale:
+            self.refresh()
         self.model_vs_raters.refresh_if_stale()
         self._play_first()
 
