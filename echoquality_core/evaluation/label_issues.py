@@ -37,7 +37,9 @@ def rank_label_issues(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
         raise ValueError("the label-noise queue needs both good and poor labelled clips")
     pred_probs = np.column_stack([1.0 - scores, scores])
     quality = get_label_quality_scores(labels, pred_probs, method="self_confidence")
-    flagged = find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate")
+    # n_jobs=1: cleanlab's default forks a process pool; forked from the app (threads running)
+    # the child can hang on a lock it copied held, and a few hundred clips need no pool
+    flagged = find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate", n_jobs=1)
     order = np.argsort(quality, kind="mergesort")
     return [{"rank": rank, "video_path": rows[i]["video_path"], "label": float(rows[i]["label"]),
              "score": float(scores[i]), "label_quality": float(quality[i]),

@@ -109,8 +109,9 @@ class ReviewTab(QWidget):
     # --- what is shown ---------------------------------------------------------------------
     def _session_changed(self, *_args) -> None:
         """Refresh now when shown; else once shown (a finished training run changes model and
-        scores several times in a row: ~50 ms each, for a tab nobody looks at)."""
-        if self.isVisible():
+        scores several times in a row: ~50 ms each, for a tab nobody looks at). In blind mode
+        at once: the last model's figures go, shown or not."""
+        if self.isVisible() or self.session.blind:
             self.refresh()
         else:
             self._stale = True

@@ -159,6 +159,7 @@ def test_relabel_undo_and_confirm_are_written_to_the_csv(qtbot, studio_window, r
     assert clip.rel not in {c.rel for c in review.listed()}  # no longer a disagreement
 
     qtbot.keyClick(studio_window, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    session.saver.flush()  # an undo is written in the background too
     undone = LabelStore(csv_path).get(clip.rel)
     assert (undone.quality_score, undone.issues) == (before.quality_score, before.issues)
     assert clip.rel in {c.rel for c in review.listed()}
