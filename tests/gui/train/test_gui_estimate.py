@@ -53,7 +53,8 @@ def test_train_and_closing_kill_the_measurement(studio_window, open_project, pro
     ended = []
     controls._measuring.worker.finished.connect(lambda: ended.append("train"))
     controls.stop_measuring()  # what Train does before its run starts
-    qtbot.waitUntil(lambda: "train" in ended, timeout=5000)  # a step takes far longer: it was killed
+    qtbot.waitUntil(lambda: "train" in ended, timeout=30000)  # killed: a step's child on a busy
+    # 2-core machine would still be importing torch
     assert controls.stored_speed(controls._next_run()) is None
 
     panel.form.epochs.setValue(3)  # the next change measures again
@@ -61,6 +62,6 @@ def test_train_and_closing_kill_the_measurement(studio_window, open_project, pro
     controls._measuring.worker.finished.connect(lambda: ended.append("close"))
     started = time.monotonic()
     studio_window.close()  # waits for the measurement's thread: its child is killed
-    assert time.monotonic() - started < 5
-    qtbot.waitUntil(lambda: "close" in ended, timeout=5000)
+    assert time.monotonic() - started < 15
+    qtbot.waitUntil(lambda: "close" in ended, timeout=30000)
     assert controls.stored_speed(controls._next_run()) is None
