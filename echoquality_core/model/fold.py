@@ -19,13 +19,18 @@ from torch import nn
 def fold_batchnorm(net: nn.Module, *, in_place: bool = False) -> nn.Module:
     """``net`` with every eval-mode BatchNorm3d that directly follows a Conv3d in a Sequential
     (also when the Conv3d ends the Sequential before it, as in R(2+1)D's blocks) folded into
-    that Conv3d and replaced by ``Identity``. A copy unless ``in_place`` (new modules, sharing
-    the tensors it does not fold with ``net``, which is left as it was); ``net`` itself when
+    that Conv3d and replaced by ``Identity``. A copy unless ``in_place`` (new modules and
+    parameters, sharing the tensors it does not fold with ``net``, which is left as it was,
+    also when the copy is moved to another device); ``net`` itself when
     there is nothing to fold (an export, a wrapper, a network in training mode)."""
     if not any(_pairs(m) for m in net.modules() if isinstance(m, nn.Sequential)):
         return net
-    if not in_place:
-        net = copy.deepcopy(net, {id(t): t for t in (*net.parameters(), *net.buffers())})
+    if not in_place:  # new Parameter objects over the same tensors: moving the copy to
+        # another device (``Module.to`` swaps a parameter's data in place) leaves ``net`` as it is
+        memo: dict[int, object] = {id(b): b for b in net.buffers()}
+        memo.update({id(p): nn.Parameter(p.data, requires_grad=p.requires_grad)
+                     for p in net.parameters()})
+        net = copy.deepcopy(net, memo)
     for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
         for index, conv, bn in _pairs(seq):
             _fold_into(conv, bn)

@@ -69,3 +69,14 @@ def test_folding_in_place_changes_the_network_and_nothing_to_fold_returns_it(net
     object.__setattr__(wrapper, "inner", net)  # not a child (as the app's watched model)
     assert fold_batchnorm(wrapper) is wrapper
     assert torch.allclose(_logits(copy, videos), _logits(net, videos), atol=1e-4, rtol=1e-4)
+
+
+def test_moving_the_folded_copy_leaves_the_network_where_it_was(random_model):
+    """The app keeps the unfolded network for GradCAM and scores with a folded copy that
+    ``score_clips`` moves to the device: ``Module.to`` swaps a parameter's data in place, so a
+    parameter the copy shared (``fc``) would move the kept network's too (half on the GPU)."""
+    net = random_model(4)
+    folded = fold_batchnorm(net)
+    folded.to(torch.float64)  # what .to("cuda") does to each parameter, on a CPU-only machine
+    assert {p.dtype for p in net.parameters()} == {torch.float32}
+    assert folded.fc.weight.dtype == torch.float64
