@@ -198,7 +198,9 @@ class LabelPanel(QWidget):
 
     def _notes_edited(self) -> None:
         label = self._label()
-        if label is not None and (label.notes or "") != self.notes.text().strip():
+        if label is not None and ((label.notes or "") != self.notes.text().strip()
+                                  or self._checked_tags() != frozenset(
+                                      t for t in label.issues if t in self.tag_buttons)):
             self._rewrite_if_labelled()
 
     def flush(self, info: ClipInfo | None = None) -> None:
@@ -222,8 +224,8 @@ class LabelPanel(QWidget):
         """A labelled clip's tags/notes are saved as they change; an unlabelled clip's wait
         for its score."""
         label = self._label()
-        if label is not None:
-            self.give_score(label.quality_score, advance=False)
+        if label is not None and not self.give_score(label.quality_score, advance=False):
+            self._edited = True  # refused (the labels are still being read): written later
 
     # --- showing the current clip's label --------------------------------------------------
     def _label(self) -> Label | None:

@@ -82,3 +82,25 @@ def test_label_keys_wait_for_the_labels_and_a_newer_open_drops_an_older_load(
     qtbot.wait(50)
     assert session.project is project and project.root == small.parent.resolve()
     assert session.loading is None and big.read_bytes() == before
+
+
+def test_a_tag_refused_while_labels_load_is_written_once_they_are_read(
+        studio_window, open_project, tiny_project, qtbot):
+    """A tag ticked on the clip still on screen while another project's labels are read is
+    refused with the label keys, but not lost: it is written (to its own project) once the
+    load ends and the window leaves that clip."""
+    big = big_csv(tiny_project(n_clips=4, n_frames=6, seed=27))
+    small = tiny_project(n_clips=4, n_frames=6, seed=28)
+    session, panel = studio_window.session, studio_window.label_panel
+    open_project(small.parent)
+    rel = session.current.rel
+    session.auto_advance = False
+    assert panel.give_score(1.0, advance=False)
+    session.saver.flush()
+
+    assert studio_window.open_project(big.parent)  # read in the background
+    assert session.loading is not None
+    panel.toggle_issue("off_axis")  # refused: the labels are still being read
+    qtbot.waitUntil(lambda: session.loading is None, timeout=60000)
+    session.saver.flush()
+    assert "off_axis" in LabelStore(small, root=small.parent).get(rel).issues
