@@ -146,8 +146,11 @@ def run() -> None:
     if (torch is not None and threading.active_count() == 1
             and not (torch.distributed.is_available() and torch.distributed.is_initialized())):
         atexit._run_exitfuncs()  # what a normal exit runs first (CPython's own function)
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except OSError:  # a closed pipe (`echoquality score … | head`)
+                pass
         os._exit(code)
     sys.exit(code)
 

@@ -131,16 +131,15 @@ class LabelStore:
         except FileNotFoundError:
             self._table = CsvTable()
             self._disk = None
-            self._forget_changes()
-            return
-        self._table = parse_csv(data, self.relative)
-        self._disk = _DiskState(st.st_ino, st.st_mtime_ns, st.st_size,
-                                hashlib.sha1(data).hexdigest())
+        else:
+            self._table = parse_csv(data, self.relative)
+            self._disk = _DiskState(st.st_ino, st.st_mtime_ns, st.st_size,
+                                    hashlib.sha1(data).hexdigest())
+        self._summary = LabelSummary(row.label for row in self._table.rows)  # then label by label
         self._forget_changes()
 
     def _forget_changes(self) -> None:
         self._version += 1
-        self._summary = LabelSummary(row.label for row in self._table.rows)
         self._pending, self._base, self._clashes = {}, {}, []
 
     # --- queries ------------------------------------------------------------------------------
