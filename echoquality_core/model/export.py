@@ -65,8 +65,9 @@ def export_model(
     ``model.onnx`` if ONNX export works here, ``model.ts.pt`` (torch.jit.trace), plus
     ``model_info.json``; return the info (as written).
 
-    Each export is checked against the original on a (2,3,T,S,S) example: scores must agree
-    within 1e-4 (``info["max_score_difference"][format]``). ONNX needs the ``onnx`` package and
+    Each export holds the network scoring runs (BatchNorms folded, ``model.fold``) and is
+    checked against it on a (2,3,T,S,S) example: scores must agree within 1e-4
+    (``info["max_score_difference"][format]``). ONNX needs the ``onnx`` package and
     is checked with ``onnxruntime`` when that is installed; without ``onnx`` it is skipped and
     ``info["skipped"]["onnx"]`` says why. ``threshold`` defaults to the checkpoint's; its
     calibration goes with it, so the export makes the same calls.
