@@ -10,6 +10,13 @@ from statistics import NormalDist
 import numpy as np
 
 
+def confusion_counts(labels, called) -> tuple[int, int, int, int]:
+    """(tp, fp, fn, tn) of boolean labels (True = good) against boolean calls."""
+    y, c = np.asarray(labels, dtype=bool), np.asarray(called, dtype=bool)
+    return (int(np.sum(y & c)), int(np.sum(~y & c)), int(np.sum(y & ~c)),
+            int(np.sum(~y & ~c)))
+
+
 def _binary_curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(false positives, true positives, threshold) at each distinct score, highest first
     (scikit-learn's ``_binary_clf_curve``)."""

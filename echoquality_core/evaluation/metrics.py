@@ -17,6 +17,7 @@ import numpy as np
 from echoquality_core.decision import TRAINING_THRESHOLD, called_good, labelled_good
 from echoquality_core.evaluation.curves import (
     average_precision,
+    confusion_counts,
     precision_recall_curve,
     roc_auc,
     roc_curve,
@@ -64,8 +65,7 @@ def metrics_from_scores(labels: Any, scores: Any,
                n_pos=n_pos, n_neg=int(y.size) - n_pos)
     if y.size == 0:
         return out
-    tp, fp = int(np.sum(y & predicted)), int(np.sum(~y & predicted))
-    fn, tn = int(np.sum(y & ~predicted)), int(np.sum(~y & ~predicted))
+    tp, fp, fn, tn = confusion_counts(y, predicted)
     out["accuracy"] = (tp + tn) / y.size
     out["precision"] = _ratio(tp, tp + fp)
     out["recall"] = _ratio(tp, tp + fn)

@@ -25,7 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from echoquality_core.decision import called_good, labelled_good
-from echoquality_core.evaluation.curves import average_precision, normal_quantile, roc_auc
+from echoquality_core.evaluation.curves import (
+    average_precision,
+    confusion_counts,
+    normal_quantile,
+    roc_auc,
+)
 
 METRICS = ("roc_auc", "pr_auc", "sensitivity", "specificity", "ppv", "npv", "accuracy", "brier")
 NAMES = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "sensitivity": "sensitivity (recall)",
@@ -74,8 +79,7 @@ def point_metrics(labels: Sequence[float], scores: Sequence[float],
     s = np.asarray(scores, dtype=float)
     y = labelled_good(y_soft)
     called = called_good(s, threshold)
-    tp, tn = int(np.sum(y & called)), int(np.sum(~y & ~called))
-    fp, fn = int(np.sum(~y & called)), int(np.sum(y & ~called))
+    tp, fp, fn, tn = confusion_counts(y, called)
     both = 0 < y.sum() < y.size
     return {
         "roc_auc": roc_auc(y, s) if both else _NAN,

@@ -237,12 +237,14 @@ def score_clips(
     batches = iter(_loader(todo, params, cache_dir, batch_size, num_workers, dev))
     net = build_net()  # the loader's workers decode the first batches meanwhile
     was_training = net.training
-    scorer = _BatchScorer(net, dev, decision, gradcam_dir)
-    rows: list[dict[str, Any]] = []
+    folded = net
     if todo:
         precision.prepare_model(net, dev).eval()
         # a module given by the caller, or one GradCAM explains, stays as it is: fold a copy
-        scorer.folded = fold_batchnorm(net, in_place=net is not model and gradcam_dir is None)
+        folded = fold_batchnorm(net, in_place=net is not model and gradcam_dir is None)
+    scorer = _BatchScorer(net, folded, dev, decision, gradcam_dir)
+    rows: list[dict[str, Any]] = []
+    if todo:
         try:
             for ok, videos, failed in batches:
                 new = scorer.rows(todo, ok, videos, failed)
@@ -279,10 +281,10 @@ class _BatchScorer:
     """Scores one batch at a time into output rows (in the clips' order) and keeps the counts
     (scored, passed, failed); GradCAM strips for the clips that fail."""
 
-    def __init__(self, net: nn.Module, dev: torch.device, decision: Decision,
-                 gradcam_dir: str | os.PathLike | None):
+    def __init__(self, net: nn.Module, folded: nn.Module, dev: torch.device,
+                 decision: Decision, gradcam_dir: str | os.PathLike | None):
         self.net, self.dev, self.decision = net, dev, decision
-        self.folded = net  # what scores: ``net`` with its BatchNorms folded (``model.fold``)
+        self.folded = folded  # what scores: ``net`` with its BatchNorms folded (``model.fold``)
         self.gradcam_dir = gradcam_dir
         self.counts = {"scored": 0, "passed": 0, "failed": 0}
 
