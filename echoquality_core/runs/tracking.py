@@ -207,8 +207,7 @@ def _iso(ms: int | None) -> str | None:
 def _experiment(tracking_uri: str, experiment: str) -> tuple[Any, Any] | None:
     """(MlflowClient, experiment) of a store, or None when the experiment, or the SQLite store
     file, does not exist (the file is not created)."""
-    db = _sqlite_file(tracking_uri)
-    if db is not None and not db.is_file():
+    if not store_exists(tracking_uri):
         return None
     quiet_mlflow()
     from mlflow import MlflowClient
@@ -216,6 +215,13 @@ def _experiment(tracking_uri: str, experiment: str) -> tuple[Any, Any] | None:
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     return None if exp is None else (client, exp)
+
+
+def store_exists(tracking_uri: str) -> bool:
+    """False only for a ``sqlite:///`` store whose file does not exist yet (no run was logged);
+    other stores cannot be told without asking MLflow."""
+    db = _sqlite_file(tracking_uri)
+    return db is None or db.is_file()
 
 
 def _sqlite_file(tracking_uri: str) -> Path | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 from pathlib import Path
@@ -25,13 +24,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from echoquality_core.runs.tracking import (
-    default_tracking_uri,
-    list_runs,
-    mark_stale_runs,
-    run_checkpoint,
-    run_folder,
-)
+from echoquality_core.runs.run_list import RunRow, read_runs
+from echoquality_core.runs.tracking import default_tracking_uri
 from echoquality_gui.runs.mlflow_ui import MlflowUiServer
 from echoquality_gui.common.session import Session
 from echoquality_gui.common.workers import Worker
@@ -43,29 +37,6 @@ METRIC_COLUMNS = (("Test AUC", "test_roc_auc", 3), ("Accuracy", "test_accuracy",
                   ("F1", "test_f1", 3), ("Best val loss", "best_val_loss", 4),
                   ("Best epoch", "best_epoch", None))
 COLUMNS = ("Date", "Run", "Status", *(c[0] for c in METRIC_COLUMNS), "Model")
-
-
-@dataclass(frozen=True)
-class RunRow:
-    """One run of the store as the tab shows it, with its files found on disk."""
-
-    run: dict[str, Any]
-    checkpoint: Path | None
-    folder: Path | None
-
-    @property
-    def threshold(self) -> float | None:
-        value = self.run["metrics"].get("threshold")
-        return None if value is None else float(value)
-
-
-def load_runs(tracking_uri: str, project_dir: Path) -> list[RunRow]:
-    """The runs of a store with their model files and folders (MLflow import and SQLite can
-    take seconds, so this runs in a background worker). Runs left RUNNING by a training that
-    was killed are marked KILLED first."""
-    mark_stale_runs(tracking_uri)
-    return [RunRow(run, run_checkpoint(run, project_dir), run_folder(run, project_dir))
-            for run in list_runs(tracking_uri)]
 
 
 def _date(iso: str | None) -> str:
@@ -195,7 +166,8 @@ class RunsPanel(QWidget):
             self._reload = True
             return
         self._reload = False
-        loader = Worker(load_runs, self.tracking_uri, self.project_dir, parent=self).connect(
+        uri, folder = self.tracking_uri, self.project_dir
+        loader = Worker(lambda: read_runs(uri, folder, loader.cancelled), parent=self).connect(
             returned=self._on_loaded,
             errored=lambda exc: self._on_failed(f"{type(exc).__name__}: {exc}"))
         loader.finished.connect(self._loader_done)
@@ -365,4 +337,5 @@ class RunsPanel(QWidget):
         self.server.stop()
         if self._loader is not None:
             self._reload = False
+            self._loader.abort()  # its child is killed
             self._loader.wait()
