@@ -206,6 +206,7 @@ def trained_run(tmp_path_factory):
     96x128), 2 epochs of 4-frame clips on the CPU, tracked in the project's MLflow store.
     Returns ``(project_root, TrainEnd)``; treat both as read-only (copy to change labels)."""
     from echoquality_core.demo.project import write_demo_project
+    from echoquality_core.model.precision import precision
     from echoquality_core.train.trainer import TrainConfig, Trainer
 
     root = tmp_path_factory.mktemp("trained_project")
@@ -214,6 +215,10 @@ def trained_run(tmp_path_factory):
     config = TrainConfig(annotations_csv=str(csv_path), videos_dir=None, n_frames=4, stride=1,
                          batch_size=2, epochs=2, learning_rate=1e-3, device="cpu",
                          log_mlflow_model=False)
-    end = Trainer(config).run()
+    # fp32 on every CPU: on a bf16 CPU the frozen trunk's features (and so the run's own test
+    # scores) would be bf16, and tests that score the run's clips again (evaluate, report,
+    # pyfunc) would compare across precisions; bf16 training has tests of its own
+    with precision("fp32"):
+        end = Trainer(config).run()
     assert end.error is None and end.best_checkpoint is not None, end
     return root, end

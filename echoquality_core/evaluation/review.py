@@ -1,11 +1,15 @@
 """What the Review tab shows, as plain data: labelled clips with the model's scores, their
 confusion-matrix cells, the most confident mistakes first, and the metrics. The calls follow the
-model's :class:`~echoquality_core.decision.Decision` (threshold and calibration).
+model's :class:`~echoquality_core.decision.Decision` (threshold and calibration); the
+bootstrap CIs of a score table with the words saying what they rest on
+(``confidence_intervals``).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -105,3 +109,18 @@ def build_review(scored: Mapping[str, tuple[float, float]], decision: Decision |
     metrics = metrics_from_scores([c.label for c in clips], [c.score for c in clips],
                                   decision.threshold)
     return ReviewSet(source, decision.threshold, clips, metrics)
+
+
+def confidence_intervals(labels: list[float], scores: list[float], threshold: float, groups,
+                         paths: list[Path] | None, source: str) -> tuple[dict[str, Any], str]:
+    """Bootstrap 95% CIs of one score table (``stats.metrics_with_ci``) and the text saying what
+    they are based on (seconds of CPU-bound Python: the app runs it in a child). Patient keys
+    are read from the clips' headers when no groups are given."""
+    from echoquality_core.evaluation.stats import describe_basis, metrics_with_ci
+
+    if groups is None and paths is not None:
+        from echoquality_core.data.patients import patient_groups
+
+        groups = patient_groups(paths)
+    basis = describe_basis(labels, groups, source)
+    return metrics_with_ci(labels, scores, groups, threshold), basis

@@ -16,6 +16,12 @@ asks it to stop early while, unlike ``abort()``, its outcome is still delivered.
 job, a ``TrainProcess``'s events): this thread only relays the job's messages, ``on(kind,
 handler)`` routes them by type, and ``cancel()`` / ``abort()`` reach the job itself. Scoring,
 GradCAM (newest wins: ``Latest``) and training all run this way.
+
+``child_worker`` is the Worker for CPU-bound pure Python (a 1000-resample bootstrap): in a
+thread of the window's process it holds the GIL for seconds, and every paint event, which calls
+into Python (table models, pyqtgraph), then waits for it (a run's verdict and the Review tab's
+CIs stalled the window 130–200 ms); so the core function runs in a spawned child and this
+thread only waits. ``abort()`` kills the child.
 """
 from __future__ import annotations
 
@@ -26,6 +32,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
+
+from echoquality_core.jobs.child import call_in_child
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +145,16 @@ def _relay(messages: Iterable[Any], close: Callable[[], None] | None) -> Iterato
     finally:
         if close is not None:
             close()
+
+
+def child_worker(func: Callable[..., Any], *args: Any, name: str,
+                 parent: QObject | None = None) -> Worker:
+    """A Worker (not started) whose result is ``func(*args)`` computed in a spawned child
+    (``func``: a module-level core function; arguments and result picklable); its errors
+    arrive as RuntimeError with the child's message. ``abort()``/``cancel()`` kill the child."""
+    worker = Worker(lambda: call_in_child(func, *args, name=name, cancelled=worker.cancelled),
+                    parent=parent)
+    return worker
 
 
 def retire(worker: QThread | None) -> None:

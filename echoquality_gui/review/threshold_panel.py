@@ -1,10 +1,10 @@
 """The Review tab's threshold and calibration panel: reliability curve with clip counts, score
 histograms per label, a threshold slider with live sensitivity/specificity/PPV/NPV and the clips
-whose call flips, presets, optional calibration, 95% CIs (computed in a thread), and Save.
+whose call flips, presets, optional calibration, 95% CIs (computed in a child), and Save.
 
 The state is a core ``ThresholdChoice``; this widget only shows it and forwards the user's
-actions. Bootstrap CIs take ~0.5 s, so they run in a ``workers.Worker``, never in the GUI
-thread.
+actions. Bootstrap CIs take ~0.5 s of CPU-bound Python, so they run in a child process
+(``workers.child_worker``), neither in the GUI thread nor in another of the window's threads.
 """
 from __future__ import annotations
 
@@ -28,9 +28,10 @@ from PySide6.QtWidgets import (
 )
 
 from echoquality_core.decision import labelled_good
+from echoquality_core.evaluation.review import confidence_intervals
 from echoquality_core.evaluation.threshold import ThresholdChoice
 from echoquality_gui.common.theme import YELLOW
-from echoquality_gui.common.workers import Latest, Worker
+from echoquality_gui.common.workers import Latest, child_worker
 
 STEPS = 1000  # slider resolution: thresholds 0.000 .. 1.000
 PRESETS = (("youden", "Youden"), ("sensitivity_95", "Sens ≥ 0.95"),
@@ -38,21 +39,6 @@ PRESETS = (("youden", "Youden"), ("sensitivity_95", "Sens ≥ 0.95"),
 CALIBRATIONS = (("none", "No calibration"), ("temperature", "Temperature scaling"),
                 ("platt", "Platt scaling"))
 GOOD, POOR = "#66bb6a", "#ef5350"  # histogram colours
-
-
-def confidence_intervals(labels: list[float], scores: list[float], threshold: float, groups,
-                         paths: list[Path] | None, source: str) -> tuple[dict[str, Any], str]:
-    """Bootstrap 95% CIs of one score table (``stats.metrics_with_ci``) and the text saying what
-    they are based on (run in a Worker). Patient keys are read from the clips' headers when no
-    groups are given."""
-    from echoquality_core.evaluation.stats import describe_basis, metrics_with_ci
-
-    if groups is None and paths is not None:
-        from echoquality_core.data.patients import patient_groups
-
-        groups = patient_groups(paths)
-    basis = describe_basis(labels, groups, source)
-    return metrics_with_ci(labels, scores, groups, threshold), basis
 
 
 def _plot(title: str, x: str, y: str) -> pg.PlotWidget:
@@ -318,9 +304,9 @@ class ThresholdPanel(QWidget):
         if c is None:
             return
         self.ci.setText("95% confidence intervals: computing…")
-        self.ci_work.start(Worker(
+        self.ci_work.start(child_worker(
             confidence_intervals, list(c.labels), list(c.scores), float(c.threshold), c.groups,
-            self._paths, self.kind, parent=self).connect(
+            self._paths, self.kind, name="echoquality-intervals", parent=self).connect(
                 returned=self._ci_ready,
                 errored=lambda exc: self.ci.setText(f"No confidence intervals: {exc}")))
 

@@ -30,7 +30,7 @@ from echoquality_core.train.events import (
 )
 from echoquality_gui.common import theme
 from echoquality_gui.common.session import Session
-from echoquality_gui.common.workers import Latest, Worker
+from echoquality_gui.common.workers import Latest, child_worker
 from echoquality_gui.train.controls import TrainControls
 from echoquality_gui.train.crossval_mode import crossval_summary
 from echoquality_gui.train.results import RunResults, RunStatus, outcome, summary
@@ -348,13 +348,13 @@ class TrainPanel(QWidget):
                 and self.session.project.root == self._project_root)
 
     def _judge(self, end: TrainEnd) -> None:
-        """Judge the run's model in a worker (a 1000-resample bootstrap); ``_judged`` adopts it
-        or offers "Use this model"."""
-        self._judging.start(Worker(
+        """Judge the run's model in a child (a 1000-resample bootstrap: ``child_worker``);
+        ``_judged`` adopts it or offers "Use this model"."""
+        self._judging.start(child_worker(
             judge_run, end.run_dir, dict(self.session.scores),
             self.session.model_path is not None,
             self.session.project.root if self.session.project is not None else None,
-            parent=self).connect(
+            name="echoquality-verdict", parent=self).connect(
                 returned=lambda verdict: self._judged(end, verdict),
                 errored=lambda exc: self._judged(end, None, str(exc))))
 

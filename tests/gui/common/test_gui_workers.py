@@ -156,3 +156,34 @@ def test_an_aborted_process_relay_cancels_its_job_and_delivers_nothing_more(qtbo
     relay.wait()
     qtbot.wait(100)
     assert job.cancelled.is_set() and job.closed and len(numbers) == seen
+
+
+def test_a_child_worker_computes_in_another_process_and_is_killed_by_abort(qtbot):
+    """``child_worker``: the function runs in a spawned child (not a thread of this process),
+    its result or its error's message arrives as from any Worker, and abort() kills the child
+    at once."""
+    import os
+
+    from echoquality_gui.common.workers import child_worker
+
+    worker = child_worker(os.getpid, name="test-pid")
+    got = _collect(worker)
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        worker.start()
+    assert len(got["returned"]) == 1 and got["returned"][0] != os.getpid()
+
+    failing = child_worker(int, "not a number", name="test-error")
+    got = _collect(failing)
+    with qtbot.waitSignal(failing.finished, timeout=60000):
+        failing.start()
+    assert not got["returned"] and "invalid literal" in str(got["errored"][0])
+
+    sleeping = child_worker(time.sleep, 120, name="test-sleep")
+    got = _collect(sleeping)
+    sleeping.start()
+    time.sleep(1.0)  # the child is up (or starting)
+    started = time.monotonic()
+    with qtbot.waitSignal(sleeping.finished, timeout=30000):
+        sleeping.abort()
+    assert time.monotonic() - started < 15 and got == {"yielded": [], "returned": [],
+                                                       "errored": []}
