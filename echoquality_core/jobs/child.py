@@ -18,6 +18,7 @@ import queue
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -73,12 +74,15 @@ def start_child(target: Callable[..., None], *args: Any, name: str) -> Any:
 
 def call_in_child(func: Callable[..., Any], *args: Any, name: str,
                   cancelled: Callable[[], bool] = lambda: False,
-                  timeout: float = 300.0) -> Any:
-    """``func(*args)`` (a module-level function) in a spawned child, its result back here;
-    blocks, so call it off the GUI thread. The child is killed, and RuntimeError raised, when
+                  timeout: float = 300.0,
+                  progress: Callable[..., None] | None = None) -> Any:
+    """``func(*args)`` (a module-level function) in a spawned child at a lower priority
+    (``yield_to_window``), its result back here; blocks, so call it off the GUI thread. With
+    ``progress``, the child calls ``func(*args, progress=report)`` and each ``report(*values)``
+    arrives here as ``progress(*values)``. The child is killed, and RuntimeError raised, when
     ``cancelled()`` turns true, after ``timeout`` seconds, or if the child dies first."""
     results = make_queue()
-    process = start_child(_call, func, args, results, name=name)
+    process = start_child(_call, func, args, results, progress is not None, name=name)
     deadline = time.monotonic() + timeout
     try:
         while not cancelled() and time.monotonic() < deadline:
@@ -92,6 +96,9 @@ def call_in_child(func: Callable[..., Any], *args: Any, name: str,
                 except queue.Empty:
                     raise RuntimeError(f"{name} ended unexpectedly (exit code "
                                        f"{process.exitcode})") from None
+            if ok is None:  # a progress report
+                progress(*value)
+                continue
             if ok:
                 return value
             raise RuntimeError(value)
@@ -102,12 +109,22 @@ def call_in_child(func: Callable[..., Any], *args: Any, name: str,
         results.cancel_join_thread()
 
 
-def _call(func: Callable[..., Any], args: tuple, results: Any, parent: int) -> None:
+def _call(func: Callable[..., Any], args: tuple, results: Any, reports: bool,
+          parent: int) -> None:
     enter_child(parent)
+    yield_to_window()
     try:
-        results.put((True, func(*args)))
+        if reports:
+            value = func(*args, progress=lambda *values: results.put((None, values)))
+        else:
+            value = func(*args)
+        results.put((True, value))
     except Exception as exc:  # noqa: BLE001 - carried back as text
-        results.put((False, str(exc).strip() or type(exc).__name__))
+        text = str(exc).strip() or type(exc).__name__
+        if not isinstance(exc, (OSError, ValueError, RuntimeError)):  # a bug or a library's
+            traceback.print_exc()  # own error: its type says what it is; the trace goes to
+            text = f"{type(exc).__name__}: {text}"  # the app's stderr
+        results.put((False, text))
 
 
 def stop(process: Any, wait: float = 2.0) -> None:

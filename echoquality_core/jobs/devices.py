@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from echoquality_core.jobs.child import call_in_child, cpu_threads, yield_to_window
+from echoquality_core.jobs.child import call_in_child, cpu_threads
 from echoquality_core.train.estimate import StepSpeed
 
 
@@ -75,8 +75,7 @@ def probe(cancelled: Callable[[], bool] = lambda: False) -> tuple[str, list[tupl
 
 
 def _measure(settings: dict[str, Any]) -> StepSpeed:
-    yield_to_window()  # before torch's import, which takes seconds of CPU too
-    from echoquality_core.train.step_speed import measure_step
+    from echoquality_core.train.step_speed import measure_step  # imports torch: seconds
 
     return measure_step(settings)
 

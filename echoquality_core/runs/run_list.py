@@ -1,6 +1,7 @@
 """A project's training runs as the app lists them (``RunRow``: the run and its model file and
-folder on disk), read by a spawned child (``read_runs``): MLflow, ~1,400 modules, never enters
-the app's process, where importing it in a worker thread stalled the window 100–300 ms."""
+folder on disk), read by a spawned child (``read_runs``): listing runs does not import MLflow
+(~1,400 modules) into the app's process, where importing it in a worker thread stalled the
+window 100–300 ms after a project's first training run."""
 from __future__ import annotations
 
 from collections.abc import Callable

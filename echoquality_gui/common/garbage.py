@@ -8,10 +8,10 @@ of scanned again and again:
 
 - the start-up's (``freeze_start_up``): ~170k objects once the window is up, a 60–280 ms
   full collection here;
-- a background import's: the Runs tab's run list imports MLflow (~1,400 modules, ~130k
-  objects in half a second) in a worker thread; collecting those young objects stalled the
-  window 50–80 ms at load 1.5 and 185–313 ms at load 3. While modules are being imported
-  the timer freezes what is alive instead of collecting it.
+- a background import's: the Review tab's "Possible label errors" list imports cleanlab and
+  scikit-learn (~1,400 modules, ~100k objects in half a second) in a worker thread;
+  collecting those young objects took 30–80 ms a tick here. While modules are being
+  imported the timer freezes what is alive instead of collecting it.
 
 Objects freed by their reference count are freed as before. Only reference cycles that were
 already garbage when a freeze happened stay in memory: those of the start-up, and those made

@@ -25,6 +25,7 @@ thread only waits. ``abort()`` kills the child.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import threading
@@ -148,11 +149,12 @@ def _relay(messages: Iterable[Any], close: Callable[[], None] | None) -> Iterato
 
 
 def child_worker(func: Callable[..., Any], *args: Any, name: str,
-                 parent: QObject | None = None) -> Worker:
-    """A Worker (not started) whose result is ``func(*args)`` computed in a spawned child
-    (``func``: a module-level core function; arguments and result picklable); its errors
+                 parent: QObject | None = None, **kwargs: Any) -> Worker:
+    """A Worker (not started) whose result is ``func(*args, **kwargs)`` computed in a spawned
+    child (``func``: a module-level core function; arguments and result picklable); its errors
     arrive as RuntimeError with the child's message. ``abort()``/``cancel()`` kill the child."""
-    worker = Worker(lambda: call_in_child(func, *args, name=name, cancelled=worker.cancelled),
+    call = functools.partial(func, **kwargs) if kwargs else func
+    worker = Worker(lambda: call_in_child(call, *args, name=name, cancelled=worker.cancelled),
                     parent=parent)
     return worker
 

@@ -3,7 +3,8 @@ score disputes, ranked by cleanlab (core ``label_issues``), most likely error fi
 
 Selecting a row plays the clip with its GradCAM in the Review tab; "Keep label" (K) and "Flip
 label" (F) write the decision to the labels CSV with rater, time and the tag ``reviewed``
-(through the Review tab, so it is undoable). The ranking (cleanlab) runs in a thread.
+(through the Review tab, so it is undoable). The ranking (cleanlab, which imports
+scikit-learn and scipy) runs in a child process: never imported into the window's.
 """
 from __future__ import annotations
 
@@ -23,18 +24,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from echoquality_core.evaluation.label_issues import rank_label_issues
 from echoquality_gui.label.clip_list import label_text
-from echoquality_gui.common.workers import Latest, Worker
+from echoquality_gui.common.workers import Latest, child_worker
 
 KEEP_KEY, FLIP_KEY = "K", "F"
-
-
-def _rank(rows: list[dict]) -> list[dict]:
-    """cleanlab's ranking of (rel, label, out-of-fold score) rows; run in a Worker, so
-    cleanlab is imported there, not when the window starts."""
-    from echoquality_core.evaluation.label_issues import rank_label_issues
-
-    return rank_label_issues(rows)
 
 
 class LabelIssuesPanel(QWidget):
@@ -99,7 +93,8 @@ class LabelIssuesPanel(QWidget):
             self._fill()
             return
         self.title.setText("Ranking with cleanlab…")
-        self.ranking.start(Worker(_rank, rows, parent=self).connect(
+        self.ranking.start(child_worker(rank_label_issues, rows, name="echoquality-label-issues",
+                                        parent=self).connect(
             returned=self._ranked, errored=self._not_ranked))
 
     def _ranked(self, issues: list) -> None:
@@ -159,4 +154,5 @@ class LabelIssuesPanel(QWidget):
             signal.emit(rel)
 
     def wait(self) -> None:
+        self.ranking.abort()  # its child is killed
         self.ranking.wait()

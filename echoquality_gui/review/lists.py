@@ -93,6 +93,7 @@ class ReviewLists(QTabWidget):
         return worker
 
     def wait(self) -> None:
-        """Wait for the panels' threads (before the widget goes away)."""
+        """End the panels' work (their children killed) and wait for their threads (before the
+        widget goes away)."""
         self.threshold_panel.wait_for_ci()
         self.label_issues.wait()

@@ -1,15 +1,16 @@
 """The Review tab's "Model vs raters" box: the model's agreement with each rater next to the
 raters' agreement with each other (good/poor calls, Cohen's kappa with a bootstrap 95% CI):
-is the model within human variability? Computed in the background; empty in blind mode or
+is the model within human variability? Computed in a child process (``workers.child_worker``); empty in blind mode or
 with fewer than two raters."""
 from __future__ import annotations
 
+from PySide6.QtCore import QThread
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from echoquality_core.labels.agreement import model_vs_raters
 from echoquality_gui.raters.agreement_view import fill, table
 from echoquality_gui.common.session import Session
-from echoquality_gui.common.workers import Latest, Worker
+from echoquality_gui.common.workers import Latest, child_worker
 
 N_BOOT = 300
 
@@ -55,7 +56,7 @@ class ModelVsRaters(QWidget):
             signal.connect(lambda *_: self.refresh())
         self.refresh()
 
-    def refresh(self) -> Worker | None:
+    def refresh(self) -> QThread | None:
         """Recompute from the raters' labels and the model's scores (in the background, and
         only while the Review tab shows: else when it is next shown)."""
         s, project = self.session, self.session.project
@@ -70,8 +71,9 @@ class ModelVsRaters(QWidget):
             return None
         labels, scores, threshold = project.raters.labels(), dict(s.scores), s.threshold
         self.summary.setText("Computing…")
-        return self.job.start(Worker(model_vs_raters, labels, scores, threshold, n_boot=N_BOOT,
-                                     parent=self).connect(
+        return self.job.start(child_worker(model_vs_raters, labels, scores, threshold,
+                                           n_boot=N_BOOT, name="echoquality-raters",
+                                           parent=self).connect(
             returned=self._done, errored=lambda exc: self.summary.setText(
                 f"Model vs raters failed: {exc or type(exc).__name__}")))
 
@@ -89,4 +91,5 @@ class ModelVsRaters(QWidget):
         self.summary.setText(verdict(with_model, between))
 
     def shutdown(self) -> None:
+        self.job.abort()  # its child is killed
         self.job.wait()

@@ -1,11 +1,15 @@
 """File ▸ Export report: the current training run's HTML report (``echoquality_core.evaluation.report``),
-written in a ``workers.Worker`` (GradCAM runs torch) with its progress in the status bar."""
+written by a spawned child (its GradCAM stills run torch, which never enters the window's
+process) with its progress in the status bar."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from PySide6.QtWidgets import QFileDialog, QMainWindow
 
+from echoquality_core.evaluation.report import write_report
+from echoquality_core.jobs.child import call_in_child
 from echoquality_gui.common.session import Session
 from echoquality_gui.common.workers import Worker
 
@@ -22,11 +26,10 @@ def report_worker(session: Session, out: Path, parent=None) -> Worker:
                                             else None)
 
     def write() -> str:
-        from echoquality_core.evaluation.report import write_report  # imports torch: not in the GUI thread
-
-        return str(write_report(run_dir, Path(out), project_root=root,
-                                progress=lambda i, n, text: writer.yielded.emit(
-                                    f"Report: {text} ({i + 1}/{n})…")))
+        return str(call_in_child(
+            functools.partial(write_report, project_root=root), run_dir, Path(out),
+            name="echoquality-report", cancelled=writer.cancelled, timeout=3600.0,
+            progress=lambda i, n, text: writer.yielded.emit(f"Report: {text} ({i + 1}/{n})…")))
 
     writer = Worker(write, parent=parent)  # write() reports through writer.yielded
     return writer

@@ -318,5 +318,7 @@ class ThresholdPanel(QWidget):
         self.ci.setText(f"{basis}. " + " · ".join(parts))
 
     def wait_for_ci(self) -> None:
-        """Wait for running CI threads (before the widget goes away)."""
+        """End the CIs being computed (their child killed) and wait for their threads (before
+        the widget goes away)."""
+        self.ci_work.abort()
         self.ci_work.wait()

@@ -162,14 +162,15 @@ class RunsPanel(QWidget):
         """List the project's runs again (in the background)."""
         if self.project_dir is None:
             return
-        if self._loader is not None:
-            self._reload = True
+        if self._loader is not None:  # its runs may be another project's: list again once
+            self._reload = True  # it has ended (its child killed now)
+            self._loader.abort()
             return
         self._reload = False
         uri, folder = self.tracking_uri, self.project_dir
         loader = Worker(lambda: read_runs(uri, folder, loader.cancelled), parent=self).connect(
             returned=self._on_loaded,
-            errored=lambda exc: self._on_failed(f"{type(exc).__name__}: {exc}"))
+            errored=lambda exc: self._on_failed(str(exc)))  # the child's error, with its type
         loader.finished.connect(self._loader_done)
         self._loader = loader
         self.refresh_button.setEnabled(False)
