@@ -53,8 +53,29 @@ class Loaded:
 
 @dataclass(frozen=True)
 class Done:
-    """The job's result: a scores DataFrame (``attrs["threshold"]`` set) or a ClipExplanation."""
+    """The job's result: ``ScoredClips``, a ClipExplanation, or None (a model loaded)."""
     value: Any
+
+
+@dataclass(frozen=True)
+class ScoredClips:
+    """A scoring job's outcome as plain data: unpickling a DataFrame would import pandas into
+    the app's process (its C extensions held the GIL and stalled the window ~130 ms).
+    ``scores``: each scored clip's score by name (unreadable clips are not there); ``clips``:
+    the rows of the scores table (unreadable and earlier-scored ones included); the threshold;
+    ``skipped``: clips already in the output CSV."""
+    scores: dict[str, float]
+    clips: int
+    threshold: float
+    skipped: int = 0
+
+    @classmethod
+    def from_table(cls, table: Any) -> ScoredClips:
+        """From ``score_clips``' DataFrame (in the child)."""
+        scored = table.dropna(subset=["score"])
+        return cls(dict(zip(scored["video_path"], scored["score"].astype(float).tolist(),
+                            strict=True)),
+                   len(table), float(table.attrs["threshold"]), int(table.attrs.get("skipped", 0)))
 
 
 @dataclass(frozen=True)
@@ -168,13 +189,10 @@ def _text(exc: BaseException) -> str:
 
 
 def _score(job: _Job, models: _Models, watch: _Watch, cancelled: Any, put: Any) -> None:
-    import pandas as pd
-
     from echoquality_core.decision import Decision
     from echoquality_core.model.checkpoint import params_from_info
     from echoquality_core.model.fold import fold_batchnorm
     from echoquality_core.scoring.score import ClipInput, score_clips
-    from echoquality_core.scoring.scores_csv import COLUMNS
 
     try:
         net, info = models.get(job.model, job.trust_exported)
@@ -185,7 +203,7 @@ def _score(job: _Job, models: _Models, watch: _Watch, cancelled: Any, put: Any) 
     put(Loaded(decision.threshold, decision.calibration))
     clips = job.args["clips"]
     if isinstance(clips, list) and not clips:  # only check that the model loads
-        put(Done(pd.DataFrame(columns=list(COLUMNS))))
+        put(Done(ScoredClips({}, 0, decision.threshold)))
         return
 
     def progress(done: int, total: int, name: str) -> None:
@@ -207,7 +225,7 @@ def _score(job: _Job, models: _Models, watch: _Watch, cancelled: Any, put: Any) 
     except _Cancel:
         put(Cancelled())
         return
-    put(Done(table))
+    put(Done(ScoredClips.from_table(table)))
 
 
 def _explain(job: _Job, models: _Models, watch: _Watch, put: Any) -> None:

@@ -20,12 +20,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from echoquality_core.jobs.model_process import Cancelled, Done, Failed, Loaded
+from echoquality_core.jobs.model_process import Cancelled, Done, Failed, Loaded, ScoredClips
 from echoquality_core.model.file_kind import is_export
 from echoquality_core.train.events import Progress
 from echoquality_gui.common.session import Session
 from echoquality_gui.common.workers import ProcessRelay
-from echoquality_gui.model.score_worker import score_relay, scores_by_clip
+from echoquality_gui.model.score_worker import score_relay
 
 MODEL_FILES = "Model weights or checkpoint (*.pt *.pth *.ckpt);;All files (*)"
 OUTPUT_NAME = "scores.csv"
@@ -210,19 +210,18 @@ class ScoreFolderDialog(QDialog):
         self.session.message.emit(f"Score a folder ({self._folder_name}): {text}")
 
     def _finished(self, done: Done) -> None:
-        table = done.value
-        scores = scores_by_clip(table)
-        unreadable = len(table) - len(scores)
-        skipped = table.attrs.get("skipped", 0)
-        self.progress.setRange(0, max(len(table), 1))
-        self.progress.setValue(len(table))
-        self.progress.setFormat(f"%v / {len(table)} clips")
-        self._ended(f"Done: {len(table)} clips in {self._output_path.name}"
+        result: ScoredClips = done.value
+        scores, clips, skipped = result.scores, result.clips, result.skipped
+        unreadable = clips - len(scores)
+        self.progress.setRange(0, max(clips, 1))
+        self.progress.setValue(clips)
+        self.progress.setFormat(f"%v / {clips} clips")
+        self._ended(f"Done: {clips} clips in {self._output_path.name}"
                     + (f" ({unreadable} unreadable)" if unreadable else "")
                     + (f", {skipped} already there" if skipped else ""))
         project = self.session.project
         if project is not None and project.root == self._project_root:
-            self.session.adopt_scores(self._model_path, scores, table.attrs["threshold"])
+            self.session.adopt_scores(self._model_path, scores, result.threshold)
             self.status.setText(f"{self.status.text()}. {self._model_path.name} is now the "
                                 "project's model (its scores are in the clip list).")
 

@@ -1,33 +1,25 @@
 """Scoring clips with a model: a ``ProcessRelay`` of a core ``ModelProcess`` job (the core's
 ``score_clips`` in a child process). Its messages: ``Loaded`` (the model loaded, its threshold),
-``Progress`` per clip, then one of ``Done`` (the scores table), ``Failed`` (the text to show)
-or ``Cancelled``; cancellable between clips (the batch being scored is finished and, with an
-output CSV, written). A model call that hangs is killed after the process's timeout and
-reported as ``Failed``.
+``Progress`` per clip, then one of ``Done`` (``ScoredClips``: the scores as plain data),
+``Failed`` (the text to show) or ``Cancelled``; cancellable between clips (the batch being
+scored is finished and, with an output CSV, written). A model call that hangs is killed after
+the process's timeout and reported as ``Failed``.
 
-Neither torch nor the model is ever loaded in the app's process: the window keeps its GIL."""
+Neither torch, nor pandas, nor the model is ever loaded in the app's process: the window keeps
+its GIL."""
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PySide6.QtCore import QObject
 
 from echoquality_core.jobs.model_process import Failed, Loaded, ModelJob, ModelProcess
 from echoquality_gui.common.workers import ProcessRelay
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 BATCH_SIZE = 4  # small batches: progress and Cancel answer within a few clips
-
-
-def scores_by_clip(table: pd.DataFrame) -> dict[str, float]:
-    """{clip name: score} for the clips that were scored (unreadable ones have no score)."""
-    scored = table.dropna(subset=["score"])
-    return dict(zip(scored["video_path"], scored["score"].astype(float), strict=True))
 
 
 def score_relay(clips: str | os.PathLike | list[tuple[Path, str]], model: str | os.PathLike,

@@ -20,11 +20,12 @@ from echoquality_core.jobs.model_process import (
     Failed,
     Loaded,
     ModelProcess,
+    ScoredClips,
 )
 from echoquality_core.train.events import Progress
 from echoquality_gui.common import settings
 from echoquality_gui.common.workers import ProcessRelay
-from echoquality_gui.model.score_worker import score_relay, scores_by_clip
+from echoquality_gui.model.score_worker import score_relay
 
 
 class ModelState:
@@ -173,14 +174,14 @@ class ModelState:
         self.scoring_progress.emit(progress.done, progress.total)
 
     def _on_scored(self, done: Done) -> None:
-        table = done.value
-        scores = scores_by_clip(table)
+        result: ScoredClips = done.value
+        scores = result.scores
         self._on_scoring_ended()
-        if not table.empty:
-            unreadable = len(table) - len(scores)
+        if result.clips:
+            unreadable = result.clips - len(scores)
             self.message.emit(f"Scored {len(scores)} clips with {self.model_path.name}"
                               + (f" ({unreadable} unreadable)" if unreadable else ""))
-            self.set_scores(scores, table.attrs["threshold"])
+            self.set_scores(scores, result.threshold)
 
     def _on_scoring_failed(self, failed: Failed) -> None:
         text = failed.message
