@@ -149,13 +149,16 @@ def _relay(messages: Iterable[Any], close: Callable[[], None] | None) -> Iterato
 
 
 def child_worker(func: Callable[..., Any], *args: Any, name: str,
-                 parent: QObject | None = None, **kwargs: Any) -> Worker:
+                 parent: QObject | None = None, timeout: float = 300.0,
+                 progress: Callable[..., Any] | None = None, **kwargs: Any) -> Worker:
     """A Worker (not started) whose result is ``func(*args, **kwargs)`` computed in a spawned
     child (``func``: a module-level core function; arguments and result picklable); its errors
-    arrive as RuntimeError with the child's message. ``abort()``/``cancel()`` kill the child."""
+    arrive as RuntimeError with the child's message. ``abort()``/``cancel()`` kill the child.
+    With ``progress``, ``func`` gets a ``progress`` callback whose calls arrive here as
+    ``progress(*values)`` (in the worker's thread: emit ``yielded`` from it)."""
     call = functools.partial(func, **kwargs) if kwargs else func
-    worker = Worker(lambda: call_in_child(call, *args, name=name, cancelled=worker.cancelled),
-                    parent=parent)
+    worker = Worker(lambda: call_in_child(call, *args, name=name, cancelled=worker.cancelled,
+                                          timeout=timeout, progress=progress), parent=parent)
     return worker
 
 

@@ -3,15 +3,13 @@ written by a spawned child (its GradCAM stills run torch, which never enters the
 process) with its progress in the status bar."""
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 from PySide6.QtWidgets import QFileDialog, QMainWindow
 
 from echoquality_core.evaluation.report import write_report
-from echoquality_core.jobs.child import call_in_child
 from echoquality_gui.common.session import Session
-from echoquality_gui.common.workers import Worker
+from echoquality_gui.common.workers import Worker, child_worker
 
 NO_RUN = ("No training run to report on: train a model (Train tab) or load a run's model "
           "(Runs tab), then choose File ▸ Export report again.")
@@ -25,13 +23,10 @@ def report_worker(session: Session, out: Path, parent=None) -> Worker:
     run_dir, root = Path(session.run_dir), (session.project.root if session.project is not None
                                             else None)
 
-    def write() -> str:
-        return str(call_in_child(
-            functools.partial(write_report, project_root=root), run_dir, Path(out),
-            name="echoquality-report", cancelled=writer.cancelled, timeout=3600.0,
-            progress=lambda i, n, text: writer.yielded.emit(f"Report: {text} ({i + 1}/{n})…")))
-
-    writer = Worker(write, parent=parent)  # write() reports through writer.yielded
+    writer = child_worker(
+        write_report, run_dir, Path(out), project_root=root, name="echoquality-report",
+        parent=parent, timeout=3600.0,
+        progress=lambda i, n, text: writer.yielded.emit(f"Report: {text} ({i + 1}/{n})…"))
     return writer
 
 
