@@ -42,13 +42,14 @@ def measure_step(settings: Mapping[str, Any]) -> StepSpeed:
     dtype, scaler = mixed_precision(config, device)
     model = _architecture()  # random weights, meant here: no warning
     freeze_model_except_final_layers(model, config.num_unfrozen_layers)
-    prepare_model(model, device, dtype)
+    prepare_model(model, device, dtype, training=True)
     trunk = frozen_blocks(model)
     head = Head(model, trunk) if trunk else model
     optimizer, _ = make_optimizer(config, model)
     criterion = make_criterion(config.loss)
     batch, frames = min(config.batch_size, MAX_BATCH), config.n_frames
-    videos = prepare_input(torch.randn(batch, 3, frames, config.size, config.size), device, dtype)
+    videos = prepare_input(torch.randn(batch, 3, frames, config.size, config.size), device, dtype,
+                           training=True)
     labels = torch.arange(batch) % 2
     seconds: list[float] = []
     for _round in range(2):  # warm-up, then the timed round

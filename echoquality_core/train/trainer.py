@@ -243,7 +243,7 @@ class Trainer:
         dtype, self.scaler = mixed_precision(c, self.device)
         self.steps = StepPrecision(dtype, report=lambda step, text: self._emit(  # fp32 redos
             TrainError("precision", f"Epoch {self.epoch} {text}", fatal=False)))
-        prepare_model(self.model, self.device, dtype)  # bf16: channels_last_3d
+        prepare_model(self.model, self.device, dtype, training=True)  # channels_last_3d?
         self.trunk, params, message = setup_message(c, self.model, self.device, self.cache_dir
                                                     / "trunk", self.clips, self.trunk_off)
         log.info(message)

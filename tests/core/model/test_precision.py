@@ -3,6 +3,9 @@ the detection falls back to fp32 on a CPU without native bf16; a model file is r
 without a random initialisation and gives the same scores as before."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -51,9 +54,40 @@ def test_fp32_setting_and_cpu_detection(monkeypatch):
     assert precision.inference_dtype("cpu") is expected
     with precision.precision("fp32"):
         assert precision.inference_dtype("cpu") is None
-        assert not precision.channels_last("cpu")
     with pytest.raises(ValueError, match="precision must be one of"):
         precision.set_precision("fp8")
+
+
+def test_fp32_on_the_cpu_runs_channels_last_with_the_same_scores(net, clips, one_torch_thread):
+    """oneDNN is faster in channels_last_3d in fp32 too (bench_memory_format.py); the scores are
+    those of the contiguous network."""
+    with torch.inference_mode():
+        contiguous = torch.sigmoid(net(clips)).reshape(-1).numpy()
+    with precision.precision("fp32"):
+        assert precision.channels_last("cpu")
+        model = precision.prepare_model(net, "cpu")
+        try:
+            assert model.stem[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+            assert precision.prepare_input(clips, "cpu").is_contiguous(
+                memory_format=torch.channels_last_3d)
+            scores = np.asarray(forward_scores(model, clips, torch.device("cpu")))
+        finally:
+            net.to(memory_format=torch.contiguous_format)
+    np.testing.assert_allclose(scores, contiguous, atol=1e-5)
+
+
+def test_fp32_training_is_channels_last_only_with_avx512_kernels():
+    """With ATen held to AVX2 kernels an fp32 training step is slower in channels_last_3d
+    (bench_memory_format.py --avx2): training stays contiguous there, scoring does not."""
+    code = ("import torch; from echoquality_core.model import precision as p; "
+            "print(torch.backends.cpu.get_cpu_capability(), p.channels_last('cpu', None), "
+            "p.channels_last('cpu', None, training=True), "
+            "p.channels_last('cpu', torch.bfloat16, training=True))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=os.environ | {"ATEN_CPU_CAPABILITY": "avx2"})
+    assert done.stdout.split() == ["AVX2", "True", "False", "True"], done.stderr
+    expected = torch.backends.cpu.get_cpu_capability() == "AVX512"
+    assert precision.channels_last("cpu", None, training=True) is expected
 
 
 def test_scoring_uses_the_chosen_precision(net, clips, one_torch_thread):
