@@ -51,12 +51,12 @@ def _run_score(args: argparse.Namespace) -> int:
     # torch and the model take seconds to load: say so at once (stdout: stderr is for errors)
     print(f"Scoring into {args.out.name}: loading torch and the model {args.model.name} ...",
           flush=True)
-    from echoquality_core.scoring.score import score_clips
+    from echoquality_core.scoring.score import score_into_csv
 
     bar, progress = clip_progress("Scoring")
     try:
-        result = score_clips(
-            cli_distributed.score_inputs(args), args.model, out_csv=args.out,
+        info = score_into_csv(
+            cli_distributed.score_inputs(args), args.model, args.out,
             threshold=args.threshold,
             device=args.device, batch_size=args.batch_size, num_workers=args.workers,
             cache_dir=args.cache, gradcam_dir=args.gradcam, progress=progress,
@@ -67,12 +67,11 @@ def _run_score(args: argparse.Namespace) -> int:
         return fail("score", exc)
     finally:
         finish(bar)
-    info = result.attrs
-    print(f"Scored {info['scored']} clip(s): {info['passed']} pass, "
-          f"{info['scored'] - info['passed']} below the threshold {info['threshold']:.2f}"
-          + (f"; {info['failed']} unreadable (see the error column)." if info["failed"] else "."))
-    if info["skipped"]:
-        print(f"Skipped {info['skipped']} clip(s) already in {args.out.name}.")
+    print(f"Scored {info.scored} clip(s): {info.passed} pass, "
+          f"{info.scored - info.passed} below the threshold {info.threshold:.2f}"
+          + (f"; {info.failed} unreadable (see the error column)." if info.failed else "."))
+    if info.skipped:
+        print(f"Skipped {info.skipped} clip(s) already in {args.out.name}.")
     print(f"Scores: {args.out.resolve()}")
     return 0
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from echoquality_core.cli.main import main
+from echoquality_core.scoring.scores_csv import read_scores
 from echoquality_core.model.network import save_checkpoint
 from echoquality_core.data.preprocess import PreprocessParams
 
@@ -245,6 +246,25 @@ def test_a_clip_no_decoder_can_read_is_one_line_and_its_row_not_a_traceback(
 
     debug = _score_in_a_process(folder, checkpoint, tmp_path / "again.csv", "--debug")
     assert debug.returncode == 0 and "Traceback" in debug.stderr  # one per plugin
+
+
+def test_the_score_command_scores_a_folder_without_importing_pandas(
+    demo_project, checkpoint, tmp_path
+):
+    """Issue 23.3: pandas (0.2-0.3 s to import) stays out of the command's fixed start-up; the
+    scores CSV it writes reads back whole (two runs: the second resumes, skipping all)."""
+    out = tmp_path / "scores.csv"
+    code = ("import sys; from echoquality_core.cli.main import main; "
+            f"codes = [main(['score', {str(demo_project)!r}, '--model', {str(checkpoint)!r}, "
+            f"'--out', {str(out)!r}, '--workers', '0', '--device', 'cpu']) for _ in range(2)]; "
+            "print('pandas' in sys.modules, codes)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False [0, 0]"
+    assert "Skipped 10 clip(s) already in scores.csv." in done.stdout
+    table = read_scores(out)
+    assert len(table) == 10 and table["score"].between(0, 1).all()
 
 
 def test_the_console_script_exits_with_the_code_after_the_exit_handlers(tmp_path):

@@ -253,6 +253,10 @@ def test_bad_inputs_are_refused_with_a_clear_error(demo_project, checkpoint, tmp
     no_column.write_text("path\na.dcm\n", encoding="utf-8")
     with pytest.raises(ValueError, match="video_path"):
         score_clips(no_column, checkpoint)
+    for name, data in (("blank.csv", b""), ("binary.csv", b"video_path\n\xff\x81\x00\n")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=f"{name}: not a readable CSV"):
+            score_clips(tmp_path / name, checkpoint)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="no DICOM clips"):
