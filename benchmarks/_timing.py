@@ -1,12 +1,26 @@
 """Helpers shared by the benchmark scripts (run as ``python benchmarks/<name>.py``)."""
 from __future__ import annotations
 
+import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
+AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
+
+def hold_to_avx2_if_asked() -> str:
+    """With ``--avx2`` among the arguments, re-run this script with oneDNN and ATen held to AVX2
+    kernels (what a CPU without AVX-512 runs; oneDNN then reports no native bf16, so the
+    precision rule picks fp32). Call before importing torch. Returns a note for the CPU line
+    ("" when not held)."""
+    if "--avx2" not in sys.argv:
+        return ""
+    if any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], dict(os.environ, **AVX2_ENV))
+    return "; held to AVX2 kernels (" + ", ".join(f"{k}={v}" for k, v in AVX2_ENV.items()) + ")"
 
 def cpu_model() -> str:
     """The CPU's name as /proc/cpuinfo gives it (else the platform's guess): every benchmark

@@ -15,18 +15,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 import warnings
 
-AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+from _timing import cpu_model, hold_to_avx2_if_asked
 
-if "--avx2" in sys.argv and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
-    os.execve(sys.executable, [sys.executable, *sys.argv], dict(os.environ, **AVX2_ENV))
+HELD = hold_to_avx2_if_asked()  # before torch: the kernels are chosen when it loads
 
-import torch  # noqa: E402  (after the re-exec: the ISA is fixed when torch loads)
+import torch  # noqa: E402
 
-from _timing import cpu_model  # noqa: E402
 from echoquality_core.model import precision  # noqa: E402
 from echoquality_core.model.network import build_model  # noqa: E402
 
@@ -54,10 +51,8 @@ def main() -> None:
     parser.add_argument("--avx2", action="store_true", help="oneDNN and ATen held to AVX2")
     args = parser.parse_args()
 
-    native = precision.cpu_has_native_bf16() and not args.avx2
-    print(f"CPU: {cpu_model()}; native bf16: {'yes' if native else 'no'}"
-          f"{'; held to AVX2 (' + ', '.join(f'{k}={v}' for k, v in AVX2_ENV.items()) + ')' if args.avx2 else ''}"
-          f"; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+    native = precision.cpu_has_native_bf16()
+    print(f"CPU: {cpu_model()}; native bf16: {'yes' if native else 'no'}{HELD}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"load average {load()} before")
     torch.manual_seed(0)
     with warnings.catch_warnings():

@@ -3,14 +3,15 @@
 writing the CSV, exiting) over the bare forward of the same preprocessed clips in the same
 batches at the same precision, interleaved, median and min over the repeats.
 
-    .venv/bin/python benchmarks/bench_scoring.py [--clips 10] [--repeats 3] [--fp32]
+    .venv/bin/python benchmarks/bench_scoring.py [--clips 10] [--repeats 3] [--fp32] [--avx2]
 
 Each repeat runs, one after the other: the command with a cold preprocessing cache, the command
 with a warm one, the bare forward of the network as the checkpoint holds it, and of the same
 network with its BatchNorms folded (``model/fold.py``: what the command runs). The precision is
 the one scoring picks on this CPU (bf16 autocast where the CPU computes bf16 natively, see
 ``model/precision.py``); ``--fp32`` adds the same pairs forced to fp32 (``ECHOQUALITY_PRECISION``
-for the command). Clips are the demo project's (48 frames of 480x640, JPEG); the model sees
+for the command); ``--avx2`` holds oneDNN and ATen (the command's too) to AVX2 kernels, as on a
+CPU without AVX-512 (fp32 then, as the precision rule picks there). Clips are the demo project's (48 frames of 480x640, JPEG); the model sees
 EchoPrime's 16 x 112 x 112 and is randomly initialised (speed does not depend on the weights).
 The load average is printed before and after: on a shared machine compare ratios, not seconds.
 """
@@ -26,9 +27,12 @@ import time
 import warnings
 from pathlib import Path
 
-import torch
+from _timing import cpu_model, hold_to_avx2_if_asked
 
-from _timing import cpu_model
+HELD = hold_to_avx2_if_asked()  # before torch; the command inherits the setting
+
+import torch  # noqa: E402
+
 from echoquality_core.data.clips import ClipCache
 from echoquality_core.data.preprocess import PreprocessParams, normalize
 from echoquality_core.demo.project import write_demo_project
@@ -87,6 +91,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fp32", action="store_true", help="also the fp32 command and forward")
+    parser.add_argument("--avx2", action="store_true", help="oneDNN and ATen held to AVX2")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -97,7 +102,7 @@ def main() -> None:
     dev = torch.device("cpu")
     scoring = precision.dtype_name(precision.inference_dtype(dev))
     print(f"CPU: {cpu_model()}; native bf16: {'yes' if precision.cpu_has_native_bf16() else 'no'}"
-          f" (scoring runs in {scoring}); torch threads {torch.get_num_threads()}; "
+          f" (scoring runs in {scoring}){HELD}; torch threads {torch.get_num_threads()}; "
           f"load average {load()} before")
     with tempfile.TemporaryDirectory(prefix="bench-scoring-") as tmp_name:
         tmp = Path(tmp_name)
