@@ -1,12 +1,11 @@
 """The state behind the Review tab's threshold panel, in plain Python: held-out scores of
 labelled clips, an optional calibration, the threshold in effect and the one being tried, the
-clips whose call the change flips, and saving the choice with the model."""
+clips whose call the change flips (``calibration.save_decision`` saves a choice with the
+model)."""
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +14,6 @@ from echoquality_core.evaluation.calibration import (
     fit_calibration,
     flipped,
     reliability_curve,
-    save_decision,
     threshold_preset,
 )
 from echoquality_core.evaluation.stats import point_metrics
@@ -98,12 +96,3 @@ class ThresholdChoice:
         good = labelled_good(self.labels)
         s = self.scores
         return (edges, np.histogram(s[good], edges)[0], np.histogram(s[~good], edges)[0])
-
-    def save(self, checkpoint: str | os.PathLike, *, project_dir: str | os.PathLike | None,
-             tracking_uri: str | None, source: str) -> dict[str, Any]:
-        """Make the tried threshold and calibration the model's (see ``save_decision``)."""
-        decision = save_decision(Path(checkpoint), self.threshold, calibration=self.calibration,
-                                 source=source, project_dir=project_dir,
-                                 tracking_uri=tracking_uri)
-        self.saved = self.threshold
-        return decision

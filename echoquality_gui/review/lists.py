@@ -8,7 +8,7 @@ from PySide6.QtWidgets import QTabWidget, QWidget
 from echoquality_core.evaluation.review import ReviewSet
 from echoquality_core.evaluation.threshold import ThresholdChoice
 from echoquality_gui.common.session import Session
-from echoquality_gui.common.workers import Worker
+from echoquality_gui.common.workers import Worker, child_worker
 from echoquality_gui.review.clip_table import ClipTable
 from echoquality_gui.review.label_issues_panel import LabelIssuesPanel
 from echoquality_gui.review.threshold_panel import ThresholdPanel
@@ -59,8 +59,10 @@ class ReviewLists(QTabWidget):
 
     def save_threshold(self, session: Session) -> Worker | None:
         """Save the panel's threshold (and calibration) into the session's model checkpoint,
-        the project and its MLflow run, in a thread; then the model is used with it
-        (rescoring). None (with the reason shown) when there is nothing to save into."""
+        the project and its MLflow run, in a child process (torch rewrites the checkpoint,
+        MLflow records it: neither is imported into the window); then the model is used with
+        it (rescoring). None (with the reason shown) when there is nothing to save into."""
+        from echoquality_core.evaluation.calibration import save_decision
         from echoquality_core.runs.tracking import default_tracking_uri
 
         choice = self.threshold_panel.choice
@@ -74,11 +76,8 @@ class ReviewLists(QTabWidget):
         root, run_dir = session.project.folder.path, session.run_dir
         source = self.threshold_panel.source.split(" (")[0]
 
-        def save() -> dict:
-            return choice.save(model, project_dir=root, tracking_uri=default_tracking_uri(root),
-                               source=source)
-
         def saved(decision: dict) -> None:
+            choice.saved = decision["threshold"]
             cal = decision.get("calibration")
             session.message.emit(f"Threshold {decision['threshold']:.3f} saved in {model.name}"
                                  + (f" with {cal['method']} calibration" if cal else "")
@@ -86,7 +85,11 @@ class ReviewLists(QTabWidget):
                                     " (its MLflow run is not in this project's store)"))
             session.set_model(model, run_dir=run_dir, threshold=decision["threshold"])
 
-        worker = Worker(save, parent=self).connect(
+        worker = child_worker(
+            save_decision, model, choice.threshold, name="threshold-save", parent=self,
+            calibration=choice.calibration, source=source, project_dir=root,
+            tracking_uri=default_tracking_uri(root),
+        ).connect(
             returned=saved, errored=lambda exc: session.message.emit(
                 f"Threshold not saved: {type(exc).__name__}: {exc}"))
         worker.start()

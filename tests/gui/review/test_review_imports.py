@@ -1,7 +1,8 @@
 """The window reviews a model without scikit-learn or scipy (issue 22.7): importing them held
 the GIL ~1 s and stalled the window. In a fresh interpreter, as the app: open a demo project,
 load a model and score every clip (in the model's child process), show the Review tab with its
-metrics, ROC, confusion matrix and the threshold panel's confidence intervals; then neither is
+metrics, ROC, confusion matrix and the threshold panel's confidence intervals, and save a
+threshold into the model (torch rewrites the checkpoint: in a child); then neither is
 in the app's ``sys.modules`` (nor torch, nor pandas: unpickling a scores DataFrame from the
 scoring child imported pandas, whose import stalled the window ~130 ms)."""
 from __future__ import annotations
@@ -45,9 +46,13 @@ review.lists.setCurrentWidget(panel)
 wait(lambda: review.review_set is not None and "computing" not in panel.ci.text()
      and panel.ci.text(), "the review")
 rs = review.review_set
+ci = panel.ci.text()
+panel.set_threshold(0.625)
+review.save_threshold()  # the Save button: the checkpoint rewritten by a child, then rescoring
+wait(lambda: review.save_worker is not None and review.save_worker.isFinished()
+     and session.threshold == 0.625 and not session.scoring, "the saved threshold")
 print(json.dumps({"modules": sorted({m.split(".")[0] for m in sys.modules}),
-                  "auc": rs.metrics["roc_auc"], "roc": rs.roc() is not None,
-                  "ci": panel.ci.text()}))
+                  "auc": rs.metrics["roc_auc"], "roc": rs.roc() is not None, "ci": ci}))
 window.close()
 """
 
@@ -55,6 +60,7 @@ window.close()
 def test_review_after_scoring_imports_no_scikit_learn_or_scipy(tiny_project, random_model,
                                                               tmp_path):
     from echoquality_core.data.preprocess import PreprocessParams
+    from echoquality_core.model.checkpoint import read_info
     from echoquality_core.model.network import save_checkpoint
 
     root = tiny_project(n_clips=8, n_frames=6, seed=1).parent  # every clip labelled
@@ -69,3 +75,5 @@ def test_review_after_scoring_imports_no_scikit_learn_or_scipy(tiny_project, ran
     modules = set(result["modules"])
     heavy = {"sklearn", "scipy", "torch", "pandas"}  # pandas: the scores came as plain data
     assert not modules & heavy, sorted(modules & heavy)
+    info = read_info(model)  # the threshold saved from the panel, by a child
+    assert info["threshold"] == 0.625
