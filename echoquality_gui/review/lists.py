@@ -3,7 +3,7 @@ and the possible label errors; what the two scope-dependent panels get from a ``
 and saving the threshold panel's choice into the model."""
 from __future__ import annotations
 
-from PySide6.QtWidgets import QTabWidget, QWidget
+from PySide6.QtWidgets import QSizePolicy, QTabWidget, QWidget
 
 from echoquality_core.evaluation.review import ReviewSet
 from echoquality_core.evaluation.threshold import ThresholdChoice
@@ -25,6 +25,19 @@ class ReviewLists(QTabWidget):
         self.addTab(clips, "Disagreements")
         self.addTab(self.threshold_panel, "Threshold && calibration")
         self.addTab(self.label_issues, "Possible label errors")
+        self.currentChanged.connect(self._size_by_current_page)
+        self._size_by_current_page(self.currentIndex())
+
+    def _size_by_current_page(self, index: int) -> None:
+        """Only the page shown asks for room: a hidden page's minimum height (the threshold
+        panel's plots) would otherwise hold the whole Review column open and make the window
+        scroll at 1280x720 (150-200 % scaling)."""
+        ignored, preferred = QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred
+        for i in range(self.count()):
+            shown = i == index
+            self.widget(i).setSizePolicy(preferred if shown else ignored,
+                                         preferred if shown else ignored)
+        self.updateGeometry()
 
     def show_scope(self, rs: ReviewSet | None, session: Session) -> None:
         """Give the threshold panel a ThresholdChoice over the review set's clips (keeping the

@@ -223,6 +223,8 @@ def test_every_tab_fits_the_screen_with_a_clip_loaded(trained_run, tmp_path, scr
     assert result["tabs"][:4] == ["Label", "Train", "Review", "Runs"]
     assert result["outside"] == []  # every visible button lies inside the window
     assert result["squashed"] == []  # no control smaller than its minimum size hint
+    # every tab fits without scrolling, also 1280x720 logical (150-200 % scaling)
+    assert result["scrolled"] == [], result["scrolled"]
     assert result["window"] == result["screen"]  # the window fits the screen
     assert result["minimum"][0] <= result["screen"][0]
     assert all(Path(p).stat().st_size > 10_000 for p in result["screenshots"])

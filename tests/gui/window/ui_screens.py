@@ -6,6 +6,7 @@ factor must be set before the QApplication exists) by tests/test_gui_ui_pass.py:
 
 Prints one JSON line: {"tabs": [...], "screen": [w, h], "window": [w, h],
 "outside": ["tab: button text", ...], "squashed": ["tab: control WxH < hint", ...],
+"scrolled": ["tab: its height > the window's", ...],
 "screenshots": [...]}.
 """
 from __future__ import annotations
@@ -110,7 +111,10 @@ def main() -> int:
     wait(lambda: window.player.frames_shown > 0, 30)
     tag = f"{args.screen}@{args.scale:g}x"
     args.out.mkdir(parents=True, exist_ok=True)
-    outside, squashed, shots, tabs = [], [], [], []
+    from PySide6.QtWidgets import QScrollArea
+
+    centre = window.findChild(QScrollArea, "centreScroll")
+    outside, squashed, scrolled, shots, tabs = [], [], [], [], []
     for index in range(window.tabs.count()):
         name = window.tabs.tabText(index)
         tabs.append(name)
@@ -125,9 +129,12 @@ def main() -> int:
         shots.append(str(path))
         outside += _outside(window, name)
         squashed += _squashed(window, name)
+        if centre.verticalScrollBar().isVisible():  # the tab is taller than the window
+            scrolled.append(f"{name}: {centre.widget().minimumSizeHint().height()} px > "
+                            f"{centre.viewport().height()} px")
     print(json.dumps({"tabs": tabs, "screen": [screen.width(), screen.height()],
                       "window": [window.width(), window.height()], "outside": outside,
-                      "squashed": squashed,
+                      "squashed": squashed, "scrolled": scrolled,
                       "screenshots": shots, "minimum": [window.minimumSizeHint().width(),
                                                         window.minimumSizeHint().height()]}))
     window.close()
