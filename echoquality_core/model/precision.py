@@ -102,9 +102,9 @@ def channels_last(device: torch.device | str, dtype: torch.dtype | None | str = 
                   training: bool = False) -> bool:
     """True when ``channels_last_3d`` helps (``bench_memory_format.py``): with reduced precision
     (oneDNN, cuDNN), and on the CPU in fp32 too: for scoring always (oneDNN then convolves
-    without reordering each layer's data: the forward 1.34-1.36x faster with AVX-512 and with
-    AVX2 kernels alike), for ``training`` where ATen runs AVX-512 kernels (a step 1.16x faster;
-    with AVX2 kernels 0.83x, slower, so it stays contiguous there)."""
+    without reordering each layer's data: the forward 1.3-1.4x faster with AVX-512 and with
+    AVX2 kernels alike), for ``training`` where ATen runs AVX-512 kernels (a step 1.2x faster;
+    with AVX2 kernels 0.84x, slower, so it stays contiguous there)."""
     device = torch.device(device)
     dtype = inference_dtype(device) if isinstance(dtype, str) else dtype
     if dtype is not None:
