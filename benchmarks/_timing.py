@@ -22,6 +22,7 @@ def hold_to_avx2_if_asked() -> str:
         os.execve(sys.executable, [sys.executable, *sys.argv], dict(os.environ, **AVX2_ENV))
     return "; held to AVX2 kernels (" + ", ".join(f"{k}={v}" for k, v in AVX2_ENV.items()) + ")"
 
+
 def cpu_model() -> str:
     """The CPU's name as /proc/cpuinfo gives it (else the platform's guess): every benchmark
     prints which CPU gave its figures."""

@@ -77,11 +77,12 @@ def train(csv_path: Path, work: Path, device: str, epochs: int, cached: bool) ->
     return seen
 
 
-def score(folder: Path, checkpoint: Path, out: Path, device: str, ranks: int) -> float:
-    """Seconds for ``echoquality score`` over ``folder`` (``ranks`` > 1: ``--distributed``)."""
+def score(folder: Path, checkpoint: Path, out: Path, device: str, ranks: int | None) -> float:
+    """Seconds for ``echoquality score`` over ``folder``; with ``ranks``, ``--distributed``
+    (torchrun: NCCL on GPUs, also with one)."""
     command = [sys.executable, "-m", "echoquality_core", "score", str(folder), "--model",
                str(checkpoint), "--out", str(out), "--device", device, "--workers", str(WORKERS)]
-    if ranks > 1:
+    if ranks is not None:
         command += ["--distributed", str(ranks)]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
@@ -121,7 +122,7 @@ def main() -> None:
                   flush=True)
         checkpoint = runs[True]["checkpoint"]
         ranks = torch.cuda.device_count() if args.device == "cuda" else 2
-        single = score(work / "demo", checkpoint, work / "one.csv", args.device, 1)
+        single = score(work / "demo", checkpoint, work / "one.csv", args.device, None)
         spread = score(work / "demo", checkpoint, work / "ranks.csv", args.device, ranks)
         from echoquality_core.scoring.scores_csv import read_scores
 

@@ -52,7 +52,8 @@ def main() -> None:
     args = parser.parse_args()
 
     native = precision.cpu_has_native_bf16()
-    print(f"CPU: {cpu_model()}; native bf16: {'yes' if native else 'no'}{HELD}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+    print(f"CPU: {cpu_model()}; native bf16: {'yes' if native else 'no'}{HELD}; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"load average {load()} before")
     torch.manual_seed(0)
     with warnings.catch_warnings():

@@ -211,7 +211,8 @@ def forward_scores(net: nn.Module, videos: torch.Tensor, dev: torch.device) -> l
 def score_arrays(net: nn.Module, videos: np.ndarray | torch.Tensor,
                  device: str | torch.device = "cpu") -> np.ndarray:
     """Scores (N,) for a batch of model-input clips (N,3,T,S,S): sigmoid of the logits, from
-    ``net`` with its BatchNorms folded as ``scoring.score`` scores (``net`` is left as it is)."""
+    ``net`` with its BatchNorms folded as ``scoring.score`` scores (``net`` keeps its weights
+    and mode; it is put in the memory format scoring uses, ``precision.prepare_model``)."""
     dev = resolve_device(device)
     videos = torch.as_tensor(videos, dtype=torch.float32)
     was_training = net.training

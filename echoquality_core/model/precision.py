@@ -101,25 +101,30 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None | str = "auto
 def channels_last(device: torch.device | str, dtype: torch.dtype | None | str = "auto",
                   training: bool = False) -> bool:
     """True when ``channels_last_3d`` helps (``bench_memory_format.py``): with reduced precision
-    (oneDNN, cuDNN), and on the CPU in fp32 too: for scoring always (oneDNN then convolves
+    (oneDNN, cuDNN), and on an x86 CPU in fp32 too: for scoring always (oneDNN then convolves
     without reordering each layer's data: the forward 1.3-1.4x faster with AVX-512 and with
     AVX2 kernels alike), for ``training`` where ATen runs AVX-512 kernels (a step 1.2x faster;
-    with AVX2 kernels 0.84x, slower, so it stays contiguous there)."""
+    with AVX2 kernels 0.84x, slower, so it stays contiguous there). Other CPUs (Arm) are
+    unmeasured and stay contiguous in fp32."""
     device = torch.device(device)
     dtype = inference_dtype(device) if isinstance(dtype, str) else dtype
     if dtype is not None:
         return True
     if device.type != "cpu":
         return False
-    return not training or torch.backends.cpu.get_cpu_capability() == "AVX512"
+    kernels = torch.backends.cpu.get_cpu_capability()
+    return kernels == "AVX512" or (kernels == "AVX2" and not training)
 
 
 def prepare_model(net: nn.Module, device: torch.device | str,
                   dtype: torch.dtype | None | str = "auto", training: bool = False) -> nn.Module:
-    """``net`` on ``device``, in ``channels_last_3d`` when that helps (in place; returned)."""
+    """``net`` on ``device``, in ``channels_last_3d`` when that helps, else contiguous (in
+    place; returned): a module scored earlier is made contiguous again for training where that
+    is faster."""
     net.to(device)
-    if channels_last(device, dtype, training) and not isinstance(net, torch.jit.ScriptModule):
-        net.to(memory_format=torch.channels_last_3d)
+    if not isinstance(net, torch.jit.ScriptModule):
+        net.to(memory_format=torch.channels_last_3d if channels_last(device, dtype, training)
+               else torch.contiguous_format)
     return net
 
 

@@ -14,7 +14,8 @@ scored. Nothing from DICOM headers except the frame count and frame rate reaches
 
 The network scores with its BatchNorms folded into its convolutions (``model.fold``): in place
 for a model read from a file, a copy for a module the caller keeps or when GradCAM strips are
-asked for (GradCAM explains the network as it is).
+asked for (GradCAM explains the network as it is). A module the caller keeps is put in the memory
+format scoring uses (``precision.prepare_model``), in place.
 """
 from __future__ import annotations
 
@@ -110,12 +111,12 @@ def collect_clips(
 def _clips_from_csv(csv_path: Path) -> list[ClipInput]:
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            columns = reader.fieldnames
+            reader = csv.DictReader(fh, strict=True)  # an unclosed quote is an error
+            columns = [c.strip() for c in reader.fieldnames or []]
             names = [row.get("video_path") or "" for row in reader]
     except (csv.Error, UnicodeDecodeError) as exc:
         raise ValueError(f"{csv_path.name}: not a readable CSV ({exc})") from exc
-    if not columns:
+    if not any(columns):
         raise ValueError(f"{csv_path.name}: not a readable CSV (it is empty)")
     if "video_path" not in columns:
         raise ValueError(
@@ -249,7 +250,7 @@ def score_clips(
         gradcam_dir=gradcam_dir, progress=progress, trust_exported=trust_exported,
         calibration=calibration)
     result = read_scores(out_csv) if out_csv is not None else rows_table(rows)
-    result.attrs.update(dataclasses.asdict(summary))
+    result.attrs.update({f.name: getattr(summary, f.name) for f in dataclasses.fields(summary)})
     return result
 
 

@@ -42,8 +42,11 @@ class ScoresFile:
         self.unreadable: set[str] = set()
         if self.path.exists() and self.path.stat().st_size > 0:
             self._repair()
-            with open(self.path, newline="", encoding="utf-8-sig") as fh:
-                rows = [row for row in csv.DictReader(fh) if row.get("video_path") is not None]
+            try:
+                with open(self.path, newline="", encoding="utf-8-sig") as fh:
+                    rows = [row for row in csv.DictReader(fh) if row.get("video_path") is not None]
+            except csv.Error as exc:  # e.g. a field over the csv module's size limit
+                raise ValueError(f"{self.path.name}: not a readable scores CSV ({exc})") from exc
             self.done = {row["video_path"] for row in rows if _is_score(row.get("score"))}
             self.unreadable = {row["video_path"] for row in rows} - self.done
         else:

@@ -7,8 +7,8 @@ change: their weights are frozen, their BatchNorm is in eval mode and the clip i
 objects) loaders of those outputs instead of videos, for training, validation and the final
 test alike. The outputs are keyed by the clip's digest and preprocessing settings (the
 ``ClipCache`` entry name), the trunk's blocks, a hash of their weights and buffers, and the
-precision and memory format; they are kept in memory up to ``memory_bytes`` (least recently used first out) and
-spilled to ``<cache folder>/trunk`` beyond that (at most ``DISK_BYTES`` there, the least
+precision and memory format; they are kept in memory up to ``memory_bytes`` (least recently
+used first out) and spilled to ``<cache folder>/trunk`` beyond that (at most ``DISK_BYTES`` there, the least
 recently used pruned first). When progressive unfreezing makes a trunk
 block trainable the boundary moves down and the blocks below it are computed anew (the key
 changes); with no frozen block below the trainable ones the full forward runs.
@@ -209,7 +209,8 @@ class TrunkFeatures:
         if tuple(trunk) != self._boundary:  # unfreezing moved the boundary: old outputs are stale
             self.store.clear()
             self._boundary = tuple(trunk)
-        layout = "cl3d" if channels_last(self.device, self.dtype, training=True) else "contiguous"
+        cl3d = channels_last(self.device, self.dtype, training=True)
+        layout = "cl3d" if cl3d else "contiguous"
         prefix = f"{'+'.join(trunk)}|{self._weights_hash(model, trunk)}|{self.dtype}|{layout}"
         return Head(model, trunk), _TrunkLoader(self, model, trunk, prefix, loader, should_stop)
 

@@ -104,7 +104,7 @@ class ReviewLists(QTabWidget):
             tracking_uri=default_tracking_uri(root),
         ).connect(
             returned=saved, errored=lambda exc: session.message.emit(
-                f"Threshold not saved: {type(exc).__name__}: {exc}"))
+                f"Threshold not saved: {exc}"))  # the child's message names the error
         worker.start()
         return worker
 

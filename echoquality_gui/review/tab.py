@@ -224,7 +224,7 @@ class ReviewTab(QWidget):
         return self.confirm()
 
     def save_threshold(self) -> None:
-        """Save the threshold panel's choice into the model (in a thread) and rescore."""
+        """Save the threshold panel's choice into the model (by a child process) and rescore."""
         self.save_worker = self.lists.save_threshold(self.session) or self.save_worker
 
     def _play_first(self) -> None:

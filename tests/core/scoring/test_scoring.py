@@ -24,7 +24,7 @@ from echoquality_core.model.network import save_checkpoint
 from echoquality_core.data.preprocess import PreprocessParams
 from echoquality_core.decision import DEFAULT_THRESHOLD, SCORE_BANDS, assessment
 from echoquality_core.scoring.score import score_clips
-from echoquality_core.scoring.scores_csv import COLUMNS, read_scores
+from echoquality_core.scoring.scores_csv import COLUMNS, ScoresFile, read_scores
 
 PARAMS = PreprocessParams(n_frames=4, stride=1, size=48)
 
@@ -177,6 +177,23 @@ def test_csv_input_scores_its_video_path_column(demo_project, checkpoint, tmp_pa
     assert (result["error"] == "").all() and result["score"].notna().all()
 
 
+def test_resume_reads_which_clips_are_done_as_the_scores_table_does(tmp_path):
+    """A byte-order mark, an empty, a "nan" and a text score: only numbers count as done; a
+    clip with an error row and a scored row is done (the resume reads without pandas)."""
+    path = tmp_path / "scores.csv"
+    path.write_text("\ufeff" + ",".join(COLUMNS) + "\n"
+                    "a.dcm,0.5,True,Acceptable quality,24,25.0,\n"
+                    "b.dcm,nan,,,,,\n"
+                    "c.dcm,,,,,,c.dcm: unreadable\n"
+                    "d.dcm,high,,,,,\n"
+                    "e.dcm,,,,,,e.dcm: not yet copied\n"
+                    "e.dcm,0.25,False,Very poor quality,24,25.0,\n", encoding="utf-8")
+    table = read_scores(path)
+    done = ScoresFile(path)
+    assert done.done == set(table.loc[table["score"].notna(), "video_path"]) == {"a.dcm", "e.dcm"}
+    assert done.unreadable == {"b.dcm", "c.dcm", "d.dcm"}
+
+
 def test_threshold_comes_from_the_checkpoint_else_0_3(demo_project, model, tmp_path):
     clips = find_clips(demo_project)[:4]
     plain = tmp_path / "video_quality_model.pt"
@@ -253,7 +270,9 @@ def test_bad_inputs_are_refused_with_a_clear_error(demo_project, checkpoint, tmp
     no_column.write_text("path\na.dcm\n", encoding="utf-8")
     with pytest.raises(ValueError, match="video_path"):
         score_clips(no_column, checkpoint)
-    for name, data in (("blank.csv", b""), ("binary.csv", b"video_path\n\xff\x81\x00\n")):
+    for name, data in (("blank.csv", b""), ("spaces.csv", b"   \n"),
+                       ("binary.csv", b"video_path\n\xff\x81\x00\n"),
+                       ("quote.csv", b'video_path\n"a.dcm\n')):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(ValueError, match=f"{name}: not a readable CSV"):
             score_clips(tmp_path / name, checkpoint)
