@@ -244,11 +244,7 @@ def score_clips(
     to the scores before the threshold. ``result.attrs`` holds the :class:`ScoringSummary`'s
     fields.
     """
-    rows, summary = _score(
-        paths, model, out_csv=out_csv, threshold=threshold, device=device,
-        batch_size=batch_size, num_workers=num_workers, params=params, cache_dir=cache_dir,
-        gradcam_dir=gradcam_dir, progress=progress, trust_exported=trust_exported,
-        calibration=calibration)
+    rows, summary = _score(**locals())
     result = read_scores(out_csv) if out_csv is not None else rows_table(rows)
     result.attrs.update({f.name: getattr(summary, f.name) for f in dataclasses.fields(summary)})
     return result
@@ -260,27 +256,15 @@ def score_into_csv(
     out_csv: str | os.PathLike,
     **options: Any,
 ) -> ScoringSummary:
-    """:func:`score_clips` into ``out_csv`` (same options) without reading the file back into
-    a table: what ``echoquality score`` runs (pandas, 0.2-0.3 s to import, stays out)."""
-    return _score(paths, model, out_csv=out_csv, **options)[1]
+    """:func:`score_clips` into ``out_csv`` (its options and defaults) without reading the file
+    back into a table: what ``echoquality score`` runs (pandas, 0.2-0.3 s to import, stays out)."""
+    options = {**score_clips.__kwdefaults__, **options, "out_csv": out_csv}
+    return _score(paths, model, **options)[1]
 
 
-def _score(
-    paths: str | os.PathLike | ClipInput | Sequence[str | os.PathLike | ClipInput],
-    model: str | os.PathLike | nn.Module,
-    *,
-    out_csv: str | os.PathLike | None,
-    threshold: float | None = None,
-    device: str | torch.device = "auto",
-    batch_size: int = 8,
-    num_workers: int = 0,
-    params: PreprocessParams | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    gradcam_dir: str | os.PathLike | None = None,
-    progress: ProgressFn | None = None,
-    trust_exported: bool = False,
-    calibration: Mapping[str, Any] | None = None,
-) -> tuple[list[dict[str, Any]], ScoringSummary]:
+def _score(paths, model, *, out_csv, threshold, device, batch_size, num_workers, params,
+           cache_dir, gradcam_dir, progress, trust_exported, calibration,
+           ) -> tuple[list[dict[str, Any]], ScoringSummary]:
     """(rows of the clips scored now, summary): :func:`score_clips` without its table."""
     if batch_size < 1 or num_workers < 0:
         raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, "
