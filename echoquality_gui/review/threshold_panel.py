@@ -123,6 +123,7 @@ class ThresholdPanel(QWidget):
                                              name="labelled good")
         self.poor_hist = self.histogram.plot(stepMode="center", pen=pg.mkPen(POOR, width=2),
                                              name="labelled poor")
+        self.histogram.setXRange(0, 1, padding=0.02)  # scores: 0..1 also with no clips yet
         self.threshold_line = pg.InfiniteLine(angle=90, pen=pg.mkPen("#ffb74d", width=2))
         self.histogram.addItem(self.threshold_line)
         self.reliability = _plot("Reliability (numbers: clips per bin)", "Mean score",
@@ -184,6 +185,7 @@ class ThresholdPanel(QWidget):
         self.auc_warning.setVisible(bool(warning))
         for widget in (self.slider, self.calibration, self.save_button, *self.preset_buttons):
             widget.setEnabled(enabled)
+        self.threshold_line.setVisible(enabled)
         if choice is None:
             self.ci_work.abort()
             self.basis.setText("No held-out scores: train a model or cross-validate.")

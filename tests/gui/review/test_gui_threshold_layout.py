@@ -26,6 +26,11 @@ def test_slider_figures_and_save_fit_at_1366x768(qtbot, studio_window, screensho
     qtbot.wait(100)
     panel = review.threshold_panel
     review.lists.setCurrentWidget(panel)
+    panel.set_choice(None)
+    QApplication.processEvents()
+    low, high = panel.histogram.getViewBox().viewRange()[0]
+    assert -0.05 < low < 0 and 1 < high < 1.05  # the score axis, even with no scores yet
+    assert not panel.threshold_line.isVisible()  # no threshold to mark
     panel.set_choice(choice, "Held-out scores of a test", None, "Held-out scores")
     panel.set_threshold(0.6)
     for _ in range(3):
@@ -42,6 +47,8 @@ def test_slider_figures_and_save_fit_at_1366x768(qtbot, studio_window, screensho
     assert "labelled good" in title.text and "labelled poor" in title.text
     assert title.sceneBoundingRect().right() <= panel.histogram.sceneRect().right() + 1
     assert "(" in panel.views.tabText(2)  # the number of calls that change
+    assert panel.histogram.getViewBox().viewRange()[0] == [low, high]
+    assert panel.threshold_line.isVisible() and panel.threshold_line.value() == 0.6
     screenshot(studio_window, "review_threshold_panel_1366x768.png")
 
     panel.views.setCurrentWidget(panel.reliability)
