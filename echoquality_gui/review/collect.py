@@ -13,6 +13,13 @@ from echoquality_core.runs.folder import RunFolder
 from echoquality_gui.common.session import Session
 from echoquality_gui.review.scope import oof_scored
 
+
+def has_run_test_split(session: Session) -> bool:
+    """True when the session's model came from a training run whose test split was recorded
+    (then the model's scope is that split, else its scores on the labelled clips)."""
+    return session.run_dir is not None and RunFolder(session.run_dir).predictions.is_file()
+
+
 def collect_review(session: Session, oof: Path | None = None) -> ReviewSet | None:
     """What the Review tab shows: with ``oof`` (a cross-validation's out-of-fold table) all
     labelled clips with their out-of-fold scores; else, for the session's model, the run's test
@@ -38,7 +45,7 @@ def collect_review(session: Session, oof: Path | None = None) -> ReviewSet | Non
         rs.groups = groups
         return rs
 
-    if run_dir is not None and RunFolder(run_dir).predictions.is_file():
+    if has_run_test_split(session):
         recorded, threshold = read_run_predictions(Path(run_dir))
         scored = {r: v for p, v in recorded.items() if (r := rel(p)) is not None}
         decision = (Decision(session.threshold, session.calibration)  # the run's raw scores

@@ -1,5 +1,5 @@
-"""What the Review tab measures: the model run's own test split, or all labelled clips with
-out-of-fold scores from a cross-validation of the project (one entry per ``crossval/<run>``).
+"""What the Review tab measures: the model run's own test split (for a model without a run, its
+scores on the labelled clips), or all labelled clips with out-of-fold scores from a cross-validation of the project (one entry per ``crossval/<run>``).
 The choice is always named in words, so test-split numbers and out-of-fold numbers are never
 mistaken for each other."""
 from __future__ import annotations
@@ -14,6 +14,7 @@ from echoquality_core.labels.folder import ProjectFolder
 from echoquality_core.train.folds import read_oof
 
 MODEL_SCOPE = "Test split of the model's run"
+MODEL_SCOPE_NO_RUN = "Labelled clips, scored by the model (no training run)"
 
 
 def oof_scored(oof_csv: Path, relative) -> tuple[dict[str, tuple[float, float]], dict[str, str]]:
@@ -44,12 +45,14 @@ class ReviewScope(QWidget):
         row.addWidget(QLabel("Scope"))
         row.addWidget(self.combo, 1)
 
-    def update_entries(self, project_dir: Path | None) -> None:
-        """List the project's cross-validations (keeping the current choice if it is there)."""
+    def update_entries(self, project_dir: Path | None, run_test_split: bool = True) -> None:
+        """List the model's scope (named for a run's test split, or for the labelled clips
+        when the model has no run) and the project's cross-validations (keeping the current
+        choice if it is there)."""
         current = self.oof_csv()
         self.combo.blockSignals(True)
         self.combo.clear()
-        self.combo.addItem(MODEL_SCOPE, None)
+        self.combo.addItem(MODEL_SCOPE if run_test_split else MODEL_SCOPE_NO_RUN, None)
         for oof in ProjectFolder(project_dir).crossvals() if project_dir is not None else []:
             self.combo.addItem(f"All labelled clips · out-of-fold scores of cross-validation "
                                f"{oof.parent.name}", str(oof))

@@ -25,7 +25,7 @@ from echoquality_gui.label.panel import ask_rater
 from echoquality_gui.review.charts import ReviewCharts
 from echoquality_gui.review.clip_panel import ClipPanel
 from echoquality_gui.review.clip_table import ClipTable
-from echoquality_gui.review.collect import collect_review
+from echoquality_gui.review.collect import collect_review, has_run_test_split
 from echoquality_gui.review.lists import ReviewLists
 from echoquality_gui.review.model_vs_raters import ModelVsRaters
 from echoquality_gui.review.scope import ReviewScope
@@ -121,7 +121,8 @@ class ReviewTab(QWidget):
         self._stale = False
         blind = self.session.blind  # several raters label blind: no model score anywhere
         project = self.session.project
-        self.scope.update_entries(project.folder.path if project else None)
+        self.scope.update_entries(project.folder.path if project else None,
+                                  has_run_test_split(self.session))
         self.review_set = None if blind else collect_review(self.session, self.scope.oof_csv())
         rs = self.review_set
         self.lists.show_scope(rs, self.session)

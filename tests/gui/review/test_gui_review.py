@@ -101,6 +101,7 @@ def test_mistakes_listed_and_played_with_gradcam_following_the_frame(
     assert review.metric_labels["accuracy"].text() == f"{(n - len(wrong)) / n:.3f}"
     assert review.metric_labels["threshold"].text() == f"{threshold:.3f}"
     assert review.source.text().startswith(f"Run {run_dir.name}")
+    assert review.scope.combo.currentText() == "Test split of the model's run"
 
     # showing the tab plays the most confident mistake, with its GradCAM overlay
     qtbot.waitUntil(lambda: review.heat_map is not None, timeout=TIMEOUT)
@@ -197,6 +198,8 @@ def test_a_model_without_its_run_is_reviewed_on_its_scores_of_the_labelled_clips
     labelled = {rel: project.label(rel).quality_score for rel in session.scores
                 if project.label(rel) is not None}
     assert review.source.text().startswith(f"Model {checkpoint.name}")
+    assert review.scope.combo.currentText() == ("Labelled clips, scored by the model (no "
+                                                "training run)")  # not "Test split of ..."
     assert review.metric_labels["n"].text() == str(len(labelled))
     wrong = {rel for rel, label in labelled.items()
              if is_wrong(label, session.scores[rel], session.threshold)}
