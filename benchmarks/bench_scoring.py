@@ -12,8 +12,8 @@ the one scoring picks on this CPU (bf16 autocast where the CPU computes bf16 nat
 ``model/precision.py``); ``--fp32`` adds the same pairs forced to fp32 (``ECHOQUALITY_PRECISION``
 for the command); ``--avx2`` holds oneDNN and ATen (the command's too) to AVX2 kernels, as on a
 CPU without AVX-512 (fp32 then, as the precision rule picks there). Clips are the demo
-project's (48 frames of 480x640, JPEG); the model sees EchoPrime's 16 x 112 x 112 and is randomly initialised (speed does not depend on the weights).
-The load average is printed before and after: on a shared machine compare ratios, not seconds.
+project's (48 frames of 480x640, JPEG); the model sees EchoPrime's 16 x 112 x 112 and is
+randomly initialised (speed does not depend on the weights). The load average is printed before and after: on a shared machine compare ratios, not seconds.
 """
 from __future__ import annotations
 

@@ -8,10 +8,10 @@ objects) loaders of those outputs instead of videos, for training, validation an
 test alike. The outputs are keyed by the clip's digest and preprocessing settings (the
 ``ClipCache`` entry name), the trunk's blocks, a hash of their weights and buffers, and the
 precision and memory format; they are kept in memory up to ``memory_bytes`` (least recently
-used first out) and spilled to ``<cache folder>/trunk`` beyond that (at most ``DISK_BYTES`` there, the least
-recently used pruned first). When progressive unfreezing makes a trunk
-block trainable the boundary moves down and the blocks below it are computed anew (the key
-changes); with no frozen block below the trainable ones the full forward runs.
+used first out) and spilled to ``<cache folder>/trunk`` beyond that (at most ``DISK_BYTES``
+there, the least recently used pruned first). When progressive unfreezing makes a trunk block
+trainable the boundary moves down and the blocks below it are computed anew (the key changes);
+with no frozen block below the trainable ones the full forward runs.
 
 It is off when a clip's input changes between epochs: with augmentation or synthetic pairs
 (``config.off_reason``, which the duration estimate follows too).

@@ -1,7 +1,7 @@
 """What the Review tab measures: the model run's own test split (for a model without a run, its
-scores on the labelled clips), or all labelled clips with out-of-fold scores from a cross-validation of the project (one entry per ``crossval/<run>``).
-The choice is always named in words, so test-split numbers and out-of-fold numbers are never
-mistaken for each other."""
+scores on the labelled clips), or all labelled clips with out-of-fold scores from a
+cross-validation of the project (one entry per ``crossval/<run>``). The choice is always named
+in words, so test-split numbers and out-of-fold numbers are never mistaken for each other."""
 from __future__ import annotations
 
 import math
@@ -45,7 +45,7 @@ class ReviewScope(QWidget):
         row.addWidget(QLabel("Scope"))
         row.addWidget(self.combo, 1)
 
-    def update_entries(self, project_dir: Path | None, run_test_split: bool = True) -> None:
+    def update_entries(self, project_dir: Path | None, run_test_split: bool) -> None:
         """List the model's scope (named for a run's test split, or for the labelled clips
         when the model has no run) and the project's cross-validations (keeping the current
         choice if it is there)."""
